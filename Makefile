@@ -1,0 +1,35 @@
+# Every target bootstraps .venv itself (idempotent: a stamp file skips the install when it is current).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-slow table plot bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)          ## the offline demo: standard FT vs FLOW on a synthetic task, 3 seeds
+	$(BIN)/flowvision demo
+
+test: $(STAMP)          ## the fast CPU suite (what CI runs)
+	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m slow
+
+table: $(STAMP)         ## print and write the paper's tables (ours beside the paper's) from results/runs
+	$(BIN)/flowvision table
+
+plot: $(STAMP)
+	$(BIN)/flowvision plot
+
+bench: $(STAMP)         ## speed ratios measured side by side in one run
+	$(BIN)/flowvision bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,107 @@
+"""Sample audit: which training samples does FLOW up-weight and which does it down-weight?
+
+Input is a run's ``weights.csv`` (index, label, loss, weight: one row per training sample, keyed
+by the data set index) and a way to fetch the image of an index; output is a contact sheet PNG of
+the k most up-weighted and k most down-weighted samples, and per-class means. Nothing here knows
+about models or training, so it works on any weights file, from any run, after the fact.
+
+    weights = pd.read_csv("results/runs/<run-id>/weights.csv")
+    by_class = sample_audit(weights, lambda i: np.asarray(data.train_eval.base[i][0]),
+                            class_names, k=8, out_path=Path("results/figures/audit.png"))
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from flowvision.errors import UserError
+
+WEIGHT_COLUMNS = ("index", "label", "loss", "weight")
+DPI = 80
+TILE_INCHES = 1.1   # one tile, title included: 88 px
+MAX_COLS = 8
+
+
+def _check(weights: pd.DataFrame, k: int) -> None:
+    missing = [c for c in WEIGHT_COLUMNS if c not in weights.columns]
+    if missing:
+        raise UserError(f"weights table lacks columns {', '.join(missing)}; expected a weights.csv "
+                        f"with {', '.join(WEIGHT_COLUMNS)}")
+    if not 1 <= int(k) <= len(weights):
+        raise UserError(f"k={k} must be between 1 and the number of samples ({len(weights)})")
+
+
+def pick_extremes(weights: pd.DataFrame, k: int) -> tuple:
+    """(top, bottom): the k rows with the largest weights, largest first, and the k with the
+    smallest, smallest first. Ties go to the lower index, so the pick is deterministic."""
+    _check(weights, k)
+    top = weights.sort_values(["weight", "index"], ascending=[False, True], kind="stable").head(k)
+    bottom = weights.sort_values(["weight", "index"], ascending=[True, True], kind="stable").head(k)
+    return top.reset_index(drop=True), bottom.reset_index(drop=True)
+
+
+def _class_name(label: int, class_names: Optional[Sequence[str]]) -> str:
+    if class_names is None:
+        return str(label)
+    if not 0 <= label < len(class_names):
+        raise UserError(f"label {label} has no class name ({len(class_names)} names given); "
+                        "pass the class names of the data set the weights came from")
+    return str(class_names[label])
+
+
+def per_class(weights: pd.DataFrame, class_names: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """One row per label: class, label, n, mean_weight, mean_loss; sorted by mean_weight, highest
+    first (ties by label). Classes FLOW favours come first, the ones it gives up on last."""
+    _check(weights, 1)
+    stats = (weights.groupby("label")
+             .agg(n=("weight", "size"), mean_weight=("weight", "mean"), mean_loss=("loss", "mean"))
+             .reset_index())
+    stats.insert(0, "class", [_class_name(int(label), class_names) for label in stats["label"]])
+    stats["label"] = stats["label"].astype(int)
+    return stats.sort_values(["mean_weight", "label"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def _tile(ax, image: np.ndarray, title: str) -> None:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ValueError(f"image_of must return HxWx3 (or HxW) arrays, got shape {image.shape}")
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+    ax.set_title(title, fontsize=5)
+    ax.set_axis_off()
+
+
+def sample_audit(weights: pd.DataFrame, image_of: Callable[[int], np.ndarray],
+                 class_names: Optional[Sequence[str]], k: int, out_path: Path) -> pd.DataFrame:
+    """Write a contact sheet of the k most up-weighted (upper block, largest first) and k most
+    down-weighted (lower block, smallest first) samples to ``out_path`` (PNG, MAX_COLS tiles per
+    row, TILE_INCHES × DPI px a tile), each titled with class, weight and loss; return
+    ``per_class(weights, class_names)``.
+
+    weights:  a weights.csv frame (index, label, loss, weight), one row per training sample
+    image_of: sample index -> uint8 image, HxWx3 (HxW greyscale also drawn)
+    """
+    top, bottom = pick_extremes(weights, k)
+    by_class = per_class(weights, class_names)
+    cols = min(int(k), MAX_COLS)
+    rows = math.ceil(int(k) / cols)
+    fig = Figure(figsize=(cols * TILE_INCHES, 2 * rows * TILE_INCHES + 0.4), dpi=DPI, layout="constrained")
+    for sub, picked, heading in zip(fig.subfigures(2, 1),
+                                    (top, bottom), (f"{k} most up-weighted", f"{k} most down-weighted")):
+        sub.suptitle(heading, fontsize=7)
+        axes = sub.subplots(rows, cols, squeeze=False).ravel()
+        for ax in axes[len(picked):]:
+            ax.set_axis_off()
+        for ax, row in zip(axes, picked.itertuples(index=False)):
+            name = _class_name(int(row.label), class_names)
+            _tile(ax, image_of(int(row.index)), f"{name}\nw={row.weight:.3g} ℓ={row.loss:.3g}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=DPI)
+    return by_class

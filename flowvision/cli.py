@@ -1,0 +1,201 @@
+"""The `flowvision` command line: parse options, call one library function, print with rich.
+
+    flowvision demo                                            # offline: FT vs FLOW on a synthetic task
+    flowvision finetune --dataset gratings --model demo --method flow --tau median
+    flowvision finetune --dataset cifar10 --model resnet18 --tau 1.0 --imagenet /data/imagenet/val
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .config import METHODS, parse_sets
+from .console import console, out, user_errors
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune pre-trained vision models with FLOW sample weighting and measure forgetting.")
+
+
+def _overrides(**options) -> dict:
+    sets = parse_sets(options.pop("sets") or [])
+    return {**{k: v for k, v in options.items() if v is not None}, **sets}
+
+
+@app.command()
+def finetune(
+    dataset: str = typer.Option("gratings", help="Target data set (cifar10, ... or a synthetic task: gratings, patterns)."),
+    model: str = typer.Option("demo", help="demo | resnet18 | resnet50 | a timm tag such as resnet18.tv_in1k."),
+    method: str = typer.Option("flow", help=f"One of: {', '.join(METHODS)}."),
+    tau: Optional[str] = typer.Option(None, help="FLOW temperature: a number > 0, 'median' or a percentile like p25."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation)."),
+    epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the config file's)."),
+    lr: Optional[float] = typer.Option(None, help="Fine-tuning learning rate (default: the config file's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (paper: 128)."),
+    weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
+    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
+    imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    imagenet_subset: Optional[int] = typer.Option(None, help="Evaluate forgetting on a class-balanced subset of N images."),
+    results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
+    cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of configs/<model>/<dataset>.yaml."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set probe_epochs=2 (repeatable)."),
+):
+    """Run one experiment (probe, weights, fine-tuning, refit, forgetting) and record it."""
+    with user_errors():
+        from . import config
+
+        cfg = config.resolve(dataset, model, method, _overrides(
+            tau=tau, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, weights=weights, data_root=data_root,
+            imagenet=imagenet, imagenet_subset=imagenet_subset, results_dir=results_dir, cache_dir=cache_dir,
+            device=device, sets=sets), config_file)
+        from .pipeline import run
+        from .report import result_table
+
+        out.print(result_table(run(cfg)))
+
+
+@app.command()
+def demo(
+    dataset: str = typer.Option("gratings", help="Synthetic target task: gratings or patterns."),
+    seeds: int = typer.Option(3, min=1, help="Number of seeds (0..N-1)."),
+    methods: str = typer.Option("ft,flow", help="Comma-separated methods to compare."),
+    results_dir: Optional[str] = typer.Option(None, help="Where run folders go (default: results)."),
+    cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set epochs=5 (repeatable)."),
+):
+    """The offline demo: standard fine-tuning vs FLOW on a synthetic task, over several seeds."""
+    with user_errors():
+        from .report import run_demo
+
+        run_demo(dataset, seeds, [m.strip() for m in methods.split(",") if m.strip()],
+                 _overrides(results_dir=results_dir, cache_dir=cache_dir, sets=sets))
+
+
+from .cli_data import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
+
+
+@app.command()
+def table(results_dir: str = typer.Option("results", help="Folder holding runs/ (tables go to <it>/tables)."),
+          show_commands: int = typer.Option(10, help="How many of the commands that would fill missing cells to list.")):
+    """Print the paper's vision tables with our runs beside the paper's numbers; write md/csv/tex."""
+    with user_errors():
+        from .tables import make_tables, render
+
+        tables, paths, missing = make_tables(Path(results_dir))
+        for t in tables:
+            out.print(render(t))
+        out.print(f"wrote {len(paths)} files under {Path(results_dir) / 'tables'}")
+        if missing:
+            out.print(f"{len(missing)} paper cells have no run of ours; commands that fill them "
+                      f"(or `flowvision reproduce`):")
+            for cmd in missing[:show_commands]:
+                out.print(f"  {cmd}", highlight=False)
+
+
+@app.command()
+def plot(results_dir: str = typer.Option("results", help="Folder holding runs/."),
+         out_dir: Optional[str] = typer.Option(None, help="Where PNGs go (default: <results-dir>/figures).")):
+    """Figures: target vs source accuracy per method, FLOW weight histograms, τ sweeps, WiSE-FT α curves."""
+    with user_errors():
+        from .plots import make_all
+
+        paths = make_all(Path(results_dir), Path(out_dir) if out_dir else None)
+        for p in paths:
+            out.print(str(p))
+        if not paths:
+            raise UserError(f"no runs under {results_dir}/runs to plot; run `flowvision demo` or `flowvision finetune` first")
+
+
+@app.command()
+def weights(
+    dataset: str = typer.Option("gratings", help="Target data set."),
+    model: str = typer.Option("demo", help="Source model (as for finetune)."),
+    tau: Optional[str] = typer.Option(None, help="τ rule (default: the config's, median)."),
+    k: int = typer.Option(16, min=1, help="How many most up- and down-weighted samples to show."),
+    seed: Optional[int] = typer.Option(None),
+    results_dir: Optional[str] = typer.Option(None),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key (repeatable)."),
+):
+    """The sample audit: which training samples FLOW up- and down-weights most, and per-class means."""
+    with user_errors():
+        from . import config
+        from .pipeline import audit
+
+        cfg = config.resolve(dataset, model, "flow", _overrides(tau=tau, seed=seed, results_dir=results_dir, sets=sets))
+        res = audit(cfg, k)
+        from .tables import render
+
+        out.print(render((f"mean FLOW weight per class — {dataset}, τ = {res['tau']:.4g} ({res['tau_rule']})",
+                          res["per_class"].round(4))))
+        out.print(f"contact sheet: {res['png']}")
+
+
+@app.command()
+def reproduce(
+    model: str = typer.Option("resnet18", help="demo | resnet18 | resnet50 | a timm tag."),
+    datasets: str = typer.Option("paper", help="Comma-separated, or 'paper' (the six paper sets) or 'demo'."),
+    methods: str = typer.Option("ft,lp,l2sp,wiseft,flow,flow+wiseft", help="Comma-separated methods."),
+    seeds: int = typer.Option(3, min=1, help="Seeds 0..N-1."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs still to do and their commands."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
+):
+    """Run a grid (model × data sets × methods × seeds), skipping finished runs."""
+    with user_errors():
+        from .config import PAPER_TASKS
+        from .grid import grid, reproduce as run_grid
+
+        names = {"paper": list(PAPER_TASKS), "demo": ["gratings", "patterns"]}.get(datasets) or \
+            [d.strip() for d in datasets.split(",") if d.strip()]
+        cells = grid(model, names, [m.strip() for m in methods.split(",") if m.strip()], list(range(seeds)),
+                     _overrides(sets=sets))
+        summary = run_grid(cells, dry_run=dry_run)
+        if dry_run:
+            out.print(f"{summary['cells']} runs, {summary['skipped']} finished, {len(summary['todo'])} to do:")
+            for cmd in summary["todo"]:
+                out.print(f"  {cmd}", highlight=False)
+            return
+        out.print(f"{summary['cells']} runs: {summary['ran']} ran, {summary['skipped']} already finished, "
+                  f"{len(summary['failed'])} failed, {summary['seconds']:.0f} s. `flowvision table` shows them.")
+        if summary["failed"]:
+            raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    model: str = typer.Option("resnet18", help="timm architecture (random weights)."),
+    image_size: int = typer.Option(32, min=8),
+    batch_size: int = typer.Option(32, min=1),
+    steps: int = typer.Option(5, min=1, help="Training steps per variant per repeat."),
+    repeats: int = typer.Option(3, min=1),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+):
+    """Speed ratios of the training step, variants interleaved in one run (see flowvision/bench.py)."""
+    with user_errors():
+        from rich.table import Table
+
+        from .bench import bench as run_bench
+        from .hardware import resolve_device
+
+        dev = resolve_device(device)
+        rows = run_bench(model, image_size, batch_size, steps, repeats, dev)
+        t = Table(title=f"{model} @ {image_size}px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")
+        for col in ("variant", "images/s", "× vs online (official)"):
+            t.add_column(col, justify="left" if col == "variant" else "right")
+        for r in rows:
+            t.add_row(r["variant"], f"{r['images_per_s']:.0f}", f"{r['ratio']:.2f}")
+        out.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:  # raised outside a command's own handler (e.g. while mounting sub-apps)
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,279 @@
+"""RunConfig: typed defaults -> configs/*.yaml -> method preset -> CLI overrides, resolved once.
+
+    cfg = resolve(dataset="gratings", model="demo", method="flow", overrides={"tau": "p25"})
+
+Order (later wins): the dataclass defaults; the top-level keys of the config file for
+(model, dataset) — ``configs/<model>/<dataset>.yaml``, else ``configs/<model>.yaml``; the method
+preset's knobs; the file's ``methods:`` section for that method (a method inherits its base's
+entry first, e.g. ``wiseft`` uses ``ft``'s learning rate); then explicit overrides.
+Unknown keys and values of the wrong type are a UserError naming the key. Importing this module
+does not import torch, so the CLI stays instant for --help and bad input.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+from .errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+SYNTHETIC_TASKS = ("gratings", "patterns", "shapes")
+REAL_TASKS = ("cifar10", "cifar100", "flowers102", "caltech101", "stanford_cars", "stanford_dogs", "dtd",
+              "oxford_pets")
+PAPER_TASKS = REAL_TASKS[:6]
+WEIGHTINGS = ("uniform", "flow", "flow-online")
+HEAD_INITS = ("random", "probe")
+REGULARIZERS = ("none", "l2sp")
+NORMALIZATIONS = ("mean", "sum")
+
+# Methods are presets of orthogonal knobs; a new baseline is a new entry here, not a new loop.
+#   weighting   uniform | flow (static, Algorithm 1) | flow-online (official code)
+#   head_init   random (a fresh head, as the official standard FT) | probe (start from the linear probe)
+#   finetune    False: stop after the probe (linear probing)
+#   regularizer none | l2sp (pull the shared weights towards the pre-trained ones, strength l2sp_lambda)
+#   refit       Appendix-B stage 2: retrain the head on the frozen fine-tuned backbone, plain loss
+#   wise_alpha  WiSE-FT: report the model whose shared weights are (1-α)·pre-trained + α·fine-tuned
+_FT = dict(weighting="uniform", head_init="random", finetune=True, regularizer="none", refit=False,
+           wise_alpha=None)
+_FLOW = dict(weighting="flow", head_init="probe", finetune=True, regularizer="none", refit=True, wise_alpha=None)
+_WISE = dict(wise_alpha=0.5, wise_alphas=(0.0, 0.25, 0.5, 0.75, 1.0))
+METHODS: dict[str, tuple[Optional[str], dict]] = {
+    # name: (base method whose config-file settings it inherits, knobs)
+    "ft": (None, _FT),
+    "lp": (None, dict(_FT, head_init="probe", finetune=False)),
+    "lpft": ("ft", dict(_FT, head_init="probe")),
+    "l2sp": ("ft", dict(_FT, regularizer="l2sp")),
+    "wiseft": ("ft", dict(_FT, **_WISE)),
+    "flow": (None, _FLOW),
+    "flow+l2sp": ("flow", dict(_FLOW, regularizer="l2sp")),
+    "flow+wiseft": ("flow", dict(_FLOW, **_WISE)),
+}
+MODEL_TAGS = {"resnet18": "resnet18.tv_in1k", "resnet50": "resnet50.ram_in1k"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # what to run
+    dataset: str = "gratings"
+    model: str = "demo"                 # demo | resnet18 | resnet50 | any timm name or tag
+    weights: Optional[str] = None       # a local .safetensors/.pth file for --model
+    method: str = "flow"
+    seed: int = 0
+    # method knobs (set by the preset; an explicit value wins)
+    weighting: str = "flow"
+    tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau)
+    paper_tau: Optional[float] = None   # the official run script's τ for this model and data set
+    normalize: str = "mean"             # mean: mean(w·ℓ) (official) | sum: Σwℓ/Σw
+    head_init: str = "probe"
+    finetune: bool = True
+    regularizer: str = "none"
+    l2sp_lambda: float = 0.01
+    refit: bool = True
+    wise_alpha: Optional[float] = None
+    wise_alphas: tuple = ()
+    # optimisation (official code: SGD, momentum 0.9, weight decay 5e-4, cosine per epoch, batch 128)
+    epochs: int = 3
+    lr: float = 0.01
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    probe_epochs: int = 1
+    probe_lr: float = 0.01
+    probe_bn_train: bool = True         # official: BN in train mode during the probe (stats adapt)
+    refit_epochs: int = 1
+    refit_lr: float = 0.01
+    augment: bool = True
+    # data
+    image_size: Optional[int] = None    # None: the task's own size (32 synthetic, 224 real)
+    n_train: Optional[int] = None       # synthetic tasks only: sizes of the splits
+    n_test: Optional[int] = None
+    data_seed: int = 0                  # synthetic tasks: which images (the run seed varies training)
+    data_root: Optional[str] = None
+    imagenet: Optional[str] = None
+    imagenet_subset: Optional[int] = None
+    # the demo source model (trained once on the synthetic source task, cached)
+    demo_arch: str = "resnet18"
+    demo_epochs: int = 4
+    demo_lr: float = 0.001
+    demo_batch_size: int = 32
+    demo_n_train: Optional[int] = None
+    # where
+    results_dir: str = "results"
+    cache_dir: Optional[str] = None     # demo models; default $FLOWVISION_CACHE or ~/.cache/flowvision
+    # hardware (do not change numbers except amp)
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    num_workers: int = 0
+
+    @property
+    def synthetic(self) -> bool:
+        return self.dataset in SYNTHETIC_TASKS
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["wise_alphas"] = list(self.wise_alphas)
+        return d
+
+
+_HINTS = typing.get_type_hints(RunConfig)
+FIELDS = tuple(f.name for f in fields(RunConfig))
+
+
+def _coerce(key: str, value):
+    """Convert a YAML or command-line value to the field's type, or raise a UserError naming key."""
+    hint = _HINTS[key]
+    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise UserError(f"config key '{key}' cannot be empty")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is tuple:
+            items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+            return tuple(float(v) for v in items)
+        return str(value)
+    except (TypeError, ValueError):
+        kind = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of numbers"}
+        raise UserError(f"config key '{key}': {value!r} is not {kind.get(base, 'a string')}") from None
+
+
+def _check_keys(values: dict, where: str) -> None:
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserError(f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
+                        f"valid keys: {', '.join(FIELDS)}")
+
+
+def config_file_for(model: str, dataset: str) -> Optional[Path]:
+    """configs/<model>/<dataset>.yaml, else configs/<model>.yaml, else None."""
+    slug = model.split(".")[0] if model in MODEL_TAGS.values() else model
+    for path in (CONFIG_DIR / slug / f"{dataset}.yaml", CONFIG_DIR / f"{slug}.yaml"):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_config_file(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow",
+            overrides: Optional[dict] = None, config_file: Optional[Path] = None) -> RunConfig:
+    """Build and validate the RunConfig for one run (see the module docstring for the order)."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _check_keys(overrides, "the overrides")
+    if method not in METHODS:
+        raise UserError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+    path = Path(config_file) if config_file else config_file_for(model, dataset)
+    values: dict = {}
+    if path is not None:
+        data = read_config_file(path)
+        per_method = data.pop("methods", {}) or {}
+        _check_keys(data, str(path))
+        values.update(data)
+    values.update(METHODS[method][1])
+    if path is not None:
+        for name in (METHODS[method][0], method):
+            if name and name in per_method:
+                _check_keys(per_method[name], f"{path} (methods.{name})")
+                values.update(per_method[name])
+    values.update(overrides)
+    values.update(dataset=dataset, model=model, method=method)
+    if str(values.get("tau", "")).strip().lower() == "paper":
+        if values.get("paper_tau") is None:
+            raise UserError(f"--tau paper: no official τ is known for {model} on {dataset}; "
+                            "use a number, 'median' or a percentile like p25")
+        values["tau"] = str(values["paper_tau"])
+    cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject values no run can use, naming the key and the valid choices."""
+    from .weighting import parse_tau
+
+    def choice(key, options):
+        if getattr(cfg, key) not in options:
+            raise UserError(f"{key} '{getattr(cfg, key)}' is not valid; choose one of: {', '.join(options)}")
+
+    if cfg.dataset not in SYNTHETIC_TASKS + REAL_TASKS:
+        raise UserError(f"unknown dataset '{cfg.dataset}'; choose one of: {', '.join(REAL_TASKS + SYNTHETIC_TASKS)}")
+    choice("weighting", WEIGHTINGS)
+    choice("head_init", HEAD_INITS)
+    choice("regularizer", REGULARIZERS)
+    choice("normalize", NORMALIZATIONS)
+    if cfg.weighting != "uniform":
+        parse_tau(cfg.tau)
+    for key in ("epochs", "probe_epochs", "refit_epochs", "demo_epochs"):
+        if getattr(cfg, key) < 0:
+            raise UserError(f"{key} must be ≥ 0, got {getattr(cfg, key)}")
+    if cfg.finetune and cfg.epochs < 1:
+        raise UserError(f"method '{cfg.method}' fine-tunes: epochs must be ≥ 1 (got {cfg.epochs})")
+    for key in ("lr", "probe_lr", "refit_lr", "demo_lr", "batch_size", "demo_batch_size"):
+        if not getattr(cfg, key) > 0:
+            raise UserError(f"{key} must be > 0, got {getattr(cfg, key)}")
+    if cfg.l2sp_lambda < 0:
+        raise UserError(f"l2sp_lambda must be ≥ 0, got {cfg.l2sp_lambda}")
+    alphas = cfg.wise_alphas + ((cfg.wise_alpha,) if cfg.wise_alpha is not None else ())
+    if any(not 0 <= a <= 1 for a in alphas):
+        raise UserError(f"WiSE-FT α must lie in [0, 1]; got {', '.join(map(str, alphas))}")
+    if cfg.imagenet_subset is not None and cfg.imagenet_subset < 1:
+        raise UserError(f"imagenet_subset must be ≥ 1, got {cfg.imagenet_subset}")
+
+
+def parse_sets(items: list[str]) -> dict:
+    """['key=value', ...] from --set -> {key: value}; a malformed item is a UserError."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: write key=value, e.g. --set probe_epochs=2")
+        out[key] = value.strip()
+    return out
+
+
+def write_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FLOWVISION_CACHE") or Path.home() / ".cache" / "flowvision")

@@ -1,0 +1,57 @@
+"""Data sets by name: the synthetic demo tasks and the real target sets, all as TaskData."""
+from __future__ import annotations
+
+from .base import Indexed, TaskData, make_loader  # noqa: F401
+
+
+def load_task(cfg) -> TaskData:
+    """The target task of a RunConfig (its dataset, image size, augmentation, data seed, root)."""
+    from ..config import SYNTHETIC_TASKS
+
+    if cfg.dataset in SYNTHETIC_TASKS:
+        from .synthetic import load_synthetic_task
+
+        return load_synthetic_task(cfg.dataset, seed=cfg.data_seed, image_size=cfg.image_size,
+                                   n_train=cfg.n_train, n_test=cfg.n_test, augment=cfg.augment)
+    from .fetch import resolve_data_root
+    from .real import load_real_task
+
+    return load_real_task(cfg.dataset, resolve_data_root(cfg.data_root), image_size=cfg.image_size or 224,
+                          augment=cfg.augment, seed=cfg.data_seed)
+
+
+def normalisation(name: str) -> tuple[tuple, tuple]:
+    """(mean, std) the task's transforms normalise with."""
+    from ..config import SYNTHETIC_TASKS
+
+    if name in SYNTHETIC_TASKS:
+        from .synthetic import MEAN, STD
+
+        return MEAN, STD
+    from .real import REAL_TASKS
+
+    return REAL_TASKS[name].mean, REAL_TASKS[name].std
+
+
+def class_names(task: TaskData):
+    """Class names in label order where the data set knows them, else None."""
+    from ..config import SYNTHETIC_TASKS
+
+    if task.name in SYNTHETIC_TASKS:
+        from .synthetic import SPECS
+
+        return list(SPECS[task.name].classes)
+    base = getattr(task.train_eval, "base", None)
+    names = getattr(base, "classes", None)
+    return list(names) if names is not None and len(names) == task.num_classes else None
+
+
+def display_image(task: TaskData, index: int):
+    """Training sample ``index`` as the model sees it (eval transforms), un-normalised to an
+    HxWx3 uint8 array for contact sheets."""
+    import torch
+
+    mean, std = normalisation(task.name)
+    x = task.train_eval[index][0]
+    x = x * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()

@@ -1,0 +1,174 @@
+"""Getting the data: where the data root is, what is there, and fetching what torchvision can.
+
+    root = resolve_data_root(None)        # --data-root, else $FLOWVISION_DATA, else ./data
+    data_status(root)                     # one dict per data set: found, counts, how to get it
+    download("cifar10", root)             # torchvision's downloader into <root>/cifar10/
+
+cifar10, cifar100, flowers102, dtd, oxford_pets and caltech101 download with torchvision (which
+checks each archive's md5). Stanford Cars (torchvision's URL is dead), Stanford Dogs and ImageNet
+are placed by hand; for them ``download`` raises a UserError with the steps and the folder layout.
+A network failure is a one-line UserError, never a traceback, and a download never waits forever
+(a socket timeout applies while it runs).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from ..errors import UserError
+from .real import REAL_TASKS, data_folder, load_real_splits
+
+DEFAULT_DATA_ROOT = "./data"
+SOCKET_TIMEOUT_S = 60
+
+# Where each downloadable archive comes from (what torchvision fetches), for manual fetching.
+SOURCES = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "flowers102": "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, "
+                  "setid.mat)",
+    "dtd": "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+    "oxford_pets": "https://www.robots.ox.ac.uk/~vgg/data/pets/data/ (images.tar.gz, annotations.tar.gz)",
+    "caltech101": "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip (then extract "
+                  "101_ObjectCategories.tar.gz)",
+}
+MANUAL_ONLY = ("stanford_cars", "stanford_dogs", "imagenet")
+
+
+def resolve_data_root(cli_value: Optional[str]) -> Path:
+    """``--data-root`` if given, else ``$FLOWVISION_DATA``, else ``./data`` (made absolute)."""
+    value = cli_value or os.environ.get("FLOWVISION_DATA") or DEFAULT_DATA_ROOT
+    return Path(value).expanduser().absolute()
+
+
+def resolve_imagenet(cli_value: Optional[str]) -> Optional[Path]:
+    """``--imagenet`` if given, else ``$FLOWVISION_IMAGENET``, else None (not configured)."""
+    value = cli_value or os.environ.get("FLOWVISION_IMAGENET")
+    return Path(value).expanduser().absolute() if value else None
+
+
+def how_to_get(name: str, root: Path) -> str:
+    """The exact command, or the manual steps with the folder layout, that puts ``name`` in place."""
+    if name == "stanford_cars":
+        return (f"manual: get Stanford Cars sorted by class (torchvision's source is gone; e.g. the Kaggle "
+                f"copy 'stanford-car-dataset-by-classes-folder') and arrange it as "
+                f"{data_folder(name, root)}/train/<class>/*.jpg and .../test/<class>/*.jpg "
+                f"(196 class folders each, same names in both)")
+    if name == "stanford_dogs":
+        return (f"manual: download images.tar and lists.tar from "
+                f"http://vision.stanford.edu/aditya86/ImageNetDogs/ and extract both into "
+                f"{data_folder(name, root)}/ so it holds Images/<breed>/*.jpg (120 breeds), "
+                f"train_list.mat and test_list.mat (reading .mat needs scipy; or write train_list.txt "
+                f"and test_list.txt, one path relative to Images/ per line)")
+    if name == "imagenet":
+        return ("manual: download ILSVRC2012_img_val.tar from https://image-net.org (login needed), "
+                "extract it, sort the 50,000 JPEGs into 1000 synset folders (n01440764/ ... n15075141/; "
+                "e.g. with valprep.sh), then pass --imagenet DIR or set FLOWVISION_IMAGENET")
+    return f"flowvision data download {name} --data-root {root}"
+
+
+def _status_row(name: str, root: Path) -> dict:
+    row = {"name": name, "found": False, "path": str(data_folder(name, root)), "n_train": None,
+           "n_test": None, "how_to_get": how_to_get(name, root), "problem": None}
+    try:
+        train, test, _ = load_real_splits(name, root)
+    except UserError as e:
+        row["problem"] = str(e)
+        return row
+    row.update(found=True, n_train=len(train), n_test=len(test))
+    return row
+
+
+def _imagenet_row(imagenet: Optional[Path], root: Path) -> dict:
+    from .imagenet import load_imagenet_eval
+
+    row = {"name": "imagenet", "found": False, "path": str(imagenet) if imagenet else None,
+           "n_train": None, "n_test": None, "how_to_get": how_to_get("imagenet", root), "problem": None}
+    if imagenet is None:
+        row["problem"] = "no ImageNet folder given (--imagenet DIR or FLOWVISION_IMAGENET)"
+        return row
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the count note is reported in the row instead
+            val = load_imagenet_eval(imagenet, None)
+    except UserError as e:
+        row["problem"] = str(e)
+        return row
+    row.update(found=True, n_test=len(val), problem="; ".join(val.warnings) or None)
+    return row
+
+
+def data_status(root: Path, imagenet: Optional[Path] = None) -> list[dict]:
+    """One dict per data set (the eight targets, then the ImageNet val set):
+    name, found, path, n_train, n_test (None when not found), how_to_get, problem (why not found,
+    or a note; None when all is well). Reads every split once (CIFAR: ~1 s); for caltech101 this
+    computes and saves the split file if there is none yet."""
+    root = Path(root)
+    rows = [_status_row(name, root) for name in REAL_TASKS]
+    return rows + [_imagenet_row(imagenet, root)]
+
+
+def _fetch(name: str, root: Path) -> None:
+    """torchvision's downloader for ``name``, placing the files as ``real.py`` expects them."""
+    from torchvision import datasets as tvd
+
+    folder = str(data_folder(name, root))
+    if name == "cifar10":
+        tvd.CIFAR10(folder, train=True, download=True)
+    elif name == "cifar100":
+        tvd.CIFAR100(folder, train=True, download=True)
+    elif name == "flowers102":
+        tvd.Flowers102(folder, split="test", download=True)
+    elif name == "oxford_pets":
+        tvd.OxfordIIITPet(folder, download=True)
+    elif name == "dtd":            # torchvision adds the dtd/ folder itself
+        tvd.DTD(str(root), download=True)
+    elif name == "caltech101":     # torchvision adds the caltech101/ folder itself
+        tvd.Caltech101(str(root), download=True)
+    else:
+        raise ValueError(name)
+
+
+def download(name: str, root: Path) -> dict:
+    """Download ``name`` into ``<root>/<name>/`` (a no-op when the files are there and intact) and
+    return its status row. Stanford Cars/Dogs and ImageNet: UserError with the manual steps."""
+    import http.client
+    import urllib.error
+
+    root = Path(root)
+    if name in MANUAL_ONLY:
+        raise UserError(f"{name} cannot be downloaded automatically; {how_to_get(name, root)}")
+    if name not in REAL_TASKS:
+        raise UserError(f"unknown data set {name!r}: choose one of {', '.join(REAL_TASKS)}")
+    folder = data_folder(name, root)
+    created = [p for p in (root, folder) if not p.exists()]
+    manual = f"{SOURCES[name]} -> extract so that {folder}/{REAL_TASKS[name].layout} exists"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the data root {root} ({e.strerror}): choose another with "
+                        f"--data-root or FLOWVISION_DATA") from None
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(SOCKET_TIMEOUT_S)  # urllib has no timeout of its own: never hang
+    try:
+        _fetch(name, root)
+    except ImportError:
+        pass  # flowers102 parses .mat files with scipy after the download; the check below says so
+    except urllib.error.URLError as e:
+        raise UserError(f"could not download {name}: {e.reason}; check your network or fetch it "
+                        f"manually: {manual}") from None
+    except (OSError, RuntimeError, http.client.HTTPException) as e:  # timeouts, refused, bad md5
+        raise UserError(f"could not download {name}: {type(e).__name__}: {str(e) or 'no detail'}; "
+                        f"check your network or fetch it manually: {manual}") from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+        for path in reversed(created):  # leave no empty folder behind after a failed download
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+    row = _status_row(name, root)
+    if not row["found"]:
+        raise UserError(row["problem"])
+    return row

@@ -1,0 +1,54 @@
+"""Where and how tensors run: device choice, bf16 autocast, channels_last, torch.compile.
+
+All of it is opt-in except the device: on the CPU (this project's CI) every switch is a no-op, so
+numbers from a laptop and from a GPU come out of the same code path.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: torch.device
+    amp: bool = False            # bf16 autocast (CUDA only)
+    channels_last: bool = False  # NHWC memory format (helps convs on GPUs and at 224 px on CPUs)
+    compile: bool = False        # torch.compile the forward pass (slow to start; opt-in)
+    num_workers: int = 0
+
+    def autocast(self):
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` in place; return the callable to run forward passes with."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return torch.compile(model) if self.compile else model
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu (or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name} is not a device: use auto, cpu, cuda or cuda:N") from None
+
+
+CPU = Hardware(torch.device("cpu"))

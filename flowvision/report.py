@@ -1,0 +1,75 @@
+"""What the CLI prints after a run or the demo (rich tables); the numbers come from result dicts."""
+from __future__ import annotations
+
+from rich.table import Table
+
+from .console import console, out
+
+
+def pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def result_table(r: dict) -> Table:
+    """One run: accuracies in percent, τ, stages computed or cached, and where the files are."""
+    t = Table(title=f"{r['run_id']}", show_header=False, title_justify="left")
+    t.add_row("target accuracy", pct(r["target_acc"]))
+    t.add_row(f"source accuracy ({r['source_eval']})", f"{pct(r['source_acc_before'])} → {pct(r['source_acc_after'])}")
+    t.add_row("drop (points)", pct(r["source_drop"]))
+    if r.get("tau") is not None:
+        ws = r["weight_stats"] or {}
+        t.add_row("τ", f"{r['tau']:.4g} ({r['tau_rule']})"
+                  + (f"; weights mean {ws['mean']:.3f}, ESS {ws['ess_frac']:.2f}" if ws else ""))
+    for w in r.get("wise") or []:
+        t.add_row(f"WiSE-FT α={w['alpha']:g}", f"target {pct(w['target_acc'])}, source {pct(w['source_acc_after'])}")
+    t.add_row("stages", ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
+    t.add_row("wall time", f"{r['wall_seconds']:.1f} s")
+    t.add_row("run folder", r.get("run_dir", ""))
+    return t
+
+
+def mean_std(values) -> str:
+    import statistics
+
+    vals = [100 * v for v in values]
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+
+
+def demo_table(results: list[dict]) -> Table:
+    """Methods × (target acc, source before, after, drop), mean ± sample std over seeds, in percent."""
+    t = Table(title="flowvision demo — mean ± std over seeds (percent)", title_justify="left")
+    for col in ("method", "seeds", "target acc", "source acc before", "source acc after", "drop"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for method in dict.fromkeys(r["method"] for r in results):
+        rs = [r for r in results if r["method"] == method]
+        t.add_row(method, str(len(rs)), mean_std([r["target_acc"] for r in rs]),
+                  mean_std([r["source_acc_before"] for r in rs]), mean_std([r["source_acc_after"] for r in rs]),
+                  mean_std([r["source_drop"] for r in rs]))
+    return t
+
+
+def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> list[dict]:
+    """Run every (method, seed) on a synthetic task with the demo model; print the comparison."""
+    import time
+
+    from . import config
+    from .errors import UserError
+    from .pipeline import run
+
+    if dataset not in config.SYNTHETIC_TASKS or dataset == "shapes":
+        raise UserError(f"the demo runs on a synthetic target task: gratings or patterns (got '{dataset}')")
+    cfgs = [config.resolve(dataset, "demo", m, dict(overrides, seed=s)) for m in methods for s in range(seeds)]
+    t0, results = time.time(), []
+    for i, cfg in enumerate(cfgs):
+        console.print(f"[bold]run {i + 1}/{len(cfgs)}[/]: {cfg.method}, seed {cfg.seed}")
+        results.append(run(cfg))
+    demo_info = results[0]["source_info"]
+    out.print(demo_table(results))
+    if "demo_val_acc" in demo_info:
+        out.print(f"demo source model: {demo_info['demo_recipe']['arch']} trained on shapes, "
+                  f"val accuracy {pct(demo_info['demo_val_acc'])}% ({demo_info['demo_model_file']})")
+    out.print(f"run folders: {', '.join(r['run_dir'] for r in results)}")
+    out.print(f"total {time.time() - t0:.0f} s")
+    return results

@@ -1,0 +1,462 @@
+"""Tables are views of the run folders: glob ``results/runs/*/result.json``, group, print.
+
+    flowvision table            # reads results/runs/, writes results/tables/{*.md,*.csv,*.tex}
+
+Nothing here trains or parses logs. The paper's numbers come from ``results/paper/vision.csv``
+(long format: table, model, dataset, method, metric, value, note) so every cell we reproduce
+sits beside the paper's. Accuracies in ``result.json`` are fractions; every table prints percent.
+
+Cell markers: ``—`` we have no run for this cell; ``n/a`` the paper's number is not known to us;
+an empty cell does not apply (e.g. the drop of the pre-trained model).
+
+Grouping (``summarise``): one group per synthetic × model × dataset × method × τ rule. The τ rule is
+part of the key because a τ sweep of one method must not be pooled into one mean; every other knob
+is fixed per method by the configs. Within a group one run per seed counts: when a seed was run
+twice the newest (``created``) wins and the others are named in a warning. Mean ± std are over
+seeds, std with ddof=1 (the sample std), so one seed prints ``± –``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import pandas as pd
+
+from flowvision.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PAPER_MODELS = ("resnet18", "resnet50")
+PAPER_DATASETS = ("cifar10", "cifar100", "flowers102", "caltech101", "stanford_cars", "stanford_dogs")
+PAPER_METHODS = ("ft", "l2sp", "wiseft", "lp", "flow", "flow+wiseft")
+SEEDS = (0, 1, 2)
+SYNTHETIC_DATASETS = ("shapes", "gratings", "patterns")
+PAPER_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "vision.csv"
+TABLES_DIR = Path("results") / "tables"
+
+MISSING = "—"   # no run of ours for this cell
+UNKNOWN = "n/a"  # the paper's number is not known to us
+NO_STD = "–"     # std of a single seed (ddof=1 leaves it undefined)
+
+METRICS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop")
+GROUP_KEYS = ("synthetic", "model", "dataset", "method", "tau_rule")
+REQUIRED_KEYS = ("run_id", "dataset", "model", "method", "seed", "target_acc")
+RUN_COLUMNS = (
+    "run_id", "dataset", "model", "weights", "method", "seed", "synthetic", "weighting", "tau_rule",
+    "tau", "normalize", "regularizer", "l2sp_lambda", "head_init", "refit", "epochs", "lr",
+    "target_acc", "source_acc_before", "source_acc_after", "source_drop", "source_top5_before",
+    "source_top5_after", "source_eval", "wise", "wall_seconds", "git_sha", "created", "run_dir",
+)
+SUMMARY_COLUMNS = (*GROUP_KEYS, "n_seeds", "seeds",
+                   *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")))
+PAPER_COLUMNS = ("table", "model", "dataset", "method", "metric", "value", "note")
+
+Table = Tuple[str, pd.DataFrame]  # (title, frame); frame.attrs["note"] is an optional footnote
+
+
+# ---------------------------------------------------------------------------------------- runs
+def load_runs(results_dir: Path) -> pd.DataFrame:
+    """One row per ``results_dir/runs/*/result.json``, nested dicts flattened with ``.``
+    (``weight_stats.mean``, ``versions.torch``); ``wise`` stays a list; ``run_dir`` is added.
+
+    Unreadable or incomplete files are skipped with a warning that names them. With no runs the
+    frame is empty but has the contract's columns, so every view downstream still works.
+    """
+    records = []
+    for path in sorted(Path(results_dir).glob("runs/*/result.json")):
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            missing = [k for k in REQUIRED_KEYS if k not in record]
+            if missing:
+                raise ValueError(f"missing keys {', '.join(missing)}")
+            if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
+                raise ValueError(f"seed {record['seed']!r} is not an integer")
+        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            log.warning("skipping unreadable run record %s (%s)", path, err)
+            continue
+        record["run_dir"] = str(path.parent)
+        records.append(record)
+    if not records:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
+    df = pd.json_normalize(records, sep=".")
+    for column in RUN_COLUMNS:
+        if column not in df.columns:
+            df[column] = None
+    if df["synthetic"].isna().any():  # older records: infer from the task name
+        df["synthetic"] = df["synthetic"].where(df["synthetic"].notna(),
+                                                df["dataset"].isin(SYNTHETIC_DATASETS))
+    df["synthetic"] = df["synthetic"].astype(bool)
+    df["seed"] = df["seed"].astype(int)
+    for column in METRICS:
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    return df.sort_values(["model", "dataset", "method", "seed"], kind="stable").reset_index(drop=True)
+
+
+def _tau_key(value) -> str:
+    """τ rule as a grouping key: '' for methods without τ, the rule's text otherwise."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def dedupe_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Normalised keys, and the newest run per group and seed (older reruns named, then dropped)."""
+    df = df.copy()
+    df["tau_rule"] = df["tau_rule"].map(_tau_key).astype(object)
+    df["synthetic"] = df["synthetic"].astype(bool)
+    df = df.sort_values("created", na_position="first", kind="stable")
+    dup = df.duplicated([*GROUP_KEYS, "seed"], keep="last")
+    if dup.any():
+        log.warning("several runs share model/dataset/method/tau rule/seed; keeping the newest, "
+                    "ignoring %s", ", ".join(map(str, df.loc[dup, "run_id"])))
+    return df[~dup]
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (ddof=1, NaN for one seed) over seeds, in percent, per
+    synthetic × model × dataset × method × τ rule; ``n_seeds`` and ``seeds`` ("0 1 2") say what
+    went in. Columns: ``SUMMARY_COLUMNS`` (``target_acc_mean``, ``source_drop_std``, ...)."""
+    if df.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    runs = dedupe_runs(df)
+    rows = []
+    for key, group in runs.groupby(list(GROUP_KEYS), sort=True):
+        row = dict(zip(GROUP_KEYS, key))
+        seeds = sorted(int(s) for s in group["seed"].unique())
+        row.update(n_seeds=len(seeds), seeds=" ".join(map(str, seeds)))
+        for metric in METRICS:
+            values = 100.0 * group[metric].dropna().astype(float)
+            row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
+            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+# ------------------------------------------------------------------------------------ formatting
+def _isnan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt_ours(mean, std) -> str:
+    """'73.00 ± 3.61'; '73.00 ± –' for one seed; '—' when there is no run."""
+    if _isnan(mean):
+        return MISSING
+    return f"{mean:.2f} ± {NO_STD if _isnan(std) else f'{std:.2f}'}"
+
+
+def fmt_paper(value) -> str:
+    return UNKNOWN if _isnan(value) else f"{value:.2f}"
+
+
+# ------------------------------------------------------------------------------------ paper csv
+def load_paper(paper_csv: Path = PAPER_CSV) -> pd.DataFrame:
+    """The paper's numbers, long format (``PAPER_COLUMNS``); ``value`` in percent (counts for
+    ``hard10_n``). Blank model/method cells stay '' (Table 5 names no model)."""
+    path = Path(paper_csv)
+    if not path.is_file():
+        raise UserError(f"paper numbers not found at {path}; pass --paper-csv or restore "
+                        "results/paper/vision.csv from git")
+    paper = pd.read_csv(path, keep_default_na=False, dtype={"value": float})
+    missing = [c for c in PAPER_COLUMNS if c not in paper.columns]
+    if missing:
+        raise UserError(f"{path} lacks columns {', '.join(missing)}; expected {', '.join(PAPER_COLUMNS)}")
+    return paper
+
+
+class _Paper:
+    """Look-ups into the paper CSV; ``None`` where the paper's number is unknown to us."""
+
+    def __init__(self, paper: pd.DataFrame):
+        self.values = {}
+        for row in paper.itertuples(index=False):
+            self.values.setdefault((row.model, row.dataset, row.method, row.metric), float(row.value))
+
+    def get(self, model, dataset, method, metric) -> Optional[float]:
+        return self.values.get((model, dataset, method, metric))
+
+    def in1k_acc(self, model, dataset, method) -> Optional[float]:
+        """Reported IN-1K accuracy, else pre-trained minus the reported drop (the drop's definition)."""
+        acc = self.get(model, dataset, method, "in1k_acc")
+        drop = self.get(model, dataset, method, "in1k_drop")
+        pre = self.get(model, "imagenet", "pretrained", "in1k_acc")
+        if acc is None and drop is not None and pre is not None:
+            acc = pre - drop
+        return acc
+
+
+# ----------------------------------------------------------------------------------- the tables
+def _variants(runs: pd.DataFrame, methods: Sequence[str]) -> list:
+    """(row label, method, τ rule) for the paper's methods, then any other method present. A method
+    run with several τ rules gets one row per rule, labelled 'flow [τ=median]'."""
+    extra = sorted(set(runs["method"]) - set(methods))
+    out = []
+    for method in [*methods, *extra]:
+        rules = sorted(set(runs.loc[runs["method"] == method, "tau_rule"])) or [""]
+        for rule in rules:
+            label = method if len(rules) == 1 else f"{method} [τ={rule or 'none'}]"
+            out.append((label, method, rule))
+    return out
+
+
+def _six_set(runs: pd.DataFrame) -> dict:
+    """Averages over the paper's data sets for one model × method × τ rule.
+
+    Returns {"in1k"|"drop"|"target"|"average": (mean, std)} in percent, plus "k" (data sets
+    covered) and "seeds" (min–max seeds per data set). mean = mean over data sets of per-data-set
+    means; std = sample std over the seeds run on every covered data set of that seed's average
+    (NaN with fewer than two such seeds). "average" is the paper's mean(IN-1K acc, target acc).
+    """
+    runs = runs[runs["dataset"].isin(PAPER_DATASETS)]
+    if runs.empty:
+        return {"k": 0, "seeds": ""}
+    per_seed = {name: 100.0 * runs.pivot_table(index="seed", columns="dataset", values=col,
+                                               aggfunc="mean", dropna=False)
+                for name, col in (("in1k", "source_acc_after"), ("drop", "source_drop"),
+                                  ("target", "target_acc"))}
+    per_seed["average"] = (per_seed["in1k"] + per_seed["target"]) / 2
+    out = {}
+    for name, table in per_seed.items():
+        complete = table.dropna(axis=0, how="any").mean(axis=1)
+        out[name] = (table.mean(axis=0).mean(),
+                     complete.std(ddof=1) if len(complete) > 1 else math.nan)
+    counts = runs.groupby("dataset")["seed"].nunique()
+    lo, hi = int(counts.min()), int(counts.max())
+    out.update(k=int(runs["dataset"].nunique()), seeds=str(lo) if lo == hi else f"{lo}–{hi}")
+    return out
+
+
+def _eval_note(runs: pd.DataFrame, what: str = "IN-1K") -> str:
+    """Which source evaluation the runs used (a subset of IN-1K val is not the paper's 50000)."""
+    evals = sorted(set(runs["source_eval"].dropna().astype(str)))
+    return f" {what} accuracy measured on {', '.join(evals)}." if evals else ""
+
+
+NOTE = (f"ours: mean ± std over seeds in percent (std with ddof=1, '± {NO_STD}' for one seed); "
+        f"'{MISSING}' no run of ours; '{UNKNOWN}' paper number unknown to us.")
+
+
+def _model_tables(runs: pd.DataFrame, paper: _Paper, model: str) -> list:
+    """The two views of one model's vision table: 6-set averages, and per data set (long)."""
+    runs = runs[runs["model"] == model]
+    pre = 100.0 * runs["source_acc_before"].dropna()
+    summary = [{"method": "pretrained",
+                "IN-1K acc (ours)": fmt_ours(pre.mean() if len(pre) else math.nan,
+                                             pre.std(ddof=1) if len(pre) > 1 else math.nan),
+                "IN-1K acc (paper)": fmt_paper(paper.get(model, "imagenet", "pretrained", "in1k_acc"))}]
+    per_set = []
+    summ = summarise(runs).set_index(["dataset", "method", "tau_rule"]) if len(runs) else None
+    for label, method, rule in _variants(runs, PAPER_METHODS):
+        own = runs[(runs["method"] == method) & (runs["tau_rule"] == rule)]
+        avg = _six_set(own)
+        cell = {"method": label}
+        for name, col, metric in (("in1k", "IN-1K acc", None), ("drop", "IN-1K drop", "in1k_drop"),
+                                  ("target", "avg target", "target_acc"), ("average", "Average", "average")):
+            cell[f"{col} (ours)"] = fmt_ours(*avg.get(name, (math.nan, math.nan)))
+            value = (paper.in1k_acc(model, "avg6", method) if metric is None
+                     else paper.get(model, "avg6", method, metric))
+            cell[f"{col} (paper)"] = fmt_paper(value)
+        cell["data sets"] = f"{avg['k']}/{len(PAPER_DATASETS)}"
+        cell["seeds"] = avg["seeds"]
+        summary.append(cell)
+        for dataset in PAPER_DATASETS:
+            key = (dataset, method, rule)
+            row = summ.loc[key] if summ is not None and key in summ.index else None
+
+            def ours(metric: str, row=row) -> str:
+                return MISSING if row is None else fmt_ours(row[f"{metric}_mean"], row[f"{metric}_std"])
+            per_set.append({
+                "method": label, "dataset": dataset,
+                "target (ours)": ours("target_acc"),
+                "target (paper)": fmt_paper(paper.get(model, dataset, method, "target_acc")),
+                "IN-1K acc (ours)": ours("source_acc_after"),
+                "IN-1K acc (paper)": fmt_paper(paper.in1k_acc(model, dataset, method)),
+                "IN-1K drop (ours)": ours("source_drop"),
+                "IN-1K drop (paper)": fmt_paper(paper.get(model, dataset, method, "in1k_drop")),
+                "n": int(row["n_seeds"]) if row is not None else 0})
+    summary_df = pd.DataFrame(summary).fillna("")
+    summary_df.attrs["note"] = (
+        NOTE + " 6-set columns average the data sets we have ('data sets'); Average = mean(IN-1K "
+        "acc, avg target acc); IN-1K acc (paper) = pre-trained − drop where only the drop is "
+        "reported." + _eval_note(runs))
+    per_set_df = pd.DataFrame(per_set)
+    per_set_df.attrs["note"] = NOTE + _eval_note(runs)
+    return [(f"{model}: 6-set averages vs paper", summary_df),
+            (f"{model}: per data set vs paper", per_set_df)]
+
+
+def _preferred(runs: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The runs of one method, at the τ rule the paper used (none, else median, else the first)."""
+    runs = runs[runs["method"] == method]
+    rules = sorted(set(runs["tau_rule"]))
+    for rule in ("", "median", *rules):
+        if rule in rules:
+            return runs[runs["tau_rule"] == rule]
+    return runs
+
+
+def _table3(runs: pd.DataFrame, paper: _Paper) -> Table:
+    """FLOW+WiSE-FT vs WiSE-FT on the paper's Average, over the data sets both methods have."""
+    rows = []
+    for model in PAPER_MODELS:
+        own = runs[runs["model"] == model]
+        wise, both = _preferred(own, "wiseft"), _preferred(own, "flow+wiseft")
+        common = set(wise["dataset"]) & set(both["dataset"]) & set(PAPER_DATASETS)
+        a = _six_set(wise[wise["dataset"].isin(common)]).get("average", (math.nan, math.nan))
+        b = _six_set(both[both["dataset"].isin(common)]).get("average", (math.nan, math.nan))
+        rows.append({"model": model, "WiSE-FT Average (ours)": fmt_ours(*a),
+                     "FLOW+WiSE-FT Average (ours)": fmt_ours(*b),
+                     "Δ Average (ours)": MISSING if common == set() else f"{b[0] - a[0]:+.2f}",
+                     "Δ Average (paper)": fmt_paper(paper.get(model, "avg6", "flow+wiseft", "delta_average")),
+                     "data sets": f"{len(common)}/{len(PAPER_DATASETS)}"})
+    frame = pd.DataFrame(rows)
+    frame.attrs["note"] = NOTE + " Δ = FLOW+WiSE-FT minus WiSE-FT, over the data sets both have."
+    return ("Table 3: FLOW+WiSE-FT vs WiSE-FT", frame)
+
+
+def table5(paper_csv: Path = PAPER_CSV) -> Table:
+    """Paper-only reference: accuracy on the hardest 10% of test samples (highest pre-trained loss)."""
+    paper = load_paper(paper_csv)
+    t5 = paper[paper["table"] == "Table 5"]
+    rows = []
+    for dataset in dict.fromkeys(t5["dataset"]):
+        pick = _Paper(t5[t5["dataset"] == dataset])
+        count = pick.get("", dataset, "", "hard10_n")
+        rows.append({"dataset": dataset, "# hard samples": UNKNOWN if count is None else str(int(count)),
+                     "standard FT (paper)": fmt_paper(pick.get("", dataset, "ft", "hard10_acc")),
+                     "FLOW (paper)": fmt_paper(pick.get("", dataset, "flow", "hard10_acc"))})
+    frame = pd.DataFrame(rows, columns=["dataset", "# hard samples", "standard FT (paper)", "FLOW (paper)"])
+    frame.attrs["note"] = "Paper numbers only (percent); the model is not stated in our source."
+    return ("Table 5 (paper only): hardest 10% of test samples", frame)
+
+
+def _runs_table(runs: pd.DataFrame, title: str) -> Table:
+    """Any runs outside the paper grid (synthetic demo, own models or data sets): one row per
+    model × dataset × method (× τ rule when it varies) with all four accuracies."""
+    summ = summarise(runs)
+    rows = []
+    for (model, dataset), group in summ.groupby(["model", "dataset"], sort=True):
+        several = group.groupby("method")["tau_rule"].transform("nunique") > 1
+        for (_, row), tag in zip(group.iterrows(), several):
+            rows.append({"model": model, "dataset": dataset,
+                         "method": f"{row['method']} [τ={row['tau_rule'] or 'none'}]" if tag else row["method"],
+                         "target acc": fmt_ours(row["target_acc_mean"], row["target_acc_std"]),
+                         "source acc before": fmt_ours(row["source_acc_before_mean"], row["source_acc_before_std"]),
+                         "source acc after": fmt_ours(row["source_acc_after_mean"], row["source_acc_after_std"]),
+                         "source drop": fmt_ours(row["source_drop_mean"], row["source_drop_std"]),
+                         "n": int(row["n_seeds"])})
+    frame = pd.DataFrame(rows)
+    frame.attrs["note"] = NOTE + _eval_note(runs, "source")
+    return (title, frame)
+
+
+def paper_tables(df_runs: pd.DataFrame, paper_csv: Path = PAPER_CSV) -> list:
+    """All views, as [(title, DataFrame)]: per paper model its 6-set-average table and per-data-set
+    table (ours beside paper), Table 3 (FLOW+WiSE-FT vs WiSE-FT), Table 5 (paper only), then a demo
+    table of synthetic runs and a table of other real runs, each only when such runs exist."""
+    paper = _Paper(load_paper(paper_csv))
+    runs = dedupe_runs(df_runs) if len(df_runs) else df_runs.assign(tau_rule="", synthetic=False)
+    real = runs[~runs["synthetic"].astype(bool)]
+    grid = real[real["model"].isin(PAPER_MODELS) & real["dataset"].isin(PAPER_DATASETS)]
+    tables = []
+    for model in PAPER_MODELS:
+        tables += _model_tables(grid, paper, model)
+    tables += [_table3(grid, paper), table5(paper_csv)]
+    demo = runs[runs["synthetic"].astype(bool)]
+    if len(demo):
+        tables.append(_runs_table(demo, "demo: synthetic tasks"))
+    other = real.drop(grid.index)
+    if len(other):
+        tables.append(_runs_table(other, "other runs (outside the paper grid)"))
+    return tables
+
+
+def missing_commands(df_runs: pd.DataFrame, models: Sequence[str] = PAPER_MODELS,
+                     datasets: Sequence[str] = PAPER_DATASETS, methods: Sequence[str] = PAPER_METHODS,
+                     seeds: Sequence[int] = SEEDS) -> list:
+    """The ``flowvision finetune`` commands that would fill every missing model × dataset ×
+    method × seed cell of the paper grid (any τ rule counts as present), in table order."""
+    have = set()
+    if len(df_runs):
+        real = df_runs[~df_runs["synthetic"].astype(bool)]
+        have = set(zip(real["model"], real["dataset"], real["method"], real["seed"].astype(int)))
+    return [f"flowvision finetune --dataset {d} --model {m} --method {meth} --seed {s}"
+            for m in models for d in datasets for meth in methods for s in seeds
+            if (m, d, meth, int(s)) not in have]
+
+
+# --------------------------------------------------------------------------------------- output
+def slug(title: str) -> str:
+    """File stem of a table: 'resnet18: 6-set averages vs paper' -> 'resnet18_6_set_averages_vs_paper'."""
+    return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+
+
+def to_markdown(title: str, frame: pd.DataFrame) -> str:
+    """A GitHub Markdown table (written here: pandas' to_markdown needs tabulate, not a dependency)."""
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+    lines = [f"### {title}", "", "| " + " | ".join(map(cell, frame.columns)) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]
+    if frame.attrs.get("note"):
+        lines += ["", frame.attrs["note"]]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX = {"±": r"$\pm$", "—": "---", "–": "--", "τ": r"$\tau$", "Δ": r"$\Delta$", "−": "$-$"}
+
+
+def to_latex(title: str, frame: pd.DataFrame) -> str:
+    """A booktabs table; cells are escaped by pandas, the caption here (pandas leaves it raw)."""
+    caption = re.sub(r"([&%$#_{}])", r"\\\1", title)
+    text = frame.to_latex(index=False, escape=True, caption=caption, label=f"tab:{slug(title)}")
+    for char, macro in _LATEX.items():
+        text = text.replace(char, macro)
+    return text
+
+
+def write_tables(tables: Sequence[Table], out_dir: Path = TABLES_DIR) -> list:
+    """Each table as ``<slug>.md``, ``<slug>.csv`` (the printed strings; read back with
+    ``keep_default_na=False`` so 'n/a' stays text) and ``<slug>.tex``; plus ``all.md``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, markdown = [], []
+    for title, frame in tables:
+        stem = out_dir / slug(title)
+        text = to_markdown(title, frame)
+        markdown.append(text)
+        for suffix, content in ((".md", text), (".tex", to_latex(title, frame))):
+            stem.with_suffix(suffix).write_text(content, encoding="utf-8")
+            paths.append(stem.with_suffix(suffix))
+        frame.to_csv(stem.with_suffix(".csv"), index=False)
+        paths.append(stem.with_suffix(".csv"))
+    (out_dir / "all.md").write_text("\n".join(markdown), encoding="utf-8")
+    return paths + [out_dir / "all.md"]
+
+
+def render(table: Table):
+    """A rich Table for printing one (title, DataFrame); the footnote becomes the caption."""
+    from rich.table import Table as RichTable
+
+    title, frame = table
+    out = RichTable(title=title, caption=frame.attrs.get("note"), caption_justify="left")
+    for column in frame.columns:
+        out.add_column(str(column), justify="left" if column in ("method", "dataset", "model") else "right")
+    for row in frame.itertuples(index=False):
+        out.add_row(*(str(v) for v in row))
+    return out
+
+
+def make_tables(results_dir: Path, out_dir: Optional[Path] = None,
+                paper_csv: Path = PAPER_CSV) -> tuple:
+    """What ``flowvision table`` does: load runs, build every view, write them.
+    Returns (tables, written paths, missing commands)."""
+    runs = load_runs(results_dir)
+    tables = paper_tables(runs, paper_csv)
+    paths = write_tables(tables, Path(results_dir) / "tables" if out_dir is None else out_dir)
+    return tables, paths, missing_commands(runs)

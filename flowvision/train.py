@@ -1,0 +1,172 @@
+"""The one training loop: probe, fine-tuning, head refit and demo pre-training all run through it.
+
+What differs between those stages is data, not code: which parameters train (all, or the head
+only), whether BatchNorm statistics follow the batches, the optimiser and schedule, and how the
+per-sample losses of a batch are reduced (uniform mean, FLOW weights, plus an optional regulariser).
+
+Resume: after every epoch the loop writes model, optimiser and scheduler state to ``checkpoint``.
+Every epoch's shuffling and augmentation are seeded from (seed, epoch), so a run killed after
+epoch k and resumed gives the same weights as one that was never interrupted.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import models, weighting
+from .console import progress
+from .data.base import make_loader
+from .errors import UserError
+from .hardware import CPU, Hardware
+from .records import atomic_save
+
+
+@dataclass(frozen=True)
+class Schedule:
+    epochs: int
+    lr: float
+    batch_size: int = 128
+    optimizer: str = "sgd"        # sgd (momentum, weight decay) | adam
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    cosine: bool = True           # CosineAnnealingLR(T_max=epochs), stepped per epoch; else constant
+    head_only: bool = False       # train only the classifier; the backbone is frozen
+    bn_train: bool = True         # BatchNorm running statistics follow the batches (model.train())
+
+
+class StaticWeights:
+    """FLOW weights from losses computed once at θ* (Algorithm 1): ``losses`` (N,) by sample index."""
+
+    def __init__(self, losses: torch.Tensor, tau: float):
+        self.losses, self.tau = losses, tau
+
+    def __call__(self, x, y, idx) -> torch.Tensor:
+        return self.losses[idx]
+
+
+class OnlineWeights:
+    """FLOW weights as the official code computes them: the probe model's loss (eval mode, no grad)
+    on the same augmented batch."""
+
+    def __init__(self, probe: nn.Module, tau: float):
+        self.probe, self.tau = probe.eval(), tau
+        for p in self.probe.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, x, y, idx) -> torch.Tensor:
+        return F.cross_entropy(self.probe(x).float(), y, reduction="none")
+
+
+class L2SP:
+    """(λ/2)·Σ‖θ − θ_source‖² over the shared tensors (conv weights); head and BN are task-specific
+    and are not pulled. ``reference`` maps parameter names to the source values."""
+
+    def __init__(self, model: nn.Module, reference: dict, lam: float):
+        shared, _ = models.split_state(model)
+        self.pairs = [(p, reference[name]) for name, p in model.named_parameters() if name in shared]
+        self.lam = lam
+
+    def __call__(self) -> torch.Tensor:
+        total = sum(((p - ref.to(p.device)) ** 2).sum() for p, ref in self.pairs)
+        return 0.5 * self.lam * total
+
+
+def _head_params(model: nn.Module) -> list:
+    prefix = models.head_prefix(model) + "."
+    return [p for n, p in model.named_parameters() if n.startswith(prefix)]
+
+
+def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware = CPU,
+          weigher: Optional[Callable] = None, normalize: str = "mean",
+          regularizer: Optional[Callable[[], torch.Tensor]] = None,
+          checkpoint: Optional[Path] = None, desc: str = "train") -> list[dict]:
+    """Train ``model`` in place on ``dataset`` ((image, label, index) samples).
+
+    weigher(x, y, idx) -> (B,) reference losses for FLOW weights exp(-ref/τ) (None: uniform).
+    Returns one row per epoch: stage, epoch, loss (the optimised, weighted loss), ce (plain mean
+    cross-entropy), acc (on the augmented batches), lr, seconds, data_seconds.
+    """
+    head = set(map(id, _head_params(model)))
+    for p in model.parameters():
+        p.requires_grad_(not sched.head_only or id(p) in head)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if sched.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay)
+    elif sched.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=sched.lr, weight_decay=sched.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {sched.optimizer!r}")
+    lr_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, sched.epochs))
+                if sched.cosine else None)
+    forward = hw.prepare(model)
+
+    rows, start = [], 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if lr_sched is not None:
+            lr_sched.load_state_dict(state["scheduler"])
+        rows, start = state["rows"], state["epoch"] + 1
+
+    n_batches = -(-len(dataset) // sched.batch_size)
+    with progress() as bar:
+        task = bar.add_task(desc, total=sched.epochs * n_batches, completed=start * n_batches, info="")
+        for epoch in range(start, sched.epochs):
+            epoch_seed = seed * 100_003 + epoch
+            torch.manual_seed(epoch_seed)  # augmentation draws
+            loader = make_loader(dataset, sched.batch_size, shuffle=True, seed=epoch_seed,
+                                 num_workers=hw.num_workers, pin_memory=hw.device.type == "cuda")
+            model.train(sched.bn_train)
+            lr = opt.param_groups[0]["lr"]
+            t0, data_time, tot_loss, tot_ce, tot_correct, seen = time.time(), 0.0, 0.0, 0.0, 0, 0
+            t_data = time.time()
+            for step, (x, y, idx) in enumerate(loader):
+                x, y = hw.images(x), y.to(hw.device)
+                data_time += time.time() - t_data
+                with hw.autocast():
+                    if sched.head_only and hasattr(model, "forward_features"):
+                        # Frozen backbone: no graph through it (BN statistics still update in train mode).
+                        with torch.no_grad():
+                            feats = model.forward_features(x)
+                        logits = model.forward_head(feats)
+                    else:
+                        logits = forward(x)
+                per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+                if weigher is None:
+                    loss = per_sample.mean()
+                else:
+                    ref = weigher(x, y, idx).to(per_sample.device)
+                    loss = weighting.weighted_loss(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
+                if regularizer is not None:
+                    loss = loss + regularizer()
+                if not torch.isfinite(loss):
+                    raise UserError(f"{desc}: the training loss became {loss.item()} at epoch {epoch + 1}, "
+                                    f"step {step + 1}; lower the learning rate (--lr) or check the data")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                b = len(y)
+                tot_loss += loss.item() * b
+                tot_ce += per_sample.detach().sum().item()
+                tot_correct += (logits.argmax(1) == y).sum().item()
+                seen += b
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{sched.epochs} loss {tot_loss / seen:.3f}")
+                t_data = time.time()
+            if lr_sched is not None:
+                lr_sched.step()
+            rows.append({"stage": desc, "epoch": epoch + 1, "loss": tot_loss / seen, "ce": tot_ce / seen,
+                         "acc": tot_correct / seen, "lr": lr, "seconds": time.time() - t0,
+                         "data_seconds": data_time})
+            if checkpoint is not None:
+                atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": lr_sched.state_dict() if lr_sched else None,
+                             "epoch": epoch, "rows": rows}, checkpoint)
+    return rows

@@ -1,0 +1,108 @@
+"""FLOW weights as a pure function of per-sample losses (no models, no data).
+
+    w_i = exp(-f_i(θ*) / τ)          f_i(θ*): loss of training sample i under the pre-trained model
+
+τ is a positive number, ``median`` (the paper's and the official code's choice: the median of the
+pre-trained losses) or a percentile ``pNN`` (``p25``: the 25th percentile). Percentiles use linear
+interpolation, so ``median`` == ``p50`` == the mean of the two middle losses when N is even.
+
+Two normalisations of the weighted batch loss:
+  ``mean``  (default, the official code): mean_i(w_i · ℓ_i) over the batch. Small weights shrink the
+            effective learning rate as well as re-weighting samples.
+  ``sum``   Σ w_i ℓ_i / Σ w_i: a weighted average; only the relative weights matter, so the step size
+            stays that of plain fine-tuning. Computed as a softmax of -loss/τ, which stays finite when
+            every weight in the batch underflows to 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserError
+
+NORMALIZATIONS = ("mean", "sum")
+
+
+@dataclass(frozen=True)
+class TauRule:
+    """How τ is chosen: ``kind`` is 'value' (τ = value) or 'quantile' (τ = quantile `value` of the losses)."""
+
+    kind: str
+    value: float
+    text: str
+
+    def resolve(self, losses: torch.Tensor) -> float:
+        """losses: (N,) pre-trained per-sample losses -> τ > 0."""
+        if self.kind == "value":
+            return self.value
+        tau = float(torch.quantile(losses.double().flatten(), self.value))
+        if not tau > 0:
+            raise UserError(
+                f"τ rule '{self.text}' gives τ = {tau:g} (the pre-trained losses are ~0 there); "
+                "use a higher percentile or a number, e.g. --tau p75 or --tau 0.1")
+        return tau
+
+
+def parse_tau(spec) -> TauRule:
+    """'median' | 'pNN' (0 < NN < 100) | a positive number -> TauRule; anything else is a UserError."""
+    text = str(spec).strip().lower()
+    if text == "median":
+        return TauRule("quantile", 0.5, "median")
+    if text.startswith("p"):
+        try:
+            pct = float(text[1:])
+        except ValueError:
+            pct = float("nan")
+        if not 0 < pct < 100:
+            raise UserError(f"--tau {spec!s}: a percentile is p1..p99, e.g. p25; or use 'median' or a number > 0")
+        return TauRule("quantile", pct / 100.0, text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--tau {spec!s} is not understood: use a number > 0, 'median' or a percentile like p25") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(f"--tau {spec!s}: τ must be a finite number > 0 (or 'median', or a percentile like p25)")
+    return TauRule("value", value, text)
+
+
+def flow_weights(losses: torch.Tensor, tau: float) -> torch.Tensor:
+    """losses: (N,) -> weights (N,) = exp(-losses / τ), in (0, 1] for non-negative losses."""
+    return torch.exp(-losses / tau)
+
+
+def weighted_loss(per_sample: torch.Tensor, weights: torch.Tensor | None, normalize: str = "mean",
+                  ref_losses: torch.Tensor | None = None, tau: float | None = None) -> torch.Tensor:
+    """Reduce a batch of per-sample losses (B,) to a scalar.
+
+    weights: (B,) FLOW weights, or None for plain (uniform) mean.
+    For ``sum`` normalisation pass ``ref_losses`` (B,) and ``tau`` instead of (or as well as) weights:
+    Σ w ℓ / Σ w is computed as Σ softmax(-ref/τ) ℓ, exact and finite even when all w underflow.
+    """
+    if weights is None and ref_losses is None:
+        return per_sample.mean()
+    if normalize == "mean":
+        if weights is None:
+            weights = flow_weights(ref_losses, tau)
+        return (weights * per_sample).mean()
+    if normalize == "sum":
+        if ref_losses is not None:
+            p = torch.softmax(-ref_losses / tau, dim=0)
+        else:
+            p = weights / weights.sum()
+        return (p * per_sample).sum()
+    raise ValueError(f"unknown normalisation {normalize!r}")
+
+
+def weight_stats(weights: torch.Tensor) -> dict:
+    """Summary of a weight vector (N,): mean, std, min, max, median and the effective sample size
+    fraction ess_frac = (Σw)² / (N Σw²) — 1 for uniform weights, small when few samples dominate."""
+    w = weights.double()
+    n = w.numel()
+    ess = float(w.sum() ** 2 / (n * (w ** 2).sum())) if float((w ** 2).sum()) > 0 else 0.0
+    return {
+        "mean": float(w.mean()), "std": float(w.std()) if n > 1 else 0.0,
+        "min": float(w.min()), "max": float(w.max()), "median": float(torch.quantile(w, 0.5)),
+        "ess_frac": ess,
+    }

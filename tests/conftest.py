@@ -1,0 +1,17 @@
+"""Shared fixtures: tiny synthetic settings so every pipeline test runs in seconds on 2 cores."""
+import os
+
+import pytest
+
+os.environ.setdefault("FLOWVISION_QUIET", "1")
+os.environ["FLOWVISION_OFFLINE"] = "1"  # never probe the network for weights in tests
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Overrides for a run on 16-px synthetic images with a handful of samples and one epoch each."""
+    return {
+        "image_size": 16, "n_train": 48, "n_test": 32, "demo_n_train": 96, "demo_epochs": 1,
+        "demo_batch_size": 32, "epochs": 1, "probe_epochs": 1, "refit_epochs": 1, "batch_size": 16,
+        "results_dir": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache"), "device": "cpu",
+    }

@@ -1,0 +1,80 @@
+"""The command line as a user meets it: one end-to-end run, and bad input -> one line, exit 2."""
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowvision.cli import app
+
+runner = CliRunner()
+
+
+def _sets(tiny):
+    args = []
+    for k, v in tiny.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+def test_finetune_end_to_end_through_the_cli(tiny):
+    res = runner.invoke(app, ["finetune", "--dataset", "patterns", "--model", "demo", "--method", "flow",
+                              "--tau", "median", "--seed", "1", *_sets(tiny)])
+    assert res.exit_code == 0, res.output
+    results = list(Path(tiny["results_dir"]).glob("runs/*/result.json"))
+    assert len(results) == 1
+    r = json.loads(results[0].read_text())
+    assert r["dataset"] == "patterns" and r["method"] == "flow" and r["seed"] == 1 and r["tau_rule"] == "median"
+    assert "target accuracy" in res.output and r["run_id"] in res.output
+
+
+def test_demo_command_prints_the_comparison(tiny):
+    res = runner.invoke(app, ["demo", "--seeds", "2", "--methods", "ft,flow", *_sets(tiny)])
+    assert res.exit_code == 0, res.output
+    assert "mean ± std" in res.output and "ft" in res.output and "flow" in res.output
+    assert len(list(Path(tiny["results_dir"]).glob("runs/*/result.json"))) == 4
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "imagenet21k"], "unknown dataset 'imagenet21k'; choose one of: cifar10"),
+    (["--method", "magic"], "unknown method 'magic'; choose one of: ft, lp"),
+    (["--tau", "0"], "τ must be a finite number > 0"),
+    (["--tau", "-1"], "τ must be a finite number > 0"),
+    (["--tau", "warm"], "--tau warm is not understood"),
+    (["--set", "learning_rate=0.1"], "unknown config key learning_rate"),
+    (["--set", "epochs=three"], "config key 'epochs': 'three' is not an integer"),
+    (["--set", "epochs"], "write key=value"),
+    (["--lr", "-0.1"], "lr must be > 0"),
+    (["--dataset", "cifar10", "--data-root", "{tmp}/nodata"], "cifar10 not found under"),
+    (["--model", "resnet18", "--imagenet", "{tmp}/noimagenet"], "ImageNet val not found at"),
+    (["--model", "resnet18", "--weights", "{tmp}/w.safetensors", "--imagenet", "{tmp}/in"], "weights file"),
+    (["--model", "no_such_net", "--imagenet", "{tmp}/in"], "unknown model 'no_such_net'"),
+    (["--model", "resnet18", "--dataset", "gratings"], "forgetting is measured on ImageNet-1K val"),
+    (["--config", "{tmp}/missing.yaml"], "config file"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(args, message, tiny, tmp_path, monkeypatch):
+    monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        (tmp_path / "in" / f"n0{i}").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    res = runner.invoke(app, ["finetune", *_sets(tiny), *args])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert message in " ".join(res.output.split()), res.output
+    assert "error:" in res.output
+
+
+def test_bad_input_keeps_files_already_written(tiny):
+    ok = runner.invoke(app, ["finetune", "--method", "lp", *_sets(tiny)])
+    assert ok.exit_code == 0, ok.output
+    before = {p: p.read_bytes() for p in Path(tiny["results_dir"]).rglob("*") if p.is_file()}
+    bad = runner.invoke(app, ["finetune", "--method", "lp", "--tau", "0", "--set", "weighting=flow", *_sets(tiny)])
+    assert bad.exit_code == 2
+    after = {p: p.read_bytes() for p in Path(tiny["results_dir"]).rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_help_is_instant_and_lists_commands():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "finetune" in res.output and "demo" in res.output

@@ -1,0 +1,63 @@
+"""table, plot, weights, reproduce and bench through the CLI on tiny synthetic runs."""
+import json
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from flowvision.cli import app
+
+runner = CliRunner()
+
+
+def _sets(tiny):
+    return [a for k, v in tiny.items() if k != "results_dir" for a in ("--set", f"{k}={v}")]
+
+
+def test_reproduce_skips_finished_runs_then_table_and_plot(tiny):
+    res_dir = tiny["results_dir"]
+    grid = ["reproduce", "--model", "demo", "--datasets", "gratings", "--methods", "ft,flow,wiseft", "--seeds", "2",
+            *_sets(tiny), "--set", f"results_dir={res_dir}"]
+    dry = runner.invoke(app, [*grid, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "6 runs, 0 finished, 6 to do" in dry.output
+    assert "flowvision finetune --dataset gratings --model demo --method wiseft --seed 1" in dry.output
+    first = runner.invoke(app, grid)
+    assert first.exit_code == 0, first.output
+    assert "6 runs: 6 ran, 0 already finished" in first.output
+    again = runner.invoke(app, grid)
+    assert "6 runs: 0 ran, 6 already finished" in again.output
+
+    table = runner.invoke(app, ["table", "--results-dir", res_dir])
+    assert table.exit_code == 0, table.output
+    demo_md = [p for p in Path(res_dir, "tables").glob("*.md") if "demo" in p.name]
+    assert demo_md and "wiseft" in demo_md[0].read_text()
+    assert "flowvision finetune --dataset cifar10 --model resnet18" in table.output  # missing paper cells
+
+    plot = runner.invoke(app, ["plot", "--results-dir", res_dir])
+    assert plot.exit_code == 0, plot.output
+    pngs = list(Path(res_dir, "figures").glob("*.png"))
+    assert any("tradeoff" in p.name for p in pngs) and any("wise" in p.name for p in pngs)
+    assert all(Image.open(p).size[0] > 100 for p in pngs)
+
+
+def test_weights_audit_writes_contact_sheet_and_per_class_means(tiny):
+    res = runner.invoke(app, ["weights", "--dataset", "gratings", "--k", "4", *_sets(tiny),
+                              "--results-dir", tiny["results_dir"]])
+    assert res.exit_code == 0, res.output
+    (folder,) = Path(tiny["results_dir"], "audit").iterdir()
+    assert Image.open(folder / "samples.png").size[0] > 100
+    per_class = (folder / "per_class.csv").read_text().splitlines()
+    assert len(per_class) == 1 + 8 and "mean_weight" in per_class[0]
+
+
+def test_plot_without_runs_is_a_clear_error(tmp_path):
+    res = runner.invoke(app, ["plot", "--results-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "no runs under" in res.output
+
+
+def test_bench_prints_ratios():
+    res = runner.invoke(app, ["bench", "--image-size", "16", "--batch-size", "4", "--steps", "1", "--repeats", "1",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "static weights" in res.output and "online weights (official)" in res.output

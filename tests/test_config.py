@@ -1,0 +1,48 @@
+import pytest
+
+from flowvision import config
+from flowvision.errors import UserError
+
+
+def test_order_defaults_file_preset_method_section_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("epochs: 7\nlr: 0.3\nrefit: false\nmethods:\n  ft: {lr: 0.02}\n  flow: {lr: 0.001, tau: p30}\n")
+    ft = config.resolve("gratings", "demo", "ft", config_file=f)
+    assert (ft.epochs, ft.lr, ft.refit) == (7, 0.02, False)
+    flow = config.resolve("gratings", "demo", "flow", config_file=f)
+    assert (flow.lr, flow.tau, flow.refit) == (0.001, "p30", True)  # the preset's refit wins over the file's top level
+    wise = config.resolve("gratings", "demo", "wiseft", config_file=f)
+    assert wise.lr == 0.02  # inherits ft's section
+    over = config.resolve("gratings", "demo", "flow", {"lr": "0.5", "refit": "false"}, config_file=f)
+    assert (over.lr, over.refit) == (0.5, False)
+    assert config.resolve("gratings", "demo", "ft", {"seed": 4}, config_file=f).seed == 4
+
+
+def test_demo_config_file_is_found_and_paper_configs_exist():
+    assert config.config_file_for("demo", "gratings").name == "demo.yaml"
+    cfg = config.resolve("gratings", "demo", "flow")
+    assert cfg.probe_epochs == 6 and cfg.lr == 0.01
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"nope": 1}, "unknown config key nope"),
+    ({"epochs": "2.5"}, "'epochs'"),
+    ({"refit": "maybe"}, "true or false"),
+    ({"weighting": "hard"}, "weighting 'hard' is not valid"),
+    ({"wise_alphas": "0.5 1.5"}, "WiSE-FT α must lie in [0, 1]"),
+    ({"batch_size": 0}, "batch_size must be > 0"),
+])
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(UserError) as e:
+        config.resolve("gratings", "demo", "flow", overrides)
+    assert message in str(e.value)
+
+
+def test_bad_yaml_is_a_user_error(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("epochs: [1\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        config.resolve(config_file=f)
+    f.write_text("methods:\n  flow: {learning_rate: 1}\n")
+    with pytest.raises(UserError, match=r"learning_rate in .*methods.flow"):
+        config.resolve(config_file=f)

@@ -1,0 +1,70 @@
+"""Appendix B: head and every BatchNorm are task-specific; forgetting uses the source's, exactly."""
+import torch
+
+from flowvision import models
+
+
+def _randomise(model, seed):
+    """Give every tensor (running statistics included) distinct random values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.1)
+            else:
+                t.fill_(int(torch.randint(1, 100, (1,), generator=g)))
+    return model
+
+
+def test_task_specific_keys_of_a_timm_resnet():
+    m = models.create("resnet18", 10)
+    keys = models.task_specific_keys(m)
+    for k in ("fc.weight", "fc.bias", "bn1.weight", "bn1.running_mean", "bn1.running_var",
+              "bn1.num_batches_tracked", "layer1.0.bn2.bias", "layer2.0.downsample.1.weight",
+              "layer4.1.bn1.running_var"):
+        assert k in keys, k
+    for k in ("conv1.weight", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight", "layer4.1.conv2.weight"):
+        assert k not in keys, k
+    n_bn = sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    assert len(keys) == 2 + 5 * n_bn
+
+
+def test_forgetting_model_restores_source_head_and_bn_tensor_by_tensor():
+    source = _randomise(models.create("resnet18", 10), 0)
+    source_before = models.clone_state(source)
+    finetuned = _randomise(models.with_new_head(source, 4, seed=0), 1)
+    fm = models.forgetting_model(source, finetuned)
+    specific = models.task_specific_keys(source)
+    ft_state = finetuned.state_dict()
+    for key, value in fm.state_dict().items():
+        expected = source_before[key] if key in specific else ft_state[key]
+        assert torch.equal(value, expected), key
+        if key not in specific:
+            assert not torch.equal(value, source_before[key]), key  # the shared tensor did change
+    assert fm.get_classifier().out_features == 10
+    for key, value in source.state_dict().items():  # the source model itself is untouched
+        assert torch.equal(value, source_before[key]), key
+
+
+def test_new_head_keeps_backbone_and_is_seeded():
+    source = _randomise(models.create("resnet18", 10), 0)
+    a, b = models.with_new_head(source, 3, seed=5), models.with_new_head(source, 3, seed=5)
+    assert torch.equal(a.fc.weight, b.fc.weight) and a.fc.out_features == 3
+    assert not torch.equal(a.fc.weight, models.with_new_head(source, 3, seed=6).fc.weight)
+    assert torch.equal(a.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    assert torch.equal(a.bn1.running_mean, source.bn1.running_mean)
+
+
+def test_wiseft_alpha_one_is_finetuned_and_alpha_zero_is_pretrained_exactly():
+    source = _randomise(models.create("resnet18", 10), 0)
+    finetuned = _randomise(models.with_new_head(source, 4, seed=0), 1)
+    specific = models.task_specific_keys(finetuned)
+    one, zero, half = (models.interpolate_shared(source, finetuned, a) for a in (1.0, 0.0, 0.5))
+    src, ft = source.state_dict(), finetuned.state_dict()
+    for key in ft:
+        assert torch.equal(one.state_dict()[key], ft[key]), key
+        if key in specific:
+            assert torch.equal(zero.state_dict()[key], ft[key]), key  # head/BN stay the target's
+        else:
+            assert torch.equal(zero.state_dict()[key], src[key]), key
+            assert torch.allclose(half.state_dict()[key], (src[key] + ft[key]) / 2), key

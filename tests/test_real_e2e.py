@@ -1,0 +1,68 @@
+"""A real-layout experiment end to end through the CLI: a generated Stanford-Cars ImageFolder as
+the target, a generated 1000-synset ImageFolder as "ImageNet", and a local .safetensors file as
+the pre-trained weights (a randomly initialised timm resnet18 saved to disk)."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from flowvision import models
+from flowvision.cli import app
+from flowvision.data.imagenet import imagenet_synsets
+from test_imagenet import write_val
+
+
+def write_cars(root: Path, n_classes=196) -> Path:
+    for split, per_class in (("train", 1), ("test", 1)):
+        for c in range(n_classes):
+            folder = root / "stanford_cars" / split / f"Car Model {c:03d}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (20, 16), ((c * 7) % 256, (c * 13) % 256, 40 * i)).save(folder / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    torch.manual_seed(0)
+    m = models.create("resnet18", 1000)
+    path = tmp_path / "resnet18-local.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+    return path
+
+
+def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(tmp_path, weights_file):
+    data = write_cars(tmp_path / "data")
+    val = write_val(tmp_path / "imagenet" / "val", imagenet_synsets(), per_class=1)
+    args = ["finetune", "--dataset", "stanford_cars", "--model", "resnet18", "--weights", str(weights_file),
+            "--method", "flow", "--tau", "paper", "--data-root", str(data), "--imagenet", str(val),
+            "--imagenet-subset", "40", "--results-dir", str(tmp_path / "results"), "--device", "cpu",
+            "--set", "image_size=16", "--set", "epochs=1", "--set", "probe_epochs=1", "--set", "refit_epochs=1",
+            "--set", "batch_size=64"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    (path,) = (tmp_path / "results" / "runs").glob("*/result.json")
+    r = json.loads(path.read_text())
+    assert r["weights"].startswith("file:resnet18-local.safetensors@")
+    assert r["source_eval"] == "imagenet-val:subset(40)" and r["tau"] == pytest.approx(0.3832)
+    assert r["epochs"] == 1 and r["dataset"] == "stanford_cars" and "196" in r["target_data"]
+    for key in ("target_acc", "source_acc_before", "source_acc_after", "source_top5_before", "source_top5_after"):
+        assert 0.0 <= r[key] <= 1.0, key
+    assert r["source_drop"] == pytest.approx(r["source_acc_before"] - r["source_acc_after"])
+    assert r["source_info"]["imagenet_warnings"]  # 1000 images, not 50,000: said, and recorded
+
+
+def test_wrong_weights_for_the_architecture_is_a_clear_error(tmp_path):
+    val = write_val(tmp_path / "val", imagenet_synsets(), per_class=1)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"conv1.weight": torch.zeros(3, 3, 3, 3)}, str(bad))
+    write_cars(tmp_path / "data", n_classes=196)
+    res = CliRunner().invoke(app, ["finetune", "--dataset", "stanford_cars", "--model", "resnet18", "--weights",
+                                   str(bad), "--data-root", str(tmp_path / "data"), "--imagenet", str(val),
+                                   "--results-dir", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "does not fit resnet18" in " ".join(res.output.split())

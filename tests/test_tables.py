@@ -1,0 +1,240 @@
+"""Tables from run folders: hand-computed means and stds, paper values read from the CSV,
+missing cells and the commands that fill them, an empty results folder, files that round-trip."""
+import json
+import logging
+import math
+
+import pandas as pd
+import pytest
+
+from flowvision import tables
+from flowvision.errors import UserError
+
+
+def write_run(root, run_id, **overrides):
+    """A result.json exactly as the contract specifies (fractions, flat keys)."""
+    record = {
+        "run_id": run_id, "dataset": "cifar10", "model": "resnet50", "weights": "resnet50.ram_in1k",
+        "method": "flow", "seed": 0, "synthetic": False, "weighting": "flow", "tau_rule": "median",
+        "tau": 0.2, "normalize": "mean", "regularizer": "none", "l2sp_lambda": 0.0,
+        "head_init": "probe", "refit": True, "epochs": 3, "lr": 0.01,
+        "target_acc": 0.71, "source_acc_before": 0.79, "source_acc_after": 0.76, "source_drop": 0.03,
+        "source_top5_before": None, "source_top5_after": None, "source_eval": "imagenet-val(50000)",
+        "weight_stats": {"mean": 1.0, "std": 0.2, "min": 0.1, "max": 2.0, "median": 1.0, "ess_frac": 0.9},
+        "wise": [], "stage_seconds": {"probe": 1.2, "finetune": 3.4}, "wall_seconds": 5.0,
+        "git_sha": "abc123", "versions": {"flowvision": "0.1.0", "torch": "2", "torchvision": "0", "timm": "1"},
+        "created": "2025-06-01T12:00:00",
+    }
+    if overrides.get("method") in ("ft", "lp", "l2sp", "wiseft"):
+        record.update(weighting="uniform", tau_rule=None, tau=None, weight_stats=None)
+    record.update(overrides)
+    folder = root / "runs" / run_id
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps(record))
+    return folder
+
+
+def frame(tabs, title):
+    found = [f for t, f in tabs if t == title]
+    assert found, f"no table titled {title!r} in {[t for t, _ in tabs]}"
+    return found[0]
+
+
+def cell(df, column, **where):
+    rows = df
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    assert len(rows) == 1, (where, len(rows))
+    return rows.iloc[0][column]
+
+
+def three_seeds(root, **kw):
+    for seed, acc, drop in ((0, 0.70, 0.03), (1, 0.72, 0.05), (2, 0.77, 0.04)):
+        write_run(root, f"flow-s{seed}", seed=seed, target_acc=acc, source_drop=drop,
+                  source_acc_after=0.79 - drop, **kw)
+
+
+def test_summary_mean_and_sample_std_match_hand_computation(tmp_path):
+    three_seeds(tmp_path)
+    summ = tables.summarise(tables.load_runs(tmp_path))
+    assert len(summ) == 1
+    row = summ.iloc[0]
+    # 70, 72, 77: mean 73; deviations -3, -1, 4 -> sum of squares 26, /(3-1) -> sqrt(13) = 3.6056
+    assert row["target_acc_mean"] == pytest.approx(73.0)
+    assert row["target_acc_std"] == pytest.approx(math.sqrt(13.0))
+    assert row["source_drop_mean"] == pytest.approx(4.0)
+    assert row["source_drop_std"] == pytest.approx(1.0)
+    assert (row["n_seeds"], row["seeds"]) == (3, "0 1 2")
+    per_set = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: per data set vs paper")
+    assert cell(per_set, "target (ours)", method="flow", dataset="cifar10") == "73.00 ± 3.61"
+    assert cell(per_set, "IN-1K drop (ours)", method="flow", dataset="cifar10") == "4.00 ± 1.00"
+    assert cell(per_set, "n", method="flow", dataset="cifar10") == 3
+
+
+def test_one_seed_has_no_std(tmp_path):
+    write_run(tmp_path, "ft-s0", method="ft", target_acc=0.9)
+    summ = tables.summarise(tables.load_runs(tmp_path))
+    assert math.isnan(summ.iloc[0]["target_acc_std"])
+    per_set = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: per data set vs paper")
+    assert cell(per_set, "target (ours)", method="ft", dataset="cifar10") == "90.00 ± –"
+
+
+def test_six_set_averages_are_per_seed_means_over_data_sets(tmp_path):
+    for seed, (t10, s10, t100, s100) in enumerate(((0.80, 0.70, 0.60, 0.72), (0.90, 0.74, 0.70, 0.76))):
+        write_run(tmp_path, f"c10-s{seed}", seed=seed, target_acc=t10, source_acc_after=s10, source_drop=0.79 - s10)
+        write_run(tmp_path, f"c100-s{seed}", seed=seed, dataset="cifar100", target_acc=t100,
+                  source_acc_after=s100, source_drop=0.79 - s100)
+    summary = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: 6-set averages vs paper")
+    # per seed: target (80+60)/2=70, (90+70)/2=80; IN-1K (70+72)/2=71, (74+76)/2=75;
+    # Average = mean(IN-1K, target): 70.5, 77.5 -> 74.00 ± 4.95
+    assert cell(summary, "avg target (ours)", method="flow") == "75.00 ± 7.07"
+    assert cell(summary, "IN-1K acc (ours)", method="flow") == "73.00 ± 2.83"
+    assert cell(summary, "Average (ours)", method="flow") == "74.00 ± 4.95"
+    assert cell(summary, "data sets", method="flow") == "2/6"
+    assert cell(summary, "IN-1K acc (ours)", method="pretrained") == "79.00 ± 0.00"
+
+
+def test_paper_column_holds_the_csv_value(tmp_path):
+    tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    r50 = frame(tabs, "resnet50: 6-set averages vs paper")
+    assert cell(r50, "IN-1K drop (paper)", method="flow") == "2.93"
+    assert cell(r50, "avg target (paper)", method="flow") == "86.25"
+    assert cell(r50, "Average (paper)", method="ft") == "64.34"
+    assert cell(r50, "IN-1K acc (paper)", method="pretrained") == "79.02"
+    assert cell(r50, "IN-1K acc (paper)", method="flow") == "76.09"  # 79.02 - 2.93: the drop's definition
+    assert cell(r50, "Average (paper)", method="flow+wiseft") == "n/a"
+    r18 = frame(tabs, "resnet18: 6-set averages vs paper")
+    assert cell(r18, "IN-1K drop (paper)", method="flow") == "n/a"
+    t3 = frame(tabs, "Table 3: FLOW+WiSE-FT vs WiSE-FT")
+    assert cell(t3, "Δ Average (paper)", model="resnet18") == "4.18"
+    t5 = frame(tabs, "Table 5 (paper only): hardest 10% of test samples")
+    assert cell(t5, "FLOW (paper)", dataset="stanford_cars") == "13.18"
+    assert cell(t5, "# hard samples", dataset="stanford_cars") == "805"
+
+    # the value comes from the file, not from the code
+    edited = pd.read_csv(tables.PAPER_CSV, keep_default_na=False)
+    edited.loc[(edited["method"] == "flow") & (edited["metric"] == "in1k_drop"), "value"] = 9.99
+    edited.to_csv(tmp_path / "paper.csv", index=False)
+    r50 = frame(tables.paper_tables(tables.load_runs(tmp_path), tmp_path / "paper.csv"),
+                "resnet50: 6-set averages vs paper")
+    assert cell(r50, "IN-1K drop (paper)", method="flow") == "9.99"
+
+
+def test_paper_csv_is_self_consistent():
+    paper = pd.read_csv(tables.PAPER_CSV, keep_default_na=False)
+    assert list(paper.columns) == list(tables.PAPER_COLUMNS)
+    assert set(paper["model"]) <= {"resnet18", "resnet50", ""}
+    assert set(paper["dataset"]) <= {"avg6", "imagenet", *tables.PAPER_DATASETS}
+    assert set(paper["method"]) <= {*tables.PAPER_METHODS, "pretrained", ""}
+    value = {(r.model, r.method, r.metric): r.value for r in paper.itertuples() if r.dataset in ("avg6", "imagenet")}
+    pre = value[("resnet50", "pretrained", "in1k_acc")]
+    for method in ("ft", "flow"):  # the paper's Average = mean(IN-1K acc, avg target acc)
+        mean = (pre - value[("resnet50", method, "in1k_drop")] + value[("resnet50", method, "target_acc")]) / 2
+        assert mean == pytest.approx(value[("resnet50", method, "average")], abs=0.006)
+
+
+def test_missing_cells_are_marked_and_commands_fill_them(tmp_path):
+    write_run(tmp_path, "a", model="resnet18", seed=0)
+    write_run(tmp_path, "b", model="resnet18", seed=1)
+    write_run(tmp_path, "demo", model="demo", dataset="gratings", synthetic=True)
+    runs = tables.load_runs(tmp_path)
+    per_set = frame(tables.paper_tables(runs), "resnet18: per data set vs paper")
+    assert cell(per_set, "target (ours)", method="flow", dataset="cifar10") != tables.MISSING
+    assert cell(per_set, "target (ours)", method="flow", dataset="cifar100") == tables.MISSING
+    assert cell(per_set, "target (ours)", method="ft", dataset="cifar10") == tables.MISSING
+    assert cell(per_set, "n", method="ft", dataset="cifar10") == 0
+
+    commands = tables.missing_commands(runs)
+    assert len(commands) == 2 * 6 * 6 * 3 - 2
+    assert "flowvision finetune --dataset cifar10 --model resnet18 --method flow --seed 2" in commands
+    assert "flowvision finetune --dataset cifar10 --model resnet18 --method flow --seed 0" not in commands
+    assert "flowvision finetune --dataset cifar10 --model resnet18 --method flow --seed 1" not in commands
+    assert "flowvision finetune --dataset stanford_dogs --model resnet50 --method wiseft --seed 0" in commands
+    assert "flowvision finetune --dataset caltech101 --model resnet50 --method flow+wiseft --seed 1" in commands
+    assert commands[0] == "flowvision finetune --dataset cifar10 --model resnet18 --method ft --seed 0"
+
+
+def test_empty_results_dir(tmp_path):
+    runs = tables.load_runs(tmp_path)
+    assert runs.empty and set(tables.RUN_COLUMNS) <= set(runs.columns)
+    assert tables.summarise(runs).empty
+    tabs = tables.paper_tables(runs)
+    assert len(tabs) == 6  # 2 models x (averages, per data set), Table 3, Table 5; no demo table
+    r50 = frame(tabs, "resnet50: 6-set averages vs paper")
+    assert list(r50["method"]) == ["pretrained", *tables.PAPER_METHODS]
+    assert set(r50["avg target (ours)"]) == {tables.MISSING, ""}
+    assert cell(r50, "IN-1K drop (paper)", method="flow") == "2.93"
+    assert len(tables.missing_commands(runs)) == 2 * 6 * 6 * 3
+    paths = tables.write_tables(tabs, tmp_path / "tables")
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_unreadable_records_are_skipped_with_a_warning_naming_them(tmp_path, caplog):
+    write_run(tmp_path, "good")
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "result.json").write_text("{not json")
+    (tmp_path / "runs" / "partial").mkdir()
+    (tmp_path / "runs" / "partial" / "result.json").write_text(json.dumps({"run_id": "partial"}))
+    with caplog.at_level(logging.WARNING, logger="flowvision.tables"):
+        runs = tables.load_runs(tmp_path)
+    assert list(runs["run_id"]) == ["good"]
+    assert str(tmp_path / "runs" / "broken" / "result.json") in caplog.text
+    assert str(tmp_path / "runs" / "partial" / "result.json") in caplog.text
+    assert runs.loc[0, "weight_stats.ess_frac"] == pytest.approx(0.9)  # nested keys flattened
+
+
+def test_tau_rules_get_their_own_rows_and_the_newest_rerun_wins(tmp_path, caplog):
+    write_run(tmp_path, "median", tau_rule="median", target_acc=0.80)
+    write_run(tmp_path, "fixed-old", tau_rule="0.1", target_acc=0.10, created="2025-01-01T00:00:00")
+    write_run(tmp_path, "fixed-new", tau_rule="0.1", target_acc=0.60, created="2025-03-01T00:00:00")
+    with caplog.at_level(logging.WARNING, logger="flowvision.tables"):
+        tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    assert "fixed-old" in caplog.text
+    per_set = frame(tabs, "resnet50: per data set vs paper")
+    assert cell(per_set, "target (ours)", method="flow [τ=0.1]", dataset="cifar10") == "60.00 ± –"
+    assert cell(per_set, "target (ours)", method="flow [τ=median]", dataset="cifar10") == "80.00 ± –"
+    summary = frame(tabs, "resnet50: 6-set averages vs paper")
+    assert cell(summary, "IN-1K drop (paper)", method="flow [τ=median]") == "2.93"
+
+
+def test_demo_table_from_synthetic_runs(tmp_path):
+    for seed, acc in ((0, 0.5), (1, 0.7)):
+        write_run(tmp_path, f"g-flow-{seed}", model="demo", dataset="gratings", synthetic=True, seed=seed,
+                  target_acc=acc, source_acc_before=1.0, source_acc_after=0.9, source_drop=0.1,
+                  source_eval="shapes:val(1000)")
+    write_run(tmp_path, "g-ft", model="demo", dataset="gratings", synthetic=True, method="ft",
+              target_acc=0.8, source_acc_before=1.0, source_acc_after=0.6, source_drop=0.4)
+    tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    demo = frame(tabs, "demo: synthetic tasks")
+    assert cell(demo, "target acc", method="flow") == "60.00 ± 14.14"
+    assert cell(demo, "source acc before", method="ft") == "100.00 ± –"
+    assert cell(demo, "source drop", method="ft") == "40.00 ± –"
+    assert cell(demo, "n", method="flow") == 2
+    # synthetic runs never fill the paper tables
+    summary = frame(tabs, "resnet50: 6-set averages vs paper")
+    assert cell(summary, "avg target (ours)", method="flow") == tables.MISSING
+
+
+def test_written_tables_exist_and_round_trip(tmp_path):
+    three_seeds(tmp_path)
+    tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    paths = tables.write_tables(tabs, tmp_path / "out")
+    for title, df in tabs:
+        stem = tmp_path / "out" / tables.slug(title)
+        back = pd.read_csv(stem.with_suffix(".csv"), keep_default_na=False, dtype=str)
+        assert back.equals(df.astype(str)), title
+        markdown = stem.with_suffix(".md").read_text(encoding="utf-8")
+        assert "| " + " | ".join(df.columns) + " |" in markdown
+        assert markdown.count("\n| ") == len(df) + 1  # header and one line per row
+        latex = stem.with_suffix(".tex").read_text(encoding="utf-8")
+        assert "\\begin{tabular}" in latex and "±" not in latex and "10%" not in latex
+    assert (tmp_path / "out" / "all.md") in paths
+    assert "73.00 ± 3.61" in (tmp_path / "out" / "resnet50_per_data_set_vs_paper.md").read_text(encoding="utf-8")
+
+
+def test_render_and_bad_paper_csv(tmp_path):
+    title, df = tables.table5()
+    rich_table = tables.render((title, df))
+    assert rich_table.row_count == 3 and len(rich_table.columns) == len(df.columns)
+    with pytest.raises(UserError, match="not found"):
+        tables.paper_tables(tables.load_runs(tmp_path), tmp_path / "nope.csv")

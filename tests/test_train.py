@@ -1,0 +1,113 @@
+"""The one training loop: resume, FLOW modes, frozen backbone, regulariser, NaN guard."""
+import copy
+
+import pytest
+import torch
+
+from flowvision import models
+from flowvision.data.synthetic import load_synthetic_task
+from flowvision.errors import UserError
+from flowvision.evaluate import predict
+from flowvision.train import L2SP, OnlineWeights, Schedule, StaticWeights, train
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_synthetic_task("gratings", image_size=16, n_train=40, n_test=16, augment=True)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return models.create("resnet18", 8)
+
+
+def _states_equal(a, b):
+    return all(torch.equal(x, b.state_dict()[k]) for k, x in a.state_dict().items())
+
+
+class Interrupting(torch.utils.data.Dataset):
+    """A data set that stops the process (KeyboardInterrupt) at its n-th read, like a killed run."""
+
+    def __init__(self, base, n):
+        self.base, self.n, self.reads = base, n, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads == self.n:
+            raise KeyboardInterrupt
+        return self.base[i]
+
+
+def test_resumed_run_equals_uninterrupted_run(task, net, tmp_path):
+    sched = Schedule(epochs=3, lr=0.05, batch_size=16)
+    a = copy.deepcopy(net)
+    train(a, task.train, sched, seed=3)
+    b = copy.deepcopy(net)
+    ckpt = tmp_path / "ft.partial.pt"
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 2, after epoch 1's checkpoint
+        train(b, Interrupting(task.train, len(task.train) + 20), sched, seed=3, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 0
+    c = copy.deepcopy(net)  # a fresh process: starts from the pre-trained weights, resumes from the file
+    rows = train(c, task.train, sched, seed=3, checkpoint=ckpt)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert _states_equal(a, c)
+    assert not _states_equal(a, net)
+
+
+def test_static_equals_online_without_augmentation(net):
+    plain = load_synthetic_task("gratings", image_size=16, n_train=40, n_test=16, augment=False)
+    probe = models.with_new_head(net, 8, seed=0)
+    train(probe, plain.train, Schedule(1, 0.05, 16, head_only=True), seed=0)
+    losses = predict(probe, plain.train_eval).losses
+    tau = float(losses.median())
+    sched = Schedule(epochs=1, lr=0.05, batch_size=16)
+    a, b = copy.deepcopy(probe), copy.deepcopy(probe)
+    train(a, plain.train, sched, seed=1, weigher=StaticWeights(losses, tau))
+    train(b, plain.train, sched, seed=1, weigher=OnlineWeights(copy.deepcopy(probe), tau))
+    for k, x in a.state_dict().items():
+        assert torch.allclose(x.float(), b.state_dict()[k].float(), atol=1e-5), k
+    c = copy.deepcopy(probe)
+    train(c, plain.train, sched, seed=1)  # uniform weights give a different model
+    assert not torch.allclose(a.layer1[0].conv1.weight, c.layer1[0].conv1.weight, atol=1e-5)
+
+
+def test_head_only_leaves_backbone_and_bn_mode_decides_statistics(task, net):
+    for bn_train in (True, False):
+        m = copy.deepcopy(net)
+        train(m, task.train, Schedule(1, 0.05, 16, head_only=True, bn_train=bn_train), seed=0)
+        assert torch.equal(m.layer2[0].conv1.weight, net.layer2[0].conv1.weight)
+        assert torch.equal(m.bn1.weight, net.bn1.weight)  # BN affine is frozen too
+        assert not torch.equal(m.fc.weight, net.fc.weight)
+        assert torch.equal(m.bn1.running_mean, net.bn1.running_mean) != bn_train
+
+
+def test_l2sp_with_zero_lambda_equals_plain_finetuning_and_pulls_otherwise(task, net):
+    sched = Schedule(epochs=1, lr=0.05, batch_size=16)
+    ref = models.clone_state(net)
+    a, b, c = copy.deepcopy(net), copy.deepcopy(net), copy.deepcopy(net)
+    train(a, task.train, sched, seed=0)
+    train(b, task.train, sched, seed=0, regularizer=L2SP(b, ref, 0.0))
+    train(c, task.train, sched, seed=0, regularizer=L2SP(c, ref, 50.0))
+    assert _states_equal(a, b)
+    dist = lambda m: sum(((m.state_dict()[k] - ref[k]) ** 2).sum() for k in models.split_state(m)[0]
+                         if m.state_dict()[k].is_floating_point())
+    assert dist(c) < dist(a)
+
+
+def test_l2sp_value_by_hand(net):
+    m = copy.deepcopy(net)
+    ref = models.clone_state(net)
+    with torch.no_grad():
+        m.conv1.weight.add_(0.1)  # shared: counts
+        m.fc.weight.add_(5.0)     # head: task-specific, does not count
+    expected = 0.5 * 2.0 * (0.1 ** 2) * m.conv1.weight.numel()
+    assert L2SP(m, ref, 2.0)().item() == pytest.approx(expected, rel=1e-3)
+
+
+def test_nan_loss_is_a_clear_user_error(task, net):
+    with pytest.raises(UserError, match="loss became nan.*--lr"):
+        train(copy.deepcopy(net), task.train, Schedule(1, float("nan"), 16), seed=0)
