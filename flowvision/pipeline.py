@@ -138,8 +138,8 @@ def run(cfg: RunConfig) -> dict:
     """Run (or resume, or re-read) one configuration; write its run folder; return result.json's dict."""
     t_start = time.time()
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
+    ctx = prepare(cfg)  # data and source first: a missing data set leaves no half-made run folder
     atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))
-    ctx = prepare(cfg)
     hw, stages, task, src, data_key, train_key = ctx.hw, ctx.stages, ctx.task, ctx.src, ctx.data_key, ctx.train_key
     rid = run_dir.name
 
