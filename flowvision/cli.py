@@ -133,7 +133,7 @@ def weights(
         from .tables import render
 
         out.print(render((f"mean FLOW weight per class — {dataset}, τ = {res['tau']:.4g} ({res['tau_rule']})",
-                          res["per_class"].round(4))))
+                          res["per_class"].round(4).astype(str))))
         out.print(f"contact sheet: {res['png']}")
 
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-console = Console(stderr=True)
-out = Console()
+# Piped or captured output is not cut to 80 columns: tables stay whole in logs and files.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160))
+console = Console(stderr=True, width=_WIDTH)
+out = Console(width=_WIDTH)
 
 
 def progress() -> Progress:

@@ -26,8 +26,8 @@ from flowvision.tables import PAPER_METHODS, dedupe_runs, load_runs, summarise
 
 log = logging.getLogger(__name__)
 
-DPI = 80
-PANEL_INCHES = (3.0, 2.4)   # one panel: 240 × 192 px
+DPI = 160
+PANEL_INCHES = (3.0, 2.4)   # one panel: 480 × 384 px
 MAX_COLS = 3
 MARKERS = "osD^vPX*<>ph"
 
@@ -106,7 +106,7 @@ def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
                 ax.axhline(before.mean(), color="grey", linestyle="--", linewidth=0.8, label="pre-trained")
             source = "source" if panel["synthetic"].all() else "IN-1K"
             _label_axes(ax, dataset, "target acc (%)", f"{source} acc after (%)")
-            ax.legend(fontsize=5, loc="best")
+            ax.legend(fontsize=5, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside: points stay visible
         paths.append(_save(fig, Path(out_dir) / f"tradeoff_{_safe(model)}.png"))
     return paths
 

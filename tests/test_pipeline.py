@@ -72,3 +72,13 @@ def test_method_presets_set_their_knobs(method, knobs):
     cfg = config.resolve("gratings", "demo", method)
     for key, value in knobs.items():
         assert getattr(cfg, key) == value, (method, key)
+
+
+def test_record_files_are_readable_by_others(tiny):
+    import os
+    import stat
+
+    r = pipeline.run(config.resolve("gratings", "demo", "lp", tiny))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(f"{r['run_dir']}/result.json").st_mode) == 0o666 & ~umask  # not mkstemp's 0600

@@ -10,7 +10,7 @@ from PIL import Image
 from flowvision import plots
 from flowvision.tables import load_runs
 
-PANEL_PX = (240, 192)  # PANEL_INCHES (3.0, 2.4) at 80 dpi
+PANEL_PX = (480, 384)  # PANEL_INCHES (3.0, 2.4) at 160 dpi
 
 
 def write_run(root, run_id, **overrides):
