@@ -20,7 +20,7 @@ test: $(STAMP)          ## the fast CPU suite (what CI runs)
 	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
-	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m slow
+	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]   # 5: no test is marked slow
 
 table: $(STAMP)         ## print and write the paper's tables (ours beside the paper's) from results/runs
 	$(BIN)/flowvision table

@@ -88,6 +88,8 @@ def table(results_dir: str = typer.Option("results", help="Folder holding runs/ 
     with user_errors():
         from .tables import make_tables, render
 
+        if not Path(results_dir).is_dir():
+            raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
         tables, paths, missing = make_tables(Path(results_dir))
         for t in tables:
             out.print(render(t))
@@ -120,6 +122,8 @@ def weights(
     tau: Optional[str] = typer.Option(None, help="τ rule (default: the config's, median)."),
     k: int = typer.Option(16, min=1, help="How many most up- and down-weighted samples to show."),
     seed: Optional[int] = typer.Option(None),
+    weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
+    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     results_dir: Optional[str] = typer.Option(None),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key (repeatable)."),
 ):
@@ -128,7 +132,8 @@ def weights(
         from . import config
         from .pipeline import audit
 
-        cfg = config.resolve(dataset, model, "flow", _overrides(tau=tau, seed=seed, results_dir=results_dir, sets=sets))
+        cfg = config.resolve(dataset, model, "flow", _overrides(tau=tau, seed=seed, weights=weights_file,
+                                                                data_root=data_root, results_dir=results_dir, sets=sets))
         res = audit(cfg, k)
         from .tables import render
 
@@ -183,6 +188,10 @@ def bench(
         from .bench import bench as run_bench
         from .hardware import resolve_device
 
+        import timm
+
+        if model not in timm.list_models():
+            raise UserError(f"--model {model} is not a timm architecture; e.g. resnet18 or resnet50")
         dev = resolve_device(device)
         rows = run_bench(model, image_size, batch_size, steps, repeats, dev)
         t = Table(title=f"{model} @ {image_size}px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")

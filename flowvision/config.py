@@ -29,7 +29,7 @@ PAPER_TASKS = REAL_TASKS[:6]
 WEIGHTINGS = ("uniform", "flow", "flow-online")
 HEAD_INITS = ("random", "probe")
 REGULARIZERS = ("none", "l2sp")
-NORMALIZATIONS = ("mean", "sum")
+IMAGENET_TRANSFORMS = ("official", "timm")
 
 # Methods are presets of orthogonal knobs; a new baseline is a new entry here, not a new loop.
 #   weighting   uniform | flow (static, Algorithm 1) | flow-online (official code)
@@ -96,6 +96,7 @@ class RunConfig:
     data_root: Optional[str] = None
     imagenet: Optional[str] = None
     imagenet_subset: Optional[int] = None
+    imagenet_transform: str = "official"  # official: bilinear Resize(256)+CenterCrop(224) | timm: the weights' own
     # the demo source model (trained once on the synthetic source task, cached)
     demo_arch: str = "resnet18"
     demo_epochs: int = 4
@@ -169,6 +170,14 @@ def _check_keys(values: dict, where: str) -> None:
                         f"valid keys: {', '.join(FIELDS)}")
 
 
+def _check_not_identity(values: dict, where: str) -> None:
+    """dataset, model and method name the run; they come from their own options, never from --set
+    or a config file (a silently ignored value there would run something else than asked)."""
+    for key in ("dataset", "model", "method"):
+        if key in values:
+            raise UserError(f"'{key}' cannot be set in {where}; use --{key}")
+
+
 def config_file_for(model: str, dataset: str) -> Optional[Path]:
     """configs/<model>/<dataset>.yaml, else configs/<model>.yaml, else None."""
     slug = model.split(".")[0] if model in MODEL_TAGS.values() else model
@@ -197,6 +206,7 @@ def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow"
     """Build and validate the RunConfig for one run (see the module docstring for the order)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(overrides, "the overrides")
+    _check_not_identity(overrides, "--set")
     if method not in METHODS:
         raise UserError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
     path = Path(config_file) if config_file else config_file_for(model, dataset)
@@ -205,6 +215,7 @@ def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow"
         data = read_config_file(path)
         per_method = data.pop("methods", {}) or {}
         _check_keys(data, str(path))
+        _check_not_identity(data, str(path))
         values.update(data)
     values.update(METHODS[method][1])
     if path is not None:
@@ -226,7 +237,7 @@ def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow"
 
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, naming the key and the valid choices."""
-    from .weighting import parse_tau
+    from .weighting import NORMALIZATIONS, parse_tau
 
     def choice(key, options):
         if getattr(cfg, key) not in options:
@@ -238,6 +249,16 @@ def validate(cfg: RunConfig) -> None:
     choice("head_init", HEAD_INITS)
     choice("regularizer", REGULARIZERS)
     choice("normalize", NORMALIZATIONS)
+    choice("imagenet_transform", IMAGENET_TRANSFORMS)
+    for key in ("image_size", "n_train", "n_test", "demo_n_train"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise UserError(f"{key} must be ≥ 1 (or none for the task's default), got {getattr(cfg, key)}")
+    if cfg.num_workers < 0:
+        raise UserError(f"num_workers must be ≥ 0, got {cfg.num_workers}")
+    if not 0 <= cfg.momentum < 1:
+        raise UserError(f"momentum must lie in [0, 1), got {cfg.momentum}")
+    if cfg.weight_decay < 0:
+        raise UserError(f"weight_decay must be ≥ 0, got {cfg.weight_decay}")
     if cfg.weighting != "uniform":
         parse_tau(cfg.tau)
     for key in ("epochs", "probe_epochs", "refit_epochs", "demo_epochs"):

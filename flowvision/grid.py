@@ -15,6 +15,10 @@ from .console import console, progress
 
 def grid(model: str, datasets: list[str], methods: list[str], seeds: list[int], overrides: dict) -> list:
     """-> [(RunConfig, command line)] for every cell; bad names fail before anything runs."""
+    from .errors import UserError
+
+    if "seed" in overrides:
+        raise UserError("'seed' cannot be set with --set in a grid; use --seeds N (seeds 0..N-1)")
     cells = []
     for dataset in datasets:
         for method in methods:

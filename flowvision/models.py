@@ -90,7 +90,9 @@ def with_new_head(source: nn.Module, num_classes: int, seed: int) -> nn.Module:
 def interpolate_shared(source: nn.Module, finetuned: nn.Module, alpha: float) -> nn.Module:
     """WiSE-FT on the shared tensors: θ = (1-α)·θ_source + α·θ_finetuned; head and BN stay the
     fine-tuned model's (the target side). α = 1 is the fine-tuned model, α = 0 the pre-trained
-    backbone. Integer buffers are taken from the fine-tuned model."""
+    backbone. Integer buffers are taken from the fine-tuned model. The BN running statistics are
+    not re-estimated for the interpolated conv weights, so target accuracy at 0 < α < 1 is that
+    of the plain interpolation (forgetting uses the source's BN, restored exactly, in any case)."""
     model = copy.deepcopy(finetuned)
     src_shared, _ = split_state(source)
     state = model.state_dict()

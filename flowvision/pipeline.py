@@ -32,11 +32,16 @@ from .train import L2SP, OnlineWeights, Schedule, StaticWeights, train
 from .weighting import flow_weights, parse_tau, weight_stats
 
 
+# Bump when a stage's code changes what it computes or the format of its file: old entries are then
+# simply not found (they live in the previous version's folder) instead of being served as current.
+STAGE_VERSION = 1
+
+
 class Stages:
     """Content-addressed stage outputs in one folder, with what was computed vs. loaded and how long."""
 
     def __init__(self, folder: Path):
-        self.folder = folder
+        self.folder = folder / f"v{STAGE_VERSION}"
         self.status: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
 
@@ -58,13 +63,25 @@ class Stages:
         return value
 
 
+def _numbers(cfg: RunConfig) -> dict:
+    """The config keys that can change a result (not paths, device or speed switches)."""
+    return {k: v for k, v in cfg.to_dict().items()
+            if k not in ("results_dir", "cache_dir", "device", "num_workers", "compile", "channels_last",
+                         "data_root", "imagenet")}
+
+
 def run_id(cfg: RunConfig) -> str:
     """<dataset>-<model>-<method>-s<seed>-<hash of everything that can change a number>."""
-    numbers = {k: v for k, v in cfg.to_dict().items()
-               if k not in ("results_dir", "cache_dir", "device", "num_workers", "compile", "channels_last",
-                            "data_root", "imagenet")}
-    model = Path(cfg.model).name.replace(".", "_")
-    return f"{cfg.dataset}-{model}-{cfg.method}-s{cfg.seed}-{stable_hash(numbers)[:8]}"
+    return f"{cfg.dataset}-{model_slug(cfg)}-{cfg.method}-s{cfg.seed}-{stable_hash(_numbers(cfg))[:8]}"
+
+
+def config_id(cfg: RunConfig) -> str:
+    """Like run_id's hash but without the seed: runs that differ only in seed share it."""
+    return stable_hash({k: v for k, v in _numbers(cfg).items() if k != "seed"})[:8]
+
+
+def model_slug(cfg: RunConfig) -> str:
+    return Path(cfg.model).name.replace(".", "_")
 
 
 def hardware(cfg: RunConfig) -> Hardware:
@@ -94,10 +111,12 @@ class Context:
     train_key: dict
 
 
-def prepare(cfg: RunConfig) -> Context:
+def prepare(cfg: RunConfig, with_eval: bool = True) -> Context:
+    """Load the target task and the source model (with its forgetting evaluation set unless
+    ``with_eval`` is False), and the keys every stage hashes."""
     hw = hardware(cfg)
     task = load_task(cfg)  # first: a missing data set is reported before any model is loaded or trained
-    src = load_source(cfg, hw)
+    src = load_source(cfg, hw, with_eval)
     data_key = stable_hash(task.info, cfg.augment)
     train_key = dict(batch_size=cfg.batch_size, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                      amp=cfg.amp, seed=cfg.seed, data=data_key)
@@ -143,7 +162,7 @@ def run(cfg: RunConfig) -> dict:
     hw, stages, task, src, data_key, train_key = ctx.hw, ctx.stages, ctx.task, ctx.src, ctx.data_key, ctx.train_key
     rid = run_dir.name
 
-    before = _eval_stage(stages, "source_eval_before", stable_hash("source", src.key, src.eval_desc), src.model,
+    before = _eval_stage(stages, "source_eval_before", stable_hash("source", src.key, src.eval_key, cfg.amp), src.model,
                          src.eval_set, hw, "source accuracy (pre-trained)")
 
     rows: list[dict] = []
@@ -164,8 +183,9 @@ def run(cfg: RunConfig) -> dict:
     if cfg.finetune:
         start_key = probe_key if cfg.head_init == "probe" else stable_hash("random-head", src.key, cfg.seed,
                                                                            task.num_classes)
-        ft_key = stable_hash("finetune", start_key, train_key, cfg.epochs, cfg.lr, cfg.weighting, cfg.normalize,
-                             None if tau is None else repr(float(tau)), cfg.regularizer,
+        weights_from = probe_key if cfg.weighting != "uniform" else None  # FLOW weights come from the probe
+        ft_key = stable_hash("finetune", start_key, weights_from, train_key, cfg.epochs, cfg.lr, cfg.weighting,
+                             cfg.normalize, None if tau is None else repr(float(tau)), cfg.regularizer,
                              cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None)
 
         def compute_finetune():
@@ -213,7 +233,7 @@ def run(cfg: RunConfig) -> dict:
         tgt = _eval_stage(stages, f"target_eval{label}", stable_hash("target", key, data_key), model, task.test, hw,
                           f"target accuracy{label}")
         fm = models.forgetting_model(src.model, model)
-        after = _eval_stage(stages, f"source_eval_after{label}", stable_hash("source-after", key, src.eval_desc),
+        after = _eval_stage(stages, f"source_eval_after{label}", stable_hash("source-after", key, src.eval_key),
                             fm, src.eval_set, hw, f"source accuracy (after){label}")
         return {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"],
                 "source_drop": before["acc"] - after["acc"]}
@@ -228,7 +248,7 @@ def run(cfg: RunConfig) -> dict:
         headline = {k: v for k, v in next(w for w in wise if w["alpha"] == cfg.wise_alpha).items() if k != "alpha"}
 
     result = {
-        "run_id": rid, "dataset": cfg.dataset, "model": cfg.model, "weights": src.key, "method": cfg.method,
+        "run_id": rid, "config_id": config_id(cfg), "dataset": cfg.dataset, "model": cfg.model, "weights": src.key, "method": cfg.method,
         "seed": cfg.seed, "synthetic": cfg.synthetic, "weighting": cfg.weighting,
         "tau_rule": cfg.tau if cfg.weighting != "uniform" else None, "tau": tau, "normalize": cfg.normalize,
         "regularizer": cfg.regularizer, "l2sp_lambda": cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None,
@@ -277,13 +297,14 @@ def audit(cfg: RunConfig, k: int = 16) -> dict:
     from .audit import sample_audit
     from .data import class_names, display_image
 
-    ctx = prepare(cfg)
+    ctx = prepare(cfg, with_eval=False)  # the audit measures no forgetting: no ImageNet needed
     probe, probe_key, _ = probe_stage(ctx)
     losses, labels = losses_stage(ctx, probe, probe_key)
     rule = parse_tau(cfg.tau)
     tau = rule.resolve(losses)
     weights = flow_weights(losses, tau)
-    folder = Path(cfg.results_dir) / "audit" / f"{cfg.dataset}-{Path(cfg.model).name.replace('.', '_')}-s{cfg.seed}"
+    tau_tag = cfg.tau.replace(".", "_")
+    folder = Path(cfg.results_dir) / "audit" / f"{cfg.dataset}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}"
     _write_weights(folder / "weights.csv", losses, weights, labels)
     frame = pd.DataFrame({"index": range(len(losses)), "label": labels.numpy(), "loss": losses.numpy(),
                           "weight": weights.numpy()})

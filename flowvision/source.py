@@ -31,6 +31,7 @@ class Source:
     model: nn.Module    # pre-trained model with its own head and BatchNorms (CPU; never modified)
     eval_set: Dataset   # where forgetting is measured; yields (image, label, index)
     eval_desc: str      # e.g. "shapes:val(1000)", "imagenet-val(50000)"
+    eval_key: str       # everything the source accuracy depends on besides the model: which images, how transformed
     info: dict          # recorded in result.json (e.g. the demo model's training accuracy)
 
 
@@ -49,6 +50,10 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     from .evaluate import predict
     from .train import Schedule, train
 
+    import timm
+
+    if cfg.demo_arch not in timm.list_models():
+        raise UserError(f"demo_arch '{cfg.demo_arch}' is not a timm architecture; e.g. resnet18 (see timm.list_models())")
     recipe = demo_recipe(cfg)
     key = stable_hash(recipe)
     path = Path(cfg.cache_dir or default_cache_dir()) / "demo" / f"{key}.pt"
@@ -69,8 +74,8 @@ def demo_source(cfg: RunConfig, hw) -> Source:
         model.cpu()
         atomic_save({"model": model.state_dict(), "info": info}, path)
     model.cpu().eval()
-    return Source(key=f"demo:{key[:8]}", model=model, eval_set=task.test,
-                  eval_desc=f"shapes:val({len(task.test)})", info=dict(info, demo_model_file=str(path)))
+    return Source(key=f"demo:{key[:8]}", model=model, eval_set=task.test, eval_desc=f"shapes:val({len(task.test)})",
+                  eval_key=stable_hash(task.info), info=dict(info, demo_model_file=str(path)))
 
 
 # ---- timm / ImageNet -------------------------------------------------------------------------------
@@ -194,26 +199,45 @@ def imagenet_root(cfg: RunConfig) -> Path:
     return root
 
 
-def timm_source(cfg: RunConfig) -> Source:
+def official_imagenet_transform():
+    """The official code's IN-1K evaluation: bilinear Resize(256), CenterCrop(224), ImageNet mean/std.
+    The paper's 79.02% for ResNet-50 fits this transform, not timm's bicubic default for ram_in1k."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.PILToTensor(), v2.Resize(256, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+                       v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+
+def timm_source(cfg: RunConfig, with_eval: bool = True) -> Source:
+    """The pre-trained timm model and, when ``with_eval``, the IN-1K val set its forgetting is measured on."""
     import warnings
 
     from .console import console
     from .data.imagenet import check_classes, describe, imagenet_synsets, imagenet_transform, load_imagenet_eval
 
     check_model(cfg)
+    if not with_eval:
+        model, key = pretrained_model(cfg)
+        return Source(key=key, model=model.eval(), eval_set=None, eval_desc="", eval_key="", info={"weights": key})
     root = imagenet_root(cfg)
     check_classes(root, imagenet_synsets())  # before the weights: a wrong folder costs no load
     model, key = pretrained_model(cfg)
+    transform = (official_imagenet_transform() if cfg.imagenet_transform == "official"
+                 else imagenet_transform(model.pretrained_cfg))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the count warning is printed below, once, without a file:line
-        eval_set = load_imagenet_eval(root, imagenet_transform(model.pretrained_cfg), subset=cfg.imagenet_subset,
-                                      seed=cfg.data_seed)
+        eval_set = load_imagenet_eval(root, transform, subset=cfg.imagenet_subset, seed=cfg.data_seed)
     for note in eval_set.warnings:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
-    model.eval()
-    return Source(key=key, model=model, eval_set=eval_set, eval_desc=describe(eval_set),
+    eval_key = stable_hash(str(root.resolve()), eval_set.n_found, cfg.imagenet_subset, cfg.data_seed,
+                           cfg.imagenet_transform, repr(transform))
+    return Source(key=key, model=model.eval(), eval_set=eval_set,
+                  eval_desc=f"{describe(eval_set)}, {cfg.imagenet_transform} transform", eval_key=eval_key,
                   info={"weights": key, "imagenet_root": str(root), "imagenet_warnings": list(eval_set.warnings)})
 
 
-def load_source(cfg: RunConfig, hw) -> Source:
-    return demo_source(cfg, hw) if cfg.model == "demo" else timm_source(cfg)
+def load_source(cfg: RunConfig, hw, with_eval: bool = True) -> Source:
+    """The source model; ``with_eval=False`` skips the forgetting evaluation set (the sample audit)."""
+    return demo_source(cfg, hw) if cfg.model == "demo" else timm_source(cfg, with_eval)

@@ -130,6 +130,10 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(GROUP_KEYS, key))
         seeds = sorted(int(s) for s in group["seed"].unique())
         row.update(n_seeds=len(seeds), seeds=" ".join(map(str, seeds)))
+        if "config_id" in group and group["config_id"].dropna().nunique() > 1:
+            # e.g. a one-epoch smoke run beside the real ones: pooled, but never silently
+            log.warning("%s pools runs of %d different configurations (epochs, lr, subset, ...): %s",
+                        " / ".join(map(str, key)), group["config_id"].nunique(), ", ".join(map(str, group["run_id"])))
         for metric in METRICS:
             values = 100.0 * group[metric].dropna().astype(float)
             row[f"{metric}_mean"] = values.mean() if len(values) else math.nan

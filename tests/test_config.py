@@ -31,6 +31,14 @@ def test_demo_config_file_is_found_and_paper_configs_exist():
     ({"weighting": "hard"}, "weighting 'hard' is not valid"),
     ({"wise_alphas": "0.5 1.5"}, "WiSE-FT α must lie in [0, 1]"),
     ({"batch_size": 0}, "batch_size must be > 0"),
+    ({"n_test": 0}, "n_test must be ≥ 1"),
+    ({"image_size": -3}, "image_size must be ≥ 1"),
+    ({"num_workers": -1}, "num_workers must be ≥ 0"),
+    ({"momentum": 1.5}, "momentum must lie in [0, 1)"),
+    ({"weight_decay": -1}, "weight_decay must be ≥ 0"),
+    ({"imagenet_transform": "bicubic"}, "imagenet_transform 'bicubic' is not valid"),
+    ({"method": "ft"}, "'method' cannot be set in --set; use --method"),
+    ({"model": "resnet18"}, "'model' cannot be set in --set; use --model"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(UserError) as e:
@@ -42,6 +50,9 @@ def test_bad_yaml_is_a_user_error(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("epochs: [1\n")
     with pytest.raises(UserError, match="not valid YAML"):
+        config.resolve(config_file=f)
+    f.write_text("dataset: cifar10\n")
+    with pytest.raises(UserError, match="'dataset' cannot be set in"):
         config.resolve(config_file=f)
     f.write_text("methods:\n  flow: {learning_rate: 1}\n")
     with pytest.raises(UserError, match=r"learning_rate in .*methods.flow"):

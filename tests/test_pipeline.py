@@ -53,9 +53,28 @@ def test_tau_sweep_shares_probe_and_losses_and_changes_weights(tiny):
     assert a["run_id"] != b["run_id"]
 
 
-def test_online_weighting_runs(tiny):
-    r = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, weighting="flow-online")))
-    assert r["weighting"] == "flow-online" and r["tau"] > 0
+def test_online_weighting_trains_a_different_model_than_static_and_uniform(tiny):
+    from pathlib import Path
+
+    def finetuned_states(results):
+        return {p.name: torch.load(p, weights_only=True)["model"] for p in Path(results).glob("cache/v*/finetune-*.pt")}
+
+    online = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, weighting="flow-online")))
+    assert online["weighting"] == "flow-online" and online["tau"] > 0 and online["stages"]["finetune"] == "computed"
+    pipeline.run(config.resolve("gratings", "demo", "flow", tiny))
+    pipeline.run(config.resolve("gratings", "demo", "lpft", tiny))
+    states = list(finetuned_states(tiny["results_dir"]).values())
+    assert len(states) == 3
+    key = "layer1.0.conv1.weight"
+    assert not torch.equal(states[0][key], states[1][key]) and not torch.equal(states[1][key], states[2][key])
+    assert not torch.equal(states[0][key], states[2][key])
+
+
+def test_flow_weights_from_a_different_probe_recompute_the_finetuning(tiny):
+    base = dict(tiny, weighting="flow", tau="0.5")
+    a = pipeline.run(config.resolve("gratings", "demo", "ft", base))
+    b = pipeline.run(config.resolve("gratings", "demo", "ft", dict(base, probe_epochs=2)))
+    assert a["stages"]["finetune"] == "computed" and b["stages"]["finetune"] == "computed"
 
 
 @pytest.mark.parametrize("method,knobs", [

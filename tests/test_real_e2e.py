@@ -48,7 +48,7 @@ def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(tm
     (path,) = (tmp_path / "results" / "runs").glob("*/result.json")
     r = json.loads(path.read_text())
     assert r["weights"].startswith("file:resnet18-local.safetensors@")
-    assert r["source_eval"] == "imagenet-val:subset(40)" and r["tau"] == pytest.approx(0.3832)
+    assert r["source_eval"] == "imagenet-val:subset(40), official transform" and r["tau"] == pytest.approx(0.3832)
     assert r["epochs"] == 1 and r["dataset"] == "stanford_cars" and "196" in r["target_data"]
     for key in ("target_acc", "source_acc_before", "source_acc_after", "source_top5_before", "source_top5_after"):
         assert 0.0 <= r[key] <= 1.0, key
@@ -66,3 +66,27 @@ def test_wrong_weights_for_the_architecture_is_a_clear_error(tmp_path):
                                    "--results-dir", str(tmp_path / "r")])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "does not fit resnet18" in " ".join(res.output.split())
+
+
+def test_imagenet_eval_key_follows_the_subset_seed_and_the_official_transform(tmp_path, weights_file):
+    from flowvision import config, source
+
+    val = write_val(tmp_path / "val", imagenet_synsets(), per_class=2)
+    srcs = [source.timm_source(config.resolve("gratings", "resnet18", "ft", {
+        "weights": str(weights_file), "imagenet": str(val), "imagenet_subset": 50, "data_seed": s}))
+        for s in (0, 1)]
+    assert srcs[0].eval_key != srcs[1].eval_key
+    assert srcs[0].eval_set.indices != srcs[1].eval_set.indices
+    text = repr(srcs[0].eval_set.base.transform)
+    assert "BILINEAR" in text and "size=[256]" in text and "224" in text
+
+
+def test_weights_audit_needs_no_imagenet(tmp_path, weights_file):
+    data = write_cars(tmp_path / "data")
+    res = CliRunner().invoke(app, [
+        "weights", "--dataset", "stanford_cars", "--model", "resnet18", "--weights", str(weights_file),
+        "--data-root", str(data), "--k", "3", "--results-dir", str(tmp_path / "r"),
+        "--set", "image_size=16", "--set", "probe_epochs=1", "--set", "batch_size=64"])
+    assert res.exit_code == 0, res.output
+    (folder,) = (tmp_path / "r" / "audit").iterdir()
+    assert (folder / "samples.png").stat().st_size > 0 and len((folder / "per_class.csv").read_text().splitlines()) == 197

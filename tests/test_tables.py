@@ -238,3 +238,12 @@ def test_render_and_bad_paper_csv(tmp_path):
     assert rich_table.row_count == 3 and len(rich_table.columns) == len(df.columns)
     with pytest.raises(UserError, match="not found"):
         tables.paper_tables(tables.load_runs(tmp_path), tmp_path / "nope.csv")
+
+
+def test_pooling_different_configurations_is_warned(tmp_path, caplog):
+    write_run(tmp_path, "a", seed=0, config_id="c1")
+    write_run(tmp_path, "b", seed=1, config_id="c2")
+    with caplog.at_level("WARNING"):
+        summary = tables.summarise(tables.load_runs(tmp_path))
+    assert summary["n_seeds"].tolist() == [2]
+    assert "pools runs of 2 different configurations" in caplog.text

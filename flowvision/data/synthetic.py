@@ -167,8 +167,9 @@ def load_synthetic_task(name: str, *, seed: int = 0, image_size: int | None = No
     """A synthetic task as TaskData. For ``shapes`` the held-out split is its ``val`` split, the
     source evaluation set that measures forgetting in the demo."""
     spec = SPECS[name]
-    size = image_size or spec.image_size
-    n_train, n_test = n_train or spec.n_train, n_test or spec.n_test
+    size = spec.image_size if image_size is None else image_size
+    n_train = spec.n_train if n_train is None else n_train
+    n_test = spec.n_test if n_test is None else n_test
     x_tr, _, y_tr = generate(name, n_train, size, seed, spec.label_noise)
     # The held-out split is drawn from a different stream (seed + 1) and always has clean labels.
     x_te, y_te, _ = generate(name, n_test, size, seed + 1)
