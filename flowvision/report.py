@@ -28,25 +28,22 @@ def result_table(r: dict) -> Table:
     return t
 
 
-def mean_std(values) -> str:
-    import statistics
-
-    vals = [100 * v for v in values]
-    if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
-
-
 def demo_table(results: list[dict]) -> Table:
-    """Methods × (target acc, source before, after, drop), mean ± sample std over seeds, in percent."""
+    """Methods × (target acc, source before, after, drop), mean ± sample std over seeds, in percent
+    (the same summary `flowvision table` prints)."""
+    import pandas as pd
+
+    from .tables import fmt_ours, summarise
+
+    summary = summarise(pd.DataFrame(results))
     t = Table(title="flowvision demo — mean ± std over seeds (percent)", title_justify="left")
     for col in ("method", "seeds", "target acc", "source acc before", "source acc after", "drop"):
         t.add_column(col, justify="left" if col == "method" else "right")
-    for method in dict.fromkeys(r["method"] for r in results):
-        rs = [r for r in results if r["method"] == method]
-        t.add_row(method, str(len(rs)), mean_std([r["target_acc"] for r in rs]),
-                  mean_std([r["source_acc_before"] for r in rs]), mean_std([r["source_acc_after"] for r in rs]),
-                  mean_std([r["source_drop"] for r in rs]))
+    order = list(dict.fromkeys(r["method"] for r in results))
+    for _, row in summary.sort_values("method", key=lambda m: m.map(order.index)).iterrows():
+        t.add_row(row["method"], str(row["n_seeds"]),
+                  *(fmt_ours(row[f"{m}_mean"], row[f"{m}_std"])
+                    for m in ("target_acc", "source_acc_before", "source_acc_after", "source_drop")))
     return t
 
 
