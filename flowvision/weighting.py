@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where tensors are used: parsing τ (a CLI check) stays instant
+    import torch
 
 NORMALIZATIONS = ("mean", "sum")
 
@@ -35,6 +37,8 @@ class TauRule:
 
     def resolve(self, losses: torch.Tensor) -> float:
         """losses: (N,) pre-trained per-sample losses -> τ > 0."""
+        import torch
+
         if self.kind == "value":
             return self.value
         tau = float(torch.quantile(losses.double().flatten(), self.value))
@@ -69,7 +73,7 @@ def parse_tau(spec) -> TauRule:
 
 def flow_weights(losses: torch.Tensor, tau: float) -> torch.Tensor:
     """losses: (N,) -> weights (N,) = exp(-losses / τ), in (0, 1] for non-negative losses."""
-    return torch.exp(-losses / tau)
+    return (-losses / tau).exp()
 
 
 def weighted_loss(per_sample: torch.Tensor, weights: torch.Tensor | None, normalize: str = "mean",
@@ -88,7 +92,7 @@ def weighted_loss(per_sample: torch.Tensor, weights: torch.Tensor | None, normal
         return (weights * per_sample).mean()
     if normalize == "sum":
         if ref_losses is not None:
-            p = torch.softmax(-ref_losses / tau, dim=0)
+            p = (-ref_losses / tau).softmax(dim=0)
         else:
             p = weights / weights.sum()
         return (p * per_sample).sum()
@@ -103,6 +107,6 @@ def weight_stats(weights: torch.Tensor) -> dict:
     ess = float(w.sum() ** 2 / (n * (w ** 2).sum())) if float((w ** 2).sum()) > 0 else 0.0
     return {
         "mean": float(w.mean()), "std": float(w.std()) if n > 1 else 0.0,
-        "min": float(w.min()), "max": float(w.max()), "median": float(torch.quantile(w, 0.5)),
+        "min": float(w.min()), "max": float(w.max()), "median": float(w.quantile(0.5)),
         "ess_frac": ess,
     }

@@ -78,3 +78,15 @@ def test_bad_input_keeps_files_already_written(tiny):
 def test_help_is_instant_and_lists_commands():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0 and "finetune" in res.output and "demo" in res.output
+
+
+def test_help_and_config_errors_do_not_import_torch():
+    """Importing torch takes seconds: --help and bad options must answer without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom flowvision import cli, config\nfrom flowvision.errors import UserError\n"
+            "try:\n    config.resolve('gratings', 'demo', 'flow', {'tau': '0'})\nexcept UserError:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
