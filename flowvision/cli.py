@@ -187,10 +187,9 @@ def bench(
 
         from .bench import bench as run_bench
         from .hardware import resolve_device
+        from .models import is_arch
 
-        import timm
-
-        if model not in timm.list_models():
+        if not is_arch(model):
             raise UserError(f"--model {model} is not a timm architecture; e.g. resnet18 or resnet50")
         dev = resolve_device(device)
         rows = run_bench(model, image_size, batch_size, steps, repeats, dev)

@@ -24,6 +24,13 @@ def create(arch: str, num_classes: int, **kwargs) -> nn.Module:
     return timm.create_model(arch, num_classes=num_classes, **kwargs)
 
 
+def is_arch(name: str) -> bool:
+    """Whether timm knows the architecture ``name`` (e.g. 'resnet18'; no weight tag)."""
+    import timm
+
+    return name in timm.list_models()
+
+
 def head_prefix(model: nn.Module) -> str:
     """Module name of the classification head (e.g. 'fc' for a timm ResNet)."""
     head = model.get_classifier()

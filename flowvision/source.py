@@ -50,9 +50,7 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     from .evaluate import predict
     from .train import Schedule, train
 
-    import timm
-
-    if cfg.demo_arch not in timm.list_models():
+    if not models.is_arch(cfg.demo_arch):
         raise UserError(f"demo_arch '{cfg.demo_arch}' is not a timm architecture; e.g. resnet18 (see timm.list_models())")
     recipe = demo_recipe(cfg)
     key = stable_hash(recipe)
@@ -135,11 +133,9 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
 def check_model(cfg: RunConfig) -> tuple[str, str]:
     """Cheap checks before anything is loaded: a known timm architecture, an existing weights file.
     Returns (tag, architecture)."""
-    import timm
-
     tag = resolve_tag(cfg.model)
     arch = tag.split(".")[0]
-    if arch not in timm.list_models():
+    if not models.is_arch(arch):
         raise UserError(f"unknown model '{cfg.model}'; use demo, resnet18, resnet50 or a timm name/tag "
                         "such as resnet18.tv_in1k (see timm.list_models())")
     if cfg.weights and not Path(cfg.weights).expanduser().is_file():

@@ -51,6 +51,7 @@ def test_demo_command_prints_the_comparison(tiny):
     (["--model", "no_such_net", "--imagenet", "{tmp}/in"], "unknown model 'no_such_net'"),
     (["--model", "resnet18", "--dataset", "gratings"], "forgetting is measured on ImageNet-1K val"),
     (["--config", "{tmp}/missing.yaml"], "config file"),
+    (["--set", "demo_arch=no_such_net"], "demo_arch 'no_such_net' is not a timm architecture"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message, tiny, tmp_path, monkeypatch):
     monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)

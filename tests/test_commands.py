@@ -61,3 +61,15 @@ def test_bench_prints_ratios():
                               "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "static weights" in res.output and "online weights (official)" in res.output
+
+
+def test_new_command_errors_are_one_line_and_exit_2(tmp_path):
+    cases = [
+        (["bench", "--model", "no_such_net"], "--model no_such_net is not a timm architecture"),
+        (["table", "--results-dir", str(tmp_path / "none")], "does not exist"),
+        (["reproduce", "--model", "demo", "--datasets", "gratings", "--set", "seed=5", "--dry-run"], "use --seeds"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in " ".join(res.output.split()) and "Traceback" not in res.output
