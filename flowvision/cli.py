@@ -12,9 +12,14 @@ from typing import List, Optional
 
 import typer
 
-from .config import METHODS, parse_sets
+from .config import parse_sets
 from .console import console, out, user_errors
 from .errors import UserError
+from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, REAL_DATASETS,
+                       model_help, resolve_dataset_group)
+
+DATASET_HELP = f"Target data set: {', '.join(REAL_DATASETS)}, or a synthetic task: {', '.join(DEMO_DATASETS)}."
+MODEL_HELP = f"{model_help()}."
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune pre-trained vision models with FLOW sample weighting and measure forgetting.")
@@ -27,8 +32,8 @@ def _overrides(**options) -> dict:
 
 @app.command()
 def finetune(
-    dataset: str = typer.Option("gratings", help="Target data set (cifar10, ... or a synthetic task: gratings, patterns)."),
-    model: str = typer.Option("demo", help="demo | resnet18 | resnet50 | a timm tag such as resnet18.tv_in1k."),
+    dataset: str = typer.Option("gratings", help=DATASET_HELP),
+    model: str = typer.Option("demo", help=MODEL_HELP),
     method: str = typer.Option("flow", help=f"One of: {', '.join(METHODS)}."),
     tau: Optional[str] = typer.Option(None, help="FLOW temperature: a number > 0, 'median' or a percentile like p25."),
     seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation)."),
@@ -61,9 +66,9 @@ def finetune(
 
 @app.command()
 def demo(
-    dataset: str = typer.Option("gratings", help="Synthetic target task: gratings or patterns."),
+    dataset: str = typer.Option("gratings", help=f"Synthetic target task: {' or '.join(DEMO_DATASETS)}."),
     seeds: int = typer.Option(3, min=1, help="Number of seeds (0..N-1)."),
-    methods: str = typer.Option("ft,flow", help="Comma-separated methods to compare."),
+    methods: str = typer.Option(",".join(DEMO_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders go (default: results)."),
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set epochs=5 (repeatable)."),
@@ -117,7 +122,7 @@ def plot(results_dir: str = typer.Option("results", help="Folder holding runs/."
 
 @app.command()
 def weights(
-    dataset: str = typer.Option("gratings", help="Target data set."),
+    dataset: str = typer.Option("gratings", help=DATASET_HELP),
     model: str = typer.Option("demo", help="Source model (as for finetune)."),
     tau: Optional[str] = typer.Option(None, help="τ rule (default: the config's, median)."),
     k: int = typer.Option(16, min=1, help="How many most up- and down-weighted samples to show."),
@@ -144,22 +149,21 @@ def weights(
 
 @app.command()
 def reproduce(
-    model: str = typer.Option("resnet18", help="demo | resnet18 | resnet50 | a timm tag."),
-    datasets: str = typer.Option("paper", help="Comma-separated, or 'paper' (the six paper sets) or 'demo'."),
-    methods: str = typer.Option("ft,lp,l2sp,wiseft,flow,flow+wiseft", help="Comma-separated methods."),
+    model: str = typer.Option("resnet18", help=MODEL_HELP),
+    datasets: str = typer.Option("paper", help="Comma-separated data sets and groups: "
+                                 + "; ".join(f"'{g}' = {', '.join(names)}" for g, names in DATASET_GROUPS.items())
+                                 + "."),
+    methods: str = typer.Option(",".join(PAPER_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     seeds: int = typer.Option(3, min=1, help="Seeds 0..N-1."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs still to do and their commands."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
 ):
     """Run a grid (model × data sets × methods × seeds), skipping finished runs."""
     with user_errors():
-        from .config import PAPER_TASKS
         from .grid import grid, reproduce as run_grid
 
-        names = {"paper": list(PAPER_TASKS), "demo": ["gratings", "patterns"]}.get(datasets) or \
-            [d.strip() for d in datasets.split(",") if d.strip()]
-        cells = grid(model, names, [m.strip() for m in methods.split(",") if m.strip()], list(range(seeds)),
-                     _overrides(sets=sets))
+        cells = grid(model, resolve_dataset_group(datasets), [m.strip() for m in methods.split(",") if m.strip()],
+                     list(range(seeds)), _overrides(sets=sets))
         summary = run_grid(cells, dry_run=dry_run)
         if dry_run:
             out.print(f"{summary['cells']} runs, {summary['skipped']} finished, {len(summary['todo'])} to do:")

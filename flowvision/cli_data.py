@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from .console import user_errors
+from .registry import REAL_DATASETS
 
 data_app = typer.Typer(help="Real data sets: status (what is where) and download.", no_args_is_help=True)
 
@@ -63,8 +64,8 @@ def _count(n) -> str:
 
 @data_app.command()
 def download(
-    name: str = typer.Argument(..., help="cifar10 | cifar100 | flowers102 | dtd | oxford_pets | caltech101 "
-                                         "(stanford_cars, stanford_dogs, imagenet: prints the manual steps)"),
+    name: str = typer.Argument(..., help=f"{' | '.join(REAL_DATASETS)} | imagenet (for those torchvision "
+                                         "cannot fetch it prints the manual steps)"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
 ) -> None:
     """Download a data set with torchvision into <data-root>/<name>/ and check it loads."""

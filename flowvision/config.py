@@ -6,6 +6,7 @@ Order (later wins): the dataclass defaults; the top-level keys of the config fil
 (model, dataset) — ``configs/<model>/<dataset>.yaml``, else ``configs/<model>.yaml``; the method
 preset's knobs; the file's ``methods:`` section for that method (a method inherits its base's
 entry first, e.g. ``wiseft`` uses ``ft``'s learning rate); then explicit overrides.
+The presets, like every data set and model name, are defined in ``registry.py``.
 Unknown keys and values of the wrong type are a UserError naming the key. Importing this module
 does not import torch, so the CLI stays instant for --help and bad input.
 """
@@ -19,41 +20,16 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UserError
+from .registry import METHODS, MODEL_TAGS  # noqa: F401 (MODEL_TAGS: source.py reads it from here)
+from .registry import REAL_DATASETS as REAL_TASKS
+from .registry import SYNTHETIC_DATASETS as SYNTHETIC_TASKS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-SYNTHETIC_TASKS = ("gratings", "patterns", "shapes")
-REAL_TASKS = ("cifar10", "cifar100", "flowers102", "caltech101", "stanford_cars", "stanford_dogs", "dtd",
-              "oxford_pets")
-PAPER_TASKS = REAL_TASKS[:6]
 WEIGHTINGS = ("uniform", "flow", "flow-online")
 HEAD_INITS = ("random", "probe")
 REGULARIZERS = ("none", "l2sp")
 IMAGENET_TRANSFORMS = ("official", "timm")
-
-# Methods are presets of orthogonal knobs; a new baseline is a new entry here, not a new loop.
-#   weighting   uniform | flow (static, Algorithm 1) | flow-online (official code)
-#   head_init   random (a fresh head, as the official standard FT) | probe (start from the linear probe)
-#   finetune    False: stop after the probe (linear probing)
-#   regularizer none | l2sp (pull the shared weights towards the pre-trained ones, strength l2sp_lambda)
-#   refit       Appendix-B stage 2: retrain the head on the frozen fine-tuned backbone, plain loss
-#   wise_alpha  WiSE-FT: report the model whose shared weights are (1-α)·pre-trained + α·fine-tuned
-_FT = dict(weighting="uniform", head_init="random", finetune=True, regularizer="none", refit=False,
-           wise_alpha=None)
-_FLOW = dict(weighting="flow", head_init="probe", finetune=True, regularizer="none", refit=True, wise_alpha=None)
-_WISE = dict(wise_alpha=0.5, wise_alphas=(0.0, 0.25, 0.5, 0.75, 1.0))
-METHODS: dict[str, tuple[Optional[str], dict]] = {
-    # name: (base method whose config-file settings it inherits, knobs)
-    "ft": (None, _FT),
-    "lp": (None, dict(_FT, head_init="probe", finetune=False)),
-    "lpft": ("ft", dict(_FT, head_init="probe")),
-    "l2sp": ("ft", dict(_FT, regularizer="l2sp")),
-    "wiseft": ("ft", dict(_FT, **_WISE)),
-    "flow": (None, _FLOW),
-    "flow+l2sp": ("flow", dict(_FLOW, regularizer="l2sp")),
-    "flow+wiseft": ("flow", dict(_FLOW, **_WISE)),
-}
-MODEL_TAGS = {"resnet18": "resnet18.tv_in1k", "resnet50": "resnet50.ram_in1k"}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from typing import Optional
 import pandas as pd
 from matplotlib.figure import Figure
 
-from flowvision.tables import PAPER_METHODS, dedupe_runs, load_runs, summarise
+from flowvision.registry import PAPER_METHODS
+from flowvision.tables import dedupe_runs, load_runs, summarise
 
 log = logging.getLogger(__name__)
 

@@ -54,10 +54,11 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
     from . import config
     from .errors import UserError
     from .pipeline import run
+    from .registry import DEMO_DATASETS, DEMO_MODEL
 
-    if dataset not in config.SYNTHETIC_TASKS or dataset == "shapes":
-        raise UserError(f"the demo runs on a synthetic target task: gratings or patterns (got '{dataset}')")
-    cfgs = [config.resolve(dataset, "demo", m, dict(overrides, seed=s)) for m in methods for s in range(seeds)]
+    if dataset not in DEMO_DATASETS:
+        raise UserError(f"the demo runs on a synthetic target task: {' or '.join(DEMO_DATASETS)} (got '{dataset}')")
+    cfgs = [config.resolve(dataset, DEMO_MODEL, m, dict(overrides, seed=s)) for m in methods for s in range(seeds)]
     t0, results = time.time(), []
     for i, cfg in enumerate(cfgs):
         console.print(f"[bold]run {i + 1}/{len(cfgs)}[/]: {cfg.method}, seed {cfg.seed}")
@@ -65,7 +66,8 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
     demo_info = results[0]["source_info"]
     out.print(demo_table(results))
     if "demo_val_acc" in demo_info:
-        out.print(f"demo source model: {demo_info['demo_recipe']['arch']} trained on shapes, "
+        recipe = demo_info["demo_recipe"]
+        out.print(f"demo source model: {recipe['arch']} trained on {recipe['task']}, "
                   f"val accuracy {pct(demo_info['demo_val_acc'])}% ({demo_info['demo_model_file']})")
     out.print(f"run folders: {', '.join(r['run_dir'] for r in results)}")
     out.print(f"total {time.time() - t0:.0f} s")

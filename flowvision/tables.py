@@ -27,14 +27,11 @@ from typing import Optional, Sequence, Tuple
 import pandas as pd
 
 from flowvision.errors import UserError
+from flowvision.registry import PAPER_DATASETS, PAPER_METHODS, PAPER_MODELS, SYNTHETIC_DATASETS
 
 log = logging.getLogger(__name__)
 
-PAPER_MODELS = ("resnet18", "resnet50")
-PAPER_DATASETS = ("cifar10", "cifar100", "flowers102", "caltech101", "stanford_cars", "stanford_dogs")
-PAPER_METHODS = ("ft", "l2sp", "wiseft", "lp", "flow", "flow+wiseft")
 SEEDS = (0, 1, 2)
-SYNTHETIC_DATASETS = ("shapes", "gratings", "patterns")
 PAPER_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "vision.csv"
 TABLES_DIR = Path("results") / "tables"
 

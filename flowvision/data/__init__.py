@@ -1,14 +1,13 @@
 """Data sets by name: the synthetic demo tasks and the real target sets, all as TaskData."""
 from __future__ import annotations
 
+from ..registry import is_synthetic
 from .base import Indexed, TaskData, make_loader  # noqa: F401
 
 
 def load_task(cfg) -> TaskData:
     """The target task of a RunConfig (its dataset, image size, augmentation, data seed, root)."""
-    from ..config import SYNTHETIC_TASKS
-
-    if cfg.dataset in SYNTHETIC_TASKS:
+    if is_synthetic(cfg.dataset):
         from .synthetic import load_synthetic_task
 
         return load_synthetic_task(cfg.dataset, seed=cfg.data_seed, image_size=cfg.image_size,
@@ -22,9 +21,7 @@ def load_task(cfg) -> TaskData:
 
 def normalisation(name: str) -> tuple[tuple, tuple]:
     """(mean, std) the task's transforms normalise with."""
-    from ..config import SYNTHETIC_TASKS
-
-    if name in SYNTHETIC_TASKS:
+    if is_synthetic(name):
         from .synthetic import MEAN, STD
 
         return MEAN, STD
@@ -35,9 +32,7 @@ def normalisation(name: str) -> tuple[tuple, tuple]:
 
 def class_names(task: TaskData):
     """Class names in label order where the data set knows them, else None."""
-    from ..config import SYNTHETIC_TASKS
-
-    if task.name in SYNTHETIC_TASKS:
+    if is_synthetic(task.name):
         from .synthetic import SPECS
 
         return list(SPECS[task.name].classes)

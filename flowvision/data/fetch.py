@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import UserError
+from ..registry import REAL_DATASETS, check_dataset
 from .real import REAL_TASKS, data_folder, load_real_splits
 
 DEFAULT_DATA_ROOT = "./data"
@@ -35,7 +36,7 @@ SOURCES = {
     "caltech101": "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip (then extract "
                   "101_ObjectCategories.tar.gz)",
 }
-MANUAL_ONLY = ("stanford_cars", "stanford_dogs", "imagenet")
+MANUAL_ONLY = (*(name for name, spec in REAL_TASKS.items() if not spec.downloadable), "imagenet")
 
 
 def resolve_data_root(cli_value: Optional[str]) -> Path:
@@ -107,7 +108,7 @@ def data_status(root: Path, imagenet: Optional[Path] = None) -> list[dict]:
     or a note; None when all is well). Reads every split once (CIFAR: ~1 s); for caltech101 this
     computes and saves the split file if there is none yet."""
     root = Path(root)
-    rows = [_status_row(name, root) for name in REAL_TASKS]
+    rows = [_status_row(name, root) for name in REAL_DATASETS]
     return rows + [_imagenet_row(imagenet, root)]
 
 
@@ -141,8 +142,7 @@ def download(name: str, root: Path) -> dict:
     root = Path(root)
     if name in MANUAL_ONLY:
         raise UserError(f"{name} cannot be downloaded automatically; {how_to_get(name, root)}")
-    if name not in REAL_TASKS:
-        raise UserError(f"unknown data set {name!r}: choose one of {', '.join(REAL_TASKS)}")
+    check_dataset(name, REAL_DATASETS)
     folder = data_folder(name, root)
     created = [p for p in (root, folder) if not p.exists()]
     manual = f"{SOURCES[name]} -> extract so that {folder}/{REAL_TASKS[name].layout} exists"

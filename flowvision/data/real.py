@@ -3,11 +3,12 @@
     task = load_real_task("cifar10", Path("data"), image_size=224)   # -> TaskData
     task.train[0]  # (image (3, 224, 224) float32, label, index 0)
 
-Every data set lives in its own folder ``<root>/<name>/`` (the layouts are in ``REAL_TASKS``;
+Every data set lives in its own folder ``<root>/<name>/`` (the layouts are in ``REAL_TASKS``, one
+spec per name in ``registry.REAL_DATASETS``;
 ``flowvision data status`` prints them) and is read with torchvision's class for it where one exists,
 else ``ImageFolder``. Nothing here downloads (see ``fetch.py``); missing or incomplete files are a
 ``UserError`` whose one line names the data set, the path looked at and the fix.
-Importing this module does not import torch: the registry is plain data for the config and the CLI.
+Importing this module does not import torch: the specs are plain data for the config and the CLI.
 
 Transforms follow the official code (``vision/FLOW_ft.py``) at ``image_size`` = 224; a smaller
 ``image_size`` scales every size in the recipe (256 -> round(image_size * 256 / 224)) so tests run
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..registry import REAL_DATASETS, check_dataset, is_real  # noqa: F401 (is_real: part of this module's API)
 
 if TYPE_CHECKING:
     from .base import TaskData
@@ -69,7 +71,7 @@ class RealSpec:
     downloadable: bool   # torchvision can fetch it (`flowvision data download`)
 
 
-REAL_TASKS: dict[str, RealSpec] = {
+_SPECS: dict[str, RealSpec] = {
     "cifar10": RealSpec(10, "resize", CIFAR10_MEAN, CIFAR10_STD,
                         "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
                         "official train (50000) / test (10000)", True),
@@ -97,10 +99,7 @@ REAL_TASKS: dict[str, RealSpec] = {
                             "oxford-iiit-pet/{images/*.jpg,annotations/trainval.txt,test.txt}",
                             "official trainval (3680) / test (3669)", True),
 }
-
-
-def is_real(name: str) -> bool:
-    return name in REAL_TASKS
+REAL_TASKS: dict[str, RealSpec] = {name: _SPECS[name] for name in REAL_DATASETS}  # the registry's order
 
 
 def data_folder(name: str, root: Path) -> Path:
@@ -424,8 +423,7 @@ _LOADERS = {"cifar10": _cifar, "cifar100": _cifar, "flowers102": _flowers, "dtd"
 
 def load_real_splits(name: str, root: Path, *, seed: int = 0):
     """(train, test, extra_info): untransformed ``(PIL image, label)`` data sets for ``name``."""
-    if name not in REAL_TASKS:
-        raise UserError(f"unknown data set {name!r}: choose one of {', '.join(REAL_TASKS)}")
+    check_dataset(name, REAL_DATASETS)
     root = Path(root)
     if name == "caltech101":
         return _caltech(name, root, seed)

@@ -1,0 +1,90 @@
+"""The names flowvision knows: data sets, methods and model aliases, each listed once.
+
+    from flowvision import registry
+    registry.resolve_dataset_group("paper")   # ['cifar10', 'cifar100', ..., 'stanford_dogs']
+    registry.METHODS["flow+wiseft"]           # ('flow', {knobs})
+    registry.MODEL_TAGS["resnet18"]           # 'resnet18.tv_in1k'
+
+Everything else (config, data loaders, tables, figures, the CLI's help) reads these lists. How a
+data set is loaded stays with its loader (``data/real.py`` and ``data/synthetic.py`` hold one spec
+per name here; a test checks they agree). Plain data and stdlib only: importing it is instant.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from .errors import UserError
+
+# ------------------------------------------------------------------------------------- data sets
+PAPER_DATASETS = ("cifar10", "cifar100", "flowers102", "caltech101", "stanford_cars", "stanford_dogs")
+EXTRA_DATASETS = ("dtd", "oxford_pets")          # real targets the paper does not report
+REAL_DATASETS = PAPER_DATASETS + EXTRA_DATASETS
+SOURCE_TASK = "shapes"                            # the demo model's pre-training task (stands in for IN-1K)
+DEMO_DATASETS = ("gratings", "patterns")          # synthetic targets for the demo model
+SYNTHETIC_DATASETS = DEMO_DATASETS + (SOURCE_TASK,)
+DATASETS = REAL_DATASETS + SYNTHETIC_DATASETS
+DATASET_GROUPS = {"paper": PAPER_DATASETS, "demo": DEMO_DATASETS}   # for `reproduce --datasets`
+
+# --------------------------------------------------------------------------------------- methods
+# Methods are presets of orthogonal knobs; a new baseline is a new entry here, not a new loop.
+#   weighting   uniform | flow (static, Algorithm 1) | flow-online (official code)
+#   head_init   random (a fresh head, as the official standard FT) | probe (start from the linear probe)
+#   finetune    False: stop after the probe (linear probing)
+#   regularizer none | l2sp (pull the shared weights towards the pre-trained ones, strength l2sp_lambda)
+#   refit       Appendix-B stage 2: retrain the head on the frozen fine-tuned backbone, plain loss
+#   wise_alpha  WiSE-FT: report the model whose shared weights are (1-α)·pre-trained + α·fine-tuned
+_FT = dict(weighting="uniform", head_init="random", finetune=True, regularizer="none", refit=False,
+           wise_alpha=None)
+_FLOW = dict(weighting="flow", head_init="probe", finetune=True, regularizer="none", refit=True, wise_alpha=None)
+_WISE = dict(wise_alpha=0.5, wise_alphas=(0.0, 0.25, 0.5, 0.75, 1.0))
+METHODS: dict[str, tuple[Optional[str], dict]] = {
+    # name: (base method whose config-file settings it inherits, knobs)
+    "ft": (None, _FT),
+    "lp": (None, dict(_FT, head_init="probe", finetune=False)),
+    "lpft": ("ft", dict(_FT, head_init="probe")),
+    "l2sp": ("ft", dict(_FT, regularizer="l2sp")),
+    "wiseft": ("ft", dict(_FT, **_WISE)),
+    "flow": (None, _FLOW),
+    "flow+l2sp": ("flow", dict(_FLOW, regularizer="l2sp")),
+    "flow+wiseft": ("flow", dict(_FLOW, **_WISE)),
+}
+PAPER_METHODS = ("ft", "l2sp", "wiseft", "lp", "flow", "flow+wiseft")   # the paper tables' row order
+DEMO_METHODS = ("ft", "flow")                                           # `flowvision demo` compares these
+
+# ---------------------------------------------------------------------------------------- models
+DEMO_MODEL = "demo"   # a small timm ResNet pre-trained on SOURCE_TASK, cached (see source.py)
+MODEL_TAGS = {"resnet18": "resnet18.tv_in1k", "resnet50": "resnet50.ram_in1k"}   # alias -> pinned weights
+PAPER_MODELS = ("resnet18", "resnet50")
+
+
+# --------------------------------------------------------------------------------------- helpers
+def is_synthetic(name: str) -> bool:
+    return name in SYNTHETIC_DATASETS
+
+
+def is_real(name: str) -> bool:
+    return name in REAL_DATASETS
+
+
+def check_dataset(name: str, among: Sequence[str] = DATASETS) -> str:
+    """``name`` if it is one of ``among``, else a UserError listing them."""
+    if name not in among:
+        raise UserError(f"unknown data set {name!r}: choose one of {', '.join(among)}")
+    return name
+
+
+def resolve_dataset_group(text: str) -> list[str]:
+    """'paper' | 'demo' | 'cifar10,demo,...' -> data set names, groups expanded, each once, in order.
+    Names are not checked here (the run's config check names a bad one)."""
+    names: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        for name in DATASET_GROUPS.get(item, (item,) if item else ()):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def model_help() -> str:
+    """The --model choices as the CLI's help lists them."""
+    first_tag = next(iter(MODEL_TAGS.values()))
+    return f"{DEMO_MODEL} | {' | '.join(MODEL_TAGS)} | a timm tag such as {first_tag}"
