@@ -32,17 +32,24 @@ REGULARIZERS = ("none", "l2sp")
 IMAGENET_TRANSFORMS = ("official", "timm")
 
 
+def _where(default):
+    """A field that never changes a number by itself (where files are, how fast to run, a method's
+    name): it is in no stage's key and no run id hash (a stage may still *use* it; see
+    stages.Stage.uses)."""
+    return field(default=default, metadata={"keyed": False})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # what to run
     dataset: str = "gratings"
     model: str = "demo"                 # demo | resnet18 | resnet50 | any timm name or tag
     weights: Optional[str] = None       # a local .safetensors/.pth file for --model
-    method: str = "flow"
+    method: str = _where("flow")        # a name for a preset of the knobs below; stages read the knobs
     seed: int = 0
     # method knobs (set by the preset; an explicit value wins)
     weighting: str = "flow"
-    tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau)
+    tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau, kept as the rule)
     paper_tau: Optional[float] = None   # the official run script's τ for this model and data set
     normalize: str = "mean"             # mean: mean(w·ℓ) (official) | sum: Σwℓ/Σw
     head_init: str = "probe"
@@ -69,10 +76,11 @@ class RunConfig:
     n_train: Optional[int] = None       # synthetic tasks only: sizes of the splits
     n_test: Optional[int] = None
     data_seed: int = 0                  # synthetic tasks: which images (the run seed varies training)
-    data_root: Optional[str] = None
-    imagenet: Optional[str] = None
+    data_root: Optional[str] = _where(None)
+    imagenet: Optional[str] = _where(None)
     imagenet_subset: Optional[int] = None
     imagenet_transform: str = "official"  # official: bilinear Resize(256)+CenterCrop(224) | timm: the weights' own
+    restore: str = "task-specific"      # forgetting model: head + every BN from the source (Appendix B) | none: source head only
     # the demo source model (trained once on the synthetic source task, cached)
     demo_arch: str = "resnet18"
     demo_epochs: int = 4
@@ -80,14 +88,15 @@ class RunConfig:
     demo_batch_size: int = 32
     demo_n_train: Optional[int] = None
     # where
-    results_dir: str = "results"
-    cache_dir: Optional[str] = None     # demo models; default $FLOWVISION_CACHE or ~/.cache/flowvision
-    # hardware (do not change numbers except amp)
-    device: str = "auto"
+    results_dir: str = _where("results")
+    cache_dir: Optional[str] = _where(None)  # demo models; default $FLOWVISION_CACHE or ~/.cache/flowvision
+    # hardware: where and how fast. amp (bf16) changes numbers and is keyed; the others are not keyed
+    # (channels_last and compile may move the last bits of a float, never a result's meaning)
+    device: str = _where("auto")
     amp: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    num_workers: int = 0
+    channels_last: bool = _where(False)
+    compile: bool = _where(False)
+    num_workers: int = _where(0)
 
     @property
     def synthetic(self) -> bool:
@@ -101,6 +110,9 @@ class RunConfig:
 
 _HINTS = typing.get_type_hints(RunConfig)
 FIELDS = tuple(f.name for f in fields(RunConfig))
+# The fields that can change a number: everything but locations, device and speed switches.
+KEYED_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata.get("keyed", True))
+RESTORE_RULES = ("task-specific", "none")
 
 
 def _coerce(key: str, value):
@@ -201,11 +213,6 @@ def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow"
                 values.update(per_method[name])
     values.update(overrides)
     values.update(dataset=dataset, model=model, method=method)
-    if str(values.get("tau", "")).strip().lower() == "paper":
-        if values.get("paper_tau") is None:
-            raise UserError(f"--tau paper: no official τ is known for {model} on {dataset}; "
-                            "use a number, 'median' or a percentile like p25")
-        values["tau"] = str(values["paper_tau"])
     cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
     validate(cfg)
     return cfg
@@ -235,8 +242,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"momentum must lie in [0, 1), got {cfg.momentum}")
     if cfg.weight_decay < 0:
         raise UserError(f"weight_decay must be ≥ 0, got {cfg.weight_decay}")
+    choice("restore", RESTORE_RULES)
     if cfg.weighting != "uniform":
-        parse_tau(cfg.tau)
+        parse_tau(cfg.tau, cfg.paper_tau)
     for key in ("epochs", "probe_epochs", "refit_epochs", "demo_epochs"):
         if getattr(cfg, key) < 0:
             raise UserError(f"{key} must be ≥ 0, got {getattr(cfg, key)}")

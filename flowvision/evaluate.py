@@ -64,3 +64,11 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
             bar.advance(task)
     model.train(was_training)
     return Predictions(losses, labels, correct, correct5)
+
+
+def accuracy(model: nn.Module, dataset, hw: Hardware = CPU, desc: str = "eval") -> dict:
+    """{"acc": top-1, "acc5": top-5, "n": images} of ``model`` on ``dataset``; the model is back on
+    the CPU afterwards."""
+    p = predict(model, dataset, batch_size=256, hw=hw, desc=desc)
+    model.cpu()
+    return {"acc": p.acc, "acc5": p.acc5, "n": len(dataset)}

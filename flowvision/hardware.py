@@ -51,4 +51,10 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"--device {name} is not a device: use auto, cpu, cuda or cuda:N") from None
 
 
+def hardware(cfg) -> Hardware:
+    """The Hardware a run's config asks for (device, amp, channels_last, compile, num_workers)."""
+    return Hardware(resolve_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,
+                    compile=cfg.compile, num_workers=cfg.num_workers)
+
+
 CPU = Hardware(torch.device("cpu"))

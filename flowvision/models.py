@@ -3,7 +3,7 @@
 For a ResNet the classification head and every BatchNorm (affine weight and bias, running mean and
 variance, batch counter) are *task-specific*; every other tensor (the conv weights) is *shared*.
 Forgetting is measured on a model whose shared tensors come from the fine-tuned network and whose
-task-specific tensors are the pre-trained ones, restored exactly (`forgetting_model`).
+task-specific tensors are the pre-trained ones, restored exactly (``forgetting.measured_model``).
 
 The split is found by module type (any ``_BatchNorm`` subclass, and the module timm reports as the
 classifier), not by matching key names as the official code does ('bn', 'downsample.1', 'fc'),
@@ -40,15 +40,16 @@ def head_prefix(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__}: classifier module not found among its modules")
 
 
+def head_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the classification head."""
+    prefix = head_prefix(model) + "."
+    return {key for key in model.state_dict() if key.startswith(prefix)}
+
+
 def task_specific_keys(model: nn.Module) -> set[str]:
     """State-dict keys of the head and of every BatchNorm (Appendix B)."""
-    prefixes = [head_prefix(model)]
-    prefixes += [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    keys = set()
-    for key in model.state_dict():
-        if any(key.startswith(p + ".") for p in prefixes):
-            keys.add(key)
-    return keys
+    prefixes = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return head_keys(model) | {key for key in model.state_dict() if any(key.startswith(p + ".") for p in prefixes)}
 
 
 def split_state(model: nn.Module) -> tuple[dict, dict]:
@@ -64,24 +65,16 @@ def clone_state(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def load_shared(dst: nn.Module, src: nn.Module) -> None:
-    """Copy every shared tensor of ``src`` into ``dst``; dst's task-specific tensors are untouched."""
-    shared, _ = split_state(src)
+def copy_tensors(dst: nn.Module, src: nn.Module, skip: set[str]) -> None:
+    """Copy every state tensor of ``src`` into ``dst`` except the keys in ``skip`` (which keep
+    dst's values); the two must share every copied key and shape."""
     dst_state = dst.state_dict()
-    for key, value in shared.items():
+    for key, value in src.state_dict().items():
+        if key in skip:
+            continue
         if key not in dst_state or dst_state[key].shape != value.shape:
-            raise ValueError(f"shared tensor {key} does not fit the source model; architectures differ")
+            raise ValueError(f"tensor {key} does not fit the source model; architectures differ")
         dst_state[key].copy_(value)
-
-
-def forgetting_model(source: nn.Module, finetuned: nn.Module) -> nn.Module:
-    """The model forgetting is measured on: fine-tuned shared tensors, source head and BN exactly.
-
-    ``source`` is the pre-trained model (with its own head and BatchNorms); it is not modified.
-    """
-    model = copy.deepcopy(source)
-    load_shared(model, finetuned)
-    return model
 
 
 def with_new_head(source: nn.Module, num_classes: int, seed: int) -> nn.Module:

@@ -1,13 +1,12 @@
-"""One run, stage by stage, each stage handing the next a file (DESIGN.md, "One run").
+"""One run as a chain of declared stages (DESIGN.md, "One run"):
 
-    source model -> source accuracy -> probe -> losses, τ, weights -> fine-tune -> head refit
-                 -> target accuracy -> forgetting (shared from fine-tuned, head/BN from source) -> record
+    task, source, source_data -> source_eval
+    probe -> losses -> weights -> finetune -> refit -> final -> target_eval, forgetting, wise
 
-Every stage's output lives in ``<results>/cache/<stage>-<hash>.*``, the hash taken over exactly the
-inputs that decide it (upstream hashes included). A finished stage is loaded, never recomputed:
-re-running a run costs only the final evaluations' reads, runs that share a stage share its file
-(ft and wiseft share one fine-tuning; a τ sweep shares one probe and one loss pass), and a killed
-run resumes, mid-fine-tuning from its last finished epoch.
+Each stage below declares the config fields it reads and the stages it needs; its cache key is
+derived from that declaration (``stages``), so a run re-reads what it has, resumes what was cut,
+and shares stages with other runs (ft and wiseft share one fine-tuning; a τ sweep shares one probe
+and one loss pass). Which stages a run reaches follows from its method's knobs.
 """
 from __future__ import annotations
 
@@ -19,59 +18,262 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
+from torch import nn
 
-from . import models
-from .config import RunConfig, write_yaml
-from .data import load_task
-from .evaluate import predict
-from .hardware import Hardware, resolve_device
-from .records import atomic_save, atomic_write_json, atomic_write_text, git_sha, stable_hash, versions
-from .source import Source, load_source
-from .train import L2SP, OnlineWeights, Schedule, StaticWeights, train
+from . import forgetting, models, source
+from .config import KEYED_FIELDS, RunConfig, write_yaml
+from .files import atomic_write_text, git_sha, stable_hash, versions
+from .record import SCHEMA_VERSION, RunRecord, write_record
+from .stages import Run, Stage, Store
 from .weighting import flow_weights, parse_tau, weight_stats
 
-
-# Bump when a stage's code changes what it computes or the format of its file: old entries are then
-# simply not found (they live in the previous version's folder) instead of being served as current.
-STAGE_VERSION = 1
+OPTIM = ("batch_size", "momentum", "weight_decay", "seed")  # every training stage reads these
 
 
-class Stages:
-    """Content-addressed stage outputs in one folder, with what was computed vs. loaded and how long."""
+@dataclass
+class Trained:
+    """A trained model stage's value: the model (CPU) and its per-epoch rows."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder / f"v{STAGE_VERSION}"
-        self.status: dict[str, str] = {}
-        self.seconds: dict[str, float] = {}
-
-    def path(self, name: str, key: str) -> Path:
-        return self.folder / f"{name}-{key}.pt"
-
-    def get(self, label: str, name: str, key: str, compute):
-        """Load ``<name>-<key>.pt`` or run ``compute()`` (-> a dict of tensors/values) and save it."""
-        path = self.path(name, key)
-        t0 = time.time()
-        if path.exists():
-            value = torch.load(path, map_location="cpu", weights_only=True)
-            self.status[label] = "cached"
-        else:
-            value = compute()
-            atomic_save(value, path)
-            self.status[label] = "computed"
-        self.seconds[label] = round(self.seconds.get(label, 0.0) + time.time() - t0, 3)
-        return value
+    model: nn.Module
+    rows: list
 
 
+def _saved(model: nn.Module, rows: list) -> dict:
+    return {"model": models.clone_state(model), "rows": rows}
+
+
+def _trained(template):
+    """Stage ``load``: a saved {"model", "rows"} as a Trained shaped like ``template(inputs)``."""
+    def load(saved, i) -> Trained:
+        model = template(i)
+        model.load_state_dict(saved["model"])
+        return Trained(model, saved["rows"])
+    return load
+
+
+def _target_shaped(i) -> nn.Module:
+    return models.with_new_head(i["source"].model, i["task"].num_classes, 0)
+
+
+# ---- resources: what a run loads from outside (keys follow what was found) -----------------------
+def _task(i):
+    from .data import load_task
+
+    return load_task(i.cfg)
+
+
+def _task_reads(cfg) -> tuple:
+    common = ("dataset", "image_size", "data_seed", "augment")
+    return common + (("n_train", "n_test") if cfg.synthetic else ())
+
+
+def _source(i):
+    return source.load_source(i.cfg, i.hw)
+
+
+def _source_data(i):
+    return forgetting.eval_set(i.cfg)
+
+
+# ---- probe, losses, weights -------------------------------------------------------------------------
+def _probe(i):
+    """The new head trained on the frozen pre-trained backbone; BN statistics adapt when
+    probe_bn_train, as in the official code."""
+    from .train import Schedule, train
+
+    cfg = i.cfg
+    m = models.with_new_head(i["source"].model, i["task"].num_classes, cfg.seed)
+    rows = train(m, i["task"].train, Schedule(cfg.probe_epochs, cfg.probe_lr, cfg.batch_size, momentum=cfg.momentum,
+                                              weight_decay=cfg.weight_decay, cosine=False, head_only=True,
+                                              bn_train=cfg.probe_bn_train),
+                 seed=cfg.seed * 10 + 1, hw=i.hw, desc="probe")
+    return _saved(m, rows)
+
+
+def _losses(i):
+    """Per-sample losses of the probe model over the training set with eval transforms, one pass
+    (Algorithm 1's f_i(θ*)): losses (N,), labels (N,), by sample index."""
+    from .evaluate import predict
+
+    probe = i["probe"].model
+    p = predict(probe, i["task"].train_eval, hw=i.hw, desc="losses (probe model)")
+    probe.cpu()
+    return {"losses": p.losses, "labels": p.labels}
+
+
+def _is_paper_tau(cfg) -> bool:
+    return str(cfg.tau).strip().lower() == "paper"
+
+
+def _tau_rule(cfg):
+    return parse_tau(cfg.tau, cfg.paper_tau if _is_paper_tau(cfg) else None)
+
+
+def _weights(i):
+    """τ from its rule (a quantile of the probe's losses, or a number) and, where the losses exist,
+    every training sample's weight. Cheap and pure: recomputed on every run, never stored."""
+    rule = _tau_rule(i.cfg)
+    saved = i.up.get("losses")
+    losses = saved["losses"] if saved else None
+    tau = rule.resolve(losses) if rule.kind == "quantile" else rule.value
+    return {"rule": rule.text, "tau": tau, "losses": losses, "labels": saved["labels"] if saved else None,
+            "weights": flow_weights(losses, tau) if losses is not None else None}
+
+
+def _weights_needs(cfg) -> tuple:
+    # static weights need every sample's loss; online weights need them only to resolve a quantile τ
+    return ("losses",) if cfg.weighting == "flow" or _tau_rule(cfg).kind == "quantile" else ()
+
+
+# ---- fine-tuning and the Appendix-B refit -------------------------------------------------------------
+def _finetune(i):
+    from .train import L2SP, OnlineWeights, Schedule, StaticWeights, train
+
+    cfg, hw = i.cfg, i.hw
+    m = (copy.deepcopy(i["probe"].model) if cfg.head_init == "probe"
+         else models.with_new_head(i["source"].model, i["task"].num_classes, cfg.seed))
+    weigher = None
+    if cfg.weighting == "flow":
+        weigher = StaticWeights(i["weights"]["losses"], i["weights"]["tau"])
+    elif cfg.weighting == "flow-online":
+        weigher = OnlineWeights(hw.prepare(copy.deepcopy(i["probe"].model)), i["weights"]["tau"])
+    reg = None
+    if cfg.regularizer == "l2sp":
+        reference = {k: v.to(hw.device) for k, v in models.clone_state(i["source"].model).items()}
+        reg = L2SP(m, reference, cfg.l2sp_lambda)
+    rows = train(m, i["task"].train, Schedule(cfg.epochs, cfg.lr, cfg.batch_size, momentum=cfg.momentum,
+                                              weight_decay=cfg.weight_decay, cosine=True),
+                 seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher,
+                 normalize=cfg.normalize if weigher is not None else "mean", regularizer=reg,
+                 checkpoint=i.checkpoint, desc="finetune")
+    return _saved(m, rows)
+
+
+def _finetune_reads(cfg) -> tuple:
+    reads = ("epochs", "lr", *OPTIM, "weighting", "head_init", "regularizer")
+    reads += ("normalize",) if cfg.weighting != "uniform" else ()
+    return reads + (("l2sp_lambda",) if cfg.regularizer == "l2sp" else ())
+
+
+def _finetune_needs(cfg) -> tuple:
+    needs = ("source", "task")
+    needs += ("probe",) if cfg.head_init == "probe" or cfg.weighting == "flow-online" else ()
+    return needs + (("weights",) if cfg.weighting != "uniform" else ())
+
+
+def _refit(i):
+    """Appendix B, stage 2: the task-specific head retrained on the frozen fine-tuned backbone with
+    the plain loss (BN in train mode, as the official round 2)."""
+    from .train import Schedule, train
+
+    cfg = i.cfg
+    m = copy.deepcopy(i["finetune"].model)
+    rows = train(m, i["task"].train, Schedule(cfg.refit_epochs, cfg.refit_lr, cfg.batch_size, momentum=cfg.momentum,
+                                              weight_decay=cfg.weight_decay, cosine=False, head_only=True,
+                                              bn_train=True),
+                 seed=cfg.seed * 10 + 3, hw=i.hw, desc="refit head")
+    return _saved(m, rows)
+
+
+def _refits(cfg) -> bool:
+    return cfg.finetune and cfg.refit and cfg.refit_epochs > 0
+
+
+def _final_needs(cfg) -> tuple:
+    return ("refit",) if _refits(cfg) else ("finetune",) if cfg.finetune else ("probe",)
+
+
+# ---- evaluations ---------------------------------------------------------------------------------------
+def _target_eval(i):
+    from .evaluate import accuracy
+
+    return accuracy(i["final"].model, i["task"].test, i.hw, "target accuracy")
+
+
+def _source_eval(i):
+    from .evaluate import accuracy
+
+    return accuracy(i["source"].model, i["source_data"].dataset, i.hw, "source accuracy (pre-trained)")
+
+
+def _forgetting(i):
+    from .evaluate import accuracy
+
+    m = forgetting.measured_model(i["source"].model, i["final"].model, i.cfg.restore)
+    return accuracy(m, i["source_data"].dataset, i.hw, "source accuracy (after)")
+
+
+def wise_alphas(cfg) -> list:
+    return sorted(set(cfg.wise_alphas) | ({cfg.wise_alpha} if cfg.wise_alpha is not None else set()))
+
+
+def _wise(i):
+    """WiSE-FT points: for each α, target and source accuracy of the interpolated model."""
+    from .evaluate import accuracy
+
+    points = []
+    for alpha in wise_alphas(i.cfg):
+        m = models.interpolate_shared(i["source"].model, i["final"].model, alpha)
+        tgt = accuracy(m, i["task"].test, i.hw, f"target accuracy α={alpha:g}")
+        src = accuracy(forgetting.measured_model(i["source"].model, m, i.cfg.restore), i["source_data"].dataset,
+                       i.hw, f"source accuracy (after) α={alpha:g}")
+        points.append({"alpha": alpha, "target_acc": tgt["acc"], "source_acc_after": src["acc"],
+                       "source_top5_after": src["acc5"]})
+    return {"points": points}
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("task", _task, reads=_task_reads, uses=("data_root",), cached=False,
+          fingerprint=lambda task: task.info, doc="the target data set"),
+    Stage("source", _source, reads=source.reads, uses=("cache_dir",), hardware=True, cached=False,
+          fingerprint=lambda src: src.key, doc="the pre-trained model"),
+    Stage("source_data", _source_data, reads=forgetting.reads, uses=("imagenet",), cached=False,
+          fingerprint=lambda data: data.fingerprint, doc="the images forgetting is measured on"),
+    Stage("source_eval", _source_eval, needs=("source", "source_data"), hardware=True,
+          doc="source accuracy of the pre-trained model"),
+    Stage("probe", _probe, reads=("probe_epochs", "probe_lr", "probe_bn_train", *OPTIM), needs=("source", "task"),
+          hardware=True, load=_trained(_target_shaped), doc="linear probe"),
+    Stage("losses", _losses, needs=("probe", "task"), hardware=True, doc="per-sample losses of the probe model"),
+    Stage("weights", _weights, reads=lambda c: ("weighting", "tau") + (("paper_tau",) if _is_paper_tau(c) else ()),
+          needs=_weights_needs, cached=False, doc="τ and the FLOW weights"),
+    Stage("finetune", _finetune, reads=_finetune_reads, needs=_finetune_needs, hardware=True, resumable=True,
+          load=_trained(_target_shaped), doc="fine-tuning of every parameter"),
+    Stage("refit", _refit, reads=("refit_epochs", "refit_lr", *OPTIM), needs=("finetune", "source", "task"),
+          hardware=True, load=_trained(_target_shaped), doc="head refit (Appendix B)"),
+    Stage("final", lambda i: next(iter(i.up.values())), reads=("finetune", "refit", "refit_epochs"),
+          needs=_final_needs, cached=False,
+          doc="the model the run reports"),
+    Stage("target_eval", _target_eval, needs=("final", "task"), hardware=True, doc="target accuracy"),
+    Stage("forgetting", _forgetting, reads=("restore",), needs=("final", "source", "source_data"), hardware=True,
+          doc="source accuracy after fine-tuning"),
+    Stage("wise", _wise, reads=("wise_alphas", "wise_alpha", "restore"),
+          needs=("final", "source", "task", "source_data"), hardware=True, doc="WiSE-FT points"),
+)}
+
+
+def targets(cfg: RunConfig) -> tuple:
+    """The stages one run reports; everything else is reached through their needs."""
+    return (("source_eval", "target_eval", "forgetting") + (("weights",) if cfg.weighting != "uniform" else ())
+            + (("wise",) if wise_alphas(cfg) else ()))
+
+
+def plan(cfg: RunConfig, fingerprints: dict) -> dict:
+    """stage -> key for every stage this config reaches, computed from the declarations alone;
+    ``fingerprints`` stands in for what the loading stages (task, source, source_data) would find."""
+    from .stages import check_declarations, plan_keys
+
+    check_declarations(STAGES, cfg)
+    return plan_keys(STAGES, cfg, targets(cfg), fingerprints)
+
+
+# ---- the run -------------------------------------------------------------------------------------------
 def _numbers(cfg: RunConfig) -> dict:
-    """The config keys that can change a result (not paths, device or speed switches)."""
-    return {k: v for k, v in cfg.to_dict().items()
-            if k not in ("results_dir", "cache_dir", "device", "num_workers", "compile", "channels_last",
-                         "data_root", "imagenet")}
+    values = cfg.to_dict()
+    return {k: values[k] for k in KEYED_FIELDS}
 
 
 def run_id(cfg: RunConfig) -> str:
-    """<dataset>-<model>-<method>-s<seed>-<hash of everything that can change a number>."""
+    """<dataset>-<model>-<method>-s<seed>-<hash of every field that can change a number>."""
     return f"{cfg.dataset}-{model_slug(cfg)}-{cfg.method}-s{cfg.seed}-{stable_hash(_numbers(cfg))[:8]}"
 
 
@@ -84,191 +286,73 @@ def model_slug(cfg: RunConfig) -> str:
     return Path(cfg.model).name.replace(".", "_")
 
 
-def hardware(cfg: RunConfig) -> Hardware:
-    return Hardware(resolve_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,
-                    compile=cfg.compile, num_workers=cfg.num_workers)
-
-
-def _eval_stage(stages: Stages, label: str, key: str, model, dataset, hw, desc: str) -> dict:
-    def compute():
-        p = predict(model, dataset, batch_size=256, hw=hw, desc=desc)
-        return {"acc": p.acc, "acc5": p.acc5, "n": len(dataset)}
-    out = stages.get(label, "eval", key, compute)
-    model.cpu()
-    return out
-
-
-@dataclass
-class Context:
-    """What every stage of one run reads: config, hardware, stage cache, target task, source."""
-
-    cfg: RunConfig
-    hw: Hardware
-    stages: Stages
-    task: object
-    src: Source
-    data_key: str
-    train_key: dict
-
-
-def prepare(cfg: RunConfig, with_eval: bool = True) -> Context:
-    """Load the target task and the source model (with its forgetting evaluation set unless
-    ``with_eval`` is False), and the keys every stage hashes."""
-    hw = hardware(cfg)
-    task = load_task(cfg)  # first: a missing data set is reported before any model is loaded or trained
-    src = load_source(cfg, hw, with_eval)
-    data_key = stable_hash(task.info, cfg.augment)
-    train_key = dict(batch_size=cfg.batch_size, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                     amp=cfg.amp, seed=cfg.seed, data=data_key)
-    return Context(cfg, hw, Stages(Path(cfg.results_dir) / "cache"), task, src, data_key, train_key)
-
-
-def probe_stage(ctx: Context):
-    """The new head trained on the frozen pre-trained backbone (BN statistics adapt when
-    probe_bn_train, as in the official code). -> (model, key, per-epoch rows)."""
-    cfg, src, task = ctx.cfg, ctx.src, ctx.task
-    key = stable_hash("probe", src.key, ctx.train_key, cfg.probe_epochs, cfg.probe_lr, cfg.probe_bn_train)
-
-    def compute():
-        m = models.with_new_head(src.model, task.num_classes, cfg.seed)
-        r = train(m, task.train, Schedule(cfg.probe_epochs, cfg.probe_lr, cfg.batch_size, momentum=cfg.momentum,
-                                          weight_decay=cfg.weight_decay, cosine=False, head_only=True,
-                                          bn_train=cfg.probe_bn_train),
-                  seed=cfg.seed * 10 + 1, hw=ctx.hw, desc="probe")
-        return {"model": models.clone_state(m), "rows": r}
-    saved = ctx.stages.get("probe", "probe", key, compute)
-    probe = models.with_new_head(src.model, task.num_classes, cfg.seed)
-    probe.load_state_dict(saved["model"])
-    return probe, key, saved["rows"]
-
-
-def losses_stage(ctx: Context, probe, probe_key: str):
-    """Per-sample losses of the probe model over the training set with eval transforms, one pass
-    (Algorithm 1's f_i(θ*)). -> (losses (N,), labels (N,)), by sample index."""
-    def compute():
-        p = predict(probe, ctx.task.train_eval, hw=ctx.hw, desc="losses (probe model)")
-        return {"losses": p.losses, "labels": p.labels}
-    saved = ctx.stages.get("losses", "losses", stable_hash("losses", probe_key), compute)
-    probe.cpu()
-    return saved["losses"], saved["labels"]
+def start(cfg: RunConfig) -> Run:
+    """A Run over this config's stages with the target data loaded first (a missing data set is
+    reported before any model is loaded or trained) and the source model's cheap checks done."""
+    r = Run(cfg, STAGES, Store(Path(cfg.results_dir) / "cache"))
+    r["task"]
+    source.preflight(cfg)
+    return r
 
 
 def run(cfg: RunConfig) -> dict:
     """Run (or resume, or re-read) one configuration; write its run folder; return result.json's dict."""
     t_start = time.time()
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
-    ctx = prepare(cfg)  # data and source first: a missing data set leaves no half-made run folder
-    atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))
-    hw, stages, task, src, data_key, train_key = ctx.hw, ctx.stages, ctx.task, ctx.src, ctx.data_key, ctx.train_key
-    rid = run_dir.name
-
-    before = _eval_stage(stages, "source_eval_before", stable_hash("source", src.key, src.eval_key, cfg.amp), src.model,
-                         src.eval_set, hw, "source accuracy (pre-trained)")
-
-    rows: list[dict] = []
-    probe = probe_key = None
-    if cfg.head_init == "probe" or cfg.weighting != "uniform" or not cfg.finetune:
-        probe, probe_key, probe_rows = probe_stage(ctx)
-        rows += probe_rows
-
-    # -- τ and weights from the probe's losses (an online run with a numeric τ needs no loss pass)
-    tau = losses = None
-    if cfg.weighting != "uniform":
-        rule = parse_tau(cfg.tau)
-        if rule.kind == "quantile" or cfg.weighting == "flow":
-            losses, loss_labels = losses_stage(ctx, probe, probe_key)
-        tau = rule.resolve(losses) if rule.kind == "quantile" else rule.value
-
-    # -- fine-tune all parameters (or stop at the probe for linear probing)
-    if cfg.finetune:
-        start_key = probe_key if cfg.head_init == "probe" else stable_hash("random-head", src.key, cfg.seed,
-                                                                           task.num_classes)
-        weights_from = probe_key if cfg.weighting != "uniform" else None  # FLOW weights come from the probe
-        ft_key = stable_hash("finetune", start_key, weights_from, train_key, cfg.epochs, cfg.lr, cfg.weighting,
-                             cfg.normalize, None if tau is None else repr(float(tau)), cfg.regularizer,
-                             cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None)
-
-        def compute_finetune():
-            m = (copy.deepcopy(probe) if cfg.head_init == "probe"
-                 else models.with_new_head(src.model, task.num_classes, cfg.seed))
-            weigher = None
-            if cfg.weighting == "flow":
-                weigher = StaticWeights(losses, tau)
-            elif cfg.weighting == "flow-online":
-                weigher = OnlineWeights(hw.prepare(copy.deepcopy(probe)), tau)
-            reg = None
-            if cfg.regularizer == "l2sp":
-                reg = L2SP(m, {k: v.to(hw.device) for k, v in models.clone_state(src.model).items()}, cfg.l2sp_lambda)
-            r = train(m, task.train, Schedule(cfg.epochs, cfg.lr, cfg.batch_size, momentum=cfg.momentum,
-                                              weight_decay=cfg.weight_decay, cosine=True),
-                      seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher, normalize=cfg.normalize, regularizer=reg,
-                      checkpoint=stages.path("finetune", ft_key).with_suffix(".partial.pt"), desc="finetune")
-            return {"model": models.clone_state(m), "rows": r}
-        saved = stages.get("finetune", "finetune", ft_key, compute_finetune)
-        stages.path("finetune", ft_key).with_suffix(".partial.pt").unlink(missing_ok=True)
-        final = models.with_new_head(src.model, task.num_classes, cfg.seed)
-        final.load_state_dict(saved["model"])
-        rows += saved["rows"]
-        final_key = ft_key
-        # -- Appendix-B stage 2: refit the task-specific head on the frozen fine-tuned backbone, plain loss
-        if cfg.refit and cfg.refit_epochs > 0:
-            refit_key = stable_hash("refit", ft_key, train_key, cfg.refit_epochs, cfg.refit_lr)
-
-            def compute_refit():
-                r = train(final, task.train, Schedule(cfg.refit_epochs, cfg.refit_lr, cfg.batch_size,
-                                                      momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                                      cosine=False, head_only=True, bn_train=True),
-                          seed=cfg.seed * 10 + 3, hw=hw, desc="refit head")
-                return {"model": models.clone_state(final), "rows": r}
-            saved = stages.get("refit", "refit", refit_key, compute_refit)
-            final.load_state_dict(saved["model"])
-            rows += saved["rows"]
-            final_key = refit_key
-    else:
-        final, final_key = probe, probe_key
-    final.cpu()
-
-    # -- evaluation: target accuracy, and source accuracy with the source head/BN restored exactly
-    def evaluate_model(model, key: str, label: str) -> dict:
-        tgt = _eval_stage(stages, f"target_eval{label}", stable_hash("target", key, data_key), model, task.test, hw,
-                          f"target accuracy{label}")
-        fm = models.forgetting_model(src.model, model)
-        after = _eval_stage(stages, f"source_eval_after{label}", stable_hash("source-after", key, src.eval_key),
-                            fm, src.eval_set, hw, f"source accuracy (after){label}")
-        return {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"],
-                "source_drop": before["acc"] - after["acc"]}
-
-    headline = evaluate_model(final, final_key, "")
-    wise = []
-    alphas = sorted(set(cfg.wise_alphas) | ({cfg.wise_alpha} if cfg.wise_alpha is not None else set()))
-    for alpha in alphas:
-        m = models.interpolate_shared(src.model, final, alpha)
-        wise.append({"alpha": alpha, **evaluate_model(m, stable_hash("wise", final_key, alpha), f" α={alpha:g}")})
+    r = start(cfg)
+    r["source_data"], r["source"]  # the evaluation images first: a wrong ImageNet folder costs no weight load
+    atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
+    for name in targets(cfg):
+        r[name]
+    before, after, tgt = r["source_eval"], r["forgetting"], r["target_eval"]
+    wise = [dict(p, source_drop=before["acc"] - p["source_acc_after"]) for p in r.values.get("wise", {}).get("points", [])]
+    headline = {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"]}
     if cfg.wise_alpha is not None:
-        headline = {k: v for k, v in next(w for w in wise if w["alpha"] == cfg.wise_alpha).items() if k != "alpha"}
-
-    result = {
-        "run_id": rid, "config_id": config_id(cfg), "dataset": cfg.dataset, "model": cfg.model, "weights": src.key, "method": cfg.method,
-        "seed": cfg.seed, "synthetic": cfg.synthetic, "weighting": cfg.weighting,
-        "tau_rule": cfg.tau if cfg.weighting != "uniform" else None, "tau": tau, "normalize": cfg.normalize,
-        "regularizer": cfg.regularizer, "l2sp_lambda": cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None,
-        "head_init": cfg.head_init, "refit": cfg.refit, "finetune": cfg.finetune, "epochs": cfg.epochs,
-        "lr": cfg.lr, "wise_alpha": cfg.wise_alpha,
-        "target_acc": headline["target_acc"], "source_acc_before": before["acc"],
-        "source_acc_after": headline["source_acc_after"], "source_drop": headline["source_drop"],
-        "source_top5_before": before["acc5"], "source_top5_after": headline["source_top5_after"],
-        "source_eval": src.eval_desc, "target_data": str(task.info),
-        "weight_stats": weight_stats(flow_weights(losses, tau)) if losses is not None else None,
-        "wise": wise, "stages": stages.status, "stage_seconds": stages.seconds,
-        "wall_seconds": round(time.time() - t_start, 3), "git_sha": git_sha(), "versions": versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source_info": src.info,
-    }
+        point = next(p for p in wise if p["alpha"] == cfg.wise_alpha)
+        headline = {k: point[k] for k in headline}
+    w = r.values.get("weights")
+    task, src, data = r["task"], r["source"], r["source_data"]
+    uses_tau = cfg.weighting != "uniform"
+    record = RunRecord(
+        run_id=run_dir.name, config_id=config_id(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
+        synthetic=cfg.synthetic, weighting=cfg.weighting, tau_rule=w["rule"] if w else None,
+        tau=w["tau"] if w else None, normalize=cfg.normalize if uses_tau else None, regularizer=cfg.regularizer,
+        l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
+        refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
+        restore=cfg.restore, **headline,
+        source_acc_before=before["acc"], source_drop=before["acc"] - headline["source_acc_after"],
+        source_top5_before=before["acc5"], wise=wise,
+        weight_stats=weight_stats(w["weights"]) if w and w["weights"] is not None else None,
+        source_eval_name=data.name, source_eval=data.desc, target_data=target_data(task),
+        device=device_name(r), stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
+        wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
+        source_info={**src.info, **data.info})
+    rows = [row for name in ("probe", "finetune", "refit") if name in r.values for row in r[name].rows]
     _write_summary(run_dir / "summary.csv", rows)
-    if losses is not None:
-        _write_weights(run_dir / "weights.csv", losses, flow_weights(losses, tau), loss_labels)
-    atomic_write_json(run_dir / "result.json", result)
-    result["run_dir"] = str(run_dir)
-    return result
+    if w and w["weights"] is not None:
+        _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
+    write_record(run_dir / "result.json", record)
+    return dict(record.to_dict(), run_dir=str(run_dir))
+
+
+def target_data(task) -> dict:
+    """The target data set as the record shows it: its description plus the counts actually found."""
+    info = task.info if isinstance(task.info, dict) else {"description": str(task.info)}
+    return {"name": task.name, **info, "n_train": len(task.train), "n_test": len(task.test),
+            "num_classes": task.num_classes}
+
+
+def device_name(r: Run) -> str:
+    """Where the run's stages ran, e.g. 'cuda:0 (NVIDIA H200)' or 'cpu'."""
+    import torch
+
+    from .hardware import resolve_device
+
+    dev = resolve_device(r.cfg.device)
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
 
 
 def _write_summary(path: Path, rows: list[dict]) -> None:
@@ -280,7 +364,7 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _write_weights(path: Path, losses: torch.Tensor, weights: torch.Tensor, labels) -> None:
+def _write_weights(path: Path, losses, weights, labels) -> None:
     buf = io.StringIO()
     buf.write("index,label,loss,weight\n")
     for i in range(len(losses)):
@@ -291,25 +375,22 @@ def _write_weights(path: Path, losses: torch.Tensor, weights: torch.Tensor, labe
 def audit(cfg: RunConfig, k: int = 16) -> dict:
     """The sample audit: probe -> losses -> FLOW weights (the same cached stages a run uses), then a
     contact sheet of the k most up- and down-weighted training samples and per-class mean weights.
-    Writes ``<results>/audit/<dataset>-<model>-s<seed>/{samples.png, per_class.csv, weights.csv}``."""
+    Writes ``<results>/audit/<dataset>-<model>-s<seed>/{samples.png, per_class.csv, weights.csv}``.
+    Measures no forgetting, so it needs no ImageNet."""
     import pandas as pd
 
     from .audit import sample_audit
     from .data import class_names, display_image
 
-    ctx = prepare(cfg, with_eval=False)  # the audit measures no forgetting: no ImageNet needed
-    probe, probe_key, _ = probe_stage(ctx)
-    losses, labels = losses_stage(ctx, probe, probe_key)
-    rule = parse_tau(cfg.tau)
-    tau = rule.resolve(losses)
-    weights = flow_weights(losses, tau)
+    r = start(cfg)
+    w = r["weights"]
     tau_tag = cfg.tau.replace(".", "_")
     folder = Path(cfg.results_dir) / "audit" / f"{cfg.dataset}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}"
-    _write_weights(folder / "weights.csv", losses, weights, labels)
-    frame = pd.DataFrame({"index": range(len(losses)), "label": labels.numpy(), "loss": losses.numpy(),
-                          "weight": weights.numpy()})
-    per_class = sample_audit(frame, lambda i: display_image(ctx.task, i), class_names(ctx.task), k,
+    _write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"])
+    frame = pd.DataFrame({"index": range(len(w["losses"])), "label": w["labels"].numpy(),
+                          "loss": w["losses"].numpy(), "weight": w["weights"].numpy()})
+    per_class = sample_audit(frame, lambda i: display_image(r["task"], i), class_names(r["task"]), k,
                              folder / "samples.png")
     atomic_write_text(folder / "per_class.csv", per_class.to_csv(index=False))
-    return {"folder": str(folder), "png": str(folder / "samples.png"), "per_class": per_class, "tau": tau,
-            "tau_rule": cfg.tau, "weight_stats": weight_stats(weights)}
+    return {"folder": str(folder), "png": str(folder / "samples.png"), "per_class": per_class, "tau": w["tau"],
+            "tau_rule": w["rule"], "weight_stats": weight_stats(w["weights"])}

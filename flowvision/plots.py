@@ -71,6 +71,14 @@ def _label(method: str, rule: str, several: bool) -> str:
     return f"{method} τ={rule or 'none'}" if several else method
 
 
+def _source_name(runs: pd.DataFrame, model: str, dataset: str) -> str:
+    """How the runs of one panel name their source evaluation (the record's source_eval_name,
+    e.g. 'IN-1K val' or 'shapes val'); 'source' when the records do not say."""
+    here = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
+    names = sorted(set(here["source_eval_name"].dropna().astype(str))) if "source_eval_name" in here else []
+    return " / ".join(names) or "source"
+
+
 def _nan0(value) -> float:
     return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
@@ -105,8 +113,7 @@ def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
             before = panel["source_acc_before_mean"].dropna()
             if len(before):
                 ax.axhline(before.mean(), color="grey", linestyle="--", linewidth=0.8, label="pre-trained")
-            source = "source" if panel["synthetic"].all() else "IN-1K"
-            _label_axes(ax, dataset, "target acc (%)", f"{source} acc after (%)")
+            _label_axes(ax, dataset, "target acc (%)", f"{_source_name(runs, model, dataset)} acc after (%)")
             ax.legend(fontsize=5, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside: points stay visible
         paths.append(_save(fig, Path(out_dir) / f"tradeoff_{_safe(model)}.png"))
     return paths
@@ -188,7 +195,7 @@ def tau_sweeps(runs: pd.DataFrame, out_dir: Path) -> list:
                 right.axhline(ft["target_acc_mean"].iloc[0], color="C0", linestyle="--", linewidth=0.8)
             ax.set_xscale("log")
             ax.set_xlabel("τ", fontsize=7)
-            ax.set_ylabel("source drop (%)", color="C3", fontsize=7)
+            ax.set_ylabel(f"{_source_name(runs, model, dataset)} drop (%)", color="C3", fontsize=7)
             right.set_ylabel("target acc (%)", color="C0", fontsize=7)
             ax.set_title(f"{model} {dataset} {method} (dashed: ft)", fontsize=7)
             for axis in (ax, right):
@@ -240,7 +247,7 @@ def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
                                 markersize=6, linestyle="none")
                         ax.annotate(f"α={alpha:g}", (x, y), fontsize=5, textcoords="offset points",
                                     xytext=(3, 3))
-            _label_axes(ax, dataset, "target acc (%)", "source acc (%)")
+            _label_axes(ax, dataset, "target acc (%)", f"{_source_name(runs, model, dataset)} acc (%)")
             ax.legend(fontsize=5)
         paths.append(_save(fig, Path(out_dir) / f"wise_{_safe(model)}.png"))
     return paths

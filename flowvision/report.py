@@ -14,7 +14,8 @@ def result_table(r: dict) -> Table:
     """One run: accuracies in percent, τ, stages computed or cached, and where the files are."""
     t = Table(title=f"{r['run_id']}", show_header=False, title_justify="left")
     t.add_row("target accuracy", pct(r["target_acc"]))
-    t.add_row(f"source accuracy ({r['source_eval']})", f"{pct(r['source_acc_before'])} → {pct(r['source_acc_after'])}")
+    t.add_row(f"source accuracy ({r['source_eval_name']}: {r['source_eval']})",
+              f"{pct(r['source_acc_before'])} → {pct(r['source_acc_after'])}")
     t.add_row("drop (points)", pct(r["source_drop"]))
     if r.get("tau") is not None:
         ws = r["weight_stats"] or {}
@@ -23,7 +24,7 @@ def result_table(r: dict) -> Table:
     for w in r.get("wise") or []:
         t.add_row(f"WiSE-FT α={w['alpha']:g}", f"target {pct(w['target_acc'])}, source {pct(w['source_acc_after'])}")
     t.add_row("stages", ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
-    t.add_row("wall time", f"{r['wall_seconds']:.1f} s")
+    t.add_row("wall time", f"{r['wall_seconds']:.1f} s on {r['device']}")
     t.add_row("run folder", r.get("run_dir", ""))
     return t
 
@@ -67,7 +68,7 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
     out.print(demo_table(results))
     if "demo_val_acc" in demo_info:
         recipe = demo_info["demo_recipe"]
-        out.print(f"demo source model: {recipe['arch']} trained on {recipe['task']}, "
+        out.print(f"demo source model: {recipe['demo_arch']} trained on {recipe['task']}, "
                   f"val accuracy {pct(demo_info['demo_val_acc'])}% ({demo_info['demo_model_file']})")
     out.print(f"run folders: {', '.join(r['run_dir'] for r in results)}")
     out.print(f"total {time.time() - t0:.0f} s")

@@ -1,11 +1,11 @@
-"""The source (pre-trained) model and the data set its forgetting is measured on.
+"""The source (pre-trained) model. Where its forgetting is measured is ``forgetting``'s concern.
 
 Two kinds of source, one interface:
   demo      a timm ResNet trained once with Adam on the synthetic ``shapes`` task and cached
-            (the offline stand-in for ImageNet pre-training); forgetting is measured on shapes' val split.
+            (the offline stand-in for ImageNet pre-training).
   timm      ImageNet-1K weights pinned by full tag (``resnet18`` means ``resnet18.tv_in1k``, the
             weights timm 0.4.12 — the official code's — loaded for ``resnet18``), from a local file
-            (``--weights``) or the local Hugging Face cache; forgetting is measured on IN-1K val.
+            (``--weights``) or the local Hugging Face cache.
 Weights are always read as tensors (safetensors, or torch.load with weights_only=True): loading a
 checkpoint never executes code.
 """
@@ -17,29 +17,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
-from torch.utils.data import Dataset
 
 from . import models
 from .config import MODEL_TAGS, RunConfig, default_cache_dir
 from .errors import UserError
-from .records import atomic_save, file_digest, stable_hash
+from .files import atomic_save, file_digest, stable_hash
 
 
 @dataclass
 class Source:
     key: str            # what the pre-trained numbers depend on: "demo:<hash>", a timm tag, "file:<name>@<digest>"
     model: nn.Module    # pre-trained model with its own head and BatchNorms (CPU; never modified)
-    eval_set: Dataset   # where forgetting is measured; yields (image, label, index)
-    eval_desc: str      # e.g. "shapes:val(1000)", "imagenet-val(50000)"
-    eval_key: str       # everything the source accuracy depends on besides the model: which images, how transformed
     info: dict          # recorded in result.json (e.g. the demo model's training accuracy)
 
 
 # ---- demo -----------------------------------------------------------------------------------------
+DEMO_READS = ("model", "demo_arch", "demo_epochs", "demo_lr", "demo_batch_size", "demo_n_train", "n_test",
+              "image_size", "data_seed")
+
+
+def reads(cfg) -> tuple:
+    """The config fields the source model depends on (the ``source`` stage's declaration)."""
+    return DEMO_READS if cfg.model == "demo" else ("model", "weights")
+
+
+DEMO_VERSION = 2  # bump when demo training changes
+
+
 def demo_recipe(cfg: RunConfig) -> dict:
-    return {"arch": cfg.demo_arch, "task": "shapes", "epochs": cfg.demo_epochs, "lr": cfg.demo_lr,
-            "batch_size": cfg.demo_batch_size, "n_train": cfg.demo_n_train, "n_test": cfg.n_test, "image_size": cfg.image_size,
-            "data_seed": cfg.data_seed, "version": 1}
+    """What the demo model is a function of: its declared fields (the key of its cached file)."""
+    return {"task": "shapes", "version": DEMO_VERSION, **{f: getattr(cfg, f) for f in DEMO_READS}}
 
 
 def demo_source(cfg: RunConfig, hw) -> Source:
@@ -50,8 +57,7 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     from .evaluate import predict
     from .train import Schedule, train
 
-    if not models.is_arch(cfg.demo_arch):
-        raise UserError(f"demo_arch '{cfg.demo_arch}' is not a timm architecture; e.g. resnet18 (see timm.list_models())")
+    preflight(cfg)
     recipe = demo_recipe(cfg)
     key = stable_hash(recipe)
     path = Path(cfg.cache_dir or default_cache_dir()) / "demo" / f"{key}.pt"
@@ -72,8 +78,7 @@ def demo_source(cfg: RunConfig, hw) -> Source:
         model.cpu()
         atomic_save({"model": model.state_dict(), "info": info}, path)
     model.cpu().eval()
-    return Source(key=f"demo:{key[:8]}", model=model, eval_set=task.test, eval_desc=f"shapes:val({len(task.test)})",
-                  eval_key=stable_hash(task.info), info=dict(info, demo_model_file=str(path)))
+    return Source(key=f"demo:{key[:8]}", model=model, info=dict(info, demo_model_file=str(path)))
 
 
 # ---- timm / ImageNet -------------------------------------------------------------------------------
@@ -130,14 +135,29 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
+def model_tag(model: str) -> tuple[str, str]:
+    """(tag, architecture) of a model name, e.g. 'resnet18' -> ('resnet18.tv_in1k', 'resnet18');
+    a UserError when timm does not know the architecture."""
+    tag = resolve_tag(model)
+    arch = tag.split(".")[0]
+    if not models.is_arch(arch):
+        raise UserError(f"unknown model '{model}'; use demo, resnet18, resnet50 or a timm name/tag "
+                        "such as resnet18.tv_in1k (see timm.list_models())")
+    return tag, arch
+
+
+def preflight(cfg: RunConfig) -> None:
+    """The checks that cost no load: a known architecture and, for timm models, an existing weights file."""
+    if cfg.model != "demo":
+        check_model(cfg)
+    elif not models.is_arch(cfg.demo_arch):
+        raise UserError(f"demo_arch '{cfg.demo_arch}' is not a timm architecture; e.g. resnet18 (see timm.list_models())")
+
+
 def check_model(cfg: RunConfig) -> tuple[str, str]:
     """Cheap checks before anything is loaded: a known timm architecture, an existing weights file.
     Returns (tag, architecture)."""
-    tag = resolve_tag(cfg.model)
-    arch = tag.split(".")[0]
-    if not models.is_arch(arch):
-        raise UserError(f"unknown model '{cfg.model}'; use demo, resnet18, resnet50 or a timm name/tag "
-                        "such as resnet18.tv_in1k (see timm.list_models())")
+    tag, arch = model_tag(cfg.model)
     if cfg.weights and not Path(cfg.weights).expanduser().is_file():
         raise UserError(f"weights file {cfg.weights} does not exist; pass --weights PATH to a .safetensors or .pth file")
     return tag, arch
@@ -185,55 +205,9 @@ def pretrained_model(cfg: RunConfig) -> tuple[nn.Module, str]:
     return timm.create_model(full_tag, pretrained=True), full_tag
 
 
-def imagenet_root(cfg: RunConfig) -> Path:
-    from .data.fetch import resolve_imagenet
-
-    root = resolve_imagenet(cfg.imagenet)
-    if root is None:
-        raise UserError("forgetting is measured on ImageNet-1K val: pass --imagenet PATH (an ImageFolder of 1000 "
-                        "synset folders) or set FLOWVISION_IMAGENET; `flowvision data status` shows the layout")
-    return root
-
-
-def official_imagenet_transform():
-    """The official code's IN-1K evaluation: bilinear Resize(256), CenterCrop(224), ImageNet mean/std.
-    The paper's 79.02% for ResNet-50 fits this transform, not timm's bicubic default for ram_in1k."""
-    import torch
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.PILToTensor(), v2.Resize(256, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
-                       v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-
-
-def timm_source(cfg: RunConfig, with_eval: bool = True) -> Source:
-    """The pre-trained timm model and, when ``with_eval``, the IN-1K val set its forgetting is measured on."""
-    import warnings
-
-    from .console import console
-    from .data.imagenet import check_classes, describe, imagenet_synsets, imagenet_transform, load_imagenet_eval
-
-    check_model(cfg)
-    if not with_eval:
-        model, key = pretrained_model(cfg)
-        return Source(key=key, model=model.eval(), eval_set=None, eval_desc="", eval_key="", info={"weights": key})
-    root = imagenet_root(cfg)
-    check_classes(root, imagenet_synsets())  # before the weights: a wrong folder costs no load
+def load_source(cfg: RunConfig, hw) -> Source:
+    """The pre-trained model for cfg.model: the demo model (trained once, cached) or timm weights."""
+    if cfg.model == "demo":
+        return demo_source(cfg, hw)
     model, key = pretrained_model(cfg)
-    transform = (official_imagenet_transform() if cfg.imagenet_transform == "official"
-                 else imagenet_transform(model.pretrained_cfg))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the count warning is printed below, once, without a file:line
-        eval_set = load_imagenet_eval(root, transform, subset=cfg.imagenet_subset, seed=cfg.data_seed)
-    for note in eval_set.warnings:
-        console.print(f"[yellow]warning:[/] {note}", highlight=False)
-    eval_key = stable_hash(str(root.resolve()), eval_set.n_found, cfg.imagenet_subset, cfg.data_seed,
-                           cfg.imagenet_transform, repr(transform))
-    return Source(key=key, model=model.eval(), eval_set=eval_set,
-                  eval_desc=f"{describe(eval_set)}, {cfg.imagenet_transform} transform", eval_key=eval_key,
-                  info={"weights": key, "imagenet_root": str(root), "imagenet_warnings": list(eval_set.warnings)})
-
-
-def load_source(cfg: RunConfig, hw, with_eval: bool = True) -> Source:
-    """The source model; ``with_eval=False`` skips the forgetting evaluation set (the sample audit)."""
-    return demo_source(cfg, hw) if cfg.model == "demo" else timm_source(cfg, with_eval)
+    return Source(key=key, model=model.eval(), info={"weights": key})

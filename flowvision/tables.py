@@ -17,7 +17,6 @@ seeds, std with ddof=1 (the sample std), so one seed prints ``± –``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -27,7 +26,8 @@ from typing import Optional, Sequence, Tuple
 import pandas as pd
 
 from flowvision.errors import UserError
-from flowvision.registry import PAPER_DATASETS, PAPER_METHODS, PAPER_MODELS, SYNTHETIC_DATASETS
+from flowvision.record import COLUMNS as RECORD_COLUMNS, read_record
+from flowvision.registry import PAPER_DATASETS, PAPER_METHODS, PAPER_MODELS, is_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,8 @@ NO_STD = "–"     # std of a single seed (ddof=1 leaves it undefined)
 
 METRICS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop")
 GROUP_KEYS = ("synthetic", "model", "dataset", "method", "tau_rule")
-REQUIRED_KEYS = ("run_id", "dataset", "model", "method", "seed", "target_acc")
-RUN_COLUMNS = (
-    "run_id", "dataset", "model", "weights", "method", "seed", "synthetic", "weighting", "tau_rule",
-    "tau", "normalize", "regularizer", "l2sp_lambda", "head_init", "refit", "epochs", "lr",
-    "target_acc", "source_acc_before", "source_acc_after", "source_drop", "source_top5_before",
-    "source_top5_after", "source_eval", "wise", "wall_seconds", "git_sha", "created", "run_dir",
-)
+# The run record's columns (its dict fields are flattened into "field.key" columns), plus the run folder.
+RUN_COLUMNS = (*RECORD_COLUMNS, "run_dir")
 SUMMARY_COLUMNS = (*GROUP_KEYS, "n_seeds", "seeds",
                    *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")))
 PAPER_COLUMNS = ("table", "model", "dataset", "method", "metric", "value", "note")
@@ -57,28 +52,26 @@ Table = Tuple[str, pd.DataFrame]  # (title, frame); frame.attrs["note"] is an op
 
 # ---------------------------------------------------------------------------------------- runs
 def load_runs(results_dir: Path) -> pd.DataFrame:
-    """One row per ``results_dir/runs/*/result.json``, nested dicts flattened with ``.``
-    (``weight_stats.mean``, ``versions.torch``); ``wise`` stays a list; ``run_dir`` is added.
+    """One row per ``results_dir/runs/*/result.json``, read through the record schema; nested dicts
+    flattened with ``.`` (``weight_stats.mean``, ``versions.torch``); ``wise`` stays a list;
+    ``run_dir`` is added.
 
-    Unreadable or incomplete files are skipped with a warning that names them. With no runs the
-    frame is empty but has the contract's columns, so every view downstream still works.
+    Unreadable files and files that are not run records are skipped with a warning that names them.
+    Records of an older schema are read with their missing fields as unknown, and one warning
+    says how many and which fields. With no runs the frame is empty but has the record's columns,
+    so every view downstream still works.
     """
-    records = []
+    records, notes = [], []
     for path in sorted(Path(results_dir).glob("runs/*/result.json")):
         try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-            missing = [k for k in REQUIRED_KEYS if k not in record]
-            if missing:
-                raise ValueError(f"missing keys {', '.join(missing)}")
-            if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
-                raise ValueError(f"seed {record['seed']!r} is not an integer")
+            record, record_notes = read_record(path)
         except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             log.warning("skipping unreadable run record %s (%s)", path, err)
             continue
-        record["run_dir"] = str(path.parent)
-        records.append(record)
+        notes += record_notes
+        records.append(dict(record.to_dict(), run_dir=str(path.parent)))
+    if notes:
+        log.warning("%d run record note(s); first: %s", len(notes), notes[0])
     if not records:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
     df = pd.json_normalize(records, sep=".")
@@ -86,8 +79,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         if column not in df.columns:
             df[column] = None
     if df["synthetic"].isna().any():  # older records: infer from the task name
-        df["synthetic"] = df["synthetic"].where(df["synthetic"].notna(),
-                                                df["dataset"].isin(SYNTHETIC_DATASETS))
+        df["synthetic"] = df["synthetic"].where(df["synthetic"].notna(), df["dataset"].map(is_synthetic))
     df["synthetic"] = df["synthetic"].astype(bool)
     df["seed"] = df["seed"].astype(int)
     for column in METRICS:

@@ -24,7 +24,7 @@ from .console import progress
 from .data.base import make_loader
 from .errors import UserError
 from .hardware import CPU, Hardware
-from .records import atomic_save
+from .files import atomic_save
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
     w_i = exp(-f_i(θ*) / τ)          f_i(θ*): loss of training sample i under the pre-trained model
 
-τ is a positive number, ``median`` (the paper's and the official code's choice: the median of the
+τ is a positive number, ``paper`` (the official run script's number for the model and data set),
+``median`` (the paper's and the official code's choice: the median of the
 pre-trained losses) or a percentile ``pNN`` (``p25``: the 25th percentile). Percentiles use linear
 interpolation, so ``median`` == ``p50`` == the mean of the two middle losses when N is even.
 
@@ -49,9 +50,15 @@ class TauRule:
         return tau
 
 
-def parse_tau(spec) -> TauRule:
-    """'median' | 'pNN' (0 < NN < 100) | a positive number -> TauRule; anything else is a UserError."""
+def parse_tau(spec, paper_tau: float | None = None) -> TauRule:
+    """'median' | 'pNN' (0 < NN < 100) | a positive number | 'paper' (= ``paper_tau``, the rule's text
+    stays 'paper' so records say where the number came from) -> TauRule; anything else is a UserError."""
     text = str(spec).strip().lower()
+    if text == "paper":
+        if paper_tau is None:
+            raise UserError("--tau paper: no official τ is known for this model and data set; "
+                            "use a number, 'median' or a percentile like p25")
+        return TauRule("value", parse_tau(paper_tau).value, "paper")
     if text == "median":
         return TauRule("quantile", 0.5, "median")
     if text.startswith("p"):

@@ -1,5 +1,7 @@
-"""End to end on tiny synthetic data: records, stage cache, method presets."""
+"""Declared stages (derived keys, undeclared reads) and end to end on tiny synthetic data:
+records, stage cache, method presets."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +19,10 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
         assert key in saved, key
     assert saved["weights"].startswith("demo:") and saved["versions"]["torch"] == torch.__version__
     assert saved["source_drop"] == pytest.approx(saved["source_acc_before"] - saved["source_acc_after"])
-    assert set(first["stages"].values()) == {"computed"}
-    assert first["stages"]["finetune"] == "computed" and first["stages"]["refit"] == "computed"
+    assert first["stages"] == dict.fromkeys(
+        ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "forgetting"], "computed")
+    assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
+    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 2
     lines = open(f"{run_dir}/weights.csv").read().splitlines()
     assert lines[0] == "index,label,loss,weight" and len(lines) == 1 + tiny["n_train"]
     summary = open(f"{run_dir}/summary.csv").read().splitlines()
@@ -26,7 +30,8 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
     assert "tau: median" in open(f"{run_dir}/config.yaml").read()
 
     second = pipeline.run(cfg)
-    assert set(second["stages"].values()) == {"cached"}
+    assert second["stages"] == dict.fromkeys(first["stages"], "cached")
+    assert second["stage_keys"] == first["stage_keys"]
     for key in ("target_acc", "source_acc_after", "tau"):
         assert second[key] == first[key]
 
@@ -35,9 +40,9 @@ def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tin
     lp = pipeline.run(config.resolve("gratings", "demo", "lp", tiny))
     assert lp["source_drop"] == 0.0 and "finetune" not in lp["stages"]
     ft = pipeline.run(config.resolve("gratings", "demo", "ft", tiny))
-    assert "probe" not in ft["stages"] and ft["stages"]["finetune"] == "computed"
+    assert "probe" not in ft["stages"] and ft["stages"]["source_eval"] == "cached"  # lp measured it already
     wise = pipeline.run(config.resolve("gratings", "demo", "wiseft", tiny))
-    assert wise["stages"]["finetune"] == "cached"  # one fine-tuning, many α
+    assert {k for k, v in wise["stages"].items() if v == "computed"} == {"wise"}  # one fine-tuning, many α
     by_alpha = {w["alpha"]: w for w in wise["wise"]}
     assert by_alpha[1.0]["target_acc"] == ft["target_acc"]
     assert by_alpha[1.0]["source_acc_after"] == ft["source_acc_after"]
@@ -48,20 +53,20 @@ def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tin
 def test_tau_sweep_shares_probe_and_losses_and_changes_weights(tiny):
     a = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, tau="0.5")))
     b = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, tau="p25")))
-    assert b["stages"]["probe"] == "cached" and b["stages"]["losses"] == "cached"
-    assert b["stages"]["finetune"] == "computed" and a["tau"] == 0.5 and b["tau"] != 0.5
+    assert a["stages"]["probe"] == "computed"
+    assert {k for k, v in b["stages"].items() if v == "computed"} == {"finetune", "refit", "target_eval", "forgetting"}
+    assert a["tau"] == 0.5 and b["tau"] != 0.5 and b["tau_rule"] == "p25"
     assert a["run_id"] != b["run_id"]
 
 
 def test_online_weighting_trains_a_different_model_than_static_and_uniform(tiny):
-    from pathlib import Path
-
     def finetuned_states(results):
         return {p.name: torch.load(p, weights_only=True)["model"] for p in Path(results).glob("cache/v*/finetune-*.pt")}
 
     online = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, weighting="flow-online")))
-    assert online["weighting"] == "flow-online" and online["tau"] > 0 and online["stages"]["finetune"] == "computed"
-    pipeline.run(config.resolve("gratings", "demo", "flow", tiny))
+    assert online["weighting"] == "flow-online" and online["tau"] > 0
+    static = pipeline.run(config.resolve("gratings", "demo", "flow", tiny))
+    assert static["stages"]["probe"] == "cached" and static["stages"]["finetune"] == "computed"
     pipeline.run(config.resolve("gratings", "demo", "lpft", tiny))
     states = list(finetuned_states(tiny["results_dir"]).values())
     assert len(states) == 3
@@ -74,7 +79,8 @@ def test_flow_weights_from_a_different_probe_recompute_the_finetuning(tiny):
     base = dict(tiny, weighting="flow", tau="0.5")
     a = pipeline.run(config.resolve("gratings", "demo", "ft", base))
     b = pipeline.run(config.resolve("gratings", "demo", "ft", dict(base, probe_epochs=2)))
-    assert a["stages"]["finetune"] == "computed" and b["stages"]["finetune"] == "computed"
+    assert b["stages"]["source_eval"] == "cached" and b["stages"]["probe"] == "computed"
+    assert b["stages"]["finetune"] == "computed" and b["stage_keys"]["finetune"] != a["stage_keys"]["finetune"]
 
 
 @pytest.mark.parametrize("method,knobs", [
@@ -101,3 +107,108 @@ def test_record_files_are_readable_by_others(tiny):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(f"{r['run_dir']}/result.json").st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+# ---- declared stages: derived keys -------------------------------------------------------------------
+FINGERPRINTS = {"task": "task-files", "source": "source-weights", "source_data": "source-images"}
+
+# Configurations that, together, make every stage and every conditional declaration appear.
+BASES = {
+    "flow": ("gratings", "demo", "flow", {}),
+    "ft": ("gratings", "demo", "ft", {}),
+    "l2sp": ("gratings", "demo", "l2sp", {}),
+    "wiseft": ("gratings", "demo", "wiseft", {}),
+    "lp": ("gratings", "demo", "lp", {}),
+    "online": ("gratings", "demo", "flow", {"weighting": "flow-online", "tau": "0.5"}),
+    "imagenet": ("cifar10", "resnet18", "flow+wiseft", {"tau": "paper", "weights": "/w/r18.safetensors"}),
+}
+
+# An alternative value for every field that can change a number: a new field must be added here,
+# and then some stage must declare it, or the walk fails.
+ALTERNATIVES = {
+    "dataset": ["patterns", "cifar100"], "model": ["resnet50", "demo"], "weights": ["/w/other.pth", None],
+    "seed": [7], "weighting": ["flow-online", "flow"], "tau": ["p25", "median"], "paper_tau": [0.2],
+    "normalize": ["sum"], "head_init": ["random", "probe"], "finetune": [False, True],
+    "regularizer": ["l2sp", "none"], "l2sp_lambda": [0.5], "refit": [False, True], "wise_alpha": [0.25, None],
+    "wise_alphas": [(0.0, 1.0)], "epochs": [9], "lr": [0.123], "batch_size": [7], "momentum": [0.5],
+    "weight_decay": [0.01], "probe_epochs": [9], "probe_lr": [0.123], "probe_bn_train": [False, True],
+    "refit_epochs": [9], "refit_lr": [0.123], "augment": [False, True], "image_size": [24],
+    "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
+    "imagenet_transform": ["timm"], "restore": ["none"], "demo_arch": ["resnet10t"], "demo_epochs": [9],
+    "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "amp": [True],
+}
+
+
+def _alternative(cfg, field):
+    return next(v for v in ALTERNATIVES[field] if v != getattr(cfg, field))
+
+
+def _expected_changes(before, after, field, common):
+    """Stages that declare ``field`` (in either config), whose upstream set changed, or whose
+    upstream is expected to change — in STAGES' order, which is upstream first."""
+    expected = set()
+    for name, stage in pipeline.STAGES.items():
+        if name not in common:
+            continue
+        needs = stage.needs_for(after)
+        if (field in stage.reads_for(before) or field in stage.reads_for(after)
+                or set(stage.needs_for(before)) != set(needs) or any(n in expected for n in needs)):
+            expected.add(name)
+    return expected
+
+
+@pytest.mark.parametrize("base", list(BASES))
+def test_changing_a_field_changes_exactly_the_stages_that_declare_it_and_their_downstream(base):
+    import dataclasses
+
+    dataset, model, method, overrides = BASES[base]
+    cfg = config.resolve(dataset, model, method, overrides)
+    keys = pipeline.plan(cfg, FINGERPRINTS)
+    assert set(ALTERNATIVES) == set(config.KEYED_FIELDS), "every field that can change a number needs an alternative here"
+    for field in config.KEYED_FIELDS:
+        changed_cfg = dataclasses.replace(cfg, **{field: _alternative(cfg, field)})
+        changed_keys = pipeline.plan(changed_cfg, FINGERPRINTS)
+        common = set(keys) & set(changed_keys)
+        changed = {name for name in common if keys[name] != changed_keys[name]}
+        assert changed == _expected_changes(cfg, changed_cfg, field, common), (base, field)
+
+
+def test_every_field_that_can_change_a_number_is_declared_by_some_stage():
+    declared = set()
+    for dataset, model, method, overrides in BASES.values():
+        cfg = config.resolve(dataset, model, method, overrides)
+        for name in pipeline.plan(cfg, FINGERPRINTS):
+            declared |= set(pipeline.STAGES[name].reads_for(cfg))
+    assert declared == set(config.KEYED_FIELDS)
+
+
+def test_what_a_loading_stage_found_changes_every_key_downstream_of_it():
+    cfg = config.resolve("gratings", "demo", "flow")
+    keys = pipeline.plan(cfg, FINGERPRINTS)
+    other = pipeline.plan(cfg, dict(FINGERPRINTS, source="other-weights"))
+    assert {n for n in keys if keys[n] != other[n]} == set(keys) - {"task", "source_data"}
+
+
+def test_a_stage_reading_a_field_it_did_not_declare_fails_loudly(tiny):
+    import dataclasses
+
+    from flowvision.stages import Run, Store, UndeclaredRead
+
+    probe = pipeline.STAGES["probe"]
+    forgetful = dataclasses.replace(probe, reads=tuple(f for f in probe.reads if f != "probe_lr"))
+    stages = dict(pipeline.STAGES, probe=forgetful)
+    cfg = config.resolve("gratings", "demo", "flow", tiny)
+    run = Run(cfg, stages, Store(Path(tiny["results_dir"]) / "cache"))
+    with pytest.raises(UndeclaredRead, match="stage 'probe' read config field 'probe_lr'"):
+        run["probe"]
+    assert not list(Path(tiny["results_dir"]).glob("cache/*/probe-*"))  # nothing was stored under the short key
+
+
+def test_a_declaration_that_looks_at_an_undeclared_field_is_refused():
+    import dataclasses
+
+    from flowvision.stages import UndeclaredRead, check_declarations
+
+    sneaky = dataclasses.replace(pipeline.STAGES["final"], reads=("finetune",))  # its needs also look at refit
+    with pytest.raises(UndeclaredRead, match="'refit'"):
+        check_declarations(dict(pipeline.STAGES, final=sneaky), config.resolve("gratings", "demo", "flow"))

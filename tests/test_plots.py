@@ -9,28 +9,19 @@ from PIL import Image
 
 from flowvision import plots
 from flowvision.tables import load_runs
+from test_tables import write_run as write_table_run
 
 PANEL_PX = (480, 384)  # PANEL_INCHES (3.0, 2.4) at 160 dpi
 
 
 def write_run(root, run_id, **overrides):
-    record = {
-        "run_id": run_id, "dataset": "cifar10", "model": "resnet18", "weights": "resnet18.tv_in1k",
-        "method": "flow", "seed": 0, "synthetic": False, "weighting": "flow", "tau_rule": "median",
-        "tau": 0.2, "normalize": "mean", "regularizer": "none", "l2sp_lambda": 0.0,
-        "head_init": "probe", "refit": True, "epochs": 3, "lr": 0.01,
-        "target_acc": 0.8, "source_acc_before": 0.70, "source_acc_after": 0.66, "source_drop": 0.04,
-        "source_top5_before": None, "source_top5_after": None, "source_eval": "imagenet-val:subset(5000)",
-        "weight_stats": None, "wise": [], "stage_seconds": {}, "wall_seconds": 1.0,
-        "git_sha": "abc", "versions": {}, "created": "2025-06-01T00:00:00",
-    }
+    values = dict(model="resnet18", weights="resnet18.tv_in1k", target_acc=0.8, source_acc_before=0.70,
+                  source_acc_after=0.66, source_drop=0.04, source_eval="imagenet-val:subset(5000)",
+                  weight_stats=None, stage_seconds={}, wall_seconds=1.0, git_sha="abc", versions={},
+                  created="2025-06-01T00:00:00")
     if overrides.get("method") == "ft":
-        record.update(weighting="uniform", tau_rule=None, tau=None)
-    record.update(overrides)
-    folder = root / "runs" / run_id
-    folder.mkdir(parents=True)
-    (folder / "result.json").write_text(json.dumps(record))
-    return folder
+        values.update(weighting="uniform", tau_rule=None, tau=None)
+    return write_table_run(root, run_id, **dict(values, **overrides))
 
 
 def drawn(path):

@@ -49,7 +49,9 @@ def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(tm
     r = json.loads(path.read_text())
     assert r["weights"].startswith("file:resnet18-local.safetensors@")
     assert r["source_eval"] == "imagenet-val:subset(40), official transform" and r["tau"] == pytest.approx(0.3832)
-    assert r["epochs"] == 1 and r["dataset"] == "stanford_cars" and "196" in r["target_data"]
+    assert r["tau_rule"] == "paper" and r["source_eval_name"] == "IN-1K val" and r["device"] == "cpu"
+    assert r["epochs"] == 1 and r["dataset"] == "stanford_cars"
+    assert r["target_data"]["num_classes"] == 196 and r["target_data"]["n_train"] == 196  # one image per class found
     for key in ("target_acc", "source_acc_before", "source_acc_after", "source_top5_before", "source_top5_after"):
         assert 0.0 <= r[key] <= 1.0, key
     assert r["source_drop"] == pytest.approx(r["source_acc_before"] - r["source_acc_after"])
@@ -68,16 +70,16 @@ def test_wrong_weights_for_the_architecture_is_a_clear_error(tmp_path):
     assert "does not fit resnet18" in " ".join(res.output.split())
 
 
-def test_imagenet_eval_key_follows_the_subset_seed_and_the_official_transform(tmp_path, weights_file):
-    from flowvision import config, source
+def test_imagenet_eval_set_follows_the_subset_seed_and_the_official_transform(tmp_path, weights_file):
+    from flowvision import config, forgetting
 
     val = write_val(tmp_path / "val", imagenet_synsets(), per_class=2)
-    srcs = [source.timm_source(config.resolve("gratings", "resnet18", "ft", {
+    sets = [forgetting.eval_set(config.resolve("gratings", "resnet18", "ft", {
         "weights": str(weights_file), "imagenet": str(val), "imagenet_subset": 50, "data_seed": s}))
         for s in (0, 1)]
-    assert srcs[0].eval_key != srcs[1].eval_key
-    assert srcs[0].eval_set.indices != srcs[1].eval_set.indices
-    text = repr(srcs[0].eval_set.base.transform)
+    assert sets[0].fingerprint != sets[1].fingerprint
+    assert sets[0].dataset.indices != sets[1].dataset.indices
+    text = repr(sets[0].dataset.base.transform)
     assert "BILINEAR" in text and "size=[256]" in text and "224" in text
 
 

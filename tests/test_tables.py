@@ -9,28 +9,26 @@ import pytest
 
 from flowvision import tables
 from flowvision.errors import UserError
+from flowvision.record import RunRecord, write_record
 
 
 def write_run(root, run_id, **overrides):
-    """A result.json exactly as the contract specifies (fractions, flat keys)."""
-    record = {
-        "run_id": run_id, "dataset": "cifar10", "model": "resnet50", "weights": "resnet50.ram_in1k",
-        "method": "flow", "seed": 0, "synthetic": False, "weighting": "flow", "tau_rule": "median",
-        "tau": 0.2, "normalize": "mean", "regularizer": "none", "l2sp_lambda": 0.0,
-        "head_init": "probe", "refit": True, "epochs": 3, "lr": 0.01,
-        "target_acc": 0.71, "source_acc_before": 0.79, "source_acc_after": 0.76, "source_drop": 0.03,
-        "source_top5_before": None, "source_top5_after": None, "source_eval": "imagenet-val(50000)",
-        "weight_stats": {"mean": 1.0, "std": 0.2, "min": 0.1, "max": 2.0, "median": 1.0, "ess_frac": 0.9},
-        "wise": [], "stage_seconds": {"probe": 1.2, "finetune": 3.4}, "wall_seconds": 5.0,
-        "git_sha": "abc123", "versions": {"flowvision": "0.1.0", "torch": "2", "torchvision": "0", "timm": "1"},
-        "created": "2025-06-01T12:00:00",
-    }
+    """A result.json written through the record schema (fractions), with these fields set."""
+    values = dict(
+        run_id=run_id, dataset="cifar10", model="resnet50", weights="resnet50.ram_in1k",
+        method="flow", seed=0, synthetic=False, weighting="flow", tau_rule="median",
+        tau=0.2, normalize="mean", regularizer="none", head_init="probe", refit=True, epochs=3, lr=0.01,
+        target_acc=0.71, source_acc_before=0.79, source_acc_after=0.76, source_drop=0.03,
+        source_eval_name="IN-1K val", source_eval="imagenet-val(50000)",
+        weight_stats={"mean": 1.0, "std": 0.2, "min": 0.1, "max": 2.0, "median": 1.0, "ess_frac": 0.9},
+        stage_seconds={"probe": 1.2, "finetune": 3.4}, wall_seconds=5.0, git_sha="abc123",
+        versions={"flowvision": "0.1.0", "torch": "2", "torchvision": "0", "timm": "1"},
+        created="2025-06-01T12:00:00")
     if overrides.get("method") in ("ft", "lp", "l2sp", "wiseft"):
-        record.update(weighting="uniform", tau_rule=None, tau=None, weight_stats=None)
-    record.update(overrides)
+        values.update(weighting="uniform", tau_rule=None, tau=None, weight_stats=None)
+    values.update(overrides)
     folder = root / "runs" / run_id
-    folder.mkdir(parents=True)
-    (folder / "result.json").write_text(json.dumps(record))
+    write_record(folder / "result.json", RunRecord(**values))
     return folder
 
 

@@ -171,14 +171,29 @@ def load_synthetic_task(name: str, *, seed: int = 0, image_size: int | None = No
     n_train = spec.n_train if n_train is None else n_train
     n_test = spec.n_test if n_test is None else n_test
     x_tr, _, y_tr = generate(name, n_train, size, seed, spec.label_noise)
-    # The held-out split is drawn from a different stream (seed + 1) and always has clean labels.
-    x_te, y_te, _ = generate(name, n_test, size, seed + 1)
     eval_t = transforms(size, augment=False)
     return TaskData(
         name=name, num_classes=spec.num_classes,
         train=Indexed(TensorImages(x_tr, y_tr, transforms(size, augment))),
         train_eval=Indexed(TensorImages(x_tr, y_tr, eval_t)),
-        test=Indexed(TensorImages(x_te, y_te, eval_t)),
+        test=load_held_out(name, seed=seed, image_size=size, n=n_test).dataset,
         info=f"synthetic:{name}(seed={seed},size={size},train={n_train},test={n_test},"
              f"label_noise={spec.label_noise})",
     )
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    dataset: Indexed
+    info: str
+
+
+def load_held_out(name: str, *, seed: int = 0, image_size: int | None = None, n: int | None = None) -> HeldOut:
+    """The held-out split of a synthetic task alone (e.g. shapes' val split, where the demo measures
+    forgetting): drawn from its own stream (seed + 1), clean labels, eval transforms."""
+    spec = SPECS[name]
+    size = spec.image_size if image_size is None else image_size
+    n = spec.n_test if n is None else n
+    x_te, y_te, _ = generate(name, n, size, seed + 1)
+    return HeldOut(Indexed(TensorImages(x_te, y_te, transforms(size, augment=False))),
+                   f"synthetic:{name}:held-out(seed={seed},size={size},n={n})")

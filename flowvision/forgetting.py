@@ -1,0 +1,119 @@
+"""Forgetting, in one place: which images, which transform, which parts are restored, the drop.
+
+    images     IN-1K val (an ImageFolder of 1000 synsets), a seeded class-balanced subset of it, or,
+               for the demo model, the held-out split of the synthetic source task (shapes)
+    transform  the official code's (bilinear Resize(256), CenterCrop(224), ImageNet mean/std) or the
+               weights' own timm transform (``imagenet_transform``)
+    restore    ``task-specific`` (default, Appendix B): the model keeps the fine-tuned shared tensors
+               (conv weights) and gets the pre-trained head and every BatchNorm back, exactly.
+               ``none``: the fine-tuned network as it is (its BatchNorms included) with the
+               pre-trained head only, for comparison: how much of the drop the BN statistics carry.
+    drop       source accuracy of the pre-trained model minus that of the restored model.
+
+The Appendix-B split itself (which tensors are task-specific) lives in ``models``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .files import stable_hash
+
+
+@dataclass
+class EvalSet:
+    """The source task's evaluation images. ``name`` is what tables and plots call the accuracy
+    ("IN-1K val", "shapes val"); ``desc`` says exactly what was used (count, subset, transform);
+    ``fingerprint`` is everything besides the model that the accuracy depends on."""
+
+    dataset: Any
+    name: str
+    desc: str
+    fingerprint: str
+    info: dict = field(default_factory=dict)
+
+
+def reads(cfg) -> tuple:
+    """The config fields the evaluation set depends on (the ``source_data`` stage's declaration)."""
+    if cfg.model == "demo":
+        return ("model", "data_seed", "image_size", "n_test")
+    return ("model", "data_seed", "imagenet_subset", "imagenet_transform")
+
+
+def eval_set(cfg) -> EvalSet:
+    """The images forgetting is measured on, for cfg.model (no model weights are loaded)."""
+    if cfg.model == "demo":
+        from .data.synthetic import SOURCE_TASK, load_held_out
+
+        data = load_held_out(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size, n=cfg.n_test)
+        return EvalSet(data.dataset, f"{SOURCE_TASK} val", f"{SOURCE_TASK}:val({len(data.dataset)})",
+                       stable_hash(data.info))
+    return imagenet_eval_set(cfg)
+
+
+# ---- ImageNet-1K ----------------------------------------------------------------------------------
+def imagenet_root(cfg) -> Path:
+    from .data.fetch import resolve_imagenet
+
+    root = resolve_imagenet(cfg.imagenet)
+    if root is None:
+        raise UserError("forgetting is measured on ImageNet-1K val: pass --imagenet PATH (an ImageFolder of 1000 "
+                        "synset folders) or set FLOWVISION_IMAGENET; `flowvision data status` shows the layout")
+    return root
+
+
+def official_imagenet_transform():
+    """The official code's IN-1K evaluation: bilinear Resize(256), CenterCrop(224), ImageNet mean/std.
+    The paper's 79.02% for ResNet-50 fits this transform, not timm's bicubic default for ram_in1k."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.PILToTensor(), v2.Resize(256, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+                       v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+
+def imagenet_eval_set(cfg) -> EvalSet:
+    """IN-1K val (or its subset) under --imagenet, with the chosen transform; the class folders are
+    checked before anything is read."""
+    import warnings
+
+    from .console import console
+    from .data.imagenet import check_classes, describe, imagenet_synsets, imagenet_transform, load_imagenet_eval
+    from .source import model_tag
+
+    tag, _ = model_tag(cfg.model)
+    root = imagenet_root(cfg)
+    check_classes(root, imagenet_synsets())
+    if cfg.imagenet_transform == "official":
+        transform = official_imagenet_transform()
+    else:
+        from timm.models import get_pretrained_cfg
+
+        transform = imagenet_transform(get_pretrained_cfg(tag).to_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the count warning is printed below, once, without a file:line
+        data = load_imagenet_eval(root, transform, subset=cfg.imagenet_subset, seed=cfg.data_seed)
+    for note in data.warnings:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    fingerprint = stable_hash(str(root.resolve()), data.n_found, cfg.imagenet_subset, cfg.data_seed,
+                              cfg.imagenet_transform, repr(transform))
+    return EvalSet(data, "IN-1K val", f"{describe(data)}, {cfg.imagenet_transform} transform", fingerprint,
+                   info={"imagenet_root": str(root), "imagenet_found": data.n_found,
+                         "imagenet_warnings": list(data.warnings)})
+
+
+# ---- the model that is measured ---------------------------------------------------------------------
+def measured_model(source, finetuned, restore: str = "task-specific"):
+    """The model whose source accuracy is the 'after' number. ``source`` (pre-trained, with its own
+    head and BatchNorms) and ``finetuned`` are not modified."""
+    from . import models
+
+    keep = models.task_specific_keys(source) if restore == "task-specific" else models.head_keys(source)
+    model = copy.deepcopy(source)
+    models.copy_tensors(model, finetuned, skip=keep)
+    return model
+

@@ -1,0 +1,143 @@
+"""The run record: what ``result.json`` holds, written by the pipeline, read by tables, plots, the
+demo report and the tests. One typed schema with a version; accuracies are fractions.
+
+    rec = RunRecord(run_id=..., dataset="cifar10", ..., target_acc=0.91)    # the pipeline
+    rec, notes = read_record(path)                                          # everything that reads
+
+A record written by an older flowvision lacks some fields: it is read with those fields at their
+defaults (None) and a note that names them, never a KeyError. A field of the wrong type (a
+hand-edited file) is treated the same way. Only the identity fields are required.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+SCHEMA_VERSION = 2
+
+
+@dataclass
+class RunRecord:
+    # identity (required)
+    run_id: str
+    dataset: str
+    model: str
+    method: str
+    seed: int
+    target_acc: float
+    # what ran
+    schema_version: int = SCHEMA_VERSION
+    config_id: Optional[str] = None        # the run's hash without the seed: seeds of one configuration share it
+    created: Optional[str] = None          # ISO 8601, UTC
+    weights: Optional[str] = None          # timm tag, "file:<name>@<digest>" or "demo:<hash>"
+    synthetic: Optional[bool] = None
+    weighting: Optional[str] = None
+    tau_rule: Optional[str] = None         # as asked: "median", "p25", "paper", "0.5"; None without FLOW weights
+    tau: Optional[float] = None            # the number it resolved to
+    normalize: Optional[str] = None
+    regularizer: Optional[str] = None
+    l2sp_lambda: Optional[float] = None
+    head_init: Optional[str] = None
+    refit: Optional[bool] = None
+    finetune: Optional[bool] = None
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    wise_alpha: Optional[float] = None
+    restore: Optional[str] = None          # which parts the forgetting model takes from the source
+    # numbers (fractions)
+    source_acc_before: Optional[float] = None
+    source_acc_after: Optional[float] = None
+    source_drop: Optional[float] = None
+    source_top5_before: Optional[float] = None
+    source_top5_after: Optional[float] = None
+    wise: list = field(default_factory=list)  # [{alpha, target_acc, source_acc_after, source_top5_after, source_drop}]
+    weight_stats: Optional[dict] = None
+    # what was measured on what
+    source_eval_name: Optional[str] = None  # "IN-1K val", "shapes val": how tables and plots name the source accuracy
+    source_eval: Optional[str] = None       # exactly which images and transform, e.g. "imagenet-val:subset(5000), official transform"
+    target_data: Optional[dict] = None      # the target data set: name, split rule, counts found, path
+    # provenance
+    device: Optional[str] = None            # e.g. "cuda:0 (NVIDIA H200)", "cpu"
+    stages: dict = field(default_factory=dict)        # stage -> computed | cached
+    stage_keys: dict = field(default_factory=dict)    # stage -> key
+    stage_seconds: dict = field(default_factory=dict)
+    wall_seconds: Optional[float] = None
+    git_sha: Optional[str] = None
+    versions: dict = field(default_factory=dict)
+    source_info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunRecord)}
+REQUIRED = tuple(name for name, f in FIELDS.items()
+                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+_HINTS = typing.get_type_hints(RunRecord)
+# The fields a table has one column for (dict fields are flattened to "field.key" columns instead).
+COLUMNS = tuple(name for name in FIELDS if _HINTS[name] is not dict and _HINTS[name] != Optional[dict])
+
+
+def _fits(value, hint) -> bool:
+    """Whether a JSON value fits a field's type (int fits float; bool fits neither)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union:
+        return value is None or any(_fits(value, a) for a in args if a is not type(None))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def source_eval_name(desc: Optional[str]) -> Optional[str]:
+    """The name of a source evaluation from its description (records older than the field)."""
+    if not desc:
+        return None
+    if desc.startswith("imagenet"):
+        return "IN-1K val"
+    return desc.split(":")[0] + " val"
+
+
+def from_dict(obj, where: str = "record") -> tuple[RunRecord, list[str]]:
+    """-> (record, notes). ValueError when ``obj`` is not a record (not an object, an identity
+    field missing or of the wrong type); notes name fields that were missing, of the wrong type,
+    or unknown to this schema."""
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in REQUIRED if k not in obj]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    wrong = [k for k in REQUIRED if not _fits(obj[k], _HINTS[k])]
+    if wrong:
+        raise ValueError(f"{', '.join(f'{k}={obj[k]!r}' for k in wrong)}: wrong type")
+    values, notes = {}, []
+    absent = [k for k in FIELDS if k not in obj and k != "schema_version"]
+    bad = [k for k in FIELDS if k in obj and not _fits(obj[k], _HINTS[k])]
+    for key in FIELDS:
+        if key in obj and key not in bad:
+            values[key] = obj[key]
+    values.setdefault("schema_version", 1)  # schema 1 had no version field
+    if values.get("source_eval_name") is None and values.get("source_eval"):
+        values["source_eval_name"] = source_eval_name(values["source_eval"])
+        absent = [k for k in absent if k != "source_eval_name"]
+    if absent:
+        notes.append(f"{where} (schema {values['schema_version']}) has no {', '.join(absent)}: shown as unknown")
+    if bad:
+        notes.append(f"{where}: ignored {', '.join(bad)} (wrong type)")
+    return RunRecord(**values), notes
+
+
+def read_record(path: Path) -> tuple[RunRecord, list[str]]:
+    """Read ``result.json``; OSError/ValueError (with the reason) when it cannot be a record."""
+    return from_dict(json.loads(Path(path).read_text()), str(path))
+
+
+def write_record(path: Path, record: RunRecord) -> None:
+    from .files import atomic_write_json
+
+    atomic_write_json(path, record.to_dict())

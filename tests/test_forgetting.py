@@ -1,0 +1,38 @@
+"""The forgetting protocol: which parts of the fine-tuned model are measured, tensor by tensor."""
+import pytest
+import torch
+
+from flowvision import forgetting, models
+from test_models import _randomise
+
+
+@pytest.mark.parametrize("restore", ["task-specific", "none"])
+def test_measured_model_takes_exactly_the_restored_parts_from_the_source(restore):
+    source = _randomise(models.create("resnet18", 10), 0)
+    source_before = models.clone_state(source)
+    finetuned = _randomise(models.with_new_head(source, 4, seed=0), 1)
+    fm = forgetting.measured_model(source, finetuned, restore)
+    from_source = models.task_specific_keys(source) if restore == "task-specific" else models.head_keys(source)
+    assert from_source >= {"fc.weight", "fc.bias"}
+    assert ("bn1.running_mean" in from_source) == (restore == "task-specific")
+    ft_state = finetuned.state_dict()
+    for key, value in fm.state_dict().items():
+        expected = source_before[key] if key in from_source else ft_state[key]
+        assert torch.equal(value, expected), key
+        if key not in from_source:
+            assert not torch.equal(value, source_before[key]), key  # the fine-tuned tensor did change
+    assert fm.get_classifier().out_features == 10
+    for key, value in source.state_dict().items():  # the source model itself is untouched
+        assert torch.equal(value, source_before[key]), key
+
+
+def test_restore_rule_changes_only_the_forgetting_evaluation(tiny):
+    """restore=none re-measures the same cached fine-tuning: only the forgetting stage is new."""
+    from flowvision import config, pipeline
+
+    a = pipeline.run(config.resolve("gratings", "demo", "ft", tiny))
+    b = pipeline.run(config.resolve("gratings", "demo", "ft", dict(tiny, restore="none")))
+    assert a["restore"] == "task-specific" and b["restore"] == "none"
+    assert {k for k, v in b["stages"].items() if v == "computed"} == {"forgetting"}
+    assert a["stage_keys"]["forgetting"] != b["stage_keys"]["forgetting"]
+    assert a["target_acc"] == b["target_acc"] and a["source_acc_before"] == b["source_acc_before"]
