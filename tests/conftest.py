@@ -1,7 +1,18 @@
 """Shared fixtures: tiny synthetic settings so every pipeline test runs in seconds on 2 cores."""
 import os
 
-import pytest
+# One intra-op thread, set before torch is imported (pytest imports conftest before any test module).
+# The tiny tests gain nothing from a second thread, and when the 2 cores are shared with another torch
+# process, OpenMP threads that busy-wait at every barrier slow the suite several-fold. An explicit
+# OMP_NUM_THREADS / OMP_WAIT_POLICY in the environment still wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 os.environ.setdefault("FLOWVISION_QUIET", "1")
 os.environ["FLOWVISION_OFFLINE"] = "1"  # never probe the network for weights in tests
