@@ -1,7 +1,9 @@
 """The command line as a user meets it: one end-to-end run, and bad input -> one line, exit 2."""
 import json
+import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -32,7 +34,22 @@ def test_demo_command_prints_the_comparison(tiny):
     res = runner.invoke(app, ["demo", "--seeds", "2", "--methods", "ft,flow", *_sets(tiny)])
     assert res.exit_code == 0, res.output
     assert "mean ± std" in res.output and "ft" in res.output and "flow" in res.output
-    assert len(list(Path(tiny["results_dir"]).glob("runs/*/result.json"))) == 4
+    records = [json.loads(p.read_text()) for p in Path(tiny["results_dir"]).glob("runs/*/result.json")]
+    assert len(records) == 4
+    rows = _table_rows(res.output)
+    assert [r[0] for r in rows] == ["ft", "flow"], res.output
+    for method, seeds, target, _before, _after, drop in rows:
+        mine = [r for r in records if r["method"] == method]
+        assert seeds == "2" and sorted(r["seed"] for r in mine) == [0, 1]
+        for cell, metric in ((target, "target_acc"), (drop, "source_drop")):
+            percent = 100.0 * pd.Series([r[metric] for r in mine], dtype=float)  # as tables.summarise
+            assert cell == f"{percent.mean():.2f} ± {percent.std(ddof=1):.2f}", (method, metric, res.output)
+
+
+def _table_rows(output: str) -> list[list[str]]:
+    """The body rows of a rich table as printed: one list of stripped cells per '│ ... │' line."""
+    return [[c.strip() for c in line.strip().strip("│").split("│")]
+            for line in output.splitlines() if line.lstrip().startswith("│")]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -76,9 +93,23 @@ def test_bad_input_keeps_files_already_written(tiny):
     assert after == before
 
 
-def test_help_is_instant_and_lists_commands():
-    res = runner.invoke(app, ["--help"])
-    assert res.exit_code == 0 and "finetune" in res.output and "demo" in res.output
+def test_help_lists_every_command_without_importing_torch():
+    """`flowvision --help` in a fresh interpreter: every registered command is listed, torch never loads."""
+    import subprocess
+    import sys
+
+    import typer
+
+    code = ("import sys\nfrom flowvision.cli import app\n"
+            "rc = app(['--help'], prog_name='flowvision', standalone_mode=False)\n"
+            "print('exit code', rc, 'torch imported', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    *help_lines, last = out.stdout.rstrip().splitlines()
+    assert last == "exit code 0 torch imported False", out.stdout + out.stderr
+    listed = {m.group(1) for m in map(re.compile(r"^[│|] ([a-z][\w-]*) ").match, help_lines) if m}
+    registered = set(typer.main.get_command(app).commands)
+    assert {"finetune", "demo", "table", "plot", "weights", "reproduce", "bench", "data"} <= registered
+    assert listed == registered, "\n".join(help_lines)
 
 
 def test_help_and_config_errors_do_not_import_torch():

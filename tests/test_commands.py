@@ -1,5 +1,6 @@
 """table, plot, weights, reproduce and bench through the CLI on tiny synthetic runs."""
 import json
+import math
 from pathlib import Path
 
 from PIL import Image
@@ -61,6 +62,15 @@ def test_bench_prints_ratios():
                               "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "static weights" in res.output and "online weights (official)" in res.output
+    rows = {cells[0]: cells[1:] for cells in (
+        [c.strip() for c in line.strip().strip("│").split("│")]
+        for line in res.output.splitlines() if line.lstrip().startswith("│"))}
+    assert set(rows) == {"flow step, online weights (official)", "flow step, static weights",
+                         "flow step, static + channels_last"}, res.output
+    for variant, (images_per_s, ratio) in rows.items():
+        for value in (float(images_per_s), float(ratio)):
+            assert math.isfinite(value) and value > 0, (variant, res.output)
+    assert rows["flow step, online weights (official)"][1] == "1.00"  # the baseline against itself
 
 
 def test_new_command_errors_are_one_line_and_exit_2(tmp_path):
