@@ -70,8 +70,10 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
             continue
         notes += record_notes
         records.append(dict(record.to_dict(), run_dir=str(path.parent)))
-    if notes:
-        log.warning("%d run record note(s); first: %s", len(notes), notes[0])
+    for note in notes[:5]:
+        log.warning("%s", note)
+    if len(notes) > 5:
+        log.warning("... and %d more notes on older or hand-edited run records", len(notes) - 5)
     if not records:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
     df = pd.json_normalize(records, sep=".")

@@ -18,11 +18,17 @@ os.environ.setdefault("FLOWVISION_QUIET", "1")
 os.environ["FLOWVISION_OFFLINE"] = "1"  # never probe the network for weights in tests
 
 
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """One demo-model cache for the whole session: the tiny demo model is trained once."""
+    return tmp_path_factory.mktemp("demo-cache")
+
+
 @pytest.fixture
-def tiny(tmp_path):
+def tiny(tmp_path, demo_cache):
     """Overrides for a run on 16-px synthetic images with a handful of samples and one epoch each."""
     return {
         "image_size": 16, "n_train": 48, "n_test": 32, "demo_n_train": 96, "demo_epochs": 1,
         "demo_batch_size": 32, "epochs": 1, "probe_epochs": 1, "refit_epochs": 1, "batch_size": 16,
-        "results_dir": str(tmp_path / "results"), "cache_dir": str(tmp_path / "cache"), "device": "cpu",
+        "results_dir": str(tmp_path / "results"), "cache_dir": str(demo_cache), "device": "cpu",
     }

@@ -181,6 +181,25 @@ def test_unreadable_records_are_skipped_with_a_warning_naming_them(tmp_path, cap
     assert runs.loc[0, "weight_stats.ess_frac"] == pytest.approx(0.9)  # nested keys flattened
 
 
+def test_an_older_record_is_read_with_a_note_naming_its_missing_fields(tmp_path, caplog):
+    """A schema-1 result.json (no schema_version, device, source_eval_name; target_data a string;
+    a hand-edited numeric 'created') is read, shown, and the gaps are named once."""
+    old = {"run_id": "old", "dataset": "cifar10", "model": "resnet50", "method": "ft", "seed": 1,
+           "target_acc": 0.9, "source_acc_before": 0.79, "source_acc_after": 0.5, "source_drop": 0.29,
+           "source_eval": "imagenet-val(50000)", "target_data": "{'dataset': 'cifar10'}", "created": 17}
+    (tmp_path / "runs" / "old").mkdir(parents=True)
+    (tmp_path / "runs" / "old" / "result.json").write_text(json.dumps(old))
+    write_run(tmp_path, "new", method="ft", seed=0, target_acc=0.88)
+    with caplog.at_level(logging.WARNING, logger="flowvision.tables"):
+        runs = tables.load_runs(tmp_path)
+    assert sorted(runs["run_id"]) == ["new", "old"]
+    row = runs.set_index("run_id").loc["old"]
+    assert row["schema_version"] == 1 and row["source_eval_name"] == "IN-1K val" and row["device"] is None
+    assert "has no" in caplog.text and "device" in caplog.text and "created, target_data (wrong type)" in caplog.text
+    per_set = frame(tables.paper_tables(runs), "resnet50: per data set vs paper")
+    assert cell(per_set, "target (ours)", method="ft", dataset="cifar10") == "89.00 ± 1.41"
+
+
 def test_tau_rules_get_their_own_rows_and_the_newest_rerun_wins(tmp_path, caplog):
     write_run(tmp_path, "median", tau_rule="median", target_acc=0.80)
     write_run(tmp_path, "fixed-old", tau_rule="0.1", target_acc=0.10, created="2025-01-01T00:00:00")
