@@ -1,33 +1,85 @@
-"""Files: atomic writes, content hashes for stage caching, and the provenance every result carries."""
+"""Files: atomic writes, checked files, content hashes for stage caching, and the provenance
+every result carries.
+
+A *checked* file (stage outputs, training checkpoints, the demo model) is one header line of JSON,
+saying what the file is (e.g. stage name and key) with the length and sha256 of the payload, then
+the payload written by torch.save. Reading it verifies all three before torch.load sees a byte, so a
+truncated, zero-filled or swapped file is found (``DamagedFile``) instead of trusted.
+"""
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+
+from .errors import UserError
 
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a killed process leaves
-    either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+TMP_SUFFIX = ".tmp"
+
+
+def make_folder(folder: Path) -> Path:
+    """mkdir -p, with a one-line UserError when a part of the path is a file or cannot be written."""
+    folder = Path(folder)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"cannot make folder {folder}: a part of that path is a file; choose another folder") from None
+    except PermissionError:
+        raise UserError(f"cannot make folder {folder}: permission denied; choose a folder you can write") from None
+    except OSError as e:
+        raise UserError(f"cannot make folder {folder}: {e.strerror}") from None
+    return folder
+
+
+def _atomic(path: Path, write, size: int = 0) -> None:
+    """Write through a temporary file in the same folder, then rename: a killed process leaves
+    either the old file or the new one, never half of one. A full disk or an unwritable folder is a
+    UserError naming the folder; the temporary file is removed."""
+    path = Path(path)
+    make_folder(path.parent)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            need = f" (this file needs {size / 2**20:.1f} MiB)" if size else ""
+            raise UserError(f"no space left on the disk of {path.parent} while writing {path.name}{need}; "
+                            "free space there (e.g. `flowvision cache --prune`) and run again") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"cannot write into {path.parent}: {e.strerror}; choose a folder you can write") from None
+        raise
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_orphans(folder: Path, names: list[str]) -> int:
+    """Remove the temporary files that writers of ``folder/<name>`` left when they were killed; the
+    caller holds the lock every such writer holds, so none of them is alive. -> how many."""
+    removed = 0
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -38,11 +90,74 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save, atomically."""
+_MAGIC = b"FLOWVISION-CHECKED 1\n"
+
+
+class DamagedFile(Exception):
+    """A checked file that is truncated, altered, or not what it should be."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+def save_checked(obj, path: Path, what: dict) -> None:
+    """torch.save ``obj`` atomically as a checked file; ``what`` (e.g. {"stage": ..., "key": ...})
+    goes into its header and must match on reading."""
     import torch
 
-    _atomic(path, lambda f: torch.save(obj, f))
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    header = json.dumps({**what, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()},
+                        sort_keys=True).encode()
+    _atomic(path, lambda f: (f.write(_MAGIC), f.write(header + b"\n"), f.write(payload)), size=len(payload))
+
+
+def load_checked(path: Path, what: dict):
+    """The object in a checked file, after verifying its header, length, checksum and ``what``;
+    DamagedFile otherwise. Tensors and plain values only (weights_only): loading runs no code."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    data = path.read_bytes()
+    if not data.startswith(_MAGIC):
+        raise DamagedFile(path, "not a flowvision checked file (damaged, or written by an older version)")
+    end = data.find(b"\n", len(_MAGIC))
+    try:
+        header = json.loads(data[len(_MAGIC):end]) if end > 0 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise DamagedFile(path, "its header is damaged")
+    payload = data[end + 1:]
+    if header.get("bytes") != len(payload):
+        raise DamagedFile(path, f"truncated or extended: {len(payload)} bytes, the header says {header.get('bytes')}")
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise DamagedFile(path, "its checksum does not match its contents")
+    for key, value in what.items():
+        if header.get(key) != value:
+            raise DamagedFile(path, f"it holds {key} {header.get(key)!r}, not {value!r} (a file under the wrong name)")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise DamagedFile(path, f"its contents cannot be read ({str(e).splitlines()[0][:80]})") from None
+
+
+def move_aside(err: DamagedFile) -> Path:
+    """Rename a damaged file out of the way (kept for inspection) and say so in one line."""
+    from .console import console
+
+    aside = err.path.with_name(f"{err.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(err.path, aside)
+    except FileNotFoundError:  # another process moved it first
+        return aside
+    console.print(f"[yellow]warning:[/] {err.path.name} was damaged ({err.reason}); moved to {aside.name}, "
+                  "recomputing", highlight=False, soft_wrap=True)
+    return aside
 
 
 def stable_hash(*parts) -> str:

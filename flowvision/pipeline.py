@@ -23,7 +23,7 @@ from torch import nn
 from . import forgetting, models, source
 from .config import KEYED_FIELDS, RunConfig, write_yaml
 from .files import atomic_write_text, git_sha, stable_hash, versions
-from .record import SCHEMA_VERSION, RunRecord, write_record
+from .record import RunRecord, write_record
 from .stages import Run, Stage, Store
 from .weighting import flow_weights, parse_tau, weight_stats
 
@@ -304,6 +304,20 @@ def run(cfg: RunConfig) -> dict:
     atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
     for name in targets(cfg):
         r[name]
+    record = make_record(r, run_dir.name, t_start)
+    _write_summary(run_dir / "summary.csv",
+                   [row for name in ("probe", "finetune", "refit") if name in r.values for row in r[name].rows])
+    w = r.values.get("weights")
+    if w and w["weights"] is not None:
+        _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
+    write_record(run_dir / "result.json", record)
+    return dict(record.to_dict(), run_dir=str(run_dir))
+
+
+def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
+    """The run record from a finished Run: the headline numbers (a WiSE-FT point when the method
+    reports one), the knobs that ran, what was measured on what, and provenance."""
+    cfg = r.cfg
     before, after, tgt = r["source_eval"], r["forgetting"], r["target_eval"]
     wise = [dict(p, source_drop=before["acc"] - p["source_acc_after"]) for p in r.values.get("wise", {}).get("points", [])]
     headline = {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"]}
@@ -311,29 +325,22 @@ def run(cfg: RunConfig) -> dict:
         point = next(p for p in wise if p["alpha"] == cfg.wise_alpha)
         headline = {k: point[k] for k in headline}
     w = r.values.get("weights")
-    task, src, data = r["task"], r["source"], r["source_data"]
-    uses_tau = cfg.weighting != "uniform"
-    record = RunRecord(
-        run_id=run_dir.name, config_id=config_id(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    src, data = r["source"], r["source_data"]
+    return RunRecord(
+        run_id=rid, config_id=config_id(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
         synthetic=cfg.synthetic, weighting=cfg.weighting, tau_rule=w["rule"] if w else None,
-        tau=w["tau"] if w else None, normalize=cfg.normalize if uses_tau else None, regularizer=cfg.regularizer,
+        tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
         l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
         refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
         restore=cfg.restore, **headline,
         source_acc_before=before["acc"], source_drop=before["acc"] - headline["source_acc_after"],
         source_top5_before=before["acc5"], wise=wise,
         weight_stats=weight_stats(w["weights"]) if w and w["weights"] is not None else None,
-        source_eval_name=data.name, source_eval=data.desc, target_data=target_data(task),
-        device=device_name(r), stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
+        source_eval_name=data.name, source_eval=data.desc, target_data=target_data(r["task"]),
+        device=device_name(cfg), stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
         wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
         source_info={**src.info, **data.info})
-    rows = [row for name in ("probe", "finetune", "refit") if name in r.values for row in r[name].rows]
-    _write_summary(run_dir / "summary.csv", rows)
-    if w and w["weights"] is not None:
-        _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
-    write_record(run_dir / "result.json", record)
-    return dict(record.to_dict(), run_dir=str(run_dir))
 
 
 def target_data(task) -> dict:
@@ -343,13 +350,13 @@ def target_data(task) -> dict:
             "num_classes": task.num_classes}
 
 
-def device_name(r: Run) -> str:
+def device_name(cfg: RunConfig) -> str:
     """Where the run's stages ran, e.g. 'cuda:0 (NVIDIA H200)' or 'cpu'."""
     import torch
 
     from .hardware import resolve_device
 
-    dev = resolve_device(r.cfg.device)
+    dev = resolve_device(cfg.device)
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     return str(dev)

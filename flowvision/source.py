@@ -21,7 +21,7 @@ from torch import nn
 from . import models
 from .config import MODEL_TAGS, RunConfig, default_cache_dir
 from .errors import UserError
-from .files import atomic_save, file_digest, stable_hash
+from .files import file_digest, stable_hash
 
 
 @dataclass
@@ -55,6 +55,7 @@ def demo_source(cfg: RunConfig, hw) -> Source:
 
     from .data.synthetic import SOURCE_TASK, load_synthetic_task
     from .evaluate import predict
+    from .stages import load_or_compute
     from .train import Schedule, train
 
     preflight(cfg)
@@ -65,18 +66,18 @@ def demo_source(cfg: RunConfig, hw) -> Source:
                                n_train=cfg.demo_n_train, n_test=cfg.n_test, augment=True)
     torch.manual_seed(cfg.data_seed)
     model = models.create(cfg.demo_arch, task.num_classes)
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        info = saved["info"]
-    else:
+
+    def compute():
         rows = train(model, task.train, Schedule(epochs=cfg.demo_epochs, lr=cfg.demo_lr, batch_size=cfg.demo_batch_size,
                                                  optimizer="adam", weight_decay=0.0),
                      seed=cfg.data_seed, hw=hw, desc="demo source model (shapes)")
         acc = predict(model, task.test, hw=hw, desc="demo source model: val").acc
-        info = {"demo_recipe": recipe, "demo_train_acc": rows[-1]["acc"], "demo_val_acc": acc}
         model.cpu()
-        atomic_save({"model": model.state_dict(), "info": info}, path)
+        return {"model": model.state_dict(), "info": {"demo_recipe": recipe, "demo_train_acc": rows[-1]["acc"],
+                                                      "demo_val_acc": acc}}
+    saved, _ = load_or_compute(path, {"demo_model": key}, compute, "the demo model")
+    model.load_state_dict(saved["model"])
+    info = saved["info"]
     model.cpu().eval()
     return Source(key=f"demo:{key[:8]}", model=model, info=dict(info, demo_model_file=str(path)))
 

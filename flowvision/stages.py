@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
 from .config import FIELDS, KEYED_FIELDS, RunConfig
-from .files import atomic_save, stable_hash
+from .files import DamagedFile, load_checked, move_aside, remove_orphans, save_checked, stable_hash
 
 # The layout of the store's folder; bump when the file format changes (a stage's own computation
 # has its own ``version``).
@@ -143,23 +143,55 @@ def plan_keys(stages: dict[str, Stage], cfg: RunConfig, targets: Iterable[str], 
     return keys
 
 
+def load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: str,
+                    checkpoint: Optional[Path] = None) -> tuple[Any, str]:
+    """The one way a cached file is read or made: under an inter-process lock on ``path`` (an OS
+    lock, released if its holder dies), load it if it verifies, else compute, save and return it.
+    -> (value, "cached" | "computed"). A damaged file is moved aside and recomputed; a second
+    process asking for the same file waits for the first and then loads. ``checkpoint`` (the
+    computation's partial state) is removed once the file is saved."""
+    from filelock import FileLock, Timeout
+
+    from .console import console
+
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        console.print(f"[yellow]waiting[/] for another run computing {label} ({path.name})", highlight=False)
+        lock.acquire()
+    try:
+        # whoever wrote a temporary file for this path held this lock and is gone: the file is an orphan
+        remove_orphans(path.parent, [path.name] + ([checkpoint.name] if checkpoint is not None else []))
+        if path.exists():
+            try:
+                return load_checked(path, what), "cached"
+            except DamagedFile as err:
+                move_aside(err)
+        value = compute()
+        save_checked(value, path, what)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        return value, "computed"
+    finally:
+        lock.release()
+
+
 class Store:
-    """Stage outputs in one folder: ``<folder>/v<STORE_VERSION>/<name>-<key>.pt``."""
+    """Stage outputs in one folder: ``<folder>/v<STORE_VERSION>/<name>-<key>.pt``, checked files
+    (files.save_checked) whose header names the stage and key, one lock per file."""
 
     def __init__(self, folder: Path):
-        self.folder = Path(folder) / f"v{STORE_VERSION}"
+        from .files import make_folder
+
+        self.folder = make_folder(Path(folder) / f"v{STORE_VERSION}")
 
     def path(self, name: str, key: str, suffix: str = ".pt") -> Path:
         return self.folder / f"{name}-{key}{suffix}"
 
-    def load(self, name: str, key: str):
-        import torch
-
-        path = self.path(name, key)
-        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-
-    def save(self, name: str, key: str, value) -> None:
-        atomic_save(value, self.path(name, key))
+    def get(self, name: str, key: str, compute: Callable[[], Any], checkpoint: Optional[Path] = None):
+        return load_or_compute(self.path(name, key), {"stage": name, "key": key, "store": STORE_VERSION},
+                               compute, f"stage {name}", checkpoint)
 
 
 @dataclass
@@ -214,15 +246,7 @@ class Run:
         else:
             key = self.keys[name] = derive_key(stage, self.cfg, upstream_keys)
             inputs = Inputs(view, up, self.store.path(name, key, ".partial.pt") if stage.resumable else None)
-            saved = self.store.load(name, key)
-            if saved is None:
-                saved = stage.compute(inputs)
-                self.store.save(name, key, saved)
-                if inputs.checkpoint is not None:
-                    inputs.checkpoint.unlink(missing_ok=True)
-                self.status[name] = "computed"
-            else:
-                self.status[name] = "cached"
+            saved, self.status[name] = self.store.get(name, key, lambda: stage.compute(inputs), inputs.checkpoint)
             value = stage.load(saved, inputs) if stage.load else saved
         self.values[name] = value
         self.seconds[name] = round(time.time() - t0, 3)

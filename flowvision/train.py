@@ -24,7 +24,7 @@ from .console import progress
 from .data.base import make_loader
 from .errors import UserError
 from .hardware import CPU, Hardware
-from .files import atomic_save
+from .files import DamagedFile, load_checked, move_aside, save_checked
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,13 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     forward = hw.prepare(model)
 
     rows, start = [], 0
+    state = None
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        try:
+            state = load_checked(checkpoint, {"checkpoint": desc})
+        except DamagedFile as err:
+            move_aside(err)  # start from epoch 0: slower, never wrong
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if lr_sched is not None:
@@ -169,7 +174,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                          "acc": tot_correct / seen, "lr": lr, "seconds": time.time() - t0,
                          "data_seconds": data_time})
             if checkpoint is not None:
-                atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": lr_sched.state_dict() if lr_sched else None,
-                             "epoch": epoch, "rows": rows}, checkpoint)
+                save_checked({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "scheduler": lr_sched.state_dict() if lr_sched else None,
+                              "epoch": epoch, "rows": rows}, checkpoint, {"checkpoint": desc})
     return rows

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from flowvision import config, pipeline
+from flowvision.files import load_checked
 
 
 def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(tiny):
@@ -61,7 +62,7 @@ def test_tau_sweep_shares_probe_and_losses_and_changes_weights(tiny):
 
 def test_online_weighting_trains_a_different_model_than_static_and_uniform(tiny):
     def finetuned_states(results):
-        return {p.name: torch.load(p, weights_only=True)["model"] for p in Path(results).glob("cache/v*/finetune-*.pt")}
+        return {p.name: load_checked(p, {"stage": "finetune"})["model"] for p in Path(results).glob("cache/v*/finetune-*.pt")}
 
     online = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, weighting="flow-online")))
     assert online["weighting"] == "flow-online" and online["tau"] > 0
@@ -201,7 +202,7 @@ def test_a_stage_reading_a_field_it_did_not_declare_fails_loudly(tiny):
     run = Run(cfg, stages, Store(Path(tiny["results_dir"]) / "cache"))
     with pytest.raises(UndeclaredRead, match="stage 'probe' read config field 'probe_lr'"):
         run["probe"]
-    assert not list(Path(tiny["results_dir"]).glob("cache/*/probe-*"))  # nothing was stored under the short key
+    assert not list(Path(tiny["results_dir"]).glob("cache/*/probe-*.pt"))  # nothing was stored under the short key
 
 
 def test_a_declaration_that_looks_at_an_undeclared_field_is_refused():

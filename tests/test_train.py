@@ -8,6 +8,7 @@ from flowvision import models
 from flowvision.data.synthetic import load_synthetic_task
 from flowvision.errors import UserError
 from flowvision.evaluate import predict
+from flowvision.files import load_checked
 from flowvision.train import L2SP, OnlineWeights, Schedule, StaticWeights, train
 
 
@@ -50,7 +51,7 @@ def test_resumed_run_equals_uninterrupted_run(task, net, tmp_path):
     ckpt = tmp_path / "ft.partial.pt"
     with pytest.raises(KeyboardInterrupt):  # killed in epoch 2, after epoch 1's checkpoint
         train(b, Interrupting(task.train, len(task.train) + 20), sched, seed=3, checkpoint=ckpt)
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 0
+    assert load_checked(ckpt, {"checkpoint": "train"})["epoch"] == 0
     c = copy.deepcopy(net)  # a fresh process: starts from the pre-trained weights, resumes from the file
     rows = train(c, task.train, sched, seed=3, checkpoint=ckpt)
     assert [r["epoch"] for r in rows] == [1, 2, 3]

@@ -1,0 +1,134 @@
+"""The stage store trusts nothing on disk: checked files, damaged ones moved aside and recomputed,
+one computation per key across processes, no lock outliving its holder, a full disk said in one line."""
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowvision import config, pipeline
+from flowvision.errors import UserError
+from flowvision.files import DamagedFile, load_checked, save_checked
+from flowvision.stages import load_or_compute
+
+
+def _damage(path: Path, how: str, other: Path = None) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "zero-filled":
+        path.write_bytes(bytes(len(data)))
+    elif how == "swapped":  # a valid checked file of another stage, under this name
+        path.write_bytes(other.read_bytes())
+    elif how == "one bit":
+        path.write_bytes(data[:-10] + bytes([data[-10] ^ 1]) + data[-9:])
+
+
+@pytest.mark.parametrize("how", ["truncated", "zero-filled", "swapped", "one bit"])
+def test_a_damaged_stage_file_is_moved_aside_and_recomputed_to_the_same_result(how, tiny):
+    cfg = config.resolve("gratings", "demo", "flow", tiny)
+    first = pipeline.run(cfg)
+    store = Path(tiny["results_dir"]) / "cache" / "v2"
+    probe = store / f"probe-{first['stage_keys']['probe']}.pt"
+    _damage(probe, how, other=store / f"losses-{first['stage_keys']['losses']}.pt")
+    with pytest.raises(DamagedFile):
+        load_checked(probe, {"stage": "probe", "key": first["stage_keys"]["probe"]})
+    second = pipeline.run(cfg)
+    assert second["stages"]["probe"] == "computed" and second["stages"]["finetune"] == "cached"
+    assert load_checked(probe, {"stage": "probe", "key": first["stage_keys"]["probe"]})  # healed
+    assert len(list(store.glob("probe-*.damaged-*"))) == 1  # kept for inspection
+    for key in ("target_acc", "source_acc_after", "tau"):
+        assert second[key] == first[key]
+
+
+def test_a_damaged_checkpoint_restarts_training_instead_of_crashing(tiny):
+    from flowvision.train import Schedule, train
+    from flowvision import models
+    from flowvision.data.synthetic import load_synthetic_task
+
+    task = load_synthetic_task("gratings", image_size=16, n_train=32, n_test=8)
+    ckpt = Path(tiny["results_dir"]) / "ft.partial.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"\0" * 1000)
+    rows = train(models.create("resnet18", task.num_classes), task.train, Schedule(1, 0.01, 16), seed=0,
+                 checkpoint=ckpt)
+    assert [r["epoch"] for r in rows] == [1] and list(ckpt.parent.glob("ft.partial.pt.damaged-*"))
+
+
+def test_a_file_under_the_wrong_name_is_refused_even_when_intact(tmp_path):
+    save_checked({"x": torch.ones(2)}, tmp_path / "a.pt", {"stage": "probe", "key": "k1"})
+    assert torch.equal(load_checked(tmp_path / "a.pt", {"stage": "probe", "key": "k1"})["x"], torch.ones(2))
+    with pytest.raises(DamagedFile, match="holds key 'k1', not 'k2'"):
+        load_checked(tmp_path / "a.pt", {"stage": "probe", "key": "k2"})
+
+
+_WORKER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from flowvision.stages import load_or_compute
+    path, log, seconds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    def compute():
+        with open(log, "a") as f:
+            f.write("computed\\n")
+        time.sleep(seconds)
+        return {"value": 42}
+    value, status = load_or_compute(path, {"stage": "t", "key": "k"}, compute, "stage t")
+    print(status, value["value"], flush=True)
+""")
+
+
+def _worker(tmp_path, seconds):
+    return subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path / "t.pt"), str(tmp_path / "log"), str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_asking_for_one_stage_compute_it_once(tmp_path):
+    first = _worker(tmp_path, 3.0)
+    while not (tmp_path / "log").exists():  # the first holds the lock and computes
+        time.sleep(0.05)
+    second = _worker(tmp_path, 0.0)
+    outs = [p.communicate(timeout=60) for p in (first, second)]
+    assert [o[0].split() for o in outs] == [["computed", "42"], ["cached", "42"]], outs
+    assert "waiting for another run computing stage t" in outs[1][1]
+    assert (tmp_path / "log").read_text() == "computed\n"
+
+
+def test_a_holder_killed_mid_stage_does_not_block_the_next_run(tmp_path):
+    holder = _worker(tmp_path, 600.0)
+    while not (tmp_path / "log").exists():
+        time.sleep(0.05)
+    holder.kill()
+    holder.wait()
+    value, status = load_or_compute(tmp_path / "t.pt", {"stage": "t", "key": "k"}, lambda: {"value": 7}, "stage t")
+    assert (status, value["value"]) == ("computed", 7)
+
+
+def test_orphaned_temporary_files_of_a_killed_writer_are_removed(tmp_path):
+    orphan = tmp_path / ".t.pt.abc123.tmp"
+    orphan.write_bytes(b"half a file")
+    load_or_compute(tmp_path / "t.pt", {"stage": "t", "key": "k"}, lambda: {"value": 1}, "stage t")
+    assert not orphan.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """A write into /dev/full fails with the kernel's own ENOSPC."""
+    import tempfile
+
+    from flowvision import files
+
+    save_checked({"v": 1}, tmp_path / "s.pt", {"stage": "s"})
+    before = (tmp_path / "s.pt").read_bytes()
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(dir, prefix, suffix):
+        fd, name = real_mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+        import os
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name
+    monkeypatch.setattr(files.tempfile, "mkstemp", full_disk)
+    with pytest.raises(UserError, match=f"no space left on the disk of {tmp_path} while writing s.pt"):
+        save_checked({"v": torch.zeros(1000)}, tmp_path / "s.pt", {"stage": "s"})
+    assert (tmp_path / "s.pt").read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
