@@ -26,8 +26,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _overrides(**options) -> dict:
+    """Options given on the command line plus --set key=value; one key given both ways is an error
+    (which one should win is not obvious, so neither silently does)."""
     sets = parse_sets(options.pop("sets") or [])
-    return {**{k: v for k, v in options.items() if v is not None}, **sets}
+    given = {k: v for k, v in options.items() if v is not None}
+    both = sorted(set(given) & set(sets))
+    if both:
+        key = both[0]
+        raise UserError(f"--{key.replace('_', '-')} {given[key]} and --set {key}={sets[key]} both set {key}; give it once")
+    return {**given, **sets}
 
 
 @app.command()
@@ -174,6 +181,37 @@ def reproduce(
                   f"{len(summary['failed'])} failed, {summary['seconds']:.0f} s. `flowvision table` shows them.")
         if summary["failed"]:
             raise typer.Exit(1)
+
+
+@app.command()
+def cache(results_dir: str = typer.Option("results", help="Folder holding cache/ and runs/."),
+          prune: bool = typer.Option(False, "--prune", help="Remove every stage file no run record refers to."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="With --prune: list what would go, remove nothing.")):
+    """What the stage store holds (per stage and kind, with sizes), and pruning what no run refers to."""
+    with user_errors():
+        from rich.table import Table
+
+        from .stages import prune as prune_store, store_files
+
+        if not Path(results_dir).is_dir():
+            raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
+        rows = store_files(Path(results_dir))
+        t = Table(title=f"stage store under {Path(results_dir) / 'cache'}", title_justify="left")
+        for col in ("stage", "kind", "files", "MiB"):
+            t.add_column(col, justify="left" if col in ("stage", "kind") else "right")
+        groups: dict = {}
+        for row in rows:
+            g = groups.setdefault((row["stage"], row["kind"]), [0, 0])
+            g[0], g[1] = g[0] + 1, g[1] + row["bytes"]
+        for (stage, kind), (n, size) in sorted(groups.items()):
+            t.add_row(stage, kind, str(n), f"{size / 2**20:.1f}")
+        out.print(t)
+        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {len(rows)} files")
+        if prune:
+            gone = prune_store(Path(results_dir), dry_run=dry_run)
+            verb = "would remove" if dry_run else "removed"
+            out.print(f"{verb} {len(gone)} files, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "
+                      "(outputs no run record refers to, partial checkpoints, damaged and temporary files)")
 
 
 @app.command()

@@ -13,7 +13,9 @@ does not import torch, so the CLI stays instant for --help and bad input.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -145,6 +147,8 @@ def _coerce(key: str, value):
         if base is tuple:
             items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
             return tuple(float(v) for v in items)
+        if isinstance(value, (dict, list, tuple)):
+            raise TypeError
         return str(value)
     except (TypeError, ValueError):
         kind = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of numbers"}
@@ -152,6 +156,9 @@ def _coerce(key: str, value):
 
 
 def _check_keys(values: dict, where: str) -> None:
+    bad = [k for k in values if not isinstance(k, str)]
+    if bad:
+        raise UserError(f"config key {bad[0]!r} in {where} is not a name; keys are names such as epochs or lr")
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise UserError(f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
@@ -175,17 +182,62 @@ def config_file_for(model: str, dataset: str) -> Optional[Path]:
     return None
 
 
-def read_config_file(path: Path) -> dict:
+MAX_CONFIG_BYTES = 1 << 20  # the largest config in configs/ is under 1 KiB
+
+
+def _yaml_loader():
+    """yaml.SafeLoader without aliases: an alias (*name) can expand a small file into gigabytes
+    (an 'alias bomb'), and no flowvision config needs one."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in flowvision configs",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+    return Loader
+
+
+def read_config_file(path: Path) -> dict:
+    """A config file's mapping, or a one-line UserError naming the file and what is wrong with it:
+    missing, not a regular file, too large, not UTF-8 text, empty, not YAML, aliases, too deep,
+    not a mapping, or a ``methods`` section that is not a mapping of method names to mappings."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"config file {path} is not a regular file; pass a .yaml file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few lines of YAML")
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; pass a .yaml file") from None
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read: {e.strerror}") from None
+    if "\0" in text:
+        raise UserError(f"config file {path} holds a NUL byte; it is not a text file")
+    if not text.strip():
+        raise UserError(f"config file {path} is empty; write key: value lines, e.g. 'epochs: 3'")
+    try:
+        data = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as e:
         raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} is nested too deeply; a config is a flat mapping") from None
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of keys to values")
+        raise UserError(f"config file {path} must hold a mapping of keys to values, not {type(data).__name__}")
+    methods = data.get("methods", {})
+    if methods is not None and not isinstance(methods, dict):
+        raise UserError(f"config file {path}: 'methods' must map method names to key: value mappings")
+    for name, values in (methods or {}).items():
+        if name not in METHODS:
+            raise UserError(f"config file {path}: methods.{name} is not a method; choose among {', '.join(METHODS)}")
+        if not isinstance(values, dict):
+            raise UserError(f"config file {path}: methods.{name} must be a mapping of keys to values")
     return data
 
 
@@ -197,6 +249,7 @@ def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow"
     _check_not_identity(overrides, "--set")
     if method not in METHODS:
         raise UserError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+    check_model_name(model)
     path = Path(config_file) if config_file else config_file_for(model, dataset)
     values: dict = {}
     if path is not None:
@@ -228,14 +281,32 @@ def validate(cfg: RunConfig) -> None:
 
     if cfg.dataset not in SYNTHETIC_TASKS + REAL_TASKS:
         raise UserError(f"unknown dataset '{cfg.dataset}'; choose one of: {', '.join(REAL_TASKS + SYNTHETIC_TASKS)}")
+    check_model_name(cfg.model)
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{f.name} must be a finite number, got {value}")
+        if isinstance(value, str) and not value.strip() and f.name != "tau":
+            raise UserError(f"{f.name} cannot be empty" + (" (use '.' for the current folder)" if f.name.endswith("_dir") else ""))
+    for key in ("seed", "data_seed"):
+        if not 0 <= getattr(cfg, key) < MAX_SEED:
+            raise UserError(f"{key} must lie in 0 … {MAX_SEED - 1} (a 32-bit seed), got {getattr(cfg, key)}")
+    for key, limit in LIMITS.items():
+        if getattr(cfg, key) is not None and getattr(cfg, key) > limit:
+            raise UserError(f"{key} = {getattr(cfg, key)} is beyond what one run can hold or finish "
+                            f"(limit {limit}); use a smaller value")
+    if cfg.demo_epochs < 1:
+        raise UserError(f"demo_epochs must be ≥ 1 (the demo model is trained for that many epochs), got {cfg.demo_epochs}")
     choice("weighting", WEIGHTINGS)
     choice("head_init", HEAD_INITS)
     choice("regularizer", REGULARIZERS)
     choice("normalize", NORMALIZATIONS)
     choice("imagenet_transform", IMAGENET_TRANSFORMS)
-    for key in ("image_size", "n_train", "n_test", "demo_n_train"):
+    for key in ("n_train", "n_test", "demo_n_train"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise UserError(f"{key} must be ≥ 1 (or none for the task's default), got {getattr(cfg, key)}")
+    if cfg.image_size is not None and cfg.image_size < MIN_IMAGE_SIZE:
+        raise UserError(f"image_size must be ≥ {MIN_IMAGE_SIZE} pixels (or none for the task's default), got {cfg.image_size}")
     if cfg.num_workers < 0:
         raise UserError(f"num_workers must be ≥ 0, got {cfg.num_workers}")
     if not 0 <= cfg.momentum < 1:
@@ -260,6 +331,23 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"WiSE-FT α must lie in [0, 1]; got {', '.join(map(str, alphas))}")
     if cfg.imagenet_subset is not None and cfg.imagenet_subset < 1:
         raise UserError(f"imagenet_subset must be ≥ 1, got {cfg.imagenet_subset}")
+
+
+MAX_SEED = 2 ** 32
+MIN_IMAGE_SIZE = 8
+# Sizes past these cannot finish or fit on one machine (the synthetic tasks hold every image in memory:
+# 200,000 images at 32 px are 0.6 GB); the message names the limit.
+LIMITS = {"epochs": 10_000, "probe_epochs": 10_000, "refit_epochs": 10_000, "demo_epochs": 10_000,
+          "batch_size": 65_536, "demo_batch_size": 65_536, "image_size": 1024, "n_train": 200_000,
+          "n_test": 200_000, "demo_n_train": 200_000, "imagenet_subset": 50_000, "num_workers": 256}
+
+
+def check_model_name(model: str) -> None:
+    """A model is 'demo', an alias or a timm name/tag: letters, digits, '_' and one '.' before the tag
+    (never a path: the name also picks a file under configs/)."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", model):
+        raise UserError(f"model '{model}' is not a model name; use demo, resnet18, resnet50 or a timm tag such as "
+                        "resnet18.tv_in1k (a weights file goes to --weights)")
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -10,6 +10,7 @@ and one loss pass). Which stages a run reaches follows from its method's knobs.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -25,7 +26,7 @@ from .config import KEYED_FIELDS, RunConfig, write_yaml
 from .files import atomic_write_text, git_sha, stable_hash, versions
 from .record import RunRecord, write_record
 from .stages import Run, Stage, Store
-from .weighting import flow_weights, parse_tau, weight_stats
+from .weighting import check_weights, flow_weights, parse_tau, weight_stats
 
 OPTIM = ("batch_size", "momentum", "weight_decay", "seed")  # every training stage reads these
 
@@ -116,8 +117,16 @@ def _weights(i):
     saved = i.up.get("losses")
     losses = saved["losses"] if saved else None
     tau = rule.resolve(losses) if rule.kind == "quantile" else rule.value
+    weights = flow_weights(losses, tau) if losses is not None else None
+    if weights is not None and i.cfg.weighting == "flow":
+        check_weights(weights, losses, tau, i.cfg.normalize)
     return {"rule": rule.text, "tau": tau, "losses": losses, "labels": saved["labels"] if saved else None,
-            "weights": flow_weights(losses, tau) if losses is not None else None}
+            "weights": weights}
+
+
+def _weights_reads(cfg) -> tuple:
+    return ("weighting", "tau") + (("paper_tau",) if _is_paper_tau(cfg) else ()) + (
+        ("normalize",) if cfg.weighting == "flow" else ())
 
 
 def _weights_needs(cfg) -> tuple:
@@ -234,7 +243,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("probe", _probe, reads=("probe_epochs", "probe_lr", "probe_bn_train", *OPTIM), needs=("source", "task"),
           hardware=True, load=_trained(_target_shaped), doc="linear probe"),
     Stage("losses", _losses, needs=("probe", "task"), hardware=True, doc="per-sample losses of the probe model"),
-    Stage("weights", _weights, reads=lambda c: ("weighting", "tau") + (("paper_tau",) if _is_paper_tau(c) else ()),
+    Stage("weights", _weights, reads=_weights_reads,
           needs=_weights_needs, cached=False, doc="τ and the FLOW weights"),
     Stage("finetune", _finetune, reads=_finetune_reads, needs=_finetune_needs, hardware=True, resumable=True,
           load=_trained(_target_shaped), doc="fine-tuning of every parameter"),
@@ -301,17 +310,36 @@ def run(cfg: RunConfig) -> dict:
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
     r = start(cfg)
     r["source_data"], r["source"]  # the evaluation images first: a wrong ImageNet folder costs no weight load
-    atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
+    with _run_folder(run_dir):
+        atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
     for name in targets(cfg):
         r[name]
     record = make_record(r, run_dir.name, t_start)
-    _write_summary(run_dir / "summary.csv",
-                   [row for name in ("probe", "finetune", "refit") if name in r.values for row in r[name].rows])
-    w = r.values.get("weights")
-    if w and w["weights"] is not None:
-        _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
-    write_record(run_dir / "result.json", record)
+    with _run_folder(run_dir):
+        _write_summary(run_dir / "summary.csv",
+                       [row for name in ("probe", "finetune", "refit") if name in r.values for row in r[name].rows])
+        w = r.values.get("weights")
+        if w and w["weights"] is not None:
+            _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
+        write_record(run_dir / "result.json", record)
     return dict(record.to_dict(), run_dir=str(run_dir))
+
+
+@contextlib.contextmanager
+def _run_folder(run_dir: Path):
+    """Writes into a run folder, one process at a time; temporary files a killed writer left there
+    are removed first (whoever wrote them held this lock and is gone)."""
+    from filelock import FileLock
+
+    from .files import make_folder, remove_orphans
+
+    make_folder(run_dir)
+    with FileLock(str(run_dir / ".lock")):
+        remove_orphans(run_dir, RUN_FILES)
+        yield
+
+
+RUN_FILES = ["config.yaml", "summary.csv", "weights.csv", "result.json"]
 
 
 def make_record(r: Run, rid: str, t_start: float) -> RunRecord:

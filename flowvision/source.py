@@ -89,28 +89,40 @@ def resolve_tag(model: str) -> str:
 
 
 def read_weights_file(path: Path) -> dict:
-    """A state dict from .safetensors or .pth/.pt/.bin, read without executing code."""
+    """A state dict (names -> tensors) from .safetensors or .pth/.pt/.bin, read without executing
+    code; any file that is not one is a one-line UserError."""
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist; pass --weights PATH to a .safetensors or .pth file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if path.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
+        raise UserError(f"weights file {path}: unknown format '{path.suffix}'; use .safetensors or .pth")
+    if path.stat().st_size == 0:
+        raise UserError(f"weights file {path} is empty")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    if path.suffix in (".pth", ".pt", ".bin"):
+            state = load_file(str(path))
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 — a user's file: every way it can fail to parse is the same answer
         import pickle
 
-        import torch
+        reason = ("it holds objects other than tensors, and loading them would run code"
+                  if isinstance(e, pickle.UnpicklingError) else (str(e).splitlines() or [type(e).__name__])[0][:80])
+        raise UserError(f"weights file {path} cannot be read as tensors ({reason}); save it as a state dict "
+                        "or .safetensors") from None
+    for wrapper in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    import torch
 
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError) as e:
-            raise UserError(f"weights file {path} is not a plain tensor checkpoint ({str(e).splitlines()[0][:80]}); "
-                            "save it as a state dict or .safetensors") from None
-        for wrapper in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-        return state
-    raise UserError(f"weights file {path}: unknown format '{path.suffix}'; use .safetensors or .pth")
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise UserError(f"weights file {path} does not hold a state dict (names mapped to tensors); "
+                        "save model.state_dict() or a .safetensors file")
+    return state
 
 
 def _load_checked(model: nn.Module, state: dict, path: Path, arch: str) -> None:

@@ -26,6 +26,18 @@ if TYPE_CHECKING:  # torch is imported where tensors are used: parsing τ (a CLI
     import torch
 
 NORMALIZATIONS = ("mean", "sum")
+MIN_TAU = 1e-6
+# With mean(w·ℓ), weights this small scale every step down by as much: fine-tuning would not move.
+MIN_USEFUL_WEIGHT = 1e-6
+
+
+def check_weights(weights: torch.Tensor, losses: torch.Tensor, tau: float, normalize: str) -> None:
+    """A UserError when the weights would make fine-tuning silently meaningless: every weight
+    below MIN_USEFUL_WEIGHT under mean normalisation (under 'sum' only relative weights matter)."""
+    if normalize == "mean" and float(weights.max()) < MIN_USEFUL_WEIGHT:
+        raise UserError(f"τ = {tau:.3g} makes every FLOW weight < {MIN_USEFUL_WEIGHT:g} (the smallest pre-trained loss "
+                        f"is {float(losses.min()):.3g}): fine-tuning would not move; use a larger τ, 'median', "
+                        "or --set normalize=sum")
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,9 @@ def parse_tau(spec, paper_tau: float | None = None) -> TauRule:
         raise UserError(f"--tau {spec!s} is not understood: use a number > 0, 'median' or a percentile like p25") from None
     if not (value > 0 and math.isfinite(value)):
         raise UserError(f"--tau {spec!s}: τ must be a finite number > 0 (or 'median', or a percentile like p25)")
+    if value < MIN_TAU:
+        raise UserError(f"--tau {spec!s}: below {MIN_TAU:g}, exp(-loss/τ) is 0 for every loss above ~1e-4, so no "
+                        "sample would count; the official τ values are 0.02–0.66")
     return TauRule("value", value, text)
 
 

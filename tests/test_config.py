@@ -32,7 +32,7 @@ def test_demo_config_file_is_found_and_paper_configs_exist():
     ({"wise_alphas": "0.5 1.5"}, "WiSE-FT α must lie in [0, 1]"),
     ({"batch_size": 0}, "batch_size must be > 0"),
     ({"n_test": 0}, "n_test must be ≥ 1"),
-    ({"image_size": -3}, "image_size must be ≥ 1"),
+    ({"image_size": -3}, "image_size must be ≥ 8 pixels"),
     ({"num_workers": -1}, "num_workers must be ≥ 0"),
     ({"momentum": 1.5}, "momentum must lie in [0, 1)"),
     ({"weight_decay": -1}, "weight_decay must be ≥ 0"),
