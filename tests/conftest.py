@@ -32,3 +32,20 @@ def tiny(tmp_path, demo_cache):
         "demo_batch_size": 32, "epochs": 1, "probe_epochs": 1, "refit_epochs": 1, "batch_size": 16,
         "results_dir": str(tmp_path / "results"), "cache_dir": str(demo_cache), "device": "cpu",
     }
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every atomic write goes into /dev/full, so the write fails with the kernel's own ENOSPC
+    (the temporary file is still created and must be removed by the writer). Call it to switch on."""
+    import tempfile
+
+    from flowvision import files
+
+    real = tempfile.mkstemp
+
+    def into_dev_full(dir, prefix, suffix):
+        fd, name = real(dir=dir, prefix=prefix, suffix=suffix)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name
+    return lambda: monkeypatch.setattr(files.tempfile, "mkstemp", into_dev_full)

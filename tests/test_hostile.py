@@ -187,18 +187,8 @@ def test_a_results_or_cache_folder_that_is_a_file_is_one_line(tmp_path, tiny):
     _fails_cleanly(args, f"cannot make folder {tmp_path / 'cachefile' / 'demo'}", tmp_path)
 
 
-def test_a_full_disk_through_the_cli_is_one_line_and_leaves_no_half_file(tmp_path, tiny, monkeypatch):
-    import tempfile
-
-    from flowvision import files
-
-    real = tempfile.mkstemp
-
-    def full_disk(dir, prefix, suffix):
-        fd, name = real(dir=dir, prefix=prefix, suffix=suffix)
-        os.close(fd)
-        return os.open("/dev/full", os.O_WRONLY), name
-    monkeypatch.setattr(files.tempfile, "mkstemp", full_disk)
+def test_a_full_disk_through_the_cli_is_one_line_and_leaves_no_half_file(tmp_path, tiny, full_disk):
+    full_disk()
     text = _fails_cleanly([*_base(tmp_path, tiny), "--method", "lp"], "no space left on the disk of", tmp_path)
     assert "free space there" in text
     assert not [p for p in _files(tmp_path) if p.name.endswith(".tmp") or p.name.endswith(".pt")]

@@ -113,22 +113,10 @@ def test_orphaned_temporary_files_of_a_killed_writer_are_removed(tmp_path):
     assert not orphan.exists() and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_a_full_disk_is_one_line_naming_the_folder_and_keeps_the_old_file(tmp_path, monkeypatch):
-    """A write into /dev/full fails with the kernel's own ENOSPC."""
-    import tempfile
-
-    from flowvision import files
-
+def test_a_full_disk_is_one_line_naming_the_folder_and_keeps_the_old_file(tmp_path, full_disk):
     save_checked({"v": 1}, tmp_path / "s.pt", {"stage": "s"})
     before = (tmp_path / "s.pt").read_bytes()
-    real_mkstemp = tempfile.mkstemp
-
-    def full_disk(dir, prefix, suffix):
-        fd, name = real_mkstemp(dir=dir, prefix=prefix, suffix=suffix)
-        import os
-        os.close(fd)
-        return os.open("/dev/full", os.O_WRONLY), name
-    monkeypatch.setattr(files.tempfile, "mkstemp", full_disk)
+    full_disk()
     with pytest.raises(UserError, match=f"no space left on the disk of {tmp_path} while writing s.pt"):
         save_checked({"v": torch.zeros(1000)}, tmp_path / "s.pt", {"stage": "s"})
     assert (tmp_path / "s.pt").read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
