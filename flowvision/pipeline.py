@@ -208,8 +208,18 @@ def _source_eval(i):
 def _forgetting(i):
     from .evaluate import accuracy
 
+    if "source_eval" in i.up:  # see _forgetting_needs
+        return dict(i["source_eval"], reused="source_eval")
     m = forgetting.measured_model(i["source"].model, i["final"].model, i.cfg.restore)
     return accuracy(m, i["source_data"].dataset, i.hw, "source accuracy (after)")
+
+
+def _forgetting_needs(cfg) -> tuple:
+    # Linear probing trains the head alone: with the head and every BatchNorm restored, the measured
+    # model *is* the pre-trained one, so its evaluation is reused rather than repeated.
+    if not cfg.finetune and cfg.restore == "task-specific":
+        return ("source_eval",)
+    return ("final", "source", "source_data")
 
 
 def wise_alphas(cfg) -> list:
@@ -217,15 +227,22 @@ def wise_alphas(cfg) -> list:
 
 
 def _wise(i):
-    """WiSE-FT points: for each α, target and source accuracy of the interpolated model."""
+    """WiSE-FT points: for each α, target and source accuracy of the interpolated model. α = 1 is the
+    fine-tuned model exactly and, with the task-specific parts restored, α = 0 measures the
+    pre-trained model exactly: those evaluations are reused, not repeated."""
     from .evaluate import accuracy
 
     points = []
     for alpha in wise_alphas(i.cfg):
         m = models.interpolate_shared(i["source"].model, i["final"].model, alpha)
-        tgt = accuracy(m, i["task"].test, i.hw, f"target accuracy α={alpha:g}")
-        src = accuracy(forgetting.measured_model(i["source"].model, m, i.cfg.restore), i["source_data"].dataset,
-                       i.hw, f"source accuracy (after) α={alpha:g}")
+        tgt = i["target_eval"] if alpha == 1 else accuracy(m, i["task"].test, i.hw, f"target accuracy α={alpha:g}")
+        if alpha == 1:
+            src = i["forgetting"]
+        elif alpha == 0 and i.cfg.restore == "task-specific":
+            src = i["source_eval"]
+        else:
+            src = accuracy(forgetting.measured_model(i["source"].model, m, i.cfg.restore), i["source_data"].dataset,
+                           i.hw, f"source accuracy (after) α={alpha:g}")
         points.append({"alpha": alpha, "target_acc": tgt["acc"], "source_acc_after": src["acc"],
                        "source_top5_after": src["acc5"]})
     return {"points": points}
@@ -253,10 +270,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           needs=_final_needs, cached=False,
           doc="the model the run reports"),
     Stage("target_eval", _target_eval, needs=("final", "task"), hardware=True, doc="target accuracy"),
-    Stage("forgetting", _forgetting, reads=("restore",), needs=("final", "source", "source_data"), hardware=True,
-          doc="source accuracy after fine-tuning"),
+    Stage("forgetting", _forgetting, reads=("restore", "finetune"), needs=_forgetting_needs,
+          hardware=True, doc="source accuracy after fine-tuning"),
     Stage("wise", _wise, reads=("wise_alphas", "wise_alpha", "restore"),
-          needs=("final", "source", "task", "source_data"), hardware=True, doc="WiSE-FT points"),
+          needs=("final", "source", "task", "source_data", "target_eval", "forgetting", "source_eval"),
+          hardware=True, doc="WiSE-FT points"),
 )}
 
 

@@ -40,6 +40,8 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
 def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tiny):
     lp = pipeline.run(config.resolve("gratings", "demo", "lp", tiny))
     assert lp["source_drop"] == 0.0 and "finetune" not in lp["stages"]
+    stored = Path(tiny["results_dir"]) / "cache" / "v2" / f"forgetting-{lp['stage_keys']['forgetting']}.pt"
+    assert load_checked(stored, {"stage": "forgetting"})["reused"] == "source_eval"  # no second evaluation
     ft = pipeline.run(config.resolve("gratings", "demo", "ft", tiny))
     assert "probe" not in ft["stages"] and ft["stages"]["source_eval"] == "cached"  # lp measured it already
     wise = pipeline.run(config.resolve("gratings", "demo", "wiseft", tiny))
