@@ -78,6 +78,9 @@ class RunConfig:
     n_train: Optional[int] = None       # synthetic tasks only: sizes of the splits
     n_test: Optional[int] = None
     data_seed: int = 0                  # synthetic tasks: which images (the run seed varies training)
+    data_path: Optional[str] = None     # device: decoded uint8 caches + batched augmentation on the device |
+                                        # pil: per-sample host transforms (the reference); none: device for
+                                        # real data sets, pil for the synthetic tasks (already in memory)
     data_root: Optional[str] = _where(None)
     imagenet: Optional[str] = _where(None)
     imagenet_subset: Optional[int] = None
@@ -98,7 +101,7 @@ class RunConfig:
     amp: bool = False
     channels_last: bool = _where(False)
     compile: bool = _where(False)
-    num_workers: int = _where(0)
+    num_workers: Optional[int] = _where(None)  # none: min(8, cores) for real data on the PIL path, else 0
 
     @property
     def synthetic(self) -> bool:
@@ -115,6 +118,7 @@ FIELDS = tuple(f.name for f in fields(RunConfig))
 # The fields that can change a number: everything but locations, device and speed switches.
 KEYED_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata.get("keyed", True))
 RESTORE_RULES = ("task-specific", "none")
+DATA_PATHS = ("device", "pil")
 
 
 def _coerce(key: str, value):
@@ -266,7 +270,13 @@ def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow"
                 values.update(per_method[name])
     values.update(overrides)
     values.update(dataset=dataset, model=model, method=method)
-    cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    values = {k: _coerce(k, v) for k, v in values.items()}
+    real = dataset in REAL_TASKS
+    if values.get("data_path") is None:
+        values["data_path"] = "device" if real else "pil"
+    if values.get("num_workers") is None:  # decoding JPEGs needs every core; arrays in memory need none
+        values["num_workers"] = min(8, os.cpu_count() or 1) if real and values["data_path"] == "pil" else 0
+    cfg = RunConfig(**values)
     validate(cfg)
     return cfg
 
@@ -314,6 +324,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.weight_decay < 0:
         raise UserError(f"weight_decay must be ≥ 0, got {cfg.weight_decay}")
     choice("restore", RESTORE_RULES)
+    choice("data_path", DATA_PATHS)
     if cfg.weighting != "uniform":
         parse_tau(cfg.tau, cfg.paper_tau)
     for key in ("epochs", "probe_epochs", "refit_epochs", "demo_epochs"):

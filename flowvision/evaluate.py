@@ -53,7 +53,7 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
         task = bar.add_task(desc, total=len(loader), info="")
         for x, y, idx in loader:
             with hw.autocast():
-                logits = forward(hw.images(x)).float()
+                logits = forward(hw.images(x, dataset)).float()
             y = y.to(hw.device)
             losses[idx] = F.cross_entropy(logits, y, reduction="none").cpu()
             labels[idx] = y.cpu()

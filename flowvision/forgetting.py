@@ -40,7 +40,7 @@ def reads(cfg) -> tuple:
     """The config fields the evaluation set depends on (the ``source_data`` stage's declaration)."""
     if cfg.model == "demo":
         return ("model", "data_seed", "image_size", "n_test")
-    return ("model", "data_seed", "imagenet_subset", "imagenet_transform")
+    return ("model", "data_seed", "imagenet_subset", "imagenet_transform", "data_path")
 
 
 def eval_set(cfg) -> EvalSet:
@@ -73,7 +73,7 @@ def official_imagenet_transform():
 
     return v2.Compose([v2.PILToTensor(), v2.Resize(256, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
                        v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def imagenet_eval_set(cfg) -> EvalSet:
@@ -94,16 +94,46 @@ def imagenet_eval_set(cfg) -> EvalSet:
         from timm.models import get_pretrained_cfg
 
         transform = imagenet_transform(get_pretrained_cfg(tag).to_dict())
+    decode = cfg.data_path == "device" and cfg.imagenet_transform == "official"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the count warning is printed below, once, without a file:line
-        data = load_imagenet_eval(root, transform, subset=cfg.imagenet_subset, seed=cfg.data_seed)
+        data = load_imagenet_eval(root, None if decode else transform, subset=cfg.imagenet_subset, seed=cfg.data_seed)
     for note in data.warnings:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    dataset, decoded_key = data, None
+    if decode:  # the official transform's pixels, decoded once; only the normalisation runs per batch
+        from .config import default_cache_dir
+        from .data.base import Indexed
+        from .data.decoded import decoded, folder_fingerprint, stored
+        from .data.device import recipe_transforms
+
+        store = stored("imagenet", 224)
+        identity = {"imagenet": folder_fingerprint(root), "subset": cfg.imagenet_subset, "seed": cfg.data_seed,
+                    "n": len(data)}
+        cache, decoded_key = decoded(_Pairs(data), store.prepare, store.size, identity,
+                                     Path(cfg.cache_dir or default_cache_dir()), f"decoding IN-1K val ({len(data)} images)")
+        dataset = Indexed(cache, batch_transform=recipe_transforms("imagenet", 224, IMAGENET_MEAN, IMAGENET_STD)[1])
     fingerprint = stable_hash(str(root.resolve()), data.n_found, cfg.imagenet_subset, cfg.data_seed,
-                              cfg.imagenet_transform, repr(transform))
-    return EvalSet(data, "IN-1K val", f"{describe(data)}, {cfg.imagenet_transform} transform", fingerprint,
+                              cfg.imagenet_transform, repr(transform), decoded_key)
+    return EvalSet(dataset, "IN-1K val", f"{describe(data)}, {cfg.imagenet_transform} transform", fingerprint,
                    info={"imagenet_root": str(root), "imagenet_found": data.n_found,
-                         "imagenet_warnings": list(data.warnings)})
+                         "imagenet_warnings": list(data.warnings), "imagenet_decoded": decoded_key})
+
+
+class _Pairs:
+    """(image, label, index) samples -> (image, label), as the decoded cache reads them."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return self.data[i][:2]
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 # ---- the model that is measured ---------------------------------------------------------------------

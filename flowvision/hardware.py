@@ -34,8 +34,13 @@ class Hardware:
             model.to(memory_format=torch.channels_last)
         return torch.compile(model) if self.compile else model
 
-    def images(self, x: torch.Tensor) -> torch.Tensor:
+    def images(self, x: torch.Tensor, dataset=None) -> torch.Tensor:
+        """A batch on the device, through the data set's batch transform when it has one (uint8
+        images from a decoded cache are augmented and normalised there)."""
         x = x.to(self.device, non_blocking=True)
+        transform = getattr(dataset, "batch_transform", None)
+        if transform is not None:
+            x = transform(x)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 

@@ -64,7 +64,7 @@ def _task(i):
 
 
 def _task_reads(cfg) -> tuple:
-    common = ("dataset", "image_size", "data_seed", "augment")
+    common = ("dataset", "image_size", "data_seed", "augment", "data_path")
     return common + (("n_train", "n_test") if cfg.synthetic else ())
 
 
@@ -249,11 +249,11 @@ def _wise(i):
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("task", _task, reads=_task_reads, uses=("data_root",), cached=False,
+    Stage("task", _task, reads=_task_reads, uses=("data_root", "cache_dir"), cached=False,
           fingerprint=lambda task: task.info, doc="the target data set"),
     Stage("source", _source, reads=source.reads, uses=("cache_dir",), hardware=True, cached=False,
           fingerprint=lambda src: src.key, doc="the pre-trained model"),
-    Stage("source_data", _source_data, reads=forgetting.reads, uses=("imagenet",), cached=False,
+    Stage("source_data", _source_data, reads=forgetting.reads, uses=("imagenet", "cache_dir"), cached=False,
           fingerprint=lambda data: data.fingerprint, doc="the images forgetting is measured on"),
     Stage("source_eval", _source_eval, needs=("source", "source_data"), hardware=True,
           doc="source accuracy of the pre-trained model"),

@@ -137,7 +137,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
             t0, data_time, tot_loss, tot_ce, tot_correct, seen = time.time(), 0.0, 0.0, 0.0, 0, 0
             t_data = time.time()
             for step, (x, y, idx) in enumerate(loader):
-                x, y = hw.images(x), y.to(hw.device)
+                x, y = hw.images(x, dataset), y.to(hw.device)
                 data_time += time.time() - t_data
                 with hw.autocast():
                     if sched.head_only and hasattr(model, "forward_features"):

@@ -1,6 +1,8 @@
 """Data sets by name: the synthetic demo tasks and the real target sets, all as TaskData."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..registry import is_synthetic
 from .base import Indexed, TaskData, make_loader  # noqa: F401
 
@@ -11,12 +13,15 @@ def load_task(cfg) -> TaskData:
         from .synthetic import load_synthetic_task
 
         return load_synthetic_task(cfg.dataset, seed=cfg.data_seed, image_size=cfg.image_size,
-                                   n_train=cfg.n_train, n_test=cfg.n_test, augment=cfg.augment)
+                                   n_train=cfg.n_train, n_test=cfg.n_test, augment=cfg.augment,
+                                   data_path=cfg.data_path)
+    from ..config import default_cache_dir
     from .fetch import resolve_data_root
     from .real import load_real_task
 
     return load_real_task(cfg.dataset, resolve_data_root(cfg.data_root), image_size=cfg.image_size or 224,
-                          augment=cfg.augment, seed=cfg.data_seed)
+                          augment=cfg.augment, seed=cfg.data_seed, data_path=cfg.data_path,
+                          cache_dir=Path(cfg.cache_dir or default_cache_dir()))
 
 
 def normalisation(name: str) -> tuple[tuple, tuple]:
@@ -48,5 +53,7 @@ def display_image(task: TaskData, index: int):
 
     mean, std = normalisation(task.name)
     x = task.train_eval[index][0]
+    if task.train_eval.batch_transform is not None:  # a decoded uint8 image: the eval transform first
+        x = task.train_eval.batch_transform(x[None])[0]
     x = x * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()

@@ -17,13 +17,17 @@ class Indexed(Dataset):
     ``indices`` selects a subset (a split, a class-balanced sample); the index yielded is the
     position in the subset, 0..len-1, which is what weights and losses are keyed by.
     ``target_map`` relabels (e.g. folder order -> model class order).
+    ``batch_transform``: for data sets that yield uint8 images (the decoded caches), what turns a
+    batch of them into the model's input on the device (``data/device.py``); None when the samples
+    are already transformed (the PIL path).
     """
 
     def __init__(self, base: Dataset, indices: Optional[Sequence[int]] = None,
-                 target_map: Optional[Callable[[int], int]] = None):
+                 target_map: Optional[Callable[[int], int]] = None, batch_transform: Optional[Callable] = None):
         self.base = base
         self.indices = list(range(len(base))) if indices is None else [int(i) for i in indices]
         self.target_map = target_map
+        self.batch_transform = batch_transform
 
     def __len__(self) -> int:
         return len(self.indices)

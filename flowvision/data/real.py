@@ -431,23 +431,46 @@ def load_real_splits(name: str, root: Path, *, seed: int = 0):
 
 
 def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: bool = True,
-                   seed: int = 0) -> "TaskData":
+                   seed: int = 0, data_path: str = "pil", cache_dir: Path | None = None) -> "TaskData":
     """The task ``name`` read from ``<root>/<name>/``, with the official split and transforms.
 
     train / train_eval: the same samples in the same order (indices 0..N-1), with the training /
-    eval transforms; test: eval transforms. Images come out as (3, image_size, image_size) float32.
+    eval transforms; test: eval transforms. ``data_path`` "pil": images come out as
+    (3, image_size, image_size) float32 through per-sample PIL transforms (the reference); "device":
+    each split is decoded once into a uint8 cache under ``cache_dir`` (``data/decoded.py``) and the
+    recipe runs batched on the device (each split's ``batch_transform``).
     ``seed`` picks the split where the data set has none (caltech101 only); keep it fixed (0)
     across runs so that different training seeds share one split.
     """
     from .base import Indexed, TaskData
 
     train_base, test_base, extra = load_real_splits(name, root, seed=seed)
-    train_tf, eval_tf = build_transforms(name, image_size, augment)
     spec = REAL_TASKS[name]
     info = {"dataset": name, "path": str(data_folder(name, Path(root))), "split": spec.split,
             "recipe": spec.recipe,
             "n_train": len(train_base), "n_test": len(test_base), "image_size": image_size,
-            "augment": augment, **extra}
+            "augment": augment, "data_path": data_path, **extra}
+    if data_path == "device":
+        from .decoded import decoded, folder_fingerprint, stored
+        from .device import recipe_transforms
+
+        native = None
+        if spec.recipe == "resize":
+            w, h = train_base[0][0].size
+            native = (h, w)
+        store = stored(spec.recipe, image_size, native)
+        files = folder_fingerprint(data_folder(name, Path(root)))
+        splits = {}
+        for split, base in (("train", train_base), ("test", test_base)):
+            identity = {"dataset": name, "split": split, "files": files, "n": len(base), "extra": extra}
+            splits[split], info[f"decoded_{split}"] = decoded(base, store.prepare, store.size, identity, cache_dir,
+                                                             f"decoding {name} {split} ({len(base)} images)")
+        train_b, eval_b = recipe_transforms(spec.recipe, image_size, spec.mean, spec.std)
+        return TaskData(name=name, num_classes=spec.num_classes,
+                        train=Indexed(splits["train"], batch_transform=train_b if augment else eval_b),
+                        train_eval=Indexed(splits["train"], batch_transform=eval_b),
+                        test=Indexed(splits["test"], batch_transform=eval_b), info=info)
+    train_tf, eval_tf = build_transforms(name, image_size, augment)
     return TaskData(name=name, num_classes=spec.num_classes,
                     train=Indexed(Transformed(train_base, train_tf)),
                     train_eval=Indexed(Transformed(train_base, eval_tf)),

@@ -150,7 +150,8 @@ class TensorImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.transform(self.images[i]), int(self.labels[i])
+        image = self.images[i]
+        return (self.transform(image) if self.transform is not None else image), int(self.labels[i])
 
 
 def transforms(size: int, augment: bool):
@@ -163,7 +164,7 @@ def transforms(size: int, augment: bool):
 
 def load_synthetic_task(name: str, *, seed: int = 0, image_size: int | None = None,
                         n_train: int | None = None, n_test: int | None = None,
-                        augment: bool = True) -> TaskData:
+                        augment: bool = True, data_path: str = "pil") -> TaskData:
     """A synthetic task as TaskData. For ``shapes`` the held-out split is its ``val`` split, the
     source evaluation set that measures forgetting in the demo."""
     spec = SPECS[name]
@@ -172,6 +173,18 @@ def load_synthetic_task(name: str, *, seed: int = 0, image_size: int | None = No
     n_test = spec.n_test if n_test is None else n_test
     x_tr, _, y_tr = generate(name, n_train, size, seed, spec.label_noise)
     eval_t = transforms(size, augment=False)
+    if data_path == "device":  # the images are uint8 in memory already: only the batch transforms differ
+        from .device import recipe_transforms
+
+        train_b, eval_b = recipe_transforms("synthetic", size, MEAN, STD)
+        held = load_held_out(name, seed=seed, image_size=size, n=n_test).dataset
+        return TaskData(
+            name=name, num_classes=spec.num_classes,
+            train=Indexed(TensorImages(x_tr, y_tr, None), batch_transform=train_b if augment else eval_b),
+            train_eval=Indexed(TensorImages(x_tr, y_tr, None), batch_transform=eval_b),
+            test=Indexed(TensorImages(held.base.images, held.base.labels, None), batch_transform=eval_b),
+            info=f"synthetic:{name}(seed={seed},size={size},train={n_train},test={n_test},"
+                 f"label_noise={spec.label_noise},data_path=device)")
     return TaskData(
         name=name, num_classes=spec.num_classes,
         train=Indexed(TensorImages(x_tr, y_tr, transforms(size, augment))),

@@ -1,0 +1,216 @@
+"""Decode once: a split's images as one uint8 array file, memory-mapped, reused by every run.
+
+Decoding a JPEG and resizing it costs ~3 ms of one core (see ENV-NOTES); reading the same pixels from
+a memory-mapped uint8 array costs ~0.05 ms. So each split is decoded once, by a DataLoader using every
+core, at the size its recipe *starts* from, and what is random (crops, flips, colour jitter) or cheap
+(normalisation) runs batched on the device (``data/device.py``):
+
+    recipe              stored per image                       device, train / eval
+    resize (CIFAR)      the original 32 x 32                   resize to s, flip / resize to s
+    resize_square       Resize((s, s)): the eval pixels        flip / —
+    square_crop_jitter  Resize((256, 256)) (scaled with s)     RandomCrop(s), flip, jitter / CenterCrop(s)
+    crop_jitter         Resize(256) + CenterCrop(256)          RandomResizedCrop(s) of that square, flip,
+                                                               jitter / CenterCrop(s)
+    IN-1K val           Resize(256) + CenterCrop(224): exactly the official evaluation's pixels
+
+The eval pixels are those of the PIL path (the same PIL resize, then a centre crop of a centre crop,
+which is the same crop when the two margins are even, as at 224 px). One difference is deliberate and
+bounded: for ``crop_jitter`` sets (Caltech-101, DTD, Pets) RandomResizedCrop draws from the central
+256 x 256 square of the image resized to 256 on its shorter side, not from the whole original image,
+so crops never reach the ends of a long side (at most (w/h - 1)/2 of it on each side).
+
+A cache lives in ``<cache_dir>/decoded/<key>/`` (images.npy, labels.npy, header.json); its key is
+derived from what it is made of: the data set's files (paths, sizes, modification times), the split,
+the stored size and the format, so a changed folder gives a new cache. The header holds the sha256
+of both arrays, verified before use; a damaged cache is moved aside with a warning and rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..files import DamagedFile, TMP_SUFFIX, make_folder, stable_hash
+
+FORMAT = 1
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A hash of every file under ``folder``: relative path, size and modification time."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            st = path.stat()
+            h.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Decoded(Dataset):
+    """A decoded split: ``images`` (N, 3, H, W) uint8 (memory-mapped), ``labels`` (N,) int64;
+    yields ``(uint8 tensor (3, H, W), label)``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.array(self.images[i])), int(self.labels[i])  # a copy: the map is read-only
+
+
+def _read(folder: Path) -> Decoded:
+    header_path = folder / "header.json"
+    try:
+        header = json.loads(header_path.read_text())
+    except (OSError, ValueError):
+        raise DamagedFile(header_path, "its header is missing or damaged") from None
+    for name in ("images", "labels"):
+        path = folder / f"{name}.npy"
+        if not path.is_file() or path.stat().st_size != header.get(f"{name}_bytes"):
+            raise DamagedFile(path, "missing or of the wrong size")
+        if _sha256(path) != header.get(f"{name}_sha256"):
+            raise DamagedFile(path, "its checksum does not match its header")
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    labels = np.load(folder / "labels.npy")
+    if list(images.shape) != header.get("shape") or len(labels) != len(images):
+        raise DamagedFile(folder / "images.npy", "its shape does not match its header")
+    return Decoded(images, labels)
+
+
+def _build(folder: Path, source: Dataset, prepare: Callable, size: tuple, workers: int, desc: str) -> None:
+    """Decode every ``(PIL image, label)`` of ``source`` through ``prepare`` (-> uint8 (3, H, W) of
+    ``size``) into ``folder``; the header is written last, so a killed build is never taken as done."""
+    from torch.utils.data import DataLoader
+
+    from ..console import progress
+    from ..files import atomic_write_text
+
+    make_folder(folder)
+    n = len(source)
+    tmp = folder / f".images.npy.{os.getpid()}{TMP_SUFFIX}"
+    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *size))
+    labels = np.empty(n, dtype=np.int64)
+    loader = DataLoader(_Prepared(source, prepare), batch_size=64, num_workers=workers, shuffle=False)
+    start = 0
+    with progress() as bar:
+        task = bar.add_task(desc, total=n, info=f"{workers} workers")
+        for x, y in loader:
+            images[start:start + len(y)] = x.numpy()
+            labels[start:start + len(y)] = y.numpy()
+            start += len(y)
+            bar.advance(task, len(y))
+    images.flush()
+    del images
+    os.replace(tmp, folder / "images.npy")
+    np.save(folder / "labels.npy", labels)
+    header = {"format": FORMAT, "shape": [n, 3, *size], "what": desc}
+    for name in ("images", "labels"):
+        path = folder / f"{name}.npy"
+        header[f"{name}_bytes"], header[f"{name}_sha256"] = path.stat().st_size, _sha256(path)
+    atomic_write_text(folder / "header.json", json.dumps(header, indent=1))
+
+
+class _Prepared(Dataset):
+    def __init__(self, source, prepare):
+        self.source, self.prepare = source, prepare
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        image, label = self.source[i]
+        x = self.prepare(image)
+        return x, int(label)
+
+
+def decoded(source: Dataset, prepare: Callable, size: tuple, identity: dict, cache_dir: Path,
+            desc: str, workers: Optional[int] = None) -> tuple[Decoded, str]:
+    """The decoded cache of ``source`` (built once, under a lock): -> (Decoded, key). ``identity``
+    says what the split is made of (files fingerprint, split, data set); with ``size`` and FORMAT it
+    is the cache's key."""
+    from filelock import FileLock
+
+    from ..files import move_aside
+
+    key = stable_hash("decoded", FORMAT, identity, list(size))
+    folder = Path(cache_dir) / "decoded" / key
+    make_folder(folder.parent)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "header.json").exists():
+            try:
+                return _read(folder), key
+            except DamagedFile as err:
+                move_aside(DamagedFile(folder, err.reason))
+        elif folder.exists():  # a build that was killed: nothing in it is trusted
+            for leftover in folder.iterdir():
+                leftover.unlink()
+        workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        _build(folder, source, prepare, size, workers, desc)
+        return _read(folder), key
+
+
+@dataclass(frozen=True)
+class Stored:
+    """How a recipe's images are stored: a PIL -> uint8 (3, H, W) function and its size."""
+
+    prepare: Callable
+    size: tuple
+
+
+def stored(recipe: str, image_size: int, native: Optional[tuple] = None) -> Stored:
+    """What ``recipe`` stores per image at ``image_size`` (see the module docstring); ``native`` is
+    the (H, W) every image of a 'resize' data set already has."""
+    from torchvision.transforms import v2
+
+    from .real import scaled
+
+    s, big = image_size, scaled(256, image_size)
+    if recipe == "resize":
+        steps, size = [], native
+    elif recipe == "resize_square":
+        steps, size = [v2.Resize((s, s))], (s, s)
+    elif recipe == "square_crop_jitter":
+        steps, size = [v2.Resize((big, big))], (big, big)
+    elif recipe == "crop_jitter":
+        steps, size = [v2.Resize(big), v2.CenterCrop(big)], (big, big)
+    elif recipe == "imagenet":
+        steps, size = [v2.Resize(256, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+                       v2.CenterCrop(224)], (224, 224)
+    else:
+        raise ValueError(f"unknown recipe {recipe!r}")
+    return Stored(v2.Compose([v2.PILToTensor(), *steps, _Check(size)]), size)
+
+
+class _Check:
+    """Last step of a storing transform: RGB, and the stored size (a data set whose images differ in
+    size under a 'resize' recipe cannot be stored as one array)."""
+
+    def __init__(self, size):
+        self.size = tuple(size)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        elif x.shape[0] == 4:
+            x = x[:3]
+        if tuple(x.shape[1:]) != self.size:
+            raise ValueError(f"an image of size {tuple(x.shape[1:])} where {self.size} was expected")
+        return x.contiguous()
