@@ -2,7 +2,8 @@
 
     flowvision demo                                            # offline: FT vs FLOW on a synthetic task
     flowvision finetune --dataset gratings --model demo --method flow --tau median
-    flowvision finetune --dataset cifar10 --model resnet18 --tau 1.0 --imagenet /data/imagenet/val
+    flowvision finetune --dataset cifar10 --tau 1.0 --imagenet /data/imagenet/val   # resnet18.tv_in1k
+    flowvision finetune --dataset cifar10 --tau 1.0 --dry-run                       # what it would do
 """
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ import typer
 from .config import parse_sets
 from .console import console, out, user_errors
 from .errors import UserError
-from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, REAL_DATASETS,
-                       model_help, resolve_dataset_group)
+from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS,
+                       REAL_DATASETS, model_help, resolve_dataset_group)
 
 DATASET_HELP = f"Target data set: {', '.join(REAL_DATASETS)}, or a synthetic task: {', '.join(DEMO_DATASETS)}."
 MODEL_HELP = f"{model_help()}."
+PROTOCOL_HELP = (f"{' | '.join(PROTOCOLS)}: clean (default: last epoch, static weights, official splits) or "
+                 "paper (the official code: best test epoch, online weights, τ from training-transform losses, "
+                 "its Dogs split).")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune pre-trained vision models with FLOW sample weighting and measure forgetting.")
@@ -39,10 +43,12 @@ def _overrides(**options) -> dict:
 
 @app.command()
 def finetune(
-    dataset: str = typer.Option("gratings", help=DATASET_HELP),
-    model: str = typer.Option("demo", help=MODEL_HELP),
+    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP + " Default: gratings."),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     method: str = typer.Option("flow", help=f"One of: {', '.join(METHODS)}."),
-    tau: Optional[str] = typer.Option(None, help="FLOW temperature: a number > 0, 'median' or a percentile like p25."),
+    tau: Optional[str] = typer.Option(None, help="FLOW temperature: a number > 0, 'median', a percentile like p25, "
+                                                 "or 'paper' (the official script's, resnet18 only)."),
+    protocol: Optional[str] = typer.Option(None, help=PROTOCOL_HELP),
     seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation)."),
     epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the config file's)."),
     lr: Optional[float] = typer.Option(None, help="Fine-tuning learning rate (default: the config file's)."),
@@ -56,15 +62,25 @@ def finetune(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of configs/<model>/<dataset>.yaml."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set probe_epochs=2 (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config (and where each value came "
+                                 "from), the files it reads and the stage plan; run nothing."),
 ):
     """Run one experiment (probe, weights, fine-tuning, refit, forgetting) and record it."""
     with user_errors():
         from . import config
 
+        sources: dict = {}
         cfg = config.resolve(dataset, model, method, _overrides(
-            tau=tau, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, weights=weights, data_root=data_root,
-            imagenet=imagenet, imagenet_subset=imagenet_subset, results_dir=results_dir, cache_dir=cache_dir,
-            device=device, sets=sets), config_file)
+            tau=tau, protocol=protocol, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, weights=weights,
+            data_root=data_root, imagenet=imagenet, imagenet_subset=imagenet_subset, results_dir=results_dir,
+            cache_dir=cache_dir, device=device, sets=sets), config_file, trace=sources)
+        if dry_run:
+            from .dryrun import dry_run as plan_run
+            from .report import dry_run_tables
+
+            for table in dry_run_tables(plan_run(cfg, sources)):
+                out.print(table)
+            return
         from .pipeline import run
         from .report import result_table
 
@@ -130,7 +146,7 @@ def plot(results_dir: str = typer.Option("results", help="Folder holding runs/."
 @app.command()
 def weights(
     dataset: str = typer.Option("gratings", help=DATASET_HELP),
-    model: str = typer.Option("demo", help="Source model (as for finetune)."),
+    model: Optional[str] = typer.Option(None, help="Source model (as for finetune)."),
     tau: Optional[str] = typer.Option(None, help="τ rule (default: the config's, median)."),
     k: int = typer.Option(16, min=1, help="How many most up- and down-weighted samples to show."),
     seed: Optional[int] = typer.Option(None),

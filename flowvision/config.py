@@ -23,6 +23,7 @@ from typing import Optional
 
 from .errors import UserError
 from .registry import METHODS, MODEL_TAGS  # noqa: F401 (MODEL_TAGS: source.py reads it from here)
+from .registry import PAPER_TAU_MODELS, PROTOCOLS, default_model, model_alias
 from .registry import REAL_DATASETS as REAL_TASKS
 from .registry import SYNTHETIC_DATASETS as SYNTHETIC_TASKS
 
@@ -49,6 +50,7 @@ class RunConfig:
     weights: Optional[str] = None       # a local .safetensors/.pth file for --model
     method: str = _where("flow")        # a name for a preset of the knobs below; stages read the knobs
     seed: int = 0
+    protocol: str = "clean"             # clean (ours) | paper (the official code's choices; registry.PROTOCOLS)
     # method knobs (set by the preset; an explicit value wins)
     weighting: str = "flow"
     tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau, kept as the rule)
@@ -94,6 +96,7 @@ class RunConfig:
     demo_n_train: Optional[int] = None
     # where
     results_dir: str = _where("results")
+    hparams_note: Optional[str] = _where(None)  # where the config file's numbers come from, when not this model's own
     cache_dir: Optional[str] = _where(None)  # demo models; default $FLOWVISION_CACHE or ~/.cache/flowvision
     # hardware: where and how fast. amp (bf16) changes numbers and is keyed; the others are not keyed
     # (channels_last and compile may move the last bits of a float, never a result's meaning)
@@ -245,9 +248,17 @@ def read_config_file(path: Path) -> dict:
     return data
 
 
-def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow",
-            overrides: Optional[dict] = None, config_file: Optional[Path] = None) -> RunConfig:
-    """Build and validate the RunConfig for one run (see the module docstring for the order)."""
+def resolve(dataset: Optional[str] = "gratings", model: Optional[str] = None, method: str = "flow",
+            overrides: Optional[dict] = None, config_file: Optional[Path] = None,
+            trace: Optional[dict] = None) -> RunConfig:
+    """Build and validate the RunConfig for one run (see the module docstring for the order).
+    ``model`` None: ``registry.default_model(dataset)``. ``trace``, when given, is filled with
+    where each field's value came from: default, config file <path>, preset <method>, command line."""
+    origin = {"dataset": "command line" if dataset else "default", "method": "command line"}
+    dataset = dataset or RunConfig.dataset
+    origin["model"] = ("command line" if model else
+                       f"default for {'a synthetic task' if dataset in SYNTHETIC_TASKS else 'a real data set'}")
+    model = model or default_model(dataset)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(overrides, "the overrides")
     _check_not_identity(overrides, "--set")
@@ -262,13 +273,17 @@ def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow"
         _check_keys(data, str(path))
         _check_not_identity(data, str(path))
         values.update(data)
+        origin.update(dict.fromkeys(data, f"config file {path}"))
     values.update(METHODS[method][1])
+    origin.update(dict.fromkeys(METHODS[method][1], f"preset {method}"))
     if path is not None:
         for name in (METHODS[method][0], method):
             if name and name in per_method:
                 _check_keys(per_method[name], f"{path} (methods.{name})")
                 values.update(per_method[name])
+                origin.update(dict.fromkeys(per_method[name], f"config file {path} (methods.{name})"))
     values.update(overrides)
+    origin.update(dict.fromkeys(overrides, "command line"))
     values.update(dataset=dataset, model=model, method=method)
     values = {k: _coerce(k, v) for k, v in values.items()}
     real = dataset in REAL_TASKS
@@ -278,6 +293,8 @@ def resolve(dataset: str = "gratings", model: str = "demo", method: str = "flow"
         values["num_workers"] = min(8, os.cpu_count() or 1) if real and values["data_path"] == "pil" else 0
     cfg = RunConfig(**values)
     validate(cfg)
+    if trace is not None:
+        trace.update({f: origin.get(f, "default") for f in FIELDS})
     return cfg
 
 
@@ -307,6 +324,10 @@ def validate(cfg: RunConfig) -> None:
                             f"(limit {limit}); use a smaller value")
     if cfg.demo_epochs < 1:
         raise UserError(f"demo_epochs must be ≥ 1 (the demo model is trained for that many epochs), got {cfg.demo_epochs}")
+    if cfg.model == "demo" and not cfg.synthetic:
+        raise UserError(f"--model demo is the synthetic 32-px demo network and cannot be fine-tuned on "
+                        f"{cfg.dataset}; use --model resnet18 (the default for real data sets) or resnet50")
+    choice("protocol", PROTOCOLS)
     choice("weighting", WEIGHTINGS)
     choice("head_init", HEAD_INITS)
     choice("regularizer", REGULARIZERS)
@@ -326,6 +347,9 @@ def validate(cfg: RunConfig) -> None:
     choice("restore", RESTORE_RULES)
     choice("data_path", DATA_PATHS)
     if cfg.weighting != "uniform":
+        if str(cfg.tau).strip().lower() == "paper" and model_alias(cfg.model) not in PAPER_TAU_MODELS:
+            raise UserError(f"--tau paper: the official run scripts give τ only for {', '.join(PAPER_TAU_MODELS)}, "
+                            f"not for {cfg.model}; use --tau median (the paper's rule) or a number")
         parse_tau(cfg.tau, cfg.paper_tau)
     for key in ("epochs", "probe_epochs", "refit_epochs", "demo_epochs"):
         if getattr(cfg, key) < 0:

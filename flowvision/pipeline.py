@@ -7,6 +7,11 @@ Each stage below declares the config fields it reads and the stages it needs; it
 derived from that declaration (``stages``), so a run re-reads what it has, resumes what was cut,
 and shares stages with other runs (ft and wiseft share one fine-tuning; a τ sweep shares one probe
 and one loss pass). Which stages a run reaches follows from its method's knobs.
+
+The protocol (``clean`` | ``paper``) is read by the stages it changes: ``paper`` keeps the best
+*test* epoch at the probe, fine-tuning and refit (one test pass per epoch), weights FLOW online,
+takes τ's quantile over training-transform losses, and splits Stanford Dogs as the official code.
+Importing this module does not import torch (``flowvision finetune --dry-run`` plans with it).
 """
 from __future__ import annotations
 
@@ -18,15 +23,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from . import forgetting, models, source
+from . import forgetting, source
 from .config import KEYED_FIELDS, RunConfig, write_yaml
+from .data.real import PAPER_SPLITS
 from .files import atomic_write_text, git_sha, stable_hash, versions
 from .record import RunRecord, write_record
 from .stages import Run, Stage, Store
 from .weighting import check_weights, flow_weights, parse_tau, weight_stats
+
+if TYPE_CHECKING:
+    from torch import nn
 
 OPTIM = ("batch_size", "momentum", "weight_decay", "seed")  # every training stage reads these
 
@@ -40,6 +48,8 @@ class Trained:
 
 
 def _saved(model: nn.Module, rows: list) -> dict:
+    from . import models
+
     return {"model": models.clone_state(model), "rows": rows}
 
 
@@ -53,6 +63,8 @@ def _trained(template):
 
 
 def _target_shaped(i) -> nn.Module:
+    from . import models
+
     return models.with_new_head(i["source"].model, i["task"].num_classes, 0)
 
 
@@ -65,7 +77,8 @@ def _task(i):
 
 def _task_reads(cfg) -> tuple:
     common = ("dataset", "image_size", "data_seed", "augment", "data_path")
-    return common + (("n_train", "n_test") if cfg.synthetic else ())
+    return (common + (("n_train", "n_test") if cfg.synthetic else ())
+            + (("protocol",) if cfg.dataset in PAPER_SPLITS else ()))
 
 
 def _source(i):
@@ -76,10 +89,24 @@ def _source_data(i):
     return forgetting.eval_set(i.cfg)
 
 
+# ---- checkpoint selection (paper protocol) -------------------------------------------------------------
+def _selector(i):
+    """The paper protocol's checkpoint rule, as the official code: after every epoch the target *test*
+    accuracy (one pass over the test set), the best epoch kept. None under the clean protocol (the
+    last epoch: no checkpoint is chosen on test data)."""
+    if i.cfg.protocol != "paper":
+        return None
+    from .evaluate import predict
+
+    test = i["task"].test
+    return lambda m: predict(m, test, hw=i.hw, desc="test accuracy (epoch selection)").acc
+
+
 # ---- probe, losses, weights -------------------------------------------------------------------------
 def _probe(i):
     """The new head trained on the frozen pre-trained backbone; BN statistics adapt when
     probe_bn_train, as in the official code."""
+    from . import models
     from .train import Schedule, train
 
     cfg = i.cfg
@@ -87,19 +114,38 @@ def _probe(i):
     rows = train(m, i["task"].train, Schedule(cfg.probe_epochs, cfg.probe_lr, cfg.batch_size, momentum=cfg.momentum,
                                               weight_decay=cfg.weight_decay, cosine=False, head_only=True,
                                               bn_train=cfg.probe_bn_train),
-                 seed=cfg.seed * 10 + 1, hw=i.hw, desc="probe")
+                 seed=cfg.seed * 10 + 1, hw=i.hw, select=_selector(i), desc="probe")
     return _saved(m, rows)
 
 
 def _losses(i):
-    """Per-sample losses of the probe model over the training set with eval transforms, one pass
-    (Algorithm 1's f_i(θ*)): losses (N,), labels (N,), by sample index."""
+    """Per-sample losses of the probe model over the training set, one pass in index order
+    (Algorithm 1's f_i(θ*)): losses (N,), labels (N,), by sample index. Clean protocol: eval
+    transforms. Paper protocol: the training transforms, as the official temperature script
+    (augmentation draws seeded by the run seed)."""
+    import torch
+
     from .evaluate import predict
 
     probe = i["probe"].model
-    p = predict(probe, i["task"].train_eval, hw=i.hw, desc="losses (probe model)")
+    if i.cfg.protocol == "paper":
+        torch.manual_seed(i.cfg.seed * 10 + 4)
+        data, desc = i["task"].train, "losses (probe model, training transforms)"
+    else:
+        data, desc = i["task"].train_eval, "losses (probe model)"
+    p = predict(probe, data, hw=i.hw, desc=desc)
     probe.cpu()
     return {"losses": p.losses, "labels": p.labels}
+
+
+def _losses_reads(cfg) -> tuple:
+    return ("protocol",) + (("seed",) if cfg.protocol == "paper" else ())
+
+
+def weighting(cfg) -> str:
+    """The weighting that runs: the paper protocol computes FLOW weights online, as the official code
+    (the probe model's loss on every augmented batch); otherwise ``cfg.weighting``."""
+    return "flow-online" if cfg.weighting == "flow" and cfg.protocol == "paper" else cfg.weighting
 
 
 def _is_paper_tau(cfg) -> bool:
@@ -118,33 +164,34 @@ def _weights(i):
     losses = saved["losses"] if saved else None
     tau = rule.resolve(losses) if rule.kind == "quantile" else rule.value
     weights = flow_weights(losses, tau) if losses is not None else None
-    if weights is not None and i.cfg.weighting == "flow":
+    if weights is not None and weighting(i.cfg) == "flow":
         check_weights(weights, losses, tau, i.cfg.normalize)
     return {"rule": rule.text, "tau": tau, "losses": losses, "labels": saved["labels"] if saved else None,
             "weights": weights}
 
 
 def _weights_reads(cfg) -> tuple:
-    return ("weighting", "tau") + (("paper_tau",) if _is_paper_tau(cfg) else ()) + (
-        ("normalize",) if cfg.weighting == "flow" else ())
+    return ("weighting", "protocol", "tau") + (("paper_tau",) if _is_paper_tau(cfg) else ()) + (
+        ("normalize",) if weighting(cfg) == "flow" else ())
 
 
 def _weights_needs(cfg) -> tuple:
     # static weights need every sample's loss; online weights need them only to resolve a quantile τ
-    return ("losses",) if cfg.weighting == "flow" or _tau_rule(cfg).kind == "quantile" else ()
+    return ("losses",) if weighting(cfg) == "flow" or _tau_rule(cfg).kind == "quantile" else ()
 
 
 # ---- fine-tuning and the Appendix-B refit -------------------------------------------------------------
 def _finetune(i):
+    from . import models
     from .train import L2SP, OnlineWeights, Schedule, StaticWeights, train
 
     cfg, hw = i.cfg, i.hw
     m = (copy.deepcopy(i["probe"].model) if cfg.head_init == "probe"
          else models.with_new_head(i["source"].model, i["task"].num_classes, cfg.seed))
     weigher = None
-    if cfg.weighting == "flow":
+    if weighting(cfg) == "flow":
         weigher = StaticWeights(i["weights"]["losses"], i["weights"]["tau"])
-    elif cfg.weighting == "flow-online":
+    elif weighting(cfg) == "flow-online":
         weigher = OnlineWeights(hw.prepare(copy.deepcopy(i["probe"].model)), i["weights"]["tau"])
     reg = None
     if cfg.regularizer == "l2sp":
@@ -154,19 +201,19 @@ def _finetune(i):
                                               weight_decay=cfg.weight_decay, cosine=True),
                  seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher,
                  normalize=cfg.normalize if weigher is not None else "mean", regularizer=reg,
-                 checkpoint=i.checkpoint, desc="finetune")
+                 select=_selector(i), checkpoint=i.checkpoint, desc="finetune")
     return _saved(m, rows)
 
 
 def _finetune_reads(cfg) -> tuple:
-    reads = ("epochs", "lr", *OPTIM, "weighting", "head_init", "regularizer")
+    reads = ("epochs", "lr", *OPTIM, "protocol", "weighting", "head_init", "regularizer")
     reads += ("normalize",) if cfg.weighting != "uniform" else ()
     return reads + (("l2sp_lambda",) if cfg.regularizer == "l2sp" else ())
 
 
 def _finetune_needs(cfg) -> tuple:
     needs = ("source", "task")
-    needs += ("probe",) if cfg.head_init == "probe" or cfg.weighting == "flow-online" else ()
+    needs += ("probe",) if cfg.head_init == "probe" or weighting(cfg) == "flow-online" else ()
     return needs + (("weights",) if cfg.weighting != "uniform" else ())
 
 
@@ -180,7 +227,7 @@ def _refit(i):
     rows = train(m, i["task"].train, Schedule(cfg.refit_epochs, cfg.refit_lr, cfg.batch_size, momentum=cfg.momentum,
                                               weight_decay=cfg.weight_decay, cosine=False, head_only=True,
                                               bn_train=True),
-                 seed=cfg.seed * 10 + 3, hw=i.hw, desc="refit head")
+                 seed=cfg.seed * 10 + 3, hw=i.hw, select=_selector(i), desc="refit head")
     return _saved(m, rows)
 
 
@@ -230,6 +277,7 @@ def _wise(i):
     """WiSE-FT points: for each α, target and source accuracy of the interpolated model. α = 1 is the
     fine-tuned model exactly and, with the task-specific parts restored, α = 0 measures the
     pre-trained model exactly: those evaluations are reused, not repeated."""
+    from . import models
     from .evaluate import accuracy
 
     points = []
@@ -257,14 +305,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           fingerprint=lambda data: data.fingerprint, doc="the images forgetting is measured on"),
     Stage("source_eval", _source_eval, needs=("source", "source_data"), hardware=True,
           doc="source accuracy of the pre-trained model"),
-    Stage("probe", _probe, reads=("probe_epochs", "probe_lr", "probe_bn_train", *OPTIM), needs=("source", "task"),
-          hardware=True, load=_trained(_target_shaped), doc="linear probe"),
-    Stage("losses", _losses, needs=("probe", "task"), hardware=True, doc="per-sample losses of the probe model"),
+    Stage("probe", _probe, reads=("probe_epochs", "probe_lr", "probe_bn_train", "protocol", *OPTIM),
+          needs=("source", "task"), hardware=True, load=_trained(_target_shaped), doc="linear probe"),
+    Stage("losses", _losses, reads=_losses_reads, needs=("probe", "task"), hardware=True,
+          doc="per-sample losses of the probe model"),
     Stage("weights", _weights, reads=_weights_reads,
           needs=_weights_needs, cached=False, doc="τ and the FLOW weights"),
     Stage("finetune", _finetune, reads=_finetune_reads, needs=_finetune_needs, hardware=True, resumable=True,
           load=_trained(_target_shaped), doc="fine-tuning of every parameter"),
-    Stage("refit", _refit, reads=("refit_epochs", "refit_lr", *OPTIM), needs=("finetune", "source", "task"),
+    Stage("refit", _refit, reads=("refit_epochs", "refit_lr", "protocol", *OPTIM), needs=("finetune", "source", "task"),
           hardware=True, load=_trained(_target_shaped), doc="head refit (Appendix B)"),
     Stage("final", lambda i: next(iter(i.up.values())), reads=("finetune", "refit", "refit_epochs"),
           needs=_final_needs, cached=False,
@@ -286,7 +335,9 @@ def targets(cfg: RunConfig) -> tuple:
 
 def plan(cfg: RunConfig, fingerprints: dict) -> dict:
     """stage -> key for every stage this config reaches, computed from the declarations alone;
-    ``fingerprints`` stands in for what the loading stages (task, source, source_data) would find."""
+    ``fingerprints`` stands in for what the loading stages (task, source, source_data) would find.
+    A loading stage missing from ``fingerprints`` (not known without loading) has key None, and so
+    has every stage downstream of it."""
     from .stages import check_declarations, plan_keys
 
     check_declarations(STAGES, cfg)
@@ -335,7 +386,7 @@ def run(cfg: RunConfig) -> dict:
     record = make_record(r, run_dir.name, t_start)
     with _run_folder(run_dir):
         _write_summary(run_dir / "summary.csv",
-                       [row for name in ("probe", "finetune", "refit") if name in r.values for row in r[name].rows])
+                       [row for name in TRAINED if name in r.values for row in r[name].rows])
         w = r.values.get("weights")
         if w and w["weights"] is not None:
             _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
@@ -360,6 +411,9 @@ def _run_folder(run_dir: Path):
 RUN_FILES = ["config.yaml", "summary.csv", "weights.csv", "result.json"]
 
 
+TRAINED = ("probe", "finetune", "refit")  # the stages that train; their rows go into summary.csv
+
+
 def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
     """The run record from a finished Run: the headline numbers (a WiSE-FT point when the method
     reports one), the knobs that ran, what was measured on what, and provenance."""
@@ -372,10 +426,15 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         headline = {k: point[k] for k in headline}
     w = r.values.get("weights")
     src, data = r["source"], r["source_data"]
+    from .train import selected_epoch
+
+    best = {name: selected_epoch(r[name].rows) for name in TRAINED if name in r.values}
     return RunRecord(
         run_id=rid, config_id=config_id(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
-        synthetic=cfg.synthetic, weighting=cfg.weighting, tau_rule=w["rule"] if w else None,
+        protocol=cfg.protocol, best_epochs={k: v for k, v in best.items() if v is not None},
+        hparams_note=cfg.hparams_note,
+        synthetic=cfg.synthetic, weighting=weighting(cfg), tau_rule=w["rule"] if w else None,
         tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
         l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
         refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
@@ -410,7 +469,7 @@ def device_name(cfg: RunConfig) -> str:
 
 def _write_summary(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
-    cols = ["stage", "epoch", "loss", "ce", "acc", "lr", "seconds", "data_seconds"]
+    cols = ["stage", "epoch", "loss", "ce", "acc", "test_acc", "lr", "seconds", "data_seconds"]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)

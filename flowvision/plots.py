@@ -263,6 +263,8 @@ def make_all(results_dir: Path, out_dir: Optional[Path] = None) -> list:
                     Path(results_dir) / "runs")
         return []
     runs = dedupe_runs(runs)  # once, so a duplicate seed is reported once, not per figure
+    # protocols are never pooled: a paper-protocol run is its own method in every figure
+    runs["method"] = runs["method"].where(runs["protocol"] == "clean", runs["method"] + " [paper protocol]")
     paths = []
     for plot in (tradeoff, weight_histograms, tau_sweeps, wise_curves):
         paths += plot(runs, out_dir)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: protocol, best_epochs, hparams_note
 
 
 @dataclass
@@ -33,6 +33,9 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
     config_id: Optional[str] = None        # the run's hash without the seed: seeds of one configuration share it
     created: Optional[str] = None          # ISO 8601, UTC
+    protocol: Optional[str] = None         # clean | paper (registry.PROTOCOLS); records before schema 3 are clean
+    best_epochs: dict = field(default_factory=dict)  # paper protocol: stage -> the epoch kept (best test accuracy)
+    hparams_note: Optional[str] = None     # e.g. ResNet-50: "ResNet-18 hyper-parameters (... not published)"
     weights: Optional[str] = None          # timm tag, "file:<name>@<digest>" or "demo:<hash>"
     synthetic: Optional[bool] = None
     weighting: Optional[str] = None
@@ -122,6 +125,9 @@ def from_dict(obj, where: str = "record") -> tuple[RunRecord, list[str]]:
         if key in obj and key not in bad:
             values[key] = obj[key]
     values.setdefault("schema_version", 1)  # schema 1 had no version field
+    if values["schema_version"] < 3:  # before protocols existed every run was a clean one
+        values.setdefault("protocol", "clean")
+        absent = [k for k in absent if k not in ("protocol", "best_epochs", "hparams_note")]
     if values.get("source_eval_name") is None and values.get("source_eval"):
         values["source_eval_name"] = source_eval_name(values["source_eval"])
         absent = [k for k in absent if k != "source_eval_name"]

@@ -55,6 +55,15 @@ DEMO_METHODS = ("ft", "flow")                                           # `flowv
 DEMO_MODEL = "demo"   # a small timm ResNet pre-trained on SOURCE_TASK, cached (see source.py)
 MODEL_TAGS = {"resnet18": "resnet18.tv_in1k", "resnet50": "resnet50.ram_in1k"}   # alias -> pinned weights
 PAPER_MODELS = ("resnet18", "resnet50")
+# The models whose τ the official run scripts give (configs/<model>/<dataset>.yaml: paper_tau).
+# ResNet-50's τ and learning rates were not published; its configs carry ResNet-18's hyper-parameters.
+PAPER_TAU_MODELS = ("resnet18",)
+
+# ------------------------------------------------------------------------------------- protocols
+# clean: last epoch, static weights from eval-transform losses, official split lists (our default).
+# paper: what the official vision code does (best-test-epoch checkpoints, online weights, τ from
+#        train-transform losses, its Stanford Dogs split). Never pooled in a table.
+PROTOCOLS = ("clean", "paper")
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -84,7 +93,19 @@ def resolve_dataset_group(text: str) -> list[str]:
     return names
 
 
+def default_model(dataset: Optional[str]) -> str:
+    """The model a run uses when --model is not given: the demo network for the synthetic tasks,
+    ImageNet-1K ResNet-18 (the paper's smaller model, the official code's scripted one) otherwise."""
+    return DEMO_MODEL if is_synthetic(dataset or "") else "resnet18"
+
+
+def model_alias(model: str) -> str:
+    """'resnet18.tv_in1k' -> 'resnet18' (the alias whose pinned tag it is); other names unchanged."""
+    return next((alias for alias, tag in MODEL_TAGS.items() if model in (alias, tag)), model)
+
+
 def model_help() -> str:
     """The --model choices as the CLI's help lists them."""
     first_tag = next(iter(MODEL_TAGS.values()))
-    return f"{DEMO_MODEL} | {' | '.join(MODEL_TAGS)} | a timm tag such as {first_tag}"
+    return (f"{DEMO_MODEL} | {' | '.join(MODEL_TAGS)} | a timm tag such as {first_tag} "
+            f"(default: resnet18 for a real data set, {DEMO_MODEL} for a synthetic task)")

@@ -23,10 +23,41 @@ def result_table(r: dict) -> Table:
                   + (f"; weights mean {ws['mean']:.3f}, ESS {ws['ess_frac']:.2f}" if ws else ""))
     for w in r.get("wise") or []:
         t.add_row(f"WiSE-FT α={w['alpha']:g}", f"target {pct(w['target_acc'])}, source {pct(w['source_acc_after'])}")
+    if r.get("protocol"):
+        best = ", ".join(f"{k} epoch {v}" for k, v in (r.get("best_epochs") or {}).items())
+        t.add_row("protocol", r["protocol"] + (f" (kept the best test epoch: {best})" if best else ""))
+    if r.get("hparams_note"):
+        t.add_row("hyper-parameters", r["hparams_note"])
     t.add_row("stages", ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
     t.add_row("wall time", f"{r['wall_seconds']:.1f} s on {r['device']}")
     t.add_row("run folder", r.get("run_dir", ""))
     return t
+
+
+def dry_run_tables(report: dict) -> list:
+    """`finetune --dry-run`: the resolved config with each value's origin, the files the run reads,
+    the stage plan (dryrun.dry_run's dict)."""
+    run = report["run"]
+    config = Table(title=f"{run['run_id']} — resolved config", title_justify="left")
+    for col in ("key", "value", "from"):
+        config.add_column(col)
+    for key, value, origin in report["config"]:
+        config.add_row(key, value, origin)
+    files = Table(title="files the run reads", title_justify="left")
+    for col in ("what", "path", "found", "note"):
+        files.add_column(col)
+    for row in report["files"]:
+        found = {True: "yes", False: "[red]no[/]", None: "?"}[row["found"]]
+        files.add_row(row["what"], row["path"], found, row["note"])
+    plan = Table(title="stage plan", title_justify="left",
+                 caption=(f"run folder {run['folder']}: " + ("finished (result.json exists); running again re-reads "
+                                                             "every stage" if run["finished"] else "not finished"))
+                 + "".join(f"\n{note}" for note in report["notes"]), caption_justify="left")
+    for col in ("stage", "key", "status", "what"):
+        plan.add_column(col)
+    for row in report["plan"]:
+        plan.add_row(row["stage"], row["key"] or "—", row["status"], row["doc"])
+    return [config, files, plan]
 
 
 def demo_table(results: list[dict]) -> Table:
@@ -42,7 +73,8 @@ def demo_table(results: list[dict]) -> Table:
         t.add_column(col, justify="left" if col == "method" else "right")
     order = list(dict.fromkeys(r["method"] for r in results))
     for _, row in summary.sort_values("method", key=lambda m: m.map(order.index)).iterrows():
-        t.add_row(row["method"], str(row["n_seeds"]),
+        label = row["method"] if row["protocol"] == "clean" else f"{row['method']} ({row['protocol']} protocol)"
+        t.add_row(label, str(row["n_seeds"]),
                   *(fmt_ours(row[f"{m}_mean"], row[f"{m}_std"])
                     for m in ("target_acc", "source_acc_before", "source_acc_after", "source_drop")))
     return t

@@ -15,13 +15,14 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from . import models
 from .config import MODEL_TAGS, RunConfig, default_cache_dir
 from .errors import UserError
 from .files import file_digest, stable_hash
+
+if TYPE_CHECKING:  # torch and timm load with a model, not with this module (the dry run reads demo_path)
+    from torch import nn
 
 
 @dataclass
@@ -49,10 +50,16 @@ def demo_recipe(cfg: RunConfig) -> dict:
     return {"task": "shapes", "version": DEMO_VERSION, **{f: getattr(cfg, f) for f in DEMO_READS}}
 
 
+def demo_path(cfg: RunConfig) -> Path:
+    """Where the demo model for ``cfg`` is cached: <cache_dir>/demo/<hash of its recipe>.pt."""
+    return Path(cfg.cache_dir or default_cache_dir()) / "demo" / f"{stable_hash(demo_recipe(cfg))}.pt"
+
+
 def demo_source(cfg: RunConfig, hw) -> Source:
     """Train (once) or load the demo source model; cached under cfg.cache_dir/demo/<hash>.pt."""
     import torch
 
+    from . import models
     from .data.synthetic import SOURCE_TASK, load_synthetic_task
     from .evaluate import predict
     from .stages import load_or_compute
@@ -61,7 +68,7 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     preflight(cfg)
     recipe = demo_recipe(cfg)
     key = stable_hash(recipe)
-    path = Path(cfg.cache_dir or default_cache_dir()) / "demo" / f"{key}.pt"
+    path = demo_path(cfg)
     task = load_synthetic_task(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size,
                                n_train=cfg.demo_n_train, n_test=cfg.n_test, augment=True)
     torch.manual_seed(cfg.data_seed)
@@ -151,6 +158,8 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
 def model_tag(model: str) -> tuple[str, str]:
     """(tag, architecture) of a model name, e.g. 'resnet18' -> ('resnet18.tv_in1k', 'resnet18');
     a UserError when timm does not know the architecture."""
+    from . import models
+
     tag = resolve_tag(model)
     arch = tag.split(".")[0]
     if not models.is_arch(arch):
@@ -161,6 +170,8 @@ def model_tag(model: str) -> tuple[str, str]:
 
 def preflight(cfg: RunConfig) -> None:
     """The checks that cost no load: a known architecture and, for timm models, an existing weights file."""
+    from . import models
+
     if cfg.model != "demo":
         check_model(cfg)
     elif not models.is_arch(cfg.demo_arch):

@@ -128,14 +128,17 @@ def derive_key(stage: Stage, cfg: RunConfig, upstream: dict, fingerprint: Any = 
 
 def plan_keys(stages: dict[str, Stage], cfg: RunConfig, targets: Iterable[str], fingerprints: dict) -> dict:
     """The key of every stage ``targets`` reach, without running anything; ``fingerprints`` stands in
-    for what the uncached stages would load (name -> value)."""
-    keys: dict[str, str] = {}
+    for what the uncached stages would load (name -> value). A loading stage not in ``fingerprints``
+    cannot be keyed before it loads: its key, and that of every stage downstream, is None."""
+    keys: dict[str, Optional[str]] = {}
 
-    def key(name: str) -> str:
+    def key(name: str) -> Optional[str]:
         if name not in keys:
             stage = stages[name]
             upstream = {n: key(n) for n in stage.needs_for(cfg)}
-            keys[name] = derive_key(stage, cfg, upstream, fingerprints.get(name) if stage.fingerprint else None)
+            unknown = (stage.fingerprint is not None and name not in fingerprints) or None in upstream.values()
+            keys[name] = None if unknown else derive_key(stage, cfg, upstream, fingerprints.get(name)
+                                                         if stage.fingerprint else None)
         return keys[name]
 
     for target in targets:
@@ -179,6 +182,11 @@ def load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: s
         lock.release()
 
 
+def stage_path(folder: Path, name: str, key: str, suffix: str = ".pt") -> Path:
+    """Where a stage's file lives in the store under ``folder`` (nothing is created)."""
+    return Path(folder) / f"v{STORE_VERSION}" / f"{name}-{key}{suffix}"
+
+
 class Store:
     """Stage outputs in one folder: ``<folder>/v<STORE_VERSION>/<name>-<key>.pt``, checked files
     (files.save_checked) whose header names the stage and key, one lock per file."""
@@ -186,10 +194,11 @@ class Store:
     def __init__(self, folder: Path):
         from .files import make_folder
 
-        self.folder = make_folder(Path(folder) / f"v{STORE_VERSION}")
+        self.root = Path(folder)
+        self.folder = make_folder(self.root / f"v{STORE_VERSION}")
 
     def path(self, name: str, key: str, suffix: str = ".pt") -> Path:
-        return self.folder / f"{name}-{key}{suffix}"
+        return stage_path(self.root, name, key, suffix)
 
     def get(self, name: str, key: str, compute: Callable[[], Any], checkpoint: Optional[Path] = None):
         return load_or_compute(self.path(name, key), {"stage": name, "key": key, "store": STORE_VERSION},

@@ -9,9 +9,16 @@ sits beside the paper's. Accuracies in ``result.json`` are fractions; every tabl
 Cell markers: ``—`` we have no run for this cell; ``n/a`` the paper's number is not known to us;
 an empty cell does not apply (e.g. the drop of the pre-trained model).
 
-Grouping (``summarise``): one group per synthetic × model × dataset × method × τ rule. The τ rule is
-part of the key because a τ sweep of one method must not be pooled into one mean; every other knob
-is fixed per method by the configs. Within a group one run per seed counts: when a seed was run
+Grouping (``summarise``): one group per synthetic × model × dataset × method × τ rule × protocol. The
+τ rule is part of the key because a τ sweep of one method must not be pooled into one mean; the
+protocol because a best-test-epoch number (``paper``) and a last-epoch one (``clean``) measure
+different things. Every other knob is fixed per method by the configs.
+
+Protocols are never pooled: in the paper tables every "ours" column names its protocol, and the
+columns run ours (clean), ours (paper protocol), paper — the paper's number right beside the cells
+run the way the paper's were (the paper-protocol columns appear when such runs exist). Rows built
+from configs whose numbers are not the model's own (ResNet-50 runs on ResNet-18 hyper-parameters)
+carry that note in a ``hyper-parameters`` column. Within a group one run per seed counts: when a seed was run
 twice the newest (``created``) wins and the others are named in a warning. Mean ± std are over
 seeds, std with ddof=1 (the sample std), so one seed prints ``± –``.
 """
@@ -27,7 +34,7 @@ import pandas as pd
 
 from flowvision.errors import UserError
 from flowvision.record import COLUMNS as RECORD_COLUMNS, read_record
-from flowvision.registry import PAPER_DATASETS, PAPER_METHODS, PAPER_MODELS, is_synthetic
+from flowvision.registry import PAPER_DATASETS, PAPER_METHODS, PAPER_MODELS, PROTOCOLS, is_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +47,8 @@ UNKNOWN = "n/a"  # the paper's number is not known to us
 NO_STD = "–"     # std of a single seed (ddof=1 leaves it undefined)
 
 METRICS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop")
-GROUP_KEYS = ("synthetic", "model", "dataset", "method", "tau_rule")
+GROUP_KEYS = ("synthetic", "model", "dataset", "method", "tau_rule", "protocol")
+PROTOCOL_LABELS = {"clean": "clean", "paper": "paper protocol"}  # how a column names its protocol
 # The run record's columns (its dict fields are flattened into "field.key" columns), plus the run folder.
 RUN_COLUMNS = (*RECORD_COLUMNS, "run_dir")
 SUMMARY_COLUMNS = (*GROUP_KEYS, "n_seeds", "seeds",
@@ -80,6 +88,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     for column in RUN_COLUMNS:
         if column not in df.columns:
             df[column] = None
+    df["protocol"] = df["protocol"].where(df["protocol"].notna(), "clean")  # no protocol field: a clean run
     if df["synthetic"].isna().any():  # older records: infer from the task name
         df["synthetic"] = df["synthetic"].where(df["synthetic"].notna(), df["dataset"].map(is_synthetic))
     df["synthetic"] = df["synthetic"].astype(bool)
@@ -100,18 +109,19 @@ def dedupe_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Normalised keys, and the newest run per group and seed (older reruns named, then dropped)."""
     df = df.copy()
     df["tau_rule"] = df["tau_rule"].map(_tau_key).astype(object)
+    df["protocol"] = df["protocol"].where(df["protocol"].notna(), "clean").astype(object)
     df["synthetic"] = df["synthetic"].astype(bool)
     df = df.sort_values("created", na_position="first", kind="stable")
     dup = df.duplicated([*GROUP_KEYS, "seed"], keep="last")
     if dup.any():
-        log.warning("several runs share model/dataset/method/tau rule/seed; keeping the newest, "
+        log.warning("several runs share model/dataset/method/tau rule/protocol/seed; keeping the newest, "
                     "ignoring %s", ", ".join(map(str, df.loc[dup, "run_id"])))
     return df[~dup]
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (ddof=1, NaN for one seed) over seeds, in percent, per
-    synthetic × model × dataset × method × τ rule; ``n_seeds`` and ``seeds`` ("0 1 2") say what
+    synthetic × model × dataset × method × τ rule × protocol; ``n_seeds`` and ``seeds`` ("0 1 2") say what
     went in. Columns: ``SUMMARY_COLUMNS`` (``target_acc_mean``, ``source_drop_std``, ...)."""
     if df.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
@@ -236,53 +246,86 @@ NOTE = (f"ours: mean ± std over seeds in percent (std with ddof=1, '± {NO_STD}
         f"'{MISSING}' no run of ours; '{UNKNOWN}' paper number unknown to us.")
 
 
+def _protocols(runs: pd.DataFrame) -> list:
+    """The protocols a table has columns for: clean always, paper when it has runs (in this order,
+    so the paper's own column follows the paper-protocol cells)."""
+    present = set(runs["protocol"]) if len(runs) else set()
+    return [p for p in PROTOCOLS if p == "clean" or p in present]
+
+
+def _ours(column: str, protocol: str) -> str:
+    return f"{column} (ours, {PROTOCOL_LABELS[protocol]})"
+
+
+def _hparams(runs: pd.DataFrame) -> str:
+    """The hyper-parameter notes of some runs (e.g. ResNet-50 on ResNet-18's), '' when none."""
+    notes = runs["hparams_note"].dropna() if "hparams_note" in runs else []
+    return "; ".join(sorted(set(map(str, notes))))
+
+
 def _model_tables(runs: pd.DataFrame, paper: _Paper, model: str) -> list:
-    """The two views of one model's vision table: 6-set averages, and per data set (long)."""
+    """The two views of one model's vision table: 6-set averages, and per data set (long); every
+    "ours" cell in the column of its protocol, the paper's value after the paper-protocol one."""
     runs = runs[runs["model"] == model]
-    pre = 100.0 * runs["source_acc_before"].dropna()
-    summary = [{"method": "pretrained",
-                "IN-1K acc (ours)": fmt_ours(pre.mean() if len(pre) else math.nan,
-                                             pre.std(ddof=1) if len(pre) > 1 else math.nan),
-                "IN-1K acc (paper)": fmt_paper(paper.get(model, "imagenet", "pretrained", "in1k_acc"))}]
+    protocols = _protocols(runs)
+    summary = [{"method": "pretrained"}]
+    for protocol in protocols:
+        pre = 100.0 * runs.loc[runs["protocol"] == protocol, "source_acc_before"].dropna()
+        summary[0][_ours("IN-1K acc", protocol)] = fmt_ours(pre.mean() if len(pre) else math.nan,
+                                                           pre.std(ddof=1) if len(pre) > 1 else math.nan)
+    summary[0]["IN-1K acc (paper)"] = fmt_paper(paper.get(model, "imagenet", "pretrained", "in1k_acc"))
     per_set = []
-    summ = summarise(runs).set_index(["dataset", "method", "tau_rule"]) if len(runs) else None
+    summ = summarise(runs).set_index(["dataset", "method", "tau_rule", "protocol"]) if len(runs) else None
+    notes = _hparams(runs)
     for label, method, rule in _variants(runs, PAPER_METHODS):
         own = runs[(runs["method"] == method) & (runs["tau_rule"] == rule)]
-        avg = _six_set(own)
+        avg = {p: _six_set(own[own["protocol"] == p]) for p in protocols}
         cell = {"method": label}
         for name, col, metric in (("in1k", "IN-1K acc", None), ("drop", "IN-1K drop", "in1k_drop"),
                                   ("target", "avg target", "target_acc"), ("average", "Average", "average")):
-            cell[f"{col} (ours)"] = fmt_ours(*avg.get(name, (math.nan, math.nan)))
+            for protocol in protocols:
+                cell[_ours(col, protocol)] = fmt_ours(*avg[protocol].get(name, (math.nan, math.nan)))
             value = (paper.in1k_acc(model, "avg6", method) if metric is None
                      else paper.get(model, "avg6", method, metric))
             cell[f"{col} (paper)"] = fmt_paper(value)
-        cell["data sets"] = f"{avg['k']}/{len(PAPER_DATASETS)}"
-        cell["seeds"] = avg["seeds"]
+        for protocol in protocols:
+            cell[f"data sets ({PROTOCOL_LABELS[protocol]})"] = f"{avg[protocol]['k']}/{len(PAPER_DATASETS)}"
+            cell[f"seeds ({PROTOCOL_LABELS[protocol]})"] = avg[protocol]["seeds"]
+        if notes:
+            cell["hyper-parameters"] = _hparams(own)
         summary.append(cell)
         for dataset in PAPER_DATASETS:
-            key = (dataset, method, rule)
-            row = summ.loc[key] if summ is not None and key in summ.index else None
-
-            def ours(metric: str, row=row) -> str:
-                return MISSING if row is None else fmt_ours(row[f"{metric}_mean"], row[f"{metric}_std"])
-            per_set.append({
-                "method": label, "dataset": dataset,
-                "target (ours)": ours("target_acc"),
-                "target (paper)": fmt_paper(paper.get(model, dataset, method, "target_acc")),
-                "IN-1K acc (ours)": ours("source_acc_after"),
-                "IN-1K acc (paper)": fmt_paper(paper.in1k_acc(model, dataset, method)),
-                "IN-1K drop (ours)": ours("source_drop"),
-                "IN-1K drop (paper)": fmt_paper(paper.get(model, dataset, method, "in1k_drop")),
-                "n": int(row["n_seeds"]) if row is not None else 0})
+            row = {"method": label, "dataset": dataset}
+            found = {}
+            for protocol in protocols:
+                key = (dataset, method, rule, protocol)
+                found[protocol] = summ.loc[key] if summ is not None and key in summ.index else None
+            for col, metric, value in (
+                    ("target", "target_acc", paper.get(model, dataset, method, "target_acc")),
+                    ("IN-1K acc", "source_acc_after", paper.in1k_acc(model, dataset, method)),
+                    ("IN-1K drop", "source_drop", paper.get(model, dataset, method, "in1k_drop"))):
+                for protocol, got in found.items():
+                    row[_ours(col, protocol)] = (MISSING if got is None
+                                                 else fmt_ours(got[f"{metric}_mean"], got[f"{metric}_std"]))
+                row[f"{col} (paper)"] = fmt_paper(value)
+            for protocol, got in found.items():
+                row[f"n ({PROTOCOL_LABELS[protocol]})"] = int(got["n_seeds"]) if got is not None else 0
+            if notes:
+                row["hyper-parameters"] = _hparams(own[own["dataset"] == dataset])
+            per_set.append(row)
     summary_df = pd.DataFrame(summary).fillna("")
     summary_df.attrs["note"] = (
         NOTE + " 6-set columns average the data sets we have ('data sets'); Average = mean(IN-1K "
         "acc, avg target acc); IN-1K acc (paper) = pre-trained − drop where only the drop is "
-        "reported." + _eval_note(runs))
+        "reported." + _PROTOCOL_NOTE + _eval_note(runs))
     per_set_df = pd.DataFrame(per_set)
-    per_set_df.attrs["note"] = NOTE + _eval_note(runs)
+    per_set_df.attrs["note"] = NOTE + _PROTOCOL_NOTE + _eval_note(runs)
     return [(f"{model}: 6-set averages vs paper", summary_df),
             (f"{model}: per data set vs paper", per_set_df)]
+
+
+_PROTOCOL_NOTE = (" clean: the last epoch, static weights, official split lists; paper protocol: the official "
+                  "code's choices (the best-test-epoch checkpoint, online weights); never pooled.")
 
 
 def _preferred(runs: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -299,18 +342,20 @@ def _table3(runs: pd.DataFrame, paper: _Paper) -> Table:
     """FLOW+WiSE-FT vs WiSE-FT on the paper's Average, over the data sets both methods have."""
     rows = []
     for model in PAPER_MODELS:
-        own = runs[runs["model"] == model]
-        wise, both = _preferred(own, "wiseft"), _preferred(own, "flow+wiseft")
-        common = set(wise["dataset"]) & set(both["dataset"]) & set(PAPER_DATASETS)
-        a = _six_set(wise[wise["dataset"].isin(common)]).get("average", (math.nan, math.nan))
-        b = _six_set(both[both["dataset"].isin(common)]).get("average", (math.nan, math.nan))
-        rows.append({"model": model, "WiSE-FT Average (ours)": fmt_ours(*a),
-                     "FLOW+WiSE-FT Average (ours)": fmt_ours(*b),
-                     "Δ Average (ours)": MISSING if common == set() else f"{b[0] - a[0]:+.2f}",
-                     "Δ Average (paper)": fmt_paper(paper.get(model, "avg6", "flow+wiseft", "delta_average")),
-                     "data sets": f"{len(common)}/{len(PAPER_DATASETS)}"})
+        for protocol in _protocols(runs[runs["model"] == model]):
+            own = runs[(runs["model"] == model) & (runs["protocol"] == protocol)]
+            wise, both = _preferred(own, "wiseft"), _preferred(own, "flow+wiseft")
+            common = set(wise["dataset"]) & set(both["dataset"]) & set(PAPER_DATASETS)
+            a = _six_set(wise[wise["dataset"].isin(common)]).get("average", (math.nan, math.nan))
+            b = _six_set(both[both["dataset"].isin(common)]).get("average", (math.nan, math.nan))
+            rows.append({"model": model, "protocol": PROTOCOL_LABELS[protocol],
+                         "WiSE-FT Average (ours)": fmt_ours(*a), "FLOW+WiSE-FT Average (ours)": fmt_ours(*b),
+                         "Δ Average (ours)": MISSING if common == set() else f"{b[0] - a[0]:+.2f}",
+                         "Δ Average (paper)": fmt_paper(paper.get(model, "avg6", "flow+wiseft", "delta_average")),
+                         "data sets": f"{len(common)}/{len(PAPER_DATASETS)}"})
     frame = pd.DataFrame(rows)
-    frame.attrs["note"] = NOTE + " Δ = FLOW+WiSE-FT minus WiSE-FT, over the data sets both have."
+    frame.attrs["note"] = (NOTE + " Δ = FLOW+WiSE-FT minus WiSE-FT, over the data sets both have; one row "
+                           "per protocol." + _PROTOCOL_NOTE)
     return ("Table 3: FLOW+WiSE-FT vs WiSE-FT", frame)
 
 
@@ -336,10 +381,11 @@ def _runs_table(runs: pd.DataFrame, title: str) -> Table:
     summ = summarise(runs)
     rows = []
     for (model, dataset), group in summ.groupby(["model", "dataset"], sort=True):
-        several = group.groupby("method")["tau_rule"].transform("nunique") > 1
+        several = group.groupby(["method", "protocol"])["tau_rule"].transform("nunique") > 1
         for (_, row), tag in zip(group.iterrows(), several):
             rows.append({"model": model, "dataset": dataset,
                          "method": f"{row['method']} [τ={row['tau_rule'] or 'none'}]" if tag else row["method"],
+                         "protocol": PROTOCOL_LABELS.get(row["protocol"], row["protocol"]),
                          "target acc": fmt_ours(row["target_acc_mean"], row["target_acc_std"]),
                          "source acc before": fmt_ours(row["source_acc_before_mean"], row["source_acc_before_std"]),
                          "source acc after": fmt_ours(row["source_acc_after_mean"], row["source_acc_after_std"]),
@@ -375,10 +421,12 @@ def missing_commands(df_runs: pd.DataFrame, models: Sequence[str] = PAPER_MODELS
                      datasets: Sequence[str] = PAPER_DATASETS, methods: Sequence[str] = PAPER_METHODS,
                      seeds: Sequence[int] = SEEDS) -> list:
     """The ``flowvision finetune`` commands that would fill every missing model × dataset ×
-    method × seed cell of the paper grid (any τ rule counts as present), in table order."""
+    method × seed cell of the paper grid (any τ rule counts as present; only clean-protocol runs,
+    the default, fill these cells), in table order."""
     have = set()
     if len(df_runs):
         real = df_runs[~df_runs["synthetic"].astype(bool)]
+        real = real[real["protocol"].where(real["protocol"].notna(), "clean") == "clean"]
         have = set(zip(real["model"], real["dataset"], real["method"], real["seed"].astype(int)))
     return [f"flowvision finetune --dataset {d} --model {m} --method {meth} --seed {s}"
             for m in models for d in datasets for meth in methods for s in seeds

@@ -7,6 +7,10 @@ per-sample losses of a batch are reduced (uniform mean, FLOW weights, plus an op
 Resume: after every epoch the loop writes model, optimiser and scheduler state to ``checkpoint``.
 Every epoch's shuffling and augmentation are seeded from (seed, epoch), so a run killed after
 epoch k and resumed gives the same weights as one that was never interrupted.
+
+Checkpoint selection: by default the model is the last epoch's. With ``select`` (the paper protocol:
+target *test* accuracy after each epoch, as the official code) the model ends at the epoch with the
+best score; each row records its ``test_acc``, and ``selected_epoch(rows)`` says which one was kept.
 """
 from __future__ import annotations
 
@@ -86,15 +90,28 @@ def _head_params(model: nn.Module) -> list:
     return [p for n, p in model.named_parameters() if n.startswith(prefix)]
 
 
+def selected_epoch(rows: list[dict]) -> Optional[int]:
+    """The epoch (1-based) a selecting ``train`` kept: the first with the highest ``test_acc``;
+    None when the rows were not selected on (the last epoch is the model)."""
+    scored = [r for r in rows if r.get("test_acc") is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: (r["test_acc"], -r["epoch"]))["epoch"]
+
+
 def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware = CPU,
           weigher: Optional[Callable] = None, normalize: str = "mean",
           regularizer: Optional[Callable[[], torch.Tensor]] = None,
+          select: Optional[Callable[[nn.Module], float]] = None,
           checkpoint: Optional[Path] = None, desc: str = "train") -> list[dict]:
     """Train ``model`` in place on ``dataset`` ((image, label, index) samples).
 
     weigher(x, y, idx) -> (B,) reference losses for FLOW weights exp(-ref/τ) (None: uniform).
+    select(model) -> a score after every epoch (higher is better); the model ends at the first
+    epoch with the best score instead of the last (None: the last epoch).
     Returns one row per epoch: stage, epoch, loss (the optimised, weighted loss), ce (plain mean
-    cross-entropy), acc (on the augmented batches), lr, seconds, data_seconds.
+    cross-entropy), acc (on the augmented batches), lr, seconds, data_seconds, and with ``select``
+    test_acc (the score).
     """
     head = set(map(id, _head_params(model)))
     for p in model.parameters():
@@ -111,6 +128,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     forward = hw.prepare(model)
 
     rows, start = [], 0
+    best = {"score": None, "state": None}  # the selected epoch's score and CPU state (with ``select``)
     state = None
     if checkpoint is not None and checkpoint.exists():
         try:
@@ -123,6 +141,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
         if lr_sched is not None:
             lr_sched.load_state_dict(state["scheduler"])
         rows, start = state["rows"], state["epoch"] + 1
+        best = state.get("best") or best
 
     n_batches = -(-len(dataset) // sched.batch_size)
     with progress() as bar:
@@ -173,8 +192,15 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
             rows.append({"stage": desc, "epoch": epoch + 1, "loss": tot_loss / seen, "ce": tot_ce / seen,
                          "acc": tot_correct / seen, "lr": lr, "seconds": time.time() - t0,
                          "data_seconds": data_time})
+            if select is not None:
+                score = rows[-1]["test_acc"] = float(select(model))
+                model.train(sched.bn_train)
+                if best["score"] is None or score > best["score"]:  # strict: the first best epoch wins
+                    best = {"score": score, "state": models.clone_state(model)}
             if checkpoint is not None:
                 save_checked({"model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": lr_sched.state_dict() if lr_sched else None,
-                              "epoch": epoch, "rows": rows}, checkpoint, {"checkpoint": desc})
+                              "epoch": epoch, "rows": rows, "best": best}, checkpoint, {"checkpoint": desc})
+    if select is not None and best["state"] is not None:
+        model.load_state_dict(best["state"])
     return rows

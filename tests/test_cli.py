@@ -30,6 +30,56 @@ def test_finetune_end_to_end_through_the_cli(tiny):
     assert "target accuracy" in res.output and r["run_id"] in res.output
 
 
+def test_paper_protocol_end_to_end_through_the_cli(tiny):
+    """--protocol paper on a synthetic task (the model defaults to demo there): online weights, the
+    best test epoch kept at probe, fine-tuning and refit, recorded; the reported target accuracy is
+    the kept refit epoch's test accuracy."""
+    res = runner.invoke(app, ["finetune", "--dataset", "gratings", "--protocol", "paper",
+                              *_sets(dict(tiny, epochs=2, refit_epochs=2))])
+    assert res.exit_code == 0, res.output
+    run_dir, = Path(tiny["results_dir"]).glob("runs/*")
+    r = json.loads((run_dir / "result.json").read_text())
+    assert (r["model"], r["protocol"], r["weighting"]) == ("demo", "paper", "flow-online")
+    assert set(r["best_epochs"]) == {"probe", "finetune", "refit"}
+    assert "protocol: paper" in (run_dir / "config.yaml").read_text()
+    rows = pd.read_csv(run_dir / "summary.csv")
+    refit = rows[rows["stage"] == "refit head"]
+    assert len(refit) == 2 and refit["test_acc"].notna().all()
+    assert r["target_acc"] == pytest.approx(refit["test_acc"].max())
+    assert r["best_epochs"]["refit"] == int(refit.loc[refit["test_acc"].idxmax(), "epoch"])
+    assert "paper (kept the best test epoch" in " ".join(res.output.split())
+
+
+def test_dry_run_shows_the_resolved_run_and_the_fix_for_each_missing_file_without_torch(tmp_path):
+    """The user's command with --dry-run: resnet18.tv_in1k, the official CIFAR-10 recipe, protocol
+    clean, and data, weights and ImageNet missing with their fixes, in a fresh interpreter that never
+    imports torch."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom flowvision.cli import app\n"
+            f"app(['finetune', '--dataset', 'cifar10', '--tau', '1.0', '--dry-run', '--data-root', '{tmp_path}/data', "
+            f"'--results-dir', '{tmp_path}/results'], prog_name='flowvision', standalone_mode=False)\n"
+            "print('torch imported', 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("FLOWVISION_DATA", "FLOWVISION_IMAGENET")}
+    env.update(HF_HOME=str(tmp_path / "hf"), COLUMNS="400")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    *lines, last = out.stdout.rstrip().splitlines()
+    assert last == "torch imported False", out.stdout + out.stderr
+    rows = {r[0]: r[1:] for r in _table_rows("\n".join(lines))}
+    assert rows["model"] == ["resnet18 = resnet18.tv_in1k", "default for a real data set"]
+    assert rows["epochs"][0] == "20" and rows["lr"][0] == "0.001" and "methods.flow" in rows["lr"][1]
+    assert rows["protocol"] == ["clean", "default"] and rows["tau"] == ["1.0", "command line"]
+    text = " ".join(out.stdout.split())
+    assert f"missing; fix: flowvision data download cifar10 --data-root {tmp_path}/data" in text
+    assert "missing; fix: the run downloads timm/resnet18.tv_in1k" in text and "pass --weights PATH" in text
+    assert "missing; fix: manual: download ILSVRC2012_img_val.tar" in text
+    assert rows["probe"][1] == "keyed when task has loaded"
+    assert rows["source_eval"][1] == "keyed when source_data has loaded"
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
 def test_demo_command_prints_the_comparison(tiny):
     res = runner.invoke(app, ["demo", "--seeds", "2", "--methods", "ft,flow", *_sets(tiny)])
     assert res.exit_code == 0, res.output
@@ -69,6 +119,11 @@ def _table_rows(output: str) -> list[list[str]]:
     (["--model", "resnet18", "--dataset", "gratings"], "forgetting is measured on ImageNet-1K val"),
     (["--config", "{tmp}/missing.yaml"], "config file"),
     (["--set", "demo_arch=no_such_net"], "demo_arch 'no_such_net' is not a timm architecture"),
+    (["--dataset", "cifar10", "--model", "demo"], "--model demo is the synthetic 32-px demo network and cannot "
+                                                   "be fine-tuned on cifar10; use --model resnet18"),
+    (["--dataset", "cifar10", "--model", "resnet50", "--tau", "paper"],
+     "--tau paper: the official run scripts give τ only for resnet18, not for resnet50"),
+    (["--protocol", "official"], "protocol 'official' is not valid; choose one of: clean, paper"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message, tiny, tmp_path, monkeypatch):
     monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)

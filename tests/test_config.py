@@ -57,3 +57,24 @@ def test_bad_yaml_is_a_user_error(tmp_path):
     f.write_text("methods:\n  flow: {learning_rate: 1}\n")
     with pytest.raises(UserError, match=r"learning_rate in .*methods.flow"):
         config.resolve(config_file=f)
+
+
+def test_the_model_defaults_to_the_data_set_and_every_value_says_where_it_came_from():
+    trace = {}
+    cfg = config.resolve("cifar10", None, "flow", {"tau": "1.0"}, trace=trace)
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.protocol) == ("resnet18", 20, 0.001, "clean")
+    assert trace["model"] == "default for a real data set" and trace["tau"] == "command line"
+    assert trace["epochs"].startswith("config file ") and trace["epochs"].endswith("resnet18/cifar10.yaml")
+    assert trace["lr"].endswith("(methods.flow)") and trace["weighting"] == "preset flow"
+    assert trace["protocol"] == "default" and set(trace) == set(config.FIELDS)
+    assert config.resolve("gratings").model == "demo"
+
+
+def test_resnet50_configs_say_whose_hyper_parameters_they_are_and_have_no_official_tau():
+    for path in sorted((config.CONFIG_DIR / "resnet50").glob("*.yaml")):
+        cfg = config.resolve(path.stem, "resnet50", "flow")
+        assert cfg.hparams_note == "ResNet-18 hyper-parameters (ResNet-50's were not published)", path
+        assert cfg.paper_tau is None, path
+        with pytest.raises(UserError, match="only for resnet18, not for resnet50"):
+            config.resolve(path.stem, "resnet50", "flow", {"tau": "paper"})
+    assert config.resolve("cifar10", "resnet18.tv_in1k", "flow", {"tau": "paper"}).paper_tau == 0.1041

@@ -284,6 +284,46 @@ def test_dogs_follow_the_official_lists_in_their_order(tmp_path):
     assert task.train[5][2] == 5
 
 
+@pytest.fixture(scope="module")
+def all_dogs(tmp_path_factory):
+    """The full Stanford Dogs tree as empty files: 20,580 images over 120 breeds (ImageFolder only
+    lists names, so nothing is decoded), no train/test lists. On a RAM disk where there is one:
+    20,580 file creations take seconds on some disks and a quarter of a second there."""
+    import shutil
+    import tempfile
+
+    shm = Path("/dev/shm")
+    root = Path(tempfile.mkdtemp(prefix="flowvision-dogs-", dir=shm)) if os.access(shm, os.W_OK) \
+        else tmp_path_factory.mktemp("dogs")
+    images = root / "stanford_dogs" / "Images"
+    for label in range(120):
+        breed = images / f"n02{label:06d}-breed{label}"
+        breed.mkdir(parents=True)
+        for i in range(172 if label < 60 else 171):  # 60 * 172 + 60 * 171 = 20,580
+            os.close(os.open(f"{breed}/n02{label:06d}_{i}.jpg", os.O_CREAT | os.O_WRONLY, 0o644))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_dogs_paper_split_is_a_seeded_80_20_of_all_images_tested_with_training_transforms(all_dogs):
+    from flowvision.data.real import load_real_splits
+
+    task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper")
+    assert (len(task.train), len(task.test)) == (16_464, 4_116)
+    assert task.test.base.transform is task.train.base.transform  # the official test set is augmented
+    assert task.train_eval.base.transform is not task.train.base.transform
+    assert task.info["n_train"] == 16_464 and "paper protocol" in task.info["split"]
+    train, test = task.train.base.base, task.test.base.base  # Indexed(Transformed(Subset))
+    assert not set(train.indices) & set(test.indices) and len(set(train.indices) | set(test.indices)) == 20_580
+    again, _, _ = load_real_splits("stanford_dogs", all_dogs, protocol="paper")
+    other, _, _ = load_real_splits("stanford_dogs", all_dogs, seed=1, protocol="paper")
+    assert again.indices == train.indices and other.indices != train.indices
+    labels = Counter(train.dataset.targets[i] for i in train.indices)
+    assert len(labels) == 120 and 100 < min(labels.values())  # random, not class by class
+    with pytest.raises(UserError, match="no train_list.txt"):  # the clean protocol still needs the official lists
+        load_real_task("stanford_dogs", all_dogs)
+
+
 def test_dogs_list_naming_a_missing_image_is_a_user_error(tmp_path):
     train, test = write_dogs(tmp_path)
     folder = tmp_path / "stanford_dogs"

@@ -12,6 +12,7 @@ from flowvision.data.decoded import decoded, folder_fingerprint, stored
 from flowvision.data.device import recipe_transforms
 from flowvision.data.imagenet import imagenet_synsets, load_imagenet_eval
 from flowvision.forgetting import official_imagenet_transform
+from test_real_e2e import weights_file  # noqa: F401 (a fixture)
 
 
 def _photos(root: Path, n=6, size=(300, 260)) -> Path:
@@ -112,12 +113,17 @@ def test_device_augmentation_draws_per_sample_within_the_recipe_ranges():
 
 
 @pytest.mark.parametrize("data_path", ["pil", "device"])
-def test_both_data_paths_run_end_to_end_on_a_real_layout(data_path, tmp_path, tiny):
+def test_both_data_paths_run_end_to_end_on_a_real_layout(data_path, tmp_path, tiny, weights_file):
     from flowvision import config, pipeline
+    from test_imagenet import write_val
     from test_real_e2e import write_cars
 
     data = write_cars(tmp_path / "data", n_classes=196)
-    r = pipeline.run(config.resolve("stanford_cars", "demo", "ft", dict(
-        tiny, data_root=str(data), data_path=data_path, image_size=16, cache_dir=str(tmp_path / "cache"))))
+    val = write_val(tmp_path / "val", imagenet_synsets(), per_class=1)
+    r = pipeline.run(config.resolve("stanford_cars", "resnet18", "ft", dict(
+        tiny, data_root=str(data), data_path=data_path, image_size=16, cache_dir=str(tmp_path / "cache"),
+        weights=str(weights_file), imagenet=str(val), imagenet_subset=50)))
     assert r["target_data"]["data_path"] == data_path and 0 <= r["target_acc"] <= 1
-    assert bool(list((tmp_path / "cache").glob("decoded/*/images.npy"))) == (data_path == "device")
+    assert (r["source_info"]["imagenet_decoded"] is not None) == (data_path == "device")
+    decoded_files = list((tmp_path / "cache").glob("decoded/*/images.npy"))
+    assert len(decoded_files) == (3 if data_path == "device" else 0)  # cars train, cars test, IN-1K subset

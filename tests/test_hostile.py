@@ -54,7 +54,7 @@ OPTIONS = [
     (["--tau", "p100"], "a percentile is p1..p99"),
     (["--tau", "nan"], "τ must be a finite number > 0"),
     (["--tau", "inf"], "τ must be a finite number > 0"),
-    (["--set", "tau=paper"], "no official τ is known"),
+    (["--set", "tau=paper"], "--tau paper: the official run scripts give τ only for resnet18, not for demo"),
     (["--results-dir", ""], "results_dir cannot be empty"),
     (["--batch-size", "16", "--set", "batch_size=32"], "--batch-size 16 and --set batch_size=32 both set batch_size"),
     (["--seed", "3", "--set", "seed=4"], "both set seed"),

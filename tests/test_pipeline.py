@@ -23,7 +23,7 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
     assert first["stages"] == dict.fromkeys(
         ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "forgetting"], "computed")
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
-    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 2
+    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 3
     lines = open(f"{run_dir}/weights.csv").read().splitlines()
     assert lines[0] == "index,label,loss,weight" and len(lines) == 1 + tiny["n_train"]
     summary = open(f"{run_dir}/summary.csv").read().splitlines()
@@ -124,13 +124,16 @@ BASES = {
     "lp": ("gratings", "demo", "lp", {}),
     "online": ("gratings", "demo", "flow", {"weighting": "flow-online", "tau": "0.5"}),
     "imagenet": ("cifar10", "resnet18", "flow+wiseft", {"tau": "paper", "weights": "/w/r18.safetensors"}),
+    "paper": ("gratings", "demo", "flow", {"protocol": "paper"}),
+    "dogs": ("stanford_dogs", "resnet18", "flow", {"protocol": "paper", "tau": "paper"}),
 }
 
 # An alternative value for every field that can change a number: a new field must be added here,
 # and then some stage must declare it, or the walk fails.
 ALTERNATIVES = {
     "dataset": ["patterns", "cifar100"], "model": ["resnet50", "demo"], "weights": ["/w/other.pth", None],
-    "seed": [7], "weighting": ["flow-online", "flow"], "tau": ["p25", "median"], "paper_tau": [0.2],
+    "seed": [7], "protocol": ["paper", "clean"],
+    "weighting": ["flow-online", "flow"], "tau": ["p25", "median"], "paper_tau": [0.2],
     "normalize": ["sum"], "head_init": ["random", "probe"], "finetune": [False, True],
     "regularizer": ["l2sp", "none"], "l2sp_lambda": [0.5], "refit": [False, True], "wise_alpha": [0.25, None],
     "wise_alphas": [(0.0, 1.0)], "epochs": [9], "lr": [0.123], "batch_size": [7], "momentum": [0.5],
@@ -215,3 +218,29 @@ def test_a_declaration_that_looks_at_an_undeclared_field_is_refused():
     sneaky = dataclasses.replace(pipeline.STAGES["final"], reads=("finetune",))  # its needs also look at refit
     with pytest.raises(UndeclaredRead, match="'refit'"):
         check_declarations(dict(pipeline.STAGES, final=sneaky), config.resolve("gratings", "demo", "flow"))
+
+
+def test_paper_protocol_changes_the_loss_pass_not_the_one_epoch_probe(tiny):
+    """With one probe epoch, selection has nothing to choose: the paper protocol's probe equals the
+    clean one, yet τ differs because its loss pass uses the training transforms."""
+    clean = pipeline.run(config.resolve("gratings", "demo", "flow", tiny))
+    paper = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, protocol="paper")))
+    assert (clean["protocol"], paper["protocol"]) == ("clean", "paper")
+    assert clean["best_epochs"] == {} and paper["best_epochs"] == {"probe": 1, "finetune": 1, "refit": 1}
+    assert paper["stages"]["source_eval"] == "cached" and paper["stages"]["probe"] == "computed"
+    files = Path(tiny["results_dir"]).glob("cache/v*/probe-*.pt")
+    probes = [load_checked(p, {"stage": "probe"})["model"] for p in files]
+    assert len(probes) == 2 and all(torch.equal(v, probes[1][k]) for k, v in probes[0].items())
+    assert paper["tau"] != clean["tau"] and paper["weighting"] == "flow-online"
+
+
+def test_dry_run_plans_the_keys_a_run_uses_and_sees_its_cached_stages(tiny):
+    from flowvision import dryrun
+
+    cfg = config.resolve("gratings", "demo", "flow", tiny)
+    before = {r["stage"]: r for r in dryrun.plan_rows(cfg, dryrun.fingerprints(cfg))}
+    assert before["probe"]["status"] == "to compute"
+    done = pipeline.run(cfg)
+    after = {r["stage"]: r for r in dryrun.plan_rows(cfg, dryrun.fingerprints(cfg))}
+    assert {name: r["key"] for name, r in after.items()} == done["stage_keys"]
+    assert {name for name, r in after.items() if r["status"] == "cached"} == set(done["stages"])

@@ -64,9 +64,9 @@ def test_summary_mean_and_sample_std_match_hand_computation(tmp_path):
     assert row["source_drop_std"] == pytest.approx(1.0)
     assert (row["n_seeds"], row["seeds"]) == (3, "0 1 2")
     per_set = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: per data set vs paper")
-    assert cell(per_set, "target (ours)", method="flow", dataset="cifar10") == "73.00 ± 3.61"
-    assert cell(per_set, "IN-1K drop (ours)", method="flow", dataset="cifar10") == "4.00 ± 1.00"
-    assert cell(per_set, "n", method="flow", dataset="cifar10") == 3
+    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar10") == "73.00 ± 3.61"
+    assert cell(per_set, "IN-1K drop (ours, clean)", method="flow", dataset="cifar10") == "4.00 ± 1.00"
+    assert cell(per_set, "n (clean)", method="flow", dataset="cifar10") == 3
 
 
 def test_one_seed_has_no_std(tmp_path):
@@ -74,7 +74,7 @@ def test_one_seed_has_no_std(tmp_path):
     summ = tables.summarise(tables.load_runs(tmp_path))
     assert math.isnan(summ.iloc[0]["target_acc_std"])
     per_set = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: per data set vs paper")
-    assert cell(per_set, "target (ours)", method="ft", dataset="cifar10") == "90.00 ± –"
+    assert cell(per_set, "target (ours, clean)", method="ft", dataset="cifar10") == "90.00 ± –"
 
 
 def test_six_set_averages_are_per_seed_means_over_data_sets(tmp_path):
@@ -85,11 +85,11 @@ def test_six_set_averages_are_per_seed_means_over_data_sets(tmp_path):
     summary = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: 6-set averages vs paper")
     # per seed: target (80+60)/2=70, (90+70)/2=80; IN-1K (70+72)/2=71, (74+76)/2=75;
     # Average = mean(IN-1K, target): 70.5, 77.5 -> 74.00 ± 4.95
-    assert cell(summary, "avg target (ours)", method="flow") == "75.00 ± 7.07"
-    assert cell(summary, "IN-1K acc (ours)", method="flow") == "73.00 ± 2.83"
-    assert cell(summary, "Average (ours)", method="flow") == "74.00 ± 4.95"
-    assert cell(summary, "data sets", method="flow") == "2/6"
-    assert cell(summary, "IN-1K acc (ours)", method="pretrained") == "79.00 ± 0.00"
+    assert cell(summary, "avg target (ours, clean)", method="flow") == "75.00 ± 7.07"
+    assert cell(summary, "IN-1K acc (ours, clean)", method="flow") == "73.00 ± 2.83"
+    assert cell(summary, "Average (ours, clean)", method="flow") == "74.00 ± 4.95"
+    assert cell(summary, "data sets (clean)", method="flow") == "2/6"
+    assert cell(summary, "IN-1K acc (ours, clean)", method="pretrained") == "79.00 ± 0.00"
 
 
 def test_paper_column_holds_the_csv_value(tmp_path):
@@ -137,10 +137,10 @@ def test_missing_cells_are_marked_and_commands_fill_them(tmp_path):
     write_run(tmp_path, "demo", model="demo", dataset="gratings", synthetic=True)
     runs = tables.load_runs(tmp_path)
     per_set = frame(tables.paper_tables(runs), "resnet18: per data set vs paper")
-    assert cell(per_set, "target (ours)", method="flow", dataset="cifar10") != tables.MISSING
-    assert cell(per_set, "target (ours)", method="flow", dataset="cifar100") == tables.MISSING
-    assert cell(per_set, "target (ours)", method="ft", dataset="cifar10") == tables.MISSING
-    assert cell(per_set, "n", method="ft", dataset="cifar10") == 0
+    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar10") != tables.MISSING
+    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar100") == tables.MISSING
+    assert cell(per_set, "target (ours, clean)", method="ft", dataset="cifar10") == tables.MISSING
+    assert cell(per_set, "n (clean)", method="ft", dataset="cifar10") == 0
 
     commands = tables.missing_commands(runs)
     assert len(commands) == 2 * 6 * 6 * 3 - 2
@@ -160,7 +160,7 @@ def test_empty_results_dir(tmp_path):
     assert len(tabs) == 6  # 2 models x (averages, per data set), Table 3, Table 5; no demo table
     r50 = frame(tabs, "resnet50: 6-set averages vs paper")
     assert list(r50["method"]) == ["pretrained", *tables.PAPER_METHODS]
-    assert set(r50["avg target (ours)"]) == {tables.MISSING, ""}
+    assert set(r50["avg target (ours, clean)"]) == {tables.MISSING, ""}
     assert cell(r50, "IN-1K drop (paper)", method="flow") == "2.93"
     assert len(tables.missing_commands(runs)) == 2 * 6 * 6 * 3
     paths = tables.write_tables(tabs, tmp_path / "tables")
@@ -195,9 +195,10 @@ def test_an_older_record_is_read_with_a_note_naming_its_missing_fields(tmp_path,
     assert sorted(runs["run_id"]) == ["new", "old"]
     row = runs.set_index("run_id").loc["old"]
     assert row["schema_version"] == 1 and row["source_eval_name"] == "IN-1K val" and row["device"] is None
+    assert row["protocol"] == "clean"  # before protocols existed every run was a clean one
     assert "has no" in caplog.text and "device" in caplog.text and "created, target_data (wrong type)" in caplog.text
     per_set = frame(tables.paper_tables(runs), "resnet50: per data set vs paper")
-    assert cell(per_set, "target (ours)", method="ft", dataset="cifar10") == "89.00 ± 1.41"
+    assert cell(per_set, "target (ours, clean)", method="ft", dataset="cifar10") == "89.00 ± 1.41"
 
 
 def test_tau_rules_get_their_own_rows_and_the_newest_rerun_wins(tmp_path, caplog):
@@ -208,8 +209,8 @@ def test_tau_rules_get_their_own_rows_and_the_newest_rerun_wins(tmp_path, caplog
         tabs = tables.paper_tables(tables.load_runs(tmp_path))
     assert "fixed-old" in caplog.text
     per_set = frame(tabs, "resnet50: per data set vs paper")
-    assert cell(per_set, "target (ours)", method="flow [τ=0.1]", dataset="cifar10") == "60.00 ± –"
-    assert cell(per_set, "target (ours)", method="flow [τ=median]", dataset="cifar10") == "80.00 ± –"
+    assert cell(per_set, "target (ours, clean)", method="flow [τ=0.1]", dataset="cifar10") == "60.00 ± –"
+    assert cell(per_set, "target (ours, clean)", method="flow [τ=median]", dataset="cifar10") == "80.00 ± –"
     summary = frame(tabs, "resnet50: 6-set averages vs paper")
     assert cell(summary, "IN-1K drop (paper)", method="flow [τ=median]") == "2.93"
 
@@ -229,7 +230,7 @@ def test_demo_table_from_synthetic_runs(tmp_path):
     assert cell(demo, "n", method="flow") == 2
     # synthetic runs never fill the paper tables
     summary = frame(tabs, "resnet50: 6-set averages vs paper")
-    assert cell(summary, "avg target (ours)", method="flow") == tables.MISSING
+    assert cell(summary, "avg target (ours, clean)", method="flow") == tables.MISSING
 
 
 def test_written_tables_exist_and_round_trip(tmp_path):
@@ -264,3 +265,25 @@ def test_pooling_different_configurations_is_warned(tmp_path, caplog):
         summary = tables.summarise(tables.load_runs(tmp_path))
     assert summary["n_seeds"].tolist() == [2]
     assert "pools runs of 2 different configurations" in caplog.text
+
+
+def test_protocols_are_never_pooled_and_the_paper_column_follows_the_paper_protocol_cells(tmp_path):
+    write_run(tmp_path, "clean", target_acc=0.70, hparams_note="ResNet-18 hyper-parameters (ResNet-50's were not published)")
+    write_run(tmp_path, "paper", protocol="paper", target_acc=0.90, best_epochs={"finetune": 2})
+    write_run(tmp_path, "old", dataset="cifar100", protocol=None, target_acc=0.50)  # no protocol: a clean run
+    runs = tables.load_runs(tmp_path)
+    assert sorted(tables.summarise(runs)["protocol"]) == ["clean", "clean", "paper"]
+    per_set = frame(tables.paper_tables(runs), "resnet50: per data set vs paper")
+    columns = list(per_set.columns)
+    assert columns[2:5] == ["target (ours, clean)", "target (ours, paper protocol)", "target (paper)"]
+    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar10") == "70.00 ± –"
+    assert cell(per_set, "target (ours, paper protocol)", method="flow", dataset="cifar10") == "90.00 ± –"
+    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar100") == "50.00 ± –"
+    assert cell(per_set, "hyper-parameters", method="flow", dataset="cifar10").startswith("ResNet-18 hyper-parameters")
+    summary = frame(tables.paper_tables(runs), "resnet50: 6-set averages vs paper")
+    assert cell(summary, "data sets (clean)", method="flow") == "2/6"
+    assert cell(summary, "data sets (paper protocol)", method="flow") == "1/6"
+    t3 = frame(tables.paper_tables(runs), "Table 3: FLOW+WiSE-FT vs WiSE-FT")
+    assert list(t3.loc[t3["model"] == "resnet50", "protocol"]) == ["clean", "paper protocol"]
+    assert all("ours" not in c or "(ours, clean)" in c for c in frame(tables.paper_tables(
+        tables.load_runs(tmp_path / "none")), "resnet18: per data set vs paper").columns)  # no paper runs: no column

@@ -3,13 +3,14 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from flowvision import models
+from flowvision import forgetting, models
 from flowvision.data.synthetic import load_synthetic_task
 from flowvision.errors import UserError
 from flowvision.evaluate import predict
 from flowvision.files import load_checked
-from flowvision.train import L2SP, OnlineWeights, Schedule, StaticWeights, train
+from flowvision.train import L2SP, OnlineWeights, Schedule, StaticWeights, selected_epoch, train
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +113,55 @@ def test_l2sp_value_by_hand(net):
 def test_nan_loss_is_a_clear_user_error(task, net):
     with pytest.raises(UserError, match="loss became nan.*--lr"):
         train(copy.deepcopy(net), task.train, Schedule(1, float("nan"), 16), seed=0)
+
+
+def test_selection_keeps_the_best_epoch_not_the_last_and_forgetting_measures_that_checkpoint(task, net, tmp_path):
+    """A constructed case: epoch scores 0.2, 0.9, 0.5. The model ends as it was after epoch 2; the
+    forgetting model's shared tensors are epoch 2's; a run killed in epoch 3 and resumed keeps epoch 2."""
+    def scripted(scores, states):
+        def select(m):
+            states.append(models.clone_state(m))
+            return scores.pop(0)
+        return select
+
+    states = []
+    m = copy.deepcopy(net)
+    rows = train(m, task.train, Schedule(3, 0.05, 16), seed=0, select=scripted([0.2, 0.9, 0.5], states))
+    assert [r["test_acc"] for r in rows] == [0.2, 0.9, 0.5] and selected_epoch(rows) == 2
+    assert all(torch.equal(v, states[1][k]) for k, v in m.state_dict().items())
+    assert not torch.equal(states[1]["layer1.0.conv1.weight"], states[2]["layer1.0.conv1.weight"])
+    shared, _ = models.split_state(forgetting.measured_model(net, m))
+    assert shared and all(torch.equal(v, states[1][k]) for k, v in shared.items())
+
+    ckpt, resumed = tmp_path / "sel.partial.pt", copy.deepcopy(net)
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 3, after epoch 2's checkpoint
+        train(copy.deepcopy(net), Interrupting(task.train, 2 * len(task.train) + 5), Schedule(3, 0.05, 16), seed=0,
+              select=scripted([0.2, 0.9], []), checkpoint=ckpt)
+    train(resumed, task.train, Schedule(3, 0.05, 16), seed=0, select=scripted([0.5], []), checkpoint=ckpt)
+    assert _states_equal(resumed, m)
+    assert selected_epoch([{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.5}]) == 1  # ties: the first
+    assert selected_epoch(rows[:0]) is None and selected_epoch([{"epoch": 1}]) is None
+
+
+def test_online_weights_on_an_augmented_batch_are_the_official_formula(task, net):
+    """Paper protocol weighting: w = exp(-ℓ_probe/τ), the probe model in eval mode scoring the same
+    augmented batch the model trains on; loss = mean(w·ℓ) over the batch (one batch, lr 0)."""
+    probe = models.with_new_head(net, 8, seed=0)
+    train(probe, task.train, Schedule(1, 0.05, 16, head_only=True), seed=0)
+    seen = []
+
+    class Spy(OnlineWeights):
+        def __call__(self, x, y, idx):
+            seen.append((x.clone(), y.clone(), idx.clone()))
+            return super().__call__(x, y, idx)
+
+    tau = 0.3
+    rows = train(copy.deepcopy(probe), task.train, Schedule(1, 0.0, len(task.train)), seed=5,
+                 weigher=Spy(copy.deepcopy(probe), tau))
+    (x, y, idx), = seen
+    assert not torch.allclose(x, torch.stack([task.train_eval[int(i)][0] for i in idx]))  # augmented
+    with torch.no_grad():
+        w = torch.exp(-F.cross_entropy(copy.deepcopy(probe).eval()(x), y, reduction="none") / tau)
+        ce = F.cross_entropy(copy.deepcopy(probe).train()(x), y, reduction="none")
+    assert 0 < float(w.min()) < float(w.max()) <= 1
+    assert rows[0]["loss"] == pytest.approx(float((w * ce).mean()), rel=1e-5)

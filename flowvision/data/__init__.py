@@ -2,13 +2,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..registry import is_synthetic
-from .base import Indexed, TaskData, make_loader  # noqa: F401
+
+if TYPE_CHECKING:  # torch loads with the data, not with this package: the dry run stays torch-free
+    from .base import TaskData
+
+
+def __getattr__(name: str):
+    if name in ("Indexed", "TaskData", "make_loader"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(name)
 
 
 def load_task(cfg) -> TaskData:
-    """The target task of a RunConfig (its dataset, image size, augmentation, data seed, root)."""
+    """The target task of a RunConfig (its dataset, image size, augmentation, data seed, root and,
+    for the data sets in ``real.PAPER_SPLITS``, the protocol)."""
     if is_synthetic(cfg.dataset):
         from .synthetic import load_synthetic_task
 
@@ -17,11 +29,12 @@ def load_task(cfg) -> TaskData:
                                    data_path=cfg.data_path)
     from ..config import default_cache_dir
     from .fetch import resolve_data_root
-    from .real import load_real_task
+    from .real import PAPER_SPLITS, load_real_task
 
     return load_real_task(cfg.dataset, resolve_data_root(cfg.data_root), image_size=cfg.image_size or 224,
                           augment=cfg.augment, seed=cfg.data_seed, data_path=cfg.data_path,
-                          cache_dir=Path(cfg.cache_dir or default_cache_dir()))
+                          cache_dir=Path(cfg.cache_dir or default_cache_dir()),
+                          protocol=cfg.protocol if cfg.dataset in PAPER_SPLITS else "clean")
 
 
 def normalisation(name: str) -> tuple[tuple, tuple]:

@@ -21,11 +21,18 @@ Deliberate differences from the official code:
   ``train_list.txt``/``test_list.txt`` (one path relative to ``Images/`` per line) when present, else
   from the Stanford ``train_list.mat``/``test_list.mat`` (this needs scipy). Its transforms are the
   official ones for dogs (as for Stanford Cars: Resize((256, 256)), RandomCrop(224), flip, ColorJitter).
+* Under ``protocol="paper"`` Stanford Dogs is split as the official code splits it: one ImageFolder
+  of all 20,580 images, 80 % train / 20 % test at random (16,464 / 4,116), the test part read with the
+  *training* transforms (the official test set is a view of the same augmented data set). The
+  official ``random_split`` draws from whatever RNG state its script had reached, so its exact split
+  cannot be recovered; ours is seeded (``data_seed``) by a hash of each path, the same on every
+  machine and run. ``PAPER_SPLITS`` names the data sets whose split the protocol changes.
 * Caltech-101 has no official split; the official code read a pre-made train/test ImageFolder whose
   origin is not given. We use the standard Caltech-101 protocol: 30 training images per class, the
   rest for testing (3,060 / 6,084 images), chosen by a seeded hash of each file name, written once
   to a JSON index file and reused, so every run and machine sees the same split. Like the official
-  code we keep ``BACKGROUND_Google`` as a class: 102 classes.
+  code we keep ``BACKGROUND_Google`` as a class: 102 classes. The paper protocol uses this split
+  too: the official pre-made train/test folders are of unknown origin and cannot be rebuilt.
 * Flowers-102 trains on torchvision's ``train`` + ``val`` splits (2,040 images) and tests on ``test``,
   as the official code does; DTD likewise trains on ``train1`` + ``val1`` and tests on ``test1``
   (the official DTD entry could not run). DTD and Oxford-IIIT Pets, which the official code does not
@@ -56,6 +63,8 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
 CALTECH_TRAIN_PER_CLASS = 30
+PAPER_SPLITS = ("stanford_dogs",)   # data sets whose split differs under protocol="paper"
+PAPER_TRAIN_FRACTION = 0.8          # the official Stanford Dogs split: int(0.8 * N) train, the rest test
 
 
 @dataclass(frozen=True)
@@ -317,7 +326,15 @@ def _read_list(name: str, root: Path, folder: Path, split: str) -> list[str]:
     return [p[len("Images/"):] if p.startswith("Images/") else p for p in paths]
 
 
-def _dogs(name: str, root: Path):
+def paper_split(relpaths: list[str], seed: int) -> tuple[list[int], list[int]]:
+    """The official code's Stanford Dogs split, seeded: int(0.8 N) positions train, the rest test,
+    in a random order fixed by ``seed`` and the paths alone (not by the listing order or an RNG)."""
+    order = sorted(range(len(relpaths)), key=lambda i: hash_rank(seed, relpaths[i]))
+    n_train = int(PAPER_TRAIN_FRACTION * len(relpaths))
+    return sorted(order[:n_train]), sorted(order[n_train:])
+
+
+def _dogs(name: str, root: Path, protocol: str = "clean", seed: int = 0):
     from torch.utils.data import Subset
 
     folder = data_folder(name, root)
@@ -325,6 +342,11 @@ def _dogs(name: str, root: Path):
         raise _missing(name, root)
     images = _image_folder(name, root, folder / "Images")
     _check_classes(name, root, images.classes)
+    if protocol == "paper":
+        train, test = paper_split(_relpaths(images), seed)
+        return Subset(images, train), Subset(images, test), {
+            "split": f"paper protocol: seeded random 80/20 of all images ({len(train)} / {len(test)}, "
+                     f"seed {seed}), test read with the training transforms"}
     position = {p: i for i, p in enumerate(_relpaths(images))}
     splits = {}
     for split in ("train", "test"):
@@ -421,17 +443,21 @@ _LOADERS = {"cifar10": _cifar, "cifar100": _cifar, "flowers102": _flowers, "dtd"
             "oxford_pets": _pets, "stanford_cars": _cars, "stanford_dogs": _dogs}
 
 
-def load_real_splits(name: str, root: Path, *, seed: int = 0):
-    """(train, test, extra_info): untransformed ``(PIL image, label)`` data sets for ``name``."""
+def load_real_splits(name: str, root: Path, *, seed: int = 0, protocol: str = "clean"):
+    """(train, test, extra_info): untransformed ``(PIL image, label)`` data sets for ``name``;
+    ``protocol`` matters only for the data sets in ``PAPER_SPLITS``."""
     check_dataset(name, REAL_DATASETS)
     root = Path(root)
     if name == "caltech101":
         return _caltech(name, root, seed)
+    if name in PAPER_SPLITS:
+        return _LOADERS[name](name, root, protocol, seed)
     return _LOADERS[name](name, root)
 
 
 def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: bool = True,
-                   seed: int = 0, data_path: str = "pil", cache_dir: Path | None = None) -> "TaskData":
+                   seed: int = 0, data_path: str = "pil", cache_dir: Path | None = None,
+                   protocol: str = "clean") -> "TaskData":
     """The task ``name`` read from ``<root>/<name>/``, with the official split and transforms.
 
     train / train_eval: the same samples in the same order (indices 0..N-1), with the training /
@@ -439,17 +465,20 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
     (3, image_size, image_size) float32 through per-sample PIL transforms (the reference); "device":
     each split is decoded once into a uint8 cache under ``cache_dir`` (``data/decoded.py``) and the
     recipe runs batched on the device (each split's ``batch_transform``).
-    ``seed`` picks the split where the data set has none (caltech101 only); keep it fixed (0)
-    across runs so that different training seeds share one split.
+    ``seed`` picks the split where the data set has none (caltech101; stanford_dogs under the paper
+    protocol); keep it fixed (0) across runs so that different training seeds share one split.
+    ``protocol="paper"``: the official split where it differs (``PAPER_SPLITS``), its test part
+    read with the training transforms as the official code does.
     """
     from .base import Indexed, TaskData
 
-    train_base, test_base, extra = load_real_splits(name, root, seed=seed)
+    train_base, test_base, extra = load_real_splits(name, root, seed=seed, protocol=protocol)
     spec = REAL_TASKS[name]
     info = {"dataset": name, "path": str(data_folder(name, Path(root))), "split": spec.split,
             "recipe": spec.recipe,
             "n_train": len(train_base), "n_test": len(test_base), "image_size": image_size,
             "augment": augment, "data_path": data_path, **extra}
+    official_test = protocol == "paper" and name in PAPER_SPLITS  # the official test part: training transforms
     if data_path == "device":
         from .decoded import decoded, folder_fingerprint, stored
         from .device import recipe_transforms
@@ -466,12 +495,14 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
             splits[split], info[f"decoded_{split}"] = decoded(base, store.prepare, store.size, identity, cache_dir,
                                                              f"decoding {name} {split} ({len(base)} images)")
         train_b, eval_b = recipe_transforms(spec.recipe, image_size, spec.mean, spec.std)
+        train_b = train_b if augment else eval_b
         return TaskData(name=name, num_classes=spec.num_classes,
-                        train=Indexed(splits["train"], batch_transform=train_b if augment else eval_b),
+                        train=Indexed(splits["train"], batch_transform=train_b),
                         train_eval=Indexed(splits["train"], batch_transform=eval_b),
-                        test=Indexed(splits["test"], batch_transform=eval_b), info=info)
+                        test=Indexed(splits["test"], batch_transform=train_b if official_test else eval_b),
+                        info=info)
     train_tf, eval_tf = build_transforms(name, image_size, augment)
     return TaskData(name=name, num_classes=spec.num_classes,
                     train=Indexed(Transformed(train_base, train_tf)),
                     train_eval=Indexed(Transformed(train_base, eval_tf)),
-                    test=Indexed(Transformed(test_base, eval_tf)), info=info)
+                    test=Indexed(Transformed(test_base, train_tf if official_test else eval_tf)), info=info)

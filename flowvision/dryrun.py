@@ -1,0 +1,185 @@
+"""What a run would do, without doing it: ``flowvision finetune ... --dry-run``.
+
+    sources = {}
+    cfg = config.resolve("cifar10", None, "flow", {"tau": "1.0"}, trace=sources)
+    report = dry_run(cfg, sources)    # {"run", "config", "files", "plan", "notes"}
+
+It reads no image and loads no model. It gives the resolved config with where each value came from
+(default, config file, preset, command line), the files the run would read (target data, pre-trained
+weights, ImageNet val) with whether they are there and the fix for each missing one, and the stage
+plan. Stage keys come from the declarations (``pipeline.plan``); the loading stages' fingerprints are
+what is cheap to have: the pre-trained weights' identity (timm tag, file digest, demo recipe) always,
+the data's (file lists and counts) only by loading it. So for a real data set the stages downstream
+of ``task`` (and ``source_eval``, downstream of the ImageNet file count and transform) are listed as
+keyed when the data loads, and torch is never imported; for a synthetic task the images are
+generated (they are small; this imports torch) and every stage is keyed exactly.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from .config import FIELDS, RunConfig
+from .files import file_digest, stable_hash
+
+# What an uncached stage does on every run (it loads, or it is cheap); the rest are cached files.
+LOADS = {"task": "loads the target data", "source": "loads the pre-trained weights",
+         "source_data": "loads the evaluation images", "weights": "τ and weights (cheap, every run)",
+         "final": "the reported model (no work)"}
+
+
+def config_rows(cfg: RunConfig, sources: dict) -> list[tuple[str, str, str]]:
+    """(field, value, where it came from) for every field of the config, in the dataclass order."""
+    from .source import resolve_tag
+
+    values = {k: str(v) for k, v in cfg.to_dict().items()}
+    if resolve_tag(cfg.model) != cfg.model:
+        values["model"] = f"{cfg.model} = {resolve_tag(cfg.model)}"
+    return [(name, values[name], sources.get(name, "default")) for name in FIELDS]
+
+
+def _row(what: str, path, found: Optional[bool], note: str = "") -> dict:
+    return {"what": what, "path": str(path), "found": found, "note": note}
+
+
+def _data_row(cfg: RunConfig) -> dict:
+    if cfg.synthetic:
+        return _row("target data", f"synthetic {cfg.dataset}", True, "generated in memory")
+    from .data.fetch import how_to_get, resolve_data_root
+    from .data.real import data_folder
+
+    root = resolve_data_root(cfg.data_root)
+    where = "--data-root" if cfg.data_root else "FLOWVISION_DATA" if os.environ.get("FLOWVISION_DATA") else "default"
+    folder = data_folder(cfg.dataset, root)
+    found = folder.is_dir() and any(folder.iterdir())
+    note = (f"data root from {where}; its files are checked when the run loads them" if found
+            else f"missing; fix: {how_to_get(cfg.dataset, root)}")
+    return _row(f"target data ({cfg.dataset})", folder, found, note)
+
+
+def _weights_row(cfg: RunConfig) -> dict:
+    from .source import demo_path, resolve_tag
+
+    if cfg.model == "demo":
+        path = demo_path(cfg)
+        return _row("pre-trained weights (demo model)", path, path.is_file(),
+                    "cached" if path.is_file() else "trained once by the first run (about a minute on 2 CPU cores)")
+    if cfg.weights:
+        path = Path(cfg.weights).expanduser()
+        return _row("pre-trained weights (--weights)", path, path.is_file(),
+                    "" if path.is_file() else
+                    "missing; fix: pass --weights PATH to an existing .safetensors or .pth file")
+    tag = resolve_tag(cfg.model)
+    if "." not in tag:
+        return _row("pre-trained weights", f"timm's default weights for {tag}", None,
+                    f"found when the run loads timm; pin them with a full tag such as {tag}.<tag>")
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = f"timm/{tag}"  # where timm keeps its weights on the Hugging Face hub
+    hit = next((h for h in (try_to_load_from_cache(repo, f) for f in ("model.safetensors", "pytorch_model.bin"))
+                if isinstance(h, str)), None)
+    if hit:
+        return _row(f"pre-trained weights ({tag})", hit, True, "in the local Hugging Face cache")
+    return _row(f"pre-trained weights ({tag})", f"Hugging Face cache: {repo}", False,
+                f"missing; fix: the run downloads {repo} when huggingface.co answers; offline, pass --weights "
+                f"PATH, or on a machine with internet run `python -c \"import timm; timm.create_model('{tag}', "
+                f"pretrained=True)\"` and copy ~/.cache/huggingface/hub here")
+
+
+def _imagenet_row(cfg: RunConfig) -> dict:
+    if cfg.model == "demo":
+        return _row("source evaluation", "shapes val (synthetic)", True, "generated in memory")
+    from .data.fetch import how_to_get, resolve_imagenet
+
+    root = resolve_imagenet(cfg.imagenet)
+    if root is None:
+        return _row("ImageNet-1K val", "not given (--imagenet or FLOWVISION_IMAGENET)", False,
+                    f"missing; fix: {how_to_get('imagenet', Path('.'))}")
+    if not root.is_dir():
+        return _row("ImageNet-1K val", root, False, f"no such folder; fix: {how_to_get('imagenet', Path('.'))}")
+    classes = sum(1 for e in os.scandir(root) if e.is_dir())
+    if classes != 1000:
+        return _row("ImageNet-1K val", root, False, f"{classes} class folders, 1000 synsets expected; "
+                                                    f"fix: {how_to_get('imagenet', Path('.'))}")
+    return _row("ImageNet-1K val", root, True, "1000 class folders; images counted when the run loads them")
+
+
+def file_rows(cfg: RunConfig) -> list[dict]:
+    """The files the run reads: what, path, found (True / False / None: not checkable without
+    loading), and a note: the fix when something is missing."""
+    return [_data_row(cfg), _weights_row(cfg), _imagenet_row(cfg)]
+
+
+def fingerprints(cfg: RunConfig) -> dict:
+    """What the loading stages would find, where that is cheap: the source's identity (as
+    ``source.load_source`` keys it) when its weights are at hand; for synthetic tasks the generated
+    data's descriptions (imports torch). Real data and ImageNet are left out: their fingerprints
+    are file lists and counts that only loading gives."""
+    from . import forgetting
+    from .source import demo_recipe, resolve_tag
+
+    found = {}
+    if cfg.model == "demo":
+        found["source"] = f"demo:{stable_hash(demo_recipe(cfg))[:8]}"
+    elif cfg.weights:
+        path = Path(cfg.weights).expanduser()
+        if path.is_file():
+            found["source"] = f"file:{path.name}@{file_digest(path)}"
+    elif "." in resolve_tag(cfg.model):
+        found["source"] = resolve_tag(cfg.model)
+    if cfg.synthetic:
+        from .data import load_task
+
+        found["task"] = load_task(cfg).info
+    if cfg.model == "demo":
+        found["source_data"] = forgetting.eval_set(cfg).fingerprint
+    return found
+
+
+def plan_rows(cfg: RunConfig, found: dict) -> list[dict]:
+    """One row per stage the run reaches, upstream first: stage, key (None: known once the data
+    loads) and status: cached | to compute | what an uncached stage does."""
+    from . import pipeline
+    from .stages import stage_path
+
+    keys = pipeline.plan(cfg, found)
+
+    def loading_upstream(name: str) -> set:
+        stage = pipeline.STAGES[name]
+        own = {name} if stage.fingerprint is not None and name not in found else set()
+        return own.union(*(loading_upstream(n) for n in stage.needs_for(cfg)))
+
+    rows = []
+    for name, stage in pipeline.STAGES.items():
+        if name not in keys:
+            continue
+        key = keys[name]
+        if not stage.cached:
+            status = LOADS.get(name, "computed every run")
+        elif key is None:
+            waiting = [n for n in pipeline.STAGES if n in loading_upstream(name)]
+            status = f"keyed when {' and '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} loaded"
+        else:
+            status = "cached" if stage_path(Path(cfg.results_dir) / "cache", name, key).is_file() else "to compute"
+        rows.append({"stage": name, "key": key, "status": status, "doc": stage.doc})
+    return rows
+
+
+def dry_run(cfg: RunConfig, sources: dict) -> dict:
+    """Everything ``--dry-run`` prints, as data (see the module docstring)."""
+    from .pipeline import run_id
+
+    rid = run_id(cfg)
+    finished = (Path(cfg.results_dir) / "runs" / rid / "result.json").is_file()
+    notes = []
+    if cfg.protocol == "paper":
+        passes = [f"{n}: {e}" for n, e in (("probe", cfg.probe_epochs), ("finetune", cfg.epochs if cfg.finetune else 0),
+                                           ("refit", cfg.refit_epochs if cfg.finetune and cfg.refit else 0)) if e]
+        notes.append("paper protocol: one target test pass after every epoch to keep the best one ("
+                     + ", ".join(passes) + " test passes)")
+    if cfg.hparams_note:
+        notes.append(cfg.hparams_note)
+    return {"run": {"run_id": rid, "finished": finished, "folder": str(Path(cfg.results_dir) / "runs" / rid)},
+            "config": config_rows(cfg, sources), "files": file_rows(cfg),
+            "plan": plan_rows(cfg, fingerprints(cfg)), "notes": notes}
