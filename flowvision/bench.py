@@ -84,3 +84,88 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 32, st
     baseline = "flow step, online weights (official)"
     return [{"variant": name, "baseline": baseline, "images_per_s": speed[name],
              "ratio": speed[name] / speed[baseline]} for name in fns]
+
+
+# ---- the data path: host-side images/s, JPEG + PIL per sample vs the decoded cache ----------------------
+def _write_jpegs(folder, n: int, size=(500, 375)) -> None:
+    """A generated ImageFolder of ``n`` noisy JPEGs of a typical photo size (2 classes)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sub = folder / f"c{i % 2}"
+        sub.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+        Image.fromarray(base).resize(size, Image.BILINEAR).save(sub / f"{i}.jpg", quality=90)
+
+
+def bench_data(n: int = 64, repeats: int = 3, batch_size: int = 64) -> list[dict]:
+    """Host-side images/s on one core (no DataLoader workers) of each recipe through the PIL path
+    (decode + per-sample transforms, the reference) and through the decoded cache (a uint8 batch
+    read from the memory map; the recipe then runs on the device), measured in turns in one process.
+    Also the device-side cost of the cached path's batch transforms on this machine's device, so
+    that on a machine without a GPU nothing is hidden. -> rows: path, recipe, images/s, ratio."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    from .data.decoded import decoded, stored
+    from .data.device import recipe_transforms
+    from .data.real import Transformed, build_transforms
+    from .forgetting import official_imagenet_transform
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _write_jpegs(tmp / "jpeg", n)
+        photos = ImageFolder(str(tmp / "jpeg"))
+        rng = np.random.default_rng(0)
+        cifar_images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        from PIL import Image
+
+        cifar_pil = [(Image.fromarray(x.transpose(1, 2, 0)), 0) for x in cifar_images]
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        cases = {}  # recipe -> (PIL data set, decoded data set, device batch transform)
+        for recipe, pil_tf, source, store in (
+            ("caltech train (RandomResizedCrop, flip, jitter)", build_transforms("caltech101", 224, True)[0],
+             photos, stored("crop_jitter", 224)),
+            ("IN-1K eval (Resize 256, CenterCrop 224)", official_imagenet_transform(), photos, stored("imagenet", 224)),
+            ("CIFAR train (32 -> 224, flip)", build_transforms("cifar10", 224, True)[0], cifar_pil,
+             stored("resize", 224, native=(32, 32))),
+        ):
+            cache, _ = decoded(source, store.prepare, store.size, {"bench": recipe}, tmp / "cache", recipe, workers=0)
+            kind = {"caltech": "crop_jitter", "IN-1K": "imagenet", "CIFAR": "resize"}[recipe.split()[0]]
+            train_b, eval_b = recipe_transforms(kind, 224, mean, std)
+            cases[recipe] = (Transformed(source, pil_tf), cache, eval_b if kind == "imagenet" else train_b)
+
+        def pil_pass(ds):
+            for i in range(len(ds)):
+                ds[i]
+
+        def cached_pass(cache):
+            for start in range(0, len(cache), batch_size):
+                torch.from_numpy(np.array(cache.images[start:start + batch_size]))
+
+        def device_pass(cache, transform):
+            for start in range(0, len(cache), batch_size):
+                transform(torch.from_numpy(np.array(cache.images[start:start + batch_size])))
+
+        times = {}
+        for r in range(repeats + 1):  # the first round warms caches up and is dropped
+            for recipe, (pil_ds, cache, transform) in cases.items():
+                for path, fn in (("PIL per sample (host)", lambda: pil_pass(pil_ds)),
+                                 ("decoded cache (host)", lambda: cached_pass(cache)),
+                                 ("decoded cache + batch transform on this device", lambda: device_pass(cache, transform))):
+                    t0 = time.perf_counter()
+                    fn()
+                    if r:
+                        times.setdefault((recipe, path), []).append(time.perf_counter() - t0)
+    rows = []
+    for (recipe, path), ts in times.items():
+        speed = n / statistics.median(ts)
+        base = n / statistics.median(times[(recipe, "PIL per sample (host)")])
+        rows.append({"recipe": recipe, "path": path, "images_per_s": speed, "ratio": speed / base})
+    return rows

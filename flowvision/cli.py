@@ -238,15 +238,26 @@ def bench(
     steps: int = typer.Option(5, min=1, help="Training steps per variant per repeat."),
     repeats: int = typer.Option(3, min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    data: bool = typer.Option(False, "--data", help="Time the data path instead: PIL per sample vs the decoded cache."),
+    images: int = typer.Option(64, min=8, help="With --data: generated images per recipe."),
 ):
     """Speed ratios of the training step, variants interleaved in one run (see flowvision/bench.py)."""
     with user_errors():
         from rich.table import Table
 
-        from .bench import bench as run_bench
+        from .bench import bench as run_bench, bench_data
         from .hardware import resolve_device
         from .models import is_arch
 
+        if data:
+            rows = bench_data(images, repeats)
+            t = Table(title=f"data path at 224 px, {images} images, one core — median of {repeats} interleaved repeats")
+            for col in ("recipe", "path", "images/s", "× vs PIL"):
+                t.add_column(col, justify="left" if col in ("recipe", "path") else "right")
+            for r in rows:
+                t.add_row(r["recipe"], r["path"], f"{r['images_per_s']:.0f}", f"{r['ratio']:.1f}")
+            out.print(t)
+            return
         if not is_arch(model):
             raise UserError(f"--model {model} is not a timm architecture; e.g. resnet18 or resnet50")
         dev = resolve_device(device)
