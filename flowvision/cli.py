@@ -51,6 +51,9 @@ def finetune(
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
     imagenet_subset: Optional[int] = typer.Option(None, help="Evaluate forgetting on a class-balanced subset of N images."),
+    source_eval: Optional[str] = typer.Option(None, "--source-eval", help="Any folder of images to measure forgetting "
+                                              "on instead of --imagenet: synset folders (some or all) give accuracy, "
+                                              "any images agreement and KL."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
@@ -63,7 +66,8 @@ def finetune(
 
         cfg = config.resolve(dataset, model, method, _overrides(
             tau=tau, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, weights=weights, data_root=data_root,
-            imagenet=imagenet, imagenet_subset=imagenet_subset, results_dir=results_dir, cache_dir=cache_dir,
+            imagenet=imagenet, imagenet_subset=imagenet_subset, source_eval_dir=source_eval, results_dir=results_dir,
+            cache_dir=cache_dir,
             device=device, sets=sets), config_file)
         from .pipeline import run
         from .report import result_table

@@ -135,7 +135,7 @@ ALTERNATIVES = {
     "weight_decay": [0.01], "probe_epochs": [9], "probe_lr": [0.123], "probe_bn_train": [False, True],
     "refit_epochs": [9], "refit_lr": [0.123], "augment": [False, True], "image_size": [24],
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
-    "imagenet_transform": ["timm"], "restore": ["none"], "demo_arch": ["resnet10t"], "demo_epochs": [9],
+    "imagenet_transform": ["timm"], "restore": ["none"], "task_specific": ["head"], "demo_arch": ["resnet10t"], "demo_epochs": [9],
     "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "amp": [True],
 }
 
