@@ -24,6 +24,9 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
         ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "forgetting"], "computed")
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
     assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 2
+    assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
+    assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
+    assert saved["source_eval_images"] == tiny["n_test"] and saved["source_eval_classes"] >= 2
     lines = open(f"{run_dir}/weights.csv").read().splitlines()
     assert lines[0] == "index,label,loss,weight" and len(lines) == 1 + tiny["n_train"]
     summary = open(f"{run_dir}/summary.csv").read().splitlines()
@@ -40,7 +43,9 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
 def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tiny):
     lp = pipeline.run(config.resolve("gratings", "demo", "lp", tiny))
     assert lp["source_drop"] == 0.0 and "finetune" not in lp["stages"]
+    assert lp["source_agreement"] == 1.0 and lp["source_kl"] == 0.0  # the measured model is the source, exactly
     ft = pipeline.run(config.resolve("gratings", "demo", "ft", tiny))
+    assert ft["source_agreement"] < 1.0 and ft["source_kl"] > 0.0  # fine-tuning moved the shared weights
     assert "probe" not in ft["stages"] and ft["stages"]["source_eval"] == "cached"  # lp measured it already
     wise = pipeline.run(config.resolve("gratings", "demo", "wiseft", tiny))
     assert {k for k, v in wise["stages"].items() if v == "computed"} == {"wise"}  # one fine-tuning, many α
@@ -48,6 +53,8 @@ def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tin
     assert by_alpha[1.0]["target_acc"] == ft["target_acc"]
     assert by_alpha[1.0]["source_acc_after"] == ft["source_acc_after"]
     assert by_alpha[0.0]["source_drop"] == 0.0  # pre-trained shared weights, source head/BN
+    assert by_alpha[0.0]["source_agreement"] == 1.0 and by_alpha[0.0]["source_kl"] == 0.0
+    assert by_alpha[1.0]["source_kl"] == ft["source_kl"]
     assert wise["target_acc"] == by_alpha[0.5]["target_acc"]
 
 
