@@ -8,9 +8,11 @@ STAMP  := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+# foolbox: its 20 labelled ImageNet photos (its data folder only; its dependencies are not needed)
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps foolbox==3.3.4
 	touch $(STAMP)
 
 demo: $(STAMP)          ## the offline demo: standard FT vs FLOW on a synthetic task, 3 seeds

@@ -57,6 +57,9 @@ def finetune(
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
     imagenet_subset: Optional[int] = typer.Option(None, help="Evaluate forgetting on a class-balanced subset of N images."),
+    source_eval: Optional[str] = typer.Option(None, "--source-eval", help="Any folder of images to measure forgetting "
+                                              "on instead of --imagenet: synset folders (some or all) give accuracy, "
+                                              "any images agreement and KL."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
@@ -72,8 +75,8 @@ def finetune(
         sources: dict = {}
         cfg = config.resolve(dataset, model, method, _overrides(
             tau=tau, protocol=protocol, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, weights=weights,
-            data_root=data_root, imagenet=imagenet, imagenet_subset=imagenet_subset, results_dir=results_dir,
-            cache_dir=cache_dir, device=device, sets=sets), config_file, trace=sources)
+            data_root=data_root, imagenet=imagenet, imagenet_subset=imagenet_subset, source_eval_dir=source_eval,
+            results_dir=results_dir, cache_dir=cache_dir, device=device, sets=sets), config_file, trace=sources)
         if dry_run:
             from .dryrun import dry_run as plan_run
             from .report import dry_run_tables
@@ -168,6 +171,22 @@ def weights(
         out.print(render((f"mean FLOW weight per class — {dataset}, τ = {res['tau']:.4g} ({res['tau_rule']})",
                           res["per_class"].round(4).astype(str))))
         out.print(f"contact sheet: {res['png']}")
+
+
+@app.command("import-weights")
+def import_weights(
+    checkpoint: Path = typer.Argument(..., help="A .pth/.pt/.bin state dict (or .safetensors already in timm's names)."),
+    arch: str = typer.Option(..., "--arch", help="The timm architecture it holds, e.g. tf_efficientnet_lite0."),
+    out_file: Path = typer.Option(..., "--out", help="The .safetensors file to write (for --weights)."),
+):
+    """Turn a checkpoint that names its tensors another library's way into a timm .safetensors:
+    tensors mapped by order, every shape, kind and name part checked, anything uncertain refused."""
+    with user_errors():
+        from .importing import import_weights as run_import
+
+        res = run_import(checkpoint, arch, out_file)
+        out.print(f"wrote {res['out']}: {res['tensors']} tensors of {res['arch']} ({res['renamed']} renamed); "
+                  f"use it with --model {res['arch']} --weights {res['out']}", highlight=False)
 
 
 @app.command()

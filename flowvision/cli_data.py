@@ -2,6 +2,7 @@
 
     flowvision data status --data-root /d [--imagenet /d/imagenet/val]
     flowvision data download cifar10 --data-root /d
+    flowvision data sample-photos /d/in1k-sample      # 20 real labelled photos as a partial val folder
 
 Thin on purpose: the logic lives in ``flowvision.data.fetch``; torch/torchvision are imported
 inside the commands so ``flowvision --help`` stays instant. A UserError becomes one line and exit
@@ -76,3 +77,15 @@ def download(
     with user_errors():
         row = fetch(name, resolve_data_root(data_root))
     out.print(f"{name}: {row['n_train']:,} train / {row['n_test']:,} test images under {row['path']}")
+
+
+@data_app.command("sample-photos")
+def sample_photos(out_dir: str = typer.Argument(..., help="New folder to write <synset>/<photo>.jpg into.")) -> None:
+    """A partial ImageNet val folder from the 20 labelled photos foolbox ships (for --imagenet or
+    --source-eval; accuracy on it is marked partial)."""
+    from .console import out
+    from .data.imagenet import build_sample_folder
+
+    with user_errors():
+        res = build_sample_folder(out_dir)
+    out.print(f"wrote {res['images']} photos of {res['classes']} classes under {res['folder']}", highlight=False)

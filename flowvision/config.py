@@ -32,7 +32,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 WEIGHTINGS = ("uniform", "flow", "flow-online")
 HEAD_INITS = ("random", "probe")
 REGULARIZERS = ("none", "l2sp")
-IMAGENET_TRANSFORMS = ("official", "timm")
+IMAGENET_TRANSFORMS = ("auto", "official", "timm")
 
 
 def _where(default):
@@ -86,8 +86,11 @@ class RunConfig:
     data_root: Optional[str] = _where(None)
     imagenet: Optional[str] = _where(None)
     imagenet_subset: Optional[int] = None
-    imagenet_transform: str = "official"  # official: bilinear Resize(256)+CenterCrop(224) | timm: the weights' own
+    imagenet_transform: str = "auto"    # official: bilinear Resize(256)+CenterCrop(224) | timm: the weights' own |
+    #                                     auto: official for the paper's two tags, the weights' own otherwise
+    source_eval_dir: Optional[str] = _where(None)  # any folder of images (labelled synset folders or not) instead of --imagenet
     restore: str = "task-specific"      # forgetting model: head + every BN from the source (Appendix B) | none: source head only
+    task_specific: str = "auto"         # which parts are task-specific: auto (per timm family) | head | head+bn | head+norms
     # the demo source model (trained once on the synthetic source task, cached)
     demo_arch: str = "resnet18"
     demo_epochs: int = 4
@@ -122,6 +125,7 @@ FIELDS = tuple(f.name for f in fields(RunConfig))
 KEYED_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata.get("keyed", True))
 RESTORE_RULES = ("task-specific", "none")
 DATA_PATHS = ("device", "pil")
+TASK_SPECIFIC_RULES = ("auto", "head", "head+bn", "head+norms")  # see models.task_specific_keys
 
 
 def _coerce(key: str, value):
@@ -346,6 +350,7 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"weight_decay must be ≥ 0, got {cfg.weight_decay}")
     choice("restore", RESTORE_RULES)
     choice("data_path", DATA_PATHS)
+    choice("task_specific", TASK_SPECIFIC_RULES)
     if cfg.weighting != "uniform":
         if str(cfg.tau).strip().lower() == "paper" and model_alias(cfg.model) not in PAPER_TAU_MODELS:
             raise UserError(f"--tau paper: the official run scripts give τ only for {', '.join(PAPER_TAU_MODELS)}, "
@@ -364,6 +369,9 @@ def validate(cfg: RunConfig) -> None:
     alphas = cfg.wise_alphas + ((cfg.wise_alpha,) if cfg.wise_alpha is not None else ())
     if any(not 0 <= a <= 1 for a in alphas):
         raise UserError(f"WiSE-FT α must lie in [0, 1]; got {', '.join(map(str, alphas))}")
+    if cfg.source_eval_dir and cfg.model == "demo":
+        raise UserError("--source-eval is for ImageNet models; the demo model's forgetting is measured on its "
+                        "own held-out shapes")
     if cfg.imagenet_subset is not None and cfg.imagenet_subset < 1:
         raise UserError(f"imagenet_subset must be ≥ 1, got {cfg.imagenet_subset}")
 

@@ -2,10 +2,15 @@
 
 One pass serves three uses: test accuracy, source (IN-1K or synthetic) accuracy for forgetting,
 and the static FLOW loss pass over the training set (eval transforms, as the paper's Algorithm 1).
+
+Forgetting without labels compares predictions instead: the share of images whose top-1 class is
+the pre-trained model's (agreement) and the mean KL(p_pre || p_after) over the images
+(``agreement_kl``). Images without a label carry label -1 (``UNLABELLED``): no loss, never correct.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,34 +21,61 @@ from .data.base import make_loader
 from .hardware import CPU, Hardware
 
 
+UNLABELLED = -1
+
+
 @dataclass
 class Predictions:
-    """Per sample, by index: losses (N,) float32 cross-entropy, labels (N,), correct (N,) bool top-1,
-    correct5 (N,) bool top-5 (equal to correct when there are fewer than 5 classes)."""
+    """Per sample, by index: losses (N,) float32 cross-entropy (NaN when unlabelled), labels (N,),
+    correct (N,) bool top-1, correct5 (N,) bool top-5 (equal to correct when there are fewer than 5
+    classes); logprobs (N, C) float32 log-softmax when asked for, else None."""
 
     losses: torch.Tensor
     labels: torch.Tensor
     correct: torch.Tensor
     correct5: torch.Tensor
+    logprobs: Optional[torch.Tensor] = None
 
     @property
-    def acc(self) -> float:
-        return float(self.correct.float().mean())
+    def labelled(self) -> torch.Tensor:
+        return self.labels != UNLABELLED
 
     @property
-    def acc5(self) -> float:
-        return float(self.correct5.float().mean())
+    def acc(self) -> Optional[float]:
+        """Top-1 over the labelled samples; None when none is labelled."""
+        mask = self.labelled
+        return float(self.correct[mask].float().mean()) if mask.any() else None
+
+    @property
+    def acc5(self) -> Optional[float]:
+        mask = self.labelled
+        return float(self.correct5[mask].float().mean()) if mask.any() else None
+
+
+def agreement_kl(reference: torch.Tensor, logprobs: torch.Tensor) -> tuple[float, float]:
+    """(agreement, mean KL) of log-probabilities (N, C) against the reference's (N, C): the share of
+    rows whose arg-max class is the reference's, and mean over rows of Σ_c p_ref·(log p_ref − log p),
+    in nats. An identical model gives (1.0, 0.0) exactly."""
+    if reference.shape != logprobs.shape:
+        raise ValueError(f"predictions of shape {tuple(logprobs.shape)} vs reference {tuple(reference.shape)}")
+    agree = (reference.argmax(dim=1) == logprobs.argmax(dim=1)).double().mean()
+    ref, lp = reference.double(), logprobs.double()
+    p = ref.exp()
+    kl = torch.where(p > 0, p * (ref - lp), 0.0).sum(dim=1).mean()  # 0·log 0 = 0
+    return float(agree), float(kl)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = CPU,
-            desc: str = "eval") -> Predictions:
-    """Run ``model`` in eval mode over ``dataset`` (yielding (image, label, index))."""
+            desc: str = "eval", keep_logprobs: bool = False) -> Predictions:
+    """Run ``model`` in eval mode over ``dataset`` (yielding (image, label, index); label -1 for an
+    unlabelled image). keep_logprobs: also return every sample's log-softmax (N × classes floats)."""
     n = len(dataset)
     losses = torch.empty(n)
     labels = torch.empty(n, dtype=torch.long)
     correct = torch.zeros(n, dtype=torch.bool)
     correct5 = torch.zeros(n, dtype=torch.bool)
+    logprobs = None
     was_training = model.training
     model.eval()
     forward = hw.prepare(model)
@@ -55,20 +87,33 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
             with hw.autocast():
                 logits = forward(hw.images(x, dataset)).float()
             y = y.to(hw.device)
-            losses[idx] = F.cross_entropy(logits, y, reduction="none").cpu()
+            loss = F.cross_entropy(logits, y, reduction="none", ignore_index=UNLABELLED)
+            losses[idx] = torch.where(y == UNLABELLED, torch.nan, loss).cpu()
             labels[idx] = y.cpu()
             k = min(5, logits.shape[1])
             topk = logits.topk(k, dim=1).indices
             correct[idx] = (topk[:, 0] == y).cpu()
             correct5[idx] = (topk == y[:, None]).any(dim=1).cpu()
+            if keep_logprobs:
+                if logprobs is None:
+                    logprobs = torch.empty(n, logits.shape[1])
+                logprobs[idx] = F.log_softmax(logits, dim=1).cpu()
             bar.advance(task)
     model.train(was_training)
-    return Predictions(losses, labels, correct, correct5)
+    return Predictions(losses, labels, correct, correct5, logprobs)
 
 
-def accuracy(model: nn.Module, dataset, hw: Hardware = CPU, desc: str = "eval") -> dict:
-    """{"acc": top-1, "acc5": top-5, "n": images} of ``model`` on ``dataset``; the model is back on
-    the CPU afterwards."""
-    p = predict(model, dataset, batch_size=256, hw=hw, desc=desc)
+def accuracy(model: nn.Module, dataset, hw: Hardware = CPU, desc: str = "eval", *,
+             keep_logprobs: bool = False, reference: Optional[torch.Tensor] = None) -> dict:
+    """{"acc": top-1, "acc5": top-5 (None without labels), "n": images, "n_labelled"} of ``model`` on
+    ``dataset``; with ``reference`` (the pre-trained model's log-probabilities on the same images)
+    also "agreement" and "kl" (``agreement_kl``); with keep_logprobs, "logprobs" (N, C). The model
+    is back on the CPU afterwards."""
+    p = predict(model, dataset, batch_size=256, hw=hw, desc=desc, keep_logprobs=keep_logprobs or reference is not None)
     model.cpu()
-    return {"acc": p.acc, "acc5": p.acc5, "n": len(dataset)}
+    out = {"acc": p.acc, "acc5": p.acc5, "n": len(dataset), "n_labelled": int(p.labelled.sum())}
+    if reference is not None:
+        out["agreement"], out["kl"] = agreement_kl(reference, p.logprobs)
+    if keep_logprobs:
+        out["logprobs"] = p.logprobs
+    return out

@@ -1,14 +1,21 @@
 """Forgetting, in one place: which images, which transform, which parts are restored, the drop.
 
-    images     IN-1K val (an ImageFolder of 1000 synsets), a seeded class-balanced subset of it, or,
-               for the demo model, the held-out split of the synthetic source task (shapes)
-    transform  the official code's (bilinear Resize(256), CenterCrop(224), ImageNet mean/std) or the
-               weights' own timm transform (``imagenet_transform``)
+    images     IN-1K val (an ImageFolder of 1000 synsets), a seeded class-balanced subset of it, a
+               folder with some of the synsets (a labelled sample; recorded as partial), any folder
+               of unlabelled images (``--source-eval DIR``: agreement and KL only), or, for the
+               demo model, the held-out split of the synthetic source task (shapes)
+    transform  ``imagenet_transform``: the official code's (bilinear Resize(256), CenterCrop(224),
+               ImageNet mean/std), the weights' own timm transform, or ``auto`` (default): the
+               official one for the paper's two tags, the weights' own for every other model (an
+               EfficientNet-Lite0 expects mean/std 0.5, not ImageNet's)
     restore    ``task-specific`` (default, Appendix B): the model keeps the fine-tuned shared tensors
-               (conv weights) and gets the pre-trained head and every BatchNorm back, exactly.
+               (conv weights) and gets the pre-trained head and every BatchNorm back, exactly
+               (for other families, what ``task_specific`` and ``models.FAMILIES`` name).
                ``none``: the fine-tuned network as it is (its BatchNorms included) with the
                pre-trained head only, for comparison: how much of the drop the BN statistics carry.
     drop       source accuracy of the pre-trained model minus that of the restored model.
+    agreement  share of the images whose top-1 class is the pre-trained model's; with the mean
+    and KL     KL(p_pre || p_after), measured on every run, labels or not (``evaluate.agreement_kl``).
 
 The Appendix-B split itself (which tensors are task-specific) lives in ``models``.
 """
@@ -17,7 +24,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .errors import UserError
 from .files import stable_hash
@@ -34,6 +41,9 @@ class EvalSet:
     desc: str
     fingerprint: str
     info: dict = field(default_factory=dict)
+    n_classes: Optional[int] = None     # classes present (None: unlabelled images)
+    n_images: Optional[int] = None
+    partial: bool = False               # only some of the model's classes (a labelled sample)
 
 
 def reads(cfg) -> tuple:
@@ -46,11 +56,11 @@ def reads(cfg) -> tuple:
 def eval_set(cfg) -> EvalSet:
     """The images forgetting is measured on, for cfg.model (no model weights are loaded)."""
     if cfg.model == "demo":
-        from .data.synthetic import SOURCE_TASK, load_held_out
+        from .data.synthetic import SOURCE_TASK, SPECS, load_held_out
 
         data = load_held_out(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size, n=cfg.n_test)
         return EvalSet(data.dataset, f"{SOURCE_TASK} val", f"{SOURCE_TASK}:val({len(data.dataset)})",
-                       stable_hash(data.info))
+                       stable_hash(data.info), n_classes=SPECS[SOURCE_TASK].num_classes, n_images=len(data.dataset))
     return imagenet_eval_set(cfg)
 
 
@@ -58,11 +68,25 @@ def eval_set(cfg) -> EvalSet:
 def imagenet_root(cfg) -> Path:
     from .data.fetch import resolve_imagenet
 
+    if cfg.source_eval_dir:
+        if cfg.imagenet:
+            raise UserError("--imagenet and --source-eval both name the source images; give one")
+        return Path(cfg.source_eval_dir).expanduser()
     root = resolve_imagenet(cfg.imagenet)
     if root is None:
         raise UserError("forgetting is measured on ImageNet-1K val: pass --imagenet PATH (an ImageFolder of 1000 "
-                        "synset folders) or set FLOWVISION_IMAGENET; `flowvision data status` shows the layout")
+                        "synset folders) or set FLOWVISION_IMAGENET, or --source-eval DIR (any folder of images: "
+                        "agreement and KL only); `flowvision data status` shows the layout")
     return root
+
+
+def transform_name(cfg, tag: str) -> str:
+    """'official' or 'timm': what ``imagenet_transform`` resolves to for the weights ``tag``."""
+    from .config import MODEL_TAGS
+
+    if cfg.imagenet_transform != "auto":
+        return cfg.imagenet_transform
+    return "official" if tag in MODEL_TAGS.values() else "timm"
 
 
 def official_imagenet_transform():
@@ -82,22 +106,27 @@ def imagenet_eval_set(cfg) -> EvalSet:
     import warnings
 
     from .console import console
-    from .data.imagenet import check_classes, describe, imagenet_synsets, imagenet_transform, load_imagenet_eval
+    from .data.imagenet import (check_classes, describe, imagenet_synsets, imagenet_transform, is_synset_folder,
+                                load_image_folder, load_imagenet_eval)
     from .source import model_tag
 
     tag, _ = model_tag(cfg.model)
     root = imagenet_root(cfg)
-    check_classes(root, imagenet_synsets())
-    if cfg.imagenet_transform == "official":
+    labelled = not cfg.source_eval_dir or is_synset_folder(root)
+    if labelled:
+        check_classes(root, imagenet_synsets())
+    how = transform_name(cfg, tag)
+    if how == "official":
         transform = official_imagenet_transform()
     else:
         from timm.models import get_pretrained_cfg
 
         transform = imagenet_transform(get_pretrained_cfg(tag).to_dict())
-    decode = cfg.data_path == "device" and cfg.imagenet_transform == "official"
+    decode = cfg.data_path == "device" and how == "official" and labelled
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the count warning is printed below, once, without a file:line
-        data = load_imagenet_eval(root, None if decode else transform, subset=cfg.imagenet_subset, seed=cfg.data_seed)
+        data = (load_imagenet_eval(root, None if decode else transform, subset=cfg.imagenet_subset, seed=cfg.data_seed)
+                if labelled else load_image_folder(root, transform))
     for note in data.warnings:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
     dataset, decoded_key = data, None
@@ -113,11 +142,13 @@ def imagenet_eval_set(cfg) -> EvalSet:
         cache, decoded_key = decoded(_Pairs(data), store.prepare, store.size, identity,
                                      Path(cfg.cache_dir or default_cache_dir()), f"decoding IN-1K val ({len(data)} images)")
         dataset = Indexed(cache, batch_transform=recipe_transforms("imagenet", 224, IMAGENET_MEAN, IMAGENET_STD)[1])
-    fingerprint = stable_hash(str(root.resolve()), data.n_found, cfg.imagenet_subset, cfg.data_seed,
-                              cfg.imagenet_transform, repr(transform), decoded_key)
-    return EvalSet(dataset, "IN-1K val", f"{describe(data)}, {cfg.imagenet_transform} transform", fingerprint,
-                   info={"imagenet_root": str(root), "imagenet_found": data.n_found,
-                         "imagenet_warnings": list(data.warnings), "imagenet_decoded": decoded_key})
+    # the resolved transform's name (not 'auto'): the paper's tags keep the keys they had
+    fingerprint = stable_hash(str(root.resolve()), data.n_found, cfg.imagenet_subset if labelled else None,
+                              cfg.data_seed, how, repr(transform), decoded_key)
+    return EvalSet(dataset, "IN-1K val" if labelled else "source images", f"{describe(data)}, {how} transform",
+                   fingerprint, info={"imagenet_root": str(root), "imagenet_found": data.n_found,
+                                      "imagenet_warnings": list(data.warnings), "imagenet_decoded": decoded_key},
+                   n_classes=data.n_classes, n_images=len(data), partial=data.partial)
 
 
 class _Pairs:
@@ -137,12 +168,13 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 # ---- the model that is measured ---------------------------------------------------------------------
-def measured_model(source, finetuned, restore: str = "task-specific"):
+def measured_model(source, finetuned, restore: str = "task-specific", rule: str = "auto"):
     """The model whose source accuracy is the 'after' number. ``source`` (pre-trained, with its own
-    head and BatchNorms) and ``finetuned`` are not modified."""
+    head and BatchNorms) and ``finetuned`` are not modified. ``rule``: which parts are task-specific
+    (``models.task_specific_keys``; 'auto' follows the model's family)."""
     from . import models
 
-    keep = models.task_specific_keys(source) if restore == "task-specific" else models.head_keys(source)
+    keep = models.task_specific_keys(source, rule) if restore == "task-specific" else models.head_keys(source)
     model = copy.deepcopy(source)
     models.copy_tensors(model, finetuned, skip=keep)
     return model

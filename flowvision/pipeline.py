@@ -196,7 +196,7 @@ def _finetune(i):
     reg = None
     if cfg.regularizer == "l2sp":
         reference = {k: v.to(hw.device) for k, v in models.clone_state(i["source"].model).items()}
-        reg = L2SP(m, reference, cfg.l2sp_lambda)
+        reg = L2SP(m, reference, cfg.l2sp_lambda, cfg.task_specific)
     rows = train(m, i["task"].train, Schedule(cfg.epochs, cfg.lr, cfg.batch_size, momentum=cfg.momentum,
                                               weight_decay=cfg.weight_decay, cosine=True),
                  seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher,
@@ -208,7 +208,7 @@ def _finetune(i):
 def _finetune_reads(cfg) -> tuple:
     reads = ("epochs", "lr", *OPTIM, "protocol", "weighting", "head_init", "regularizer")
     reads += ("normalize",) if cfg.weighting != "uniform" else ()
-    return reads + (("l2sp_lambda",) if cfg.regularizer == "l2sp" else ())
+    return reads + (("l2sp_lambda", "task_specific") if cfg.regularizer == "l2sp" else ())
 
 
 def _finetune_needs(cfg) -> tuple:
@@ -247,26 +247,50 @@ def _target_eval(i):
 
 
 def _source_eval(i):
+    """Source accuracy of the pre-trained model and its log-probabilities on every source image
+    (N × classes float32: 200 MB for the full IN-1K val), the reference for agreement and KL."""
     from .evaluate import accuracy
 
-    return accuracy(i["source"].model, i["source_data"].dataset, i.hw, "source accuracy (pre-trained)")
+    return accuracy(i["source"].model, i["source_data"].dataset, i.hw, "source accuracy (pre-trained)",
+                    keep_logprobs=True)
 
 
 def _forgetting(i):
+    """Source accuracy of the measured model, and the label-free pair: agreement with the pre-trained
+    model's top-1 class and the mean KL(pre-trained || measured)."""
     from .evaluate import accuracy
 
-    if "source_eval" in i.up:  # see _forgetting_needs
-        return dict(i["source_eval"], reused="source_eval")
-    m = forgetting.measured_model(i["source"].model, i["final"].model, i.cfg.restore)
-    return accuracy(m, i["source_data"].dataset, i.hw, "source accuracy (after)")
+    if "final" not in i.up:  # see _forgetting_needs
+        return _unchanged(i["source_eval"])
+    m = forgetting.measured_model(i["source"].model, i["final"].model, i.cfg.restore, _rule(i.cfg))
+    return accuracy(m, i["source_data"].dataset, i.hw, "source accuracy (after)",
+                    reference=i["source_eval"]["logprobs"])
+
+
+def _unchanged(before: dict) -> dict:
+    """The forgetting evaluation of a measured model that *is* the pre-trained one: its own
+    evaluation, agreement 1 and KL 0 exactly, without a second pass."""
+    return {**{k: before[k] for k in ("acc", "acc5", "n", "n_labelled")}, "agreement": 1.0, "kl": 0.0,
+            "reused": "source_eval"}
+
+
+def _rule(cfg) -> str:
+    """The task_specific rule, read only where the restore rule uses it."""
+    return cfg.task_specific if cfg.restore == "task-specific" else "auto"
+
+
+def _forgetting_reads(cfg) -> tuple:
+    return ("restore", "finetune") + (("task_specific",) if cfg.restore == "task-specific" else ())
 
 
 def _forgetting_needs(cfg) -> tuple:
-    # Linear probing trains the head alone: with the head and every BatchNorm restored, the measured
-    # model *is* the pre-trained one, so its evaluation is reused rather than repeated.
-    if not cfg.finetune and cfg.restore == "task-specific":
+    # Linear probing trains the head alone (and, in train mode, moves BatchNorm statistics): when the
+    # restore rule takes the head and every BatchNorm back, the measured model *is* the pre-trained
+    # one, so its evaluation is reused rather than repeated. A head-only rule keeps the probe's
+    # BatchNorm statistics, so it is measured.
+    if not cfg.finetune and cfg.restore == "task-specific" and cfg.task_specific != "head":
         return ("source_eval",)
-    return ("final", "source", "source_data")
+    return ("final", "source", "source_data", "source_eval")
 
 
 def wise_alphas(cfg) -> list:
@@ -282,17 +306,19 @@ def _wise(i):
 
     points = []
     for alpha in wise_alphas(i.cfg):
-        m = models.interpolate_shared(i["source"].model, i["final"].model, alpha)
+        m = models.interpolate_shared(i["source"].model, i["final"].model, alpha, i.cfg.task_specific)
         tgt = i["target_eval"] if alpha == 1 else accuracy(m, i["task"].test, i.hw, f"target accuracy α={alpha:g}")
         if alpha == 1:
             src = i["forgetting"]
         elif alpha == 0 and i.cfg.restore == "task-specific":
-            src = i["source_eval"]
+            src = _unchanged(i["source_eval"])
         else:
-            src = accuracy(forgetting.measured_model(i["source"].model, m, i.cfg.restore), i["source_data"].dataset,
-                           i.hw, f"source accuracy (after) α={alpha:g}")
+            src = accuracy(forgetting.measured_model(i["source"].model, m, i.cfg.restore, _rule(i.cfg)),
+                           i["source_data"].dataset, i.hw, f"source accuracy (after) α={alpha:g}",
+                           reference=i["source_eval"]["logprobs"])
         points.append({"alpha": alpha, "target_acc": tgt["acc"], "source_acc_after": src["acc"],
-                       "source_top5_after": src["acc5"]})
+                       "source_top5_after": src["acc5"], "source_agreement": src["agreement"],
+                       "source_kl": src["kl"]})
     return {"points": points}
 
 
@@ -301,10 +327,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           fingerprint=lambda task: task.info, doc="the target data set"),
     Stage("source", _source, reads=source.reads, uses=("cache_dir",), hardware=True, cached=False,
           fingerprint=lambda src: src.key, doc="the pre-trained model"),
-    Stage("source_data", _source_data, reads=forgetting.reads, uses=("imagenet", "cache_dir"), cached=False,
-          fingerprint=lambda data: data.fingerprint, doc="the images forgetting is measured on"),
-    Stage("source_eval", _source_eval, needs=("source", "source_data"), hardware=True,
-          doc="source accuracy of the pre-trained model"),
+    Stage("source_data", _source_data, reads=forgetting.reads, uses=("imagenet", "source_eval_dir", "cache_dir"),
+          cached=False, fingerprint=lambda data: data.fingerprint, doc="the images forgetting is measured on"),
+    Stage("source_eval", _source_eval, needs=("source", "source_data"), hardware=True, version=2,
+          doc="source accuracy and predictions of the pre-trained model"),
     Stage("probe", _probe, reads=("probe_epochs", "probe_lr", "probe_bn_train", "protocol", *OPTIM),
           needs=("source", "task"), hardware=True, load=_trained(_target_shaped), doc="linear probe"),
     Stage("losses", _losses, reads=_losses_reads, needs=("probe", "task"), hardware=True,
@@ -319,11 +345,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           needs=_final_needs, cached=False,
           doc="the model the run reports"),
     Stage("target_eval", _target_eval, needs=("final", "task"), hardware=True, doc="target accuracy"),
-    Stage("forgetting", _forgetting, reads=("restore", "finetune"), needs=_forgetting_needs,
-          hardware=True, doc="source accuracy after fine-tuning"),
-    Stage("wise", _wise, reads=("wise_alphas", "wise_alpha", "restore"),
+    Stage("forgetting", _forgetting, reads=_forgetting_reads, needs=_forgetting_needs,
+          hardware=True, version=2, doc="source accuracy, agreement and KL after fine-tuning"),
+    Stage("wise", _wise, reads=("wise_alphas", "wise_alpha", "restore", "task_specific"),
           needs=("final", "source", "task", "source_data", "target_eval", "forgetting", "source_eval"),
-          hardware=True, doc="WiSE-FT points"),
+          hardware=True, version=2, doc="WiSE-FT points"),
 )}
 
 
@@ -417,10 +443,14 @@ TRAINED = ("probe", "finetune", "refit")  # the stages that train; their rows go
 def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
     """The run record from a finished Run: the headline numbers (a WiSE-FT point when the method
     reports one), the knobs that ran, what was measured on what, and provenance."""
+    from . import models
+
     cfg = r.cfg
     before, after, tgt = r["source_eval"], r["forgetting"], r["target_eval"]
-    wise = [dict(p, source_drop=before["acc"] - p["source_acc_after"]) for p in r.values.get("wise", {}).get("points", [])]
-    headline = {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"]}
+    wise = [dict(p, source_drop=_drop(before["acc"], p["source_acc_after"]))
+            for p in r.values.get("wise", {}).get("points", [])]
+    headline = {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"],
+                "source_agreement": after["agreement"], "source_kl": after["kl"]}
     if cfg.wise_alpha is not None:
         point = next(p for p in wise if p["alpha"] == cfg.wise_alpha)
         headline = {k: point[k] for k in headline}
@@ -438,14 +468,20 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
         l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
         refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
-        restore=cfg.restore, **headline,
-        source_acc_before=before["acc"], source_drop=before["acc"] - headline["source_acc_after"],
+        restore=cfg.restore, task_specific=models.family_rule(src.model, cfg.task_specific), **headline,
+        source_acc_before=before["acc"], source_drop=_drop(before["acc"], headline["source_acc_after"]),
         source_top5_before=before["acc5"], wise=wise,
         weight_stats=weight_stats(w["weights"]) if w and w["weights"] is not None else None,
-        source_eval_name=data.name, source_eval=data.desc, target_data=target_data(r["task"]),
+        source_eval_name=data.name, source_eval=data.desc, source_eval_classes=data.n_classes,
+        source_eval_images=data.n_images, source_eval_partial=data.partial, target_data=target_data(r["task"]),
         device=device_name(cfg), stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
         wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
         source_info={**src.info, **data.info})
+
+
+def _drop(before, after):
+    """Source accuracy lost, or None on images without labels."""
+    return None if before is None or after is None else before - after
 
 
 def target_data(task) -> dict:

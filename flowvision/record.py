@@ -51,17 +51,25 @@ class RunRecord:
     lr: Optional[float] = None
     wise_alpha: Optional[float] = None
     restore: Optional[str] = None          # which parts the forgetting model takes from the source
+    task_specific: Optional[str] = None    # the rule that was applied: head | head+bn | head+norms (models.FAMILIES)
     # numbers (fractions)
     source_acc_before: Optional[float] = None
     source_acc_after: Optional[float] = None
     source_drop: Optional[float] = None
     source_top5_before: Optional[float] = None
     source_top5_after: Optional[float] = None
-    wise: list = field(default_factory=list)  # [{alpha, target_acc, source_acc_after, source_top5_after, source_drop}]
+    # label-free forgetting, against the pre-trained model's predictions on the same images
+    source_agreement: Optional[float] = None  # share of images whose top-1 class is the pre-trained model's
+    source_kl: Optional[float] = None         # mean KL(p_pretrained || p_after), nats
+    wise: list = field(default_factory=list)  # [{alpha, target_acc, source_acc_after, source_top5_after,
+    #                                              source_agreement, source_kl, source_drop}]
     weight_stats: Optional[dict] = None
     # what was measured on what
     source_eval_name: Optional[str] = None  # "IN-1K val", "shapes val": how tables and plots name the source accuracy
     source_eval: Optional[str] = None       # exactly which images and transform, e.g. "imagenet-val:subset(5000), official transform"
+    source_eval_classes: Optional[int] = None  # classes present among the source images (None: unlabelled)
+    source_eval_images: Optional[int] = None   # images the source numbers are measured on
+    source_eval_partial: Optional[bool] = None  # True: a subset of the classes (e.g. a labelled sample folder)
     target_data: Optional[dict] = None      # the target data set: name, split rule, counts found, path
     # provenance
     device: Optional[str] = None            # e.g. "cuda:0 (NVIDIA H200)", "cpu"

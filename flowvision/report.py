@@ -17,6 +17,9 @@ def result_table(r: dict) -> Table:
     t.add_row(f"source accuracy ({r['source_eval_name']}: {r['source_eval']})",
               f"{pct(r['source_acc_before'])} → {pct(r['source_acc_after'])}")
     t.add_row("drop (points)", pct(r["source_drop"]))
+    if r.get("source_agreement") is not None:
+        t.add_row("agreement with the pre-trained model / KL",
+                  f"{pct(r['source_agreement'])} % of top-1 classes / {r['source_kl']:.4f} nats")
     if r.get("tau") is not None:
         ws = r["weight_stats"] or {}
         t.add_row("τ", f"{r['tau']:.4g} ({r['tau_rule']})"
@@ -65,18 +68,16 @@ def demo_table(results: list[dict]) -> Table:
     (the same summary `flowvision table` prints)."""
     import pandas as pd
 
-    from .tables import fmt_ours, summarise
+    from .tables import METRICS, fmt_summary, summarise
 
     summary = summarise(pd.DataFrame(results))
-    t = Table(title="flowvision demo — mean ± std over seeds (percent)", title_justify="left")
-    for col in ("method", "seeds", "target acc", "source acc before", "source acc after", "drop"):
+    t = Table(title="flowvision demo — mean ± std over seeds (percent; KL in nats)", title_justify="left")
+    for col in ("method", "seeds", "target acc", "source acc before", "source acc after", "drop", "agreement", "KL"):
         t.add_column(col, justify="left" if col == "method" else "right")
     order = list(dict.fromkeys(r["method"] for r in results))
     for _, row in summary.sort_values("method", key=lambda m: m.map(order.index)).iterrows():
         label = row["method"] if row["protocol"] == "clean" else f"{row['method']} ({row['protocol']} protocol)"
-        t.add_row(label, str(row["n_seeds"]),
-                  *(fmt_ours(row[f"{m}_mean"], row[f"{m}_std"])
-                    for m in ("target_acc", "source_acc_before", "source_acc_after", "source_drop")))
+        t.add_row(label, str(row["n_seeds"]), *(fmt_summary(row, m) for m in METRICS))
     return t
 
 

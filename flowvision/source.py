@@ -190,8 +190,9 @@ def check_model(cfg: RunConfig) -> tuple[str, str]:
 def pretrained_model(cfg: RunConfig) -> tuple[nn.Module, str]:
     """The pre-trained timm model for cfg.model (+ cfg.weights) and its identity key.
 
-    Order: a local file (--weights); the tag's file in the local Hugging Face cache; a download
-    when the hub answers within 2 s. Otherwise a UserError that says where to put the file, in
+    Order: a local file (--weights); <cache_dir>/weights/<tag>.safetensors (a file copied from the
+    model hub, ``where_from``); the tag's file in the local Hugging Face cache; a download when the
+    hub answers within 2 s. Otherwise a UserError that says where to put the file, in
     seconds rather than after a minute of retries.
     """
     import timm
@@ -209,8 +210,9 @@ def pretrained_model(cfg: RunConfig) -> tuple[nn.Module, str]:
         raise UserError(f"model '{cfg.model}': {str(e).splitlines()[0]}") from None
     full_tag = f"{arch}.{model.pretrained_cfg.get('tag')}"
     hub_id = model.pretrained_cfg.get("hf_hub_id")
-    cached = None
-    if hub_id:
+    copied = weights_folder(cfg) / f"{full_tag}.safetensors"
+    cached = copied if copied.is_file() else None
+    if hub_id and cached is None:
         from huggingface_hub import try_to_load_from_cache
 
         for name in ("model.safetensors", "pytorch_model.bin"):
@@ -222,11 +224,24 @@ def pretrained_model(cfg: RunConfig) -> tuple[nn.Module, str]:
         _load_checked(model, read_weights_file(cached), cached, arch)
         return model, full_tag
     if not _hub_reachable():
-        raise UserError(f"no weights for {full_tag} here and the model hub cannot be reached: pass --weights "
-                        f"PATH (a .safetensors or .pth file for {arch}), or on a machine with internet run "
-                        f"`python -c \"import timm; timm.create_model('{full_tag}', pretrained=True)\"` and copy "
-                        "~/.cache/huggingface/hub here")
+        raise UserError(f"no weights for {full_tag} here and the model hub cannot be reached: "
+                        f"{where_from(full_tag, hub_id, copied)}")
     return timm.create_model(full_tag, pretrained=True), full_tag
+
+
+def weights_folder(cfg) -> Path:
+    """Where copied weight files are looked for: <cache_dir>/weights/<tag>.safetensors."""
+    return Path(cfg.cache_dir or default_cache_dir()).expanduser() / "weights"
+
+
+def where_from(full_tag: str, hub_id, local: Path) -> str:
+    """What to bring to an offline machine for ``full_tag``: the hub repository and file, and where
+    it goes here."""
+    if not hub_id:
+        return f"pass --weights PATH (a .safetensors or .pth file for {full_tag.split('.')[0]})"
+    return (f"on a machine with internet download the file model.safetensors of the model-hub repository {hub_id} "
+            f"(https://huggingface.co/{hub_id}/blob/main/model.safetensors) and copy it to {local}, "
+            "or pass --weights PATH to it")
 
 
 def load_source(cfg: RunConfig, hw) -> Source:

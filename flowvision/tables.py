@@ -46,12 +46,14 @@ MISSING = "—"   # no run of ours for this cell
 UNKNOWN = "n/a"  # the paper's number is not known to us
 NO_STD = "–"     # std of a single seed (ddof=1 leaves it undefined)
 
-METRICS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop")
+METRICS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop", "source_agreement", "source_kl")
+NOT_PERCENT = ("source_kl",)  # nats; every other metric is a fraction shown in percent
+PARTIAL = "‡"    # measured on a folder with some of the classes only (a labelled sample)
 GROUP_KEYS = ("synthetic", "model", "dataset", "method", "tau_rule", "protocol")
 PROTOCOL_LABELS = {"clean": "clean", "paper": "paper protocol"}  # how a column names its protocol
 # The run record's columns (its dict fields are flattened into "field.key" columns), plus the run folder.
 RUN_COLUMNS = (*RECORD_COLUMNS, "run_dir")
-SUMMARY_COLUMNS = (*GROUP_KEYS, "n_seeds", "seeds",
+SUMMARY_COLUMNS = (*GROUP_KEYS, "n_seeds", "seeds", "partial",
                    *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")))
 PAPER_COLUMNS = ("table", "model", "dataset", "method", "metric", "value", "note")
 
@@ -135,8 +137,9 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
             # e.g. a one-epoch smoke run beside the real ones: pooled, but never silently
             log.warning("%s pools runs of %d different configurations (epochs, lr, subset, ...): %s",
                         " / ".join(map(str, key)), group["config_id"].nunique(), ", ".join(map(str, group["run_id"])))
+        row["partial"] = bool(group["source_eval_partial"].eq(True).any())
         for metric in METRICS:
-            values = 100.0 * group[metric].dropna().astype(float)
+            values = (1.0 if metric in NOT_PERCENT else 100.0) * group[metric].dropna().astype(float)
             row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
         rows.append(row)
@@ -148,11 +151,21 @@ def _isnan(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def fmt_ours(mean, std) -> str:
+def fmt_ours(mean, std, digits: int = 2) -> str:
     """'73.00 ± 3.61'; '73.00 ± –' for one seed; '—' when there is no run."""
     if _isnan(mean):
         return MISSING
-    return f"{mean:.2f} ± {NO_STD if _isnan(std) else f'{std:.2f}'}"
+    return f"{mean:.{digits}f} ± {NO_STD if _isnan(std) else f'{std:.{digits}f}'}"
+
+
+def fmt_summary(row, metric: str) -> str:
+    """A summary row's metric as 'mean ± std' (KL with 3 decimals), '‡' after source accuracies
+    measured on a partial folder."""
+    if row is None:
+        return MISSING
+    text = fmt_ours(row[f"{metric}_mean"], row[f"{metric}_std"], 3 if metric in NOT_PERCENT else 2)
+    partial = metric in ("source_acc_before", "source_acc_after", "source_drop") and bool(row.get("partial"))
+    return text + (f" {PARTIAL}" if partial and text != MISSING else "")
 
 
 def fmt_paper(value) -> str:
@@ -243,7 +256,9 @@ def _eval_note(runs: pd.DataFrame, what: str = "IN-1K") -> str:
 
 
 NOTE = (f"ours: mean ± std over seeds in percent (std with ddof=1, '± {NO_STD}' for one seed); "
-        f"'{MISSING}' no run of ours; '{UNKNOWN}' paper number unknown to us.")
+        f"'{MISSING}' no run of ours; '{UNKNOWN}' paper number unknown to us. agreement: share of source "
+        f"images whose top-1 class is the pre-trained model's; KL: mean KL(pre-trained || after), nats; "
+        f"'{PARTIAL}' measured on a folder with some of the classes only.")
 
 
 def _protocols(runs: pd.DataFrame) -> list:
@@ -305,9 +320,11 @@ def _model_tables(runs: pd.DataFrame, paper: _Paper, model: str) -> list:
                     ("IN-1K acc", "source_acc_after", paper.in1k_acc(model, dataset, method)),
                     ("IN-1K drop", "source_drop", paper.get(model, dataset, method, "in1k_drop"))):
                 for protocol, got in found.items():
-                    row[_ours(col, protocol)] = (MISSING if got is None
-                                                 else fmt_ours(got[f"{metric}_mean"], got[f"{metric}_std"]))
+                    row[_ours(col, protocol)] = fmt_summary(got, metric)
                 row[f"{col} (paper)"] = fmt_paper(value)
+            for col, metric in (("agreement", "source_agreement"), ("KL", "source_kl")):
+                for protocol, got in found.items():
+                    row[_ours(col, protocol)] = fmt_summary(got, metric)
             for protocol, got in found.items():
                 row[f"n ({PROTOCOL_LABELS[protocol]})"] = int(got["n_seeds"]) if got is not None else 0
             if notes:
@@ -386,10 +403,12 @@ def _runs_table(runs: pd.DataFrame, title: str) -> Table:
             rows.append({"model": model, "dataset": dataset,
                          "method": f"{row['method']} [τ={row['tau_rule'] or 'none'}]" if tag else row["method"],
                          "protocol": PROTOCOL_LABELS.get(row["protocol"], row["protocol"]),
-                         "target acc": fmt_ours(row["target_acc_mean"], row["target_acc_std"]),
-                         "source acc before": fmt_ours(row["source_acc_before_mean"], row["source_acc_before_std"]),
-                         "source acc after": fmt_ours(row["source_acc_after_mean"], row["source_acc_after_std"]),
-                         "source drop": fmt_ours(row["source_drop_mean"], row["source_drop_std"]),
+                         "target acc": fmt_summary(row, "target_acc"),
+                         "source acc before": fmt_summary(row, "source_acc_before"),
+                         "source acc after": fmt_summary(row, "source_acc_after"),
+                         "source drop": fmt_summary(row, "source_drop"),
+                         "agreement": fmt_summary(row, "source_agreement"),
+                         "KL": fmt_summary(row, "source_kl"),
                          "n": int(row["n_seeds"])})
     frame = pd.DataFrame(rows)
     frame.attrs["note"] = NOTE + _eval_note(runs, "source")

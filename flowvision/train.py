@@ -70,13 +70,13 @@ class OnlineWeights:
 
 class L2SP:
     """(λ/2)·Σ‖θ − θ_source‖² over the shared tensors (conv weights); head and BN are task-specific
-    and are not pulled. ``reference`` maps parameter names to the source values. The optimiser's
+    and are not pulled (``rule``: models.task_specific_keys). ``reference`` maps parameter names to the source values. The optimiser's
     weight decay (5e-4, as every other method) stays on: L2-SP papers often drop decay on the
     pulled weights, the official FLOW code has no L2-SP to copy, and one optimiser for all methods
     keeps the comparison about the regulariser alone."""
 
-    def __init__(self, model: nn.Module, reference: dict, lam: float):
-        shared, _ = models.split_state(model)
+    def __init__(self, model: nn.Module, reference: dict, lam: float, rule: str = "auto"):
+        shared, _ = models.split_state(model, rule)
         self.pairs = [(p, reference[name]) for name, p in model.named_parameters() if name in shared]
         self.lam = lam
 

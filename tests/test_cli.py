@@ -88,12 +88,14 @@ def test_demo_command_prints_the_comparison(tiny):
     assert len(records) == 4
     rows = _table_rows(res.output)
     assert [r[0] for r in rows] == ["ft", "flow"], res.output
-    for method, seeds, target, _before, _after, drop in rows:
+    for method, seeds, target, _before, _after, drop, agreement, kl in rows:
         mine = [r for r in records if r["method"] == method]
         assert seeds == "2" and sorted(r["seed"] for r in mine) == [0, 1]
-        for cell, metric in ((target, "target_acc"), (drop, "source_drop")):
+        for cell, metric in ((target, "target_acc"), (drop, "source_drop"), (agreement, "source_agreement")):
             percent = 100.0 * pd.Series([r[metric] for r in mine], dtype=float)  # as tables.summarise
             assert cell == f"{percent.mean():.2f} ± {percent.std(ddof=1):.2f}", (method, metric, res.output)
+        nats = pd.Series([r["source_kl"] for r in mine], dtype=float)
+        assert kl == f"{nats.mean():.3f} ± {nats.std(ddof=1):.3f}", (method, res.output)
 
 
 def _table_rows(output: str) -> list[list[str]]:

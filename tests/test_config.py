@@ -37,6 +37,7 @@ def test_demo_config_file_is_found_and_paper_configs_exist():
     ({"momentum": 1.5}, "momentum must lie in [0, 1)"),
     ({"weight_decay": -1}, "weight_decay must be ≥ 0"),
     ({"imagenet_transform": "bicubic"}, "imagenet_transform 'bicubic' is not valid"),
+    ({"task_specific": "bn"}, "task_specific 'bn' is not valid; choose one of: auto, head, head+bn, head+norms"),
     ({"method": "ft"}, "'method' cannot be set in --set; use --method"),
     ({"model": "resnet18"}, "'model' cannot be set in --set; use --model"),
 ])

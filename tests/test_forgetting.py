@@ -36,3 +36,19 @@ def test_restore_rule_changes_only_the_forgetting_evaluation(tiny):
     assert {k for k, v in b["stages"].items() if v == "computed"} == {"forgetting"}
     assert a["stage_keys"]["forgetting"] != b["stage_keys"]["forgetting"]
     assert a["target_acc"] == b["target_acc"] and a["source_acc_before"] == b["source_acc_before"]
+
+
+def test_agreement_and_kl_by_hand():
+    from flowvision.evaluate import agreement_kl
+
+    ref = torch.log(torch.tensor([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05]]))
+    same = agreement_kl(ref, ref)
+    assert same == (1.0, 0.0)
+    other = torch.log(torch.tensor([[0.25, 0.75, 1e-9], [0.1, 0.8, 0.1]]))
+    agree, kl = agreement_kl(ref, other)
+    # row 0: arg-max 0 (first of a tie) vs 1; row 1: 0 vs 1 -> no agreement
+    assert agree == 0.0
+    row0 = 0.5 * (torch.log(torch.tensor(0.5 / 0.25)) + torch.log(torch.tensor(0.5 / 0.75)))
+    row1 = (0.9 * torch.log(torch.tensor(9.0)) + 0.05 * torch.log(torch.tensor(0.05 / 0.8))
+            + 0.05 * torch.log(torch.tensor(0.5)))
+    assert kl == pytest.approx(float(row0 + row1) / 2, rel=1e-5)

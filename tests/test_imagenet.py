@@ -103,9 +103,28 @@ def test_index_named_folders_and_extra_or_missing_classes_fail(tmp_path):
     with pytest.raises(UserError, match=r"\(1001 class folders, expected 1000; first unexpected folder "
                                         r"'n99999999'\)"):  # the hidden folder is not a class
         load_imagenet_eval(extra, None)
-    short = empty_tree(tmp_path / "short", SYNSETS[:999])
-    with pytest.raises(UserError, match="999 class folders, expected 1000; first missing 'n15075141'"):
+    short = empty_tree(tmp_path / "short", SYNSETS[:999])  # some classes may be absent, but not imageless folders
+    with pytest.raises(UserError, match=r"incomplete \(999 class folders hold no image: n01440764, n01443537, "
+                                        r"n01484850 and 996 more\)") as e:
         load_imagenet_eval(short, None)
+    assert len(str(e.value)) < 400  # the list is cut
+
+
+def test_a_folder_with_some_synsets_is_accepted_with_a_warning_and_labelled_in_the_models_order(tmp_path):
+    picked = [SYNSETS[243], SYNSETS[7], SYNSETS[990]]
+    root = tmp_path / "sample"
+    for synset in picked:
+        (root / synset).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(root / synset / f"{i}.jpg", format="JPEG")
+    with pytest.warns(ImageNetCountWarning, match="holds 3 of the 1000 classes and 6 images"):
+        ds = load_imagenet_eval(root, None)
+    assert ds.partial and ds.n_classes == 3 and len(ds) == 6
+    assert sorted({ds[i][1] for i in range(len(ds))}) == [7, 243, 990]
+    assert describe(ds) == "imagenet-partial(6 images, 3 classes)"
+    with pytest.warns(ImageNetCountWarning):
+        half = load_imagenet_eval(root, None, subset=3)
+    assert sorted(ds.base.samples[i][1] for i in half.indices) == [7, 243, 990]  # one per class present
 
 
 def test_flat_val_folder_and_empty_class_folder(tmp_path):

@@ -1,4 +1,5 @@
 """Appendix B: head and every BatchNorm are task-specific; forgetting uses the source's, exactly."""
+import pytest
 import torch
 
 from flowvision import models
@@ -51,3 +52,60 @@ def test_wiseft_alpha_one_is_finetuned_and_alpha_zero_is_pretrained_exactly():
         else:
             assert torch.equal(zero.state_dict()[key], src[key]), key
             assert torch.allclose(half.state_dict()[key], (src[key] + ft[key]) / 2), key
+
+
+# ---- the task-specific rule per timm family ------------------------------------------------------------
+# Expected task-specific keys written as the official code writes its rule, by key name, for each
+# family: an independent statement of what the module-type split must find.
+FAMILY_CASES = [
+    # (architecture, rule asked, rule applied, key-name pattern of the task-specific tensors)
+    ("resnet18", "auto", "head+bn", r"^fc\.|bn|downsample\.1\."),       # the official code's rule
+    ("test_efficientnet", "auto", "head+bn", r"^classifier\.|(^|\.)bn\d\."),  # BatchNormAct2d
+    ("regnetx_002", "auto", "head+bn", r"^head\.fc\.|\.bn\."),
+    ("test_convnext", "auto", "head", r"^head\.fc\."),
+    ("test_convnext", "head+norms", "head+norms", r"^head\.fc\.|(^|\.)norm\.|^stem\.1\.|downsample\.0\."),
+    ("test_vit", "auto", "head", r"^head\."),
+    ("test_vit", "head+norms", "head+norms", r"^head\.|(^|\.)norm\d?\."),
+    ("resnet18", "head", "head", r"^fc\."),
+]
+
+
+@pytest.mark.parametrize("arch,rule,applied,pattern", FAMILY_CASES)
+def test_task_specific_rule_per_family_and_the_forgetting_model_tensor_by_tensor(arch, rule, applied, pattern):
+    import re
+
+    from flowvision import forgetting
+
+    source = _randomise(models.create(arch, 10), 0)
+    before = models.clone_state(source)
+    expected = {k for k in before if re.search(pattern, k)}
+    assert models.family_rule(source, rule) == applied
+    assert models.task_specific_keys(source, rule) == expected
+    assert len(expected) < len(before)
+
+    finetuned = _randomise(models.with_new_head(source, 4, seed=0), 1)
+    measured = forgetting.measured_model(source, finetuned, "task-specific", rule)
+    ft = finetuned.state_dict()
+    for key, value in measured.state_dict().items():
+        if key in expected:
+            assert torch.equal(value, before[key]), key
+        else:
+            assert torch.equal(value, ft[key]) and not torch.equal(value, before[key]), key
+    assert measured.get_classifier().out_features == 10
+
+
+def test_a_family_not_declared_follows_its_norm_layers():
+    from torch import nn
+
+    class Plain(nn.Module):  # a classifier timm does not know: no family entry
+        def __init__(self, norm):
+            super().__init__()
+            self.body, self.norm, self.fc = nn.Linear(4, 4), norm, nn.Linear(4, 3)
+
+        def get_classifier(self):
+            return self.fc
+
+    assert models.family_rule(Plain(nn.BatchNorm1d(4))) == "head+bn"
+    assert models.family_rule(Plain(nn.LayerNorm(4))) == "head"
+    assert models.task_specific_keys(Plain(nn.LayerNorm(4)), "head+norms") == {
+        "fc.weight", "fc.bias", "norm.weight", "norm.bias"}

