@@ -197,25 +197,100 @@ def reproduce(
                                  + "."),
     methods: str = typer.Option(",".join(PAPER_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     seeds: int = typer.Option(3, min=1, help="Seeds 0..N-1."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs still to do and their commands."),
+    weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
+    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
+    imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (with --gpus: auto or cuda)."),
+    launcher: str = typer.Option("local", help="local: this machine (--jobs / --gpus) | slurm: a job array via submitit."),
+    jobs: int = typer.Option(1, min=1, help="Local worker processes (1: run the cells in this process)."),
+    gpus: Optional[str] = typer.Option(None, help="Local: one worker per GPU, '0,1,2,3' or 'all'."),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition."),
+    time_limit: str = typer.Option("24:00:00", "--time", help="Slurm time limit per job (HH:MM:SS or minutes)."),
+    gpus_per_job: int = typer.Option(1, min=0, help="Slurm GPUs per job."),
+    cpus_per_job: int = typer.Option(8, min=1, help="Slurm CPUs per job (data loading workers)."),
+    mem: Optional[float] = typer.Option(None, min=1, help="Slurm memory per job in GB (default: the partition's)."),
+    array_parallelism: int = typer.Option(16, min=1, help="Slurm: at most this many array tasks at once."),
+    wait: bool = typer.Option(False, "--wait", help="Slurm: wait for the jobs and print the summary."),
+    submitit_cluster: str = typer.Option("slurm", hidden=True,
+                                         help="submitit executor: slurm, or local (the same jobs as local processes)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the inputs (data, weights, ImageNet) and list the runs still to do."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
 ):
-    """Run a grid (model × data sets × methods × seeds), skipping finished runs."""
+    """Run a grid (model × data sets × methods × seeds), skipping finished runs; here, on N workers
+    or GPUs, or as Slurm jobs. `flowvision status` shows where it is."""
     with user_errors():
-        from .grid import grid, reproduce as run_grid
+        from .grid import check_inputs, grid, reproduce as run_grid
 
+        if launcher not in ("local", "slurm"):
+            raise UserError(f"--launcher {launcher}: choose local or slurm")
+        if gpus and device not in (None, "auto", "cuda"):
+            raise UserError(f"--device {device} with --gpus: each worker sees one GPU as cuda; use --device cuda or auto")
         cells = grid(model, resolve_dataset_group(datasets), [m.strip() for m in methods.split(",") if m.strip()],
-                     list(range(seeds)), _overrides(sets=sets))
-        summary = run_grid(cells, dry_run=dry_run)
+                     list(range(seeds)), _overrides(weights=weights, data_root=data_root, imagenet=imagenet,
+                                                    results_dir=results_dir, device=device, sets=sets))
         if dry_run:
+            summary = run_grid(cells, dry_run=True)
+            problems = check_inputs(cells)
             out.print(f"{summary['cells']} runs, {summary['skipped']} finished, {len(summary['todo'])} to do:")
             for cmd in summary["todo"]:
                 out.print(f"  {cmd}", highlight=False)
+            if problems:
+                for p in problems:
+                    console.print(f"[bold red]missing:[/] {p}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2)
+            out.print("inputs: every data set, the weights and the evaluation images are in place")
             return
+        results = Path(cells[0][0].results_dir) if cells else Path("results")
+        if launcher == "slurm":
+            from .launch import slurm
+
+            summary = slurm(cells, results / "slurm", partition=partition, time_limit=time_limit,
+                            gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem,
+                            array_parallelism=array_parallelism, cluster=submitit_cluster, wait=wait)
+            if not wait:
+                out.print(f"{summary['cells']} runs, {summary['skipped']} already finished; submitted "
+                          f"{len(summary['jobs'])} jobs ({', '.join(summary['jobs'][:3])}{'...' if len(summary['jobs']) > 3 else ''}), "
+                          f"logs under {summary['folder']}. `flowvision status --results-dir {results}` shows them.")
+                return
+        elif jobs > 1 or gpus:
+            from .launch import local, slots
+
+            summary = local(cells, slots(jobs, gpus), results / "logs")
+        else:
+            summary = run_grid(cells)
         out.print(f"{summary['cells']} runs: {summary['ran']} ran, {summary['skipped']} already finished, "
                   f"{len(summary['failed'])} failed, {summary['seconds']:.0f} s. `flowvision table` shows them.")
         if summary["failed"]:
             raise typer.Exit(1)
+
+
+@app.command()
+def status(results_dir: str = typer.Option("results", help="Folder holding runs/."),
+           watch: bool = typer.Option(False, "--watch", help="Refresh until Ctrl-C."),
+           interval: float = typer.Option(5.0, min=0.5, help="Seconds between refreshes with --watch."),
+           show_done: bool = typer.Option(False, "--all", help="List finished runs too (default: only their count).")):
+    """Where a grid is: done, running (stage and epoch), failed (the error), waiting, from the run folders."""
+    with user_errors():
+        from .report import status_table
+        from .runstate import read_states
+
+        if not Path(results_dir, "runs").is_dir():
+            raise UserError(f"no runs under {results_dir}/runs; pass --results-dir (default: results)")
+        if not watch:
+            out.print(status_table(read_states(Path(results_dir)), show_done))
+            return
+        import time
+
+        from rich.live import Live
+
+        try:
+            with Live(status_table(read_states(Path(results_dir)), show_done), console=out, auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(status_table(read_states(Path(results_dir)), show_done), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command()

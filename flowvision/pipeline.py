@@ -400,24 +400,47 @@ def start(cfg: RunConfig) -> Run:
 
 
 def run(cfg: RunConfig) -> dict:
-    """Run (or resume, or re-read) one configuration; write its run folder; return result.json's dict."""
+    """Run (or resume, or re-read) one configuration; write its run folder; return result.json's dict.
+    While it runs, the folder's state.json says where it is (runstate), and summary.csv grows by a
+    row after every training epoch."""
+    from . import runstate
+
     t_start = time.time()
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
-    r = start(cfg)
-    r["source_data"], r["source"]  # the evaluation images first: a wrong ImageNet folder costs no weight load
-    with _run_folder(run_dir):
-        atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
-    for name in targets(cfg):
-        r[name]
-    record = make_record(r, run_dir.name, t_start)
-    with _run_folder(run_dir):
-        _write_summary(run_dir / "summary.csv",
-                       [row for name in TRAINED if name in r.values for row in r[name].rows])
-        w = r.values.get("weights")
-        if w and w["weights"] is not None:
-            _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
-        write_record(run_dir / "result.json", record)
+    state = runstate.RunState(run_dir, cfg)
+    with runstate.tracking(state):
+        r = start(cfg)
+        r.on_stage = state.stage
+        r["source_data"], r["source"]  # the evaluation images first: a wrong ImageNet folder costs no weight load
+        with _run_folder(run_dir):
+            atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
+        state.on_epoch = lambda desc, rows: _epoch_summary(r, run_dir, state.data["stage"], rows)
+        for name in targets(cfg):
+            r[name]
+        record = make_record(r, run_dir.name, t_start)
+        with _run_folder(run_dir):
+            _write_summary(run_dir / "summary.csv", _trained_rows(r))
+            w = r.values.get("weights")
+            if w and w["weights"] is not None:
+                _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
+            write_record(run_dir / "result.json", record)
     return dict(record.to_dict(), run_dir=str(run_dir))
+
+
+TRAINED = ("probe", "finetune", "refit")  # the stages whose epochs summary.csv lists
+
+
+def _trained_rows(r: Run) -> list:
+    return [row for name in TRAINED if name in r.values for row in r[name].rows]
+
+
+def _epoch_summary(r: Run, run_dir: Path, stage: str, rows: list) -> None:
+    """summary.csv after an epoch of a training stage: the finished stages' rows, then this one's so far
+    (a long fine-tuning shows its progress in the run folder, not only at the end)."""
+    if stage not in TRAINED:
+        return  # e.g. the demo model's pre-training inside the source stage
+    with _run_folder(run_dir):
+        _write_summary(run_dir / "summary.csv", _trained_rows(r) + rows)
 
 
 @contextlib.contextmanager
@@ -435,9 +458,6 @@ def _run_folder(run_dir: Path):
 
 
 RUN_FILES = ["config.yaml", "summary.csv", "weights.csv", "result.json"]
-
-
-TRAINED = ("probe", "finetune", "refit")  # the stages that train; their rows go into summary.csv
 
 
 def make_record(r: Run, rid: str, t_start: float) -> RunRecord:

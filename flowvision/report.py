@@ -106,3 +106,26 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
     out.print(f"run folders: {', '.join(r['run_dir'] for r in results)}")
     out.print(f"total {time.time() - t0:.0f} s")
     return results
+
+
+STATUS_ORDER = ("running", "failed", "stale", "waiting", "incomplete", "done")
+STATUS_STYLE = {"running": "cyan", "failed": "red", "stale": "yellow", "waiting": "white", "incomplete": "yellow",
+                "done": "green"}
+
+
+def status_table(rows: list[dict], show_done: bool = False) -> Table:
+    """The grid's state (runstate.read_states rows): counts per status in the title, then every run
+    that is not done (or all with ``show_done``): running ones with their stage and epoch, failed
+    ones with their error line, runs on other hosts with the time since their last update."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
+    title = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs"
+    t = Table(title=f"runs: {title}", title_justify="left")
+    for col in ("status", "run", "stage / epoch", "host", "updated", "error"):
+        t.add_column(col, overflow="fold" if col == "error" else "ellipsis")
+    for r in sorted(rows, key=lambda r: (STATUS_ORDER.index(r["status"]), r["run_id"])):
+        if r["status"] == "done" and not show_done:
+            continue
+        age = "" if r["age_s"] is None else f"{r['age_s']:.0f} s ago"
+        t.add_row(f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]", r["run_id"], r["where"] or "",
+                  r["host"] or "", age, r["error"] or "")
+    return t

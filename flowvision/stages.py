@@ -228,7 +228,8 @@ class Run:
     """One configuration's stages, resolved on demand (upstream first), each computed at most once.
 
     ``status``: stage -> "computed" | "cached" (cached stages only); ``seconds``: stage -> wall time
-    of its own work (upstream excluded); ``keys``: stage -> key.
+    of its own work (upstream excluded); ``keys``: stage -> key. ``on_stage(name, "start" | "done")``,
+    when set, hears of each stage as it starts and once its value is there (the run's state file).
     """
 
     def __init__(self, cfg: RunConfig, stages: dict[str, Stage], store: Store):
@@ -238,6 +239,7 @@ class Run:
         self.keys: dict[str, str] = {}
         self.status: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
+        self.on_stage: Optional[Callable[[str, str], None]] = None
 
     def __getitem__(self, name: str):
         if name not in self.values:
@@ -247,6 +249,8 @@ class Run:
     def _resolve(self, name: str) -> None:
         stage = self.stages[name]
         up = {n: self[n] for n in stage.needs_for(self.cfg)}
+        if self.on_stage is not None:
+            self.on_stage(name, "start")
         t0 = time.time()
         view = ConfigView(self.cfg, stage.reads_for(self.cfg) + stage.uses_for(), name)
         upstream_keys = {n: self.keys[n] for n in up}
@@ -261,6 +265,8 @@ class Run:
             value = stage.load(saved, inputs) if stage.load else saved
         self.values[name] = value
         self.seconds[name] = round(time.time() - t0, 3)
+        if self.on_stage is not None:
+            self.on_stage(name, "done")
 
 
 # ---- what the store holds, and pruning ------------------------------------------------------------------

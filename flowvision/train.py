@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models, weighting
-from .console import progress
+from . import models, runstate, weighting
+from .console import log_line, progress
 from .data.base import make_loader
 from .errors import UserError
 from .hardware import CPU, Hardware
@@ -201,6 +201,9 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 save_checked({"model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": lr_sched.state_dict() if lr_sched else None,
                               "epoch": epoch, "rows": rows, "best": best}, checkpoint, {"checkpoint": desc})
+            log_line(f"{desc} epoch {epoch + 1}/{sched.epochs}: loss {rows[-1]['loss']:.4f} acc {rows[-1]['acc']:.4f} "
+                     f"lr {lr:.3g} {rows[-1]['seconds']:.1f} s (data {data_time:.1f} s)")
+            runstate.epoch_done(desc, rows, sched.epochs)
     if select is not None and best["state"] is not None:
         model.load_state_dict(best["state"])
     return rows

@@ -1,0 +1,144 @@
+"""The per-run state file: where a run is, readable from any node that shares the results folder.
+
+    results/runs/<run-id>/state.json
+    {"status": "running", "stage": "finetune", "epoch": 2, "epochs": 3, "done": ["task", ...],
+     "error": null, "host": "node07", "pid": 4711, "updated": 1718000000.0, ...}
+
+status: waiting (queued by a launcher), running, done, failed (with the one-line error). A run whose
+holder was killed cannot say so itself: ``read_states`` reports a "running" run whose process is gone
+from this host as failed, and one on another host whose file has not changed for ``STALE_S`` as
+possibly stale. The launchers read ``done`` (the stages finished so far) to start a run that shares a
+stage only once that stage is on disk.
+
+The pipeline makes one ``RunState`` active while a run is in progress; the training loop reports each
+finished epoch through ``epoch_done`` without knowing which run it serves.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .files import atomic_write_json
+
+STATE_FILE = "state.json"
+STALE_S = 15 * 60  # no update for this long (epochs and stages update it) on another host: maybe gone
+
+
+class RunState:
+    """The state file of one run folder; every change rewrites it atomically."""
+
+    def __init__(self, run_dir: Path, cfg):
+        self.path = Path(run_dir) / STATE_FILE
+        self.data = {"run_id": Path(run_dir).name, "dataset": cfg.dataset, "model": cfg.model,
+                     "method": cfg.method, "seed": cfg.seed, "status": "waiting", "stage": None, "epoch": None,
+                     "epochs": None, "done": [], "error": None, "host": None, "pid": None, "updated": None}
+        self.on_epoch: Optional[Callable[[str, list], None]] = None
+
+    def write(self, **changes) -> None:
+        self.data.update(changes, updated=time.time())
+        atomic_write_json(self.path, self.data)
+
+    def start(self) -> None:
+        self.write(status="running", stage=None, epoch=None, epochs=None, done=[], error=None,
+                   host=socket.gethostname(), pid=os.getpid())
+
+    def stage(self, name: str, event: str) -> None:
+        """``Run``'s hook: a stage started ("start") or its value is there ("done")."""
+        if event == "start":
+            self.write(stage=name, epoch=None, epochs=None)
+        elif name not in self.data["done"]:
+            self.write(done=self.data["done"] + [name])
+
+    def epoch(self, desc: str, rows: list, epochs: int) -> None:
+        self.write(epoch=rows[-1]["epoch"], epochs=epochs)
+        if self.on_epoch is not None:
+            self.on_epoch(desc, rows)
+
+
+_active: Optional[RunState] = None
+
+
+@contextlib.contextmanager
+def tracking(state: RunState):
+    """While a run is in progress: the state says running, then done, or failed with the error's
+    first line (an interrupted run says so, and that running it again resumes it)."""
+    from .errors import UserError
+
+    global _active
+    state.start()
+    _active = state
+    try:
+        yield state
+    except KeyboardInterrupt:
+        state.write(status="failed", error=f"interrupted during {state.data['stage']}; run again to resume")
+        raise
+    except UserError as e:
+        state.write(status="failed", error=str(e).splitlines()[0])
+        raise
+    except Exception as e:
+        state.write(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise
+    else:
+        state.write(status="done", stage=None, epoch=None, epochs=None)
+    finally:
+        _active = None
+
+
+def epoch_done(desc: str, rows: list, epochs: int) -> None:
+    """Called by the training loop after every epoch (and its checkpoint); a no-op outside a run."""
+    if _active is not None:
+        _active.epoch(desc, rows, epochs)
+
+
+def read_state(run_dir: Path) -> Optional[dict]:
+    try:
+        return json.loads((Path(run_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_states(results_dir: Path) -> list[dict]:
+    """One row per run folder: run_id, dataset, model, method, seed, status (done | running | failed |
+    waiting | stale | incomplete), where (stage and epoch), error, host, age_s (since the last update)."""
+    rows = []
+    here = socket.gethostname()
+    for run_dir in sorted(Path(results_dir).glob("runs/*/")):
+        state = read_state(run_dir) or {}
+        row = {k: state.get(k) for k in ("dataset", "model", "method", "seed", "host", "error")}
+        row["run_id"] = run_dir.name
+        row["age_s"] = time.time() - state["updated"] if state.get("updated") else None
+        status = state.get("status")
+        if (run_dir / "result.json").exists() and status != "running":
+            status = "done"
+        elif status == "running":
+            where = state.get("stage") or ""
+            if state.get("epoch"):
+                where += f" epoch {state['epoch']}/{state['epochs']}"
+            row["where"] = where
+            if state.get("host") == here and state.get("pid") and not _alive(state["pid"]):
+                status = "failed"
+                row["error"] = (f"process {state['pid']} stopped during {where or 'start-up'}; "
+                                "run again to resume")
+            elif state.get("host") != here and row["age_s"] is not None and row["age_s"] > STALE_S:
+                status = "stale"
+        elif status is None:
+            status = "incomplete"  # a folder from before state files, or one whose state file was removed
+        row["status"] = status
+        row.setdefault("where", None)
+        rows.append(row)
+    return rows
