@@ -18,8 +18,8 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 demo: $(STAMP)          ## the offline demo: standard FT vs FLOW on a synthetic task, 3 seeds
 	$(BIN)/flowvision demo
 
-test: $(STAMP)          ## the fast CPU suite (what CI runs)
-	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m "not slow"
+test: $(STAMP)          ## the fast CPU suite (what CI runs), one worker process per core (at most 2)
+	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m "not slow" -n 2
 
 test-slow: $(STAMP)
 	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]   # 5: no test is marked slow

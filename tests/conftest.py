@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Wide, unwrapped tables in captured output whether or not the test process has a terminal
+# (pytest-xdist workers do): the CLI tests read printed rows.
+os.environ["COLUMNS"] = "200"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
