@@ -107,6 +107,7 @@ class RunConfig:
     amp: bool = False
     channels_last: bool = _where(False)
     compile: bool = _where(False)
+    deterministic: bool = _where(False)  # deterministic algorithms, no cuDNN autotuning (slower; recorded)
     num_workers: Optional[int] = _where(None)  # none: min(8, cores) for real data on the PIL path, else 0
 
     @property

@@ -56,6 +56,46 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"--device {name} is not a device: use auto, cpu, cuda or cuda:N") from None
 
 
+# The pinned torch build's CUDA version needs at least this NVIDIA driver (CUDA 13.x: 580, Linux).
+MIN_DRIVER = {"13": "580", "12": "525"}
+
+
+def cuda_build_without_gpu() -> str | None:
+    """A one-line warning when torch was built for CUDA but sees no GPU (no driver, or one older
+    than the build needs), else None."""
+    if torch.version.cuda is None or torch.cuda.is_available():
+        return None
+    driver = MIN_DRIVER.get(torch.version.cuda.split(".")[0], "a recent")
+    return (f"torch {torch.__version__} was built for CUDA {torch.version.cuda} but sees no GPU (no NVIDIA driver, "
+            f"or one older than {driver}): running on the CPU; install the driver, or pass --device cpu to say "
+            "that is what you want")
+
+
+def start(cfg) -> str:
+    """At the start of a run: apply the reproducibility switch (deterministic algorithms and no
+    cuDNN autotuning, or the fast default: autotuning on), say in one line which device runs it, and
+    warn once when a CUDA build of torch falls back to the CPU. -> the device's name."""
+    import os
+
+    dev = resolve_device(cfg.device)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS needs it
+    torch.use_deterministic_algorithms(bool(cfg.deterministic))
+    torch.backends.cudnn.benchmark = not cfg.deterministic
+    name = f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)
+    from .console import console
+
+    console.print(f"device: {name}" + (", deterministic algorithms" if cfg.deterministic else ""), highlight=False)
+    note = cuda_build_without_gpu() if cfg.device == "auto" else None
+    if note and note not in _WARNED:
+        _WARNED.add(note)
+        console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    return name
+
+
+_WARNED: set = set()
+
+
 def hardware(cfg) -> Hardware:
     """The Hardware a run's config asks for (device, amp, channels_last, compile, num_workers)."""
     return Hardware(resolve_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,

@@ -393,7 +393,10 @@ def model_slug(cfg: RunConfig) -> str:
 def start(cfg: RunConfig) -> Run:
     """A Run over this config's stages with the target data loaded first (a missing data set is
     reported before any model is loaded or trained) and the source model's cheap checks done."""
+    from .hardware import start as start_hardware
+
     r = Run(cfg, STAGES, Store(Path(cfg.results_dir) / "cache"))
+    r.device = start_hardware(cfg)
     r["task"]
     source.preflight(cfg)
     return r
@@ -494,7 +497,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         weight_stats=weight_stats(w["weights"]) if w and w["weights"] is not None else None,
         source_eval_name=data.name, source_eval=data.desc, source_eval_classes=data.n_classes,
         source_eval_images=data.n_images, source_eval_partial=data.partial, target_data=target_data(r["task"]),
-        device=device_name(cfg), stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
+        device=r.device, deterministic=cfg.deterministic, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
         wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
         source_info={**src.info, **data.info})
 
@@ -509,18 +512,6 @@ def target_data(task) -> dict:
     info = task.info if isinstance(task.info, dict) else {"description": str(task.info)}
     return {"name": task.name, **info, "n_train": len(task.train), "n_test": len(task.test),
             "num_classes": task.num_classes}
-
-
-def device_name(cfg: RunConfig) -> str:
-    """Where the run's stages ran, e.g. 'cuda:0 (NVIDIA H200)' or 'cpu'."""
-    import torch
-
-    from .hardware import resolve_device
-
-    dev = resolve_device(cfg.device)
-    if dev.type == "cuda":
-        return f"{dev} ({torch.cuda.get_device_name(dev)})"
-    return str(dev)
 
 
 def _write_summary(path: Path, rows: list[dict]) -> None:

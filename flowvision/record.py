@@ -73,6 +73,7 @@ class RunRecord:
     target_data: Optional[dict] = None      # the target data set: name, split rule, counts found, path
     # provenance
     device: Optional[str] = None            # e.g. "cuda:0 (NVIDIA H200)", "cpu"
+    deterministic: Optional[bool] = None    # deterministic algorithms were on
     stages: dict = field(default_factory=dict)        # stage -> computed | cached
     stage_keys: dict = field(default_factory=dict)    # stage -> key
     stage_seconds: dict = field(default_factory=dict)

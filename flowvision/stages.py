@@ -39,7 +39,7 @@ STORE_VERSION = 2
 
 # What a stage that runs a model on the device reads (amp changes numbers) and uses (where, how fast).
 HARDWARE_READS = ("amp",)
-HARDWARE_USES = ("device", "channels_last", "compile", "num_workers")
+HARDWARE_USES = ("device", "channels_last", "compile", "num_workers", "deterministic")
 
 Decl = Union[tuple, Callable[[RunConfig], Iterable[str]]]
 
@@ -239,6 +239,7 @@ class Run:
         self.keys: dict[str, str] = {}
         self.status: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
+        self.device: Optional[str] = None  # where the stages run, once the run has started (hardware.start)
         self.on_stage: Optional[Callable[[str, str], None]] = None
 
     def __getitem__(self, name: str):

@@ -179,3 +179,21 @@ def test_help_and_config_errors_do_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny):
+    """On a machine whose torch was built for CUDA but sees no GPU (this CI's kind), --device auto
+    warns with the fix; --device cpu is a choice and does not; the device is recorded either way."""
+    from flowvision.hardware import cuda_build_without_gpu
+
+    sets = [a for k, v in tiny.items() if k != "device" for a in ("--set", f"{k}={v}")]
+    auto = runner.invoke(app, ["finetune", "--method", "lp", *sets, "--set", "device=auto",
+                               "--set", "deterministic=true"])
+    assert auto.exit_code == 0, auto.output
+    assert "device: cpu, deterministic algorithms" in auto.output
+    assert ("sees no GPU" in auto.output) == (cuda_build_without_gpu() is not None)
+    (path,) = Path(tiny["results_dir"]).glob("runs/*/result.json")
+    assert (json.loads(path.read_text())["device"], json.loads(path.read_text())["deterministic"]) == ("cpu", True)
+    cpu = runner.invoke(app, ["finetune", "--method", "lp", *sets, "--set", "device=cpu"])  # the same run id
+    assert cpu.exit_code == 0 and "device: cpu" in cpu.output and "sees no GPU" not in cpu.output
+    assert json.loads(path.read_text())["deterministic"] is False
