@@ -108,7 +108,7 @@ def groups(cells: list, keys: list[dict]) -> list[list[int]]:
 def check_inputs(cells: list) -> list[str]:
     """What is missing before anything starts, one line each: data sets, weights, the ImageNet folder.
     Reads folder listings and split files; loads no model and decodes no image."""
-    from .data.fetch import how_to_get, resolve_data_root
+    from .data.fetch import resolve_data_root
     from .errors import UserError
     from .registry import is_real
     from .source import preflight
@@ -129,21 +129,11 @@ def check_inputs(cells: list) -> list[str]:
             from .data.real import load_real_splits
 
             root = resolve_data_root(cfg.data_root)
-            check(("data", cfg.dataset, str(root)), lambda: _missing_is(
-                lambda: load_real_splits(cfg.dataset, root), f"get it with: {how_to_get(cfg.dataset, root)}"))
+            check(("data", cfg.dataset, str(root)), lambda: load_real_splits(cfg.dataset, root))  # its error says how
         check(("weights", cfg.model, cfg.weights), lambda: (preflight(cfg), _weights_found(cfg)))
         if cfg.model != "demo":
             check(("imagenet", cfg.imagenet), lambda: _imagenet_valid(cfg))
     return problems
-
-
-def _missing_is(fn, hint: str):
-    from .errors import UserError
-
-    try:
-        fn()
-    except UserError as e:
-        raise UserError(f"{e} ({hint})" if hint not in str(e) else str(e)) from None
 
 
 def _weights_found(cfg) -> None:

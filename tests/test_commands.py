@@ -1,5 +1,7 @@
 """table, plot, weights, reproduce and bench through the CLI on tiny synthetic runs."""
 import json
+
+import pytest
 import math
 from pathlib import Path
 
@@ -83,3 +85,23 @@ def test_new_command_errors_are_one_line_and_exit_2(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (args, res.output)
         assert message in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+def test_the_grid_estimate_counts_each_shared_stage_once_at_the_stated_rates():
+    """By hand for one data set: ft and wiseft share a fine-tuning; flow and flow+wiseft share probe,
+    losses, fine-tuning and refit; lp's forgetting reuses the source evaluation."""
+    from flowvision import config
+    from flowvision.costs import A6000, estimate
+
+    cfgs = [config.resolve("cifar10", "resnet18", m, {"imagenet_subset": 1000}) for m in ("ft", "wiseft", "lp")]
+    got = estimate(cfgs)
+    c = cfgs[0]
+    n_train, n_test, src = 50_000, 10_000, 1000
+    train = c.epochs * n_train  # one fine-tuning for ft and wiseft
+    evals = (c.probe_epochs * n_train  # lp's probe
+             + n_test * 2 + src        # target evals of ft (wiseft's final is ft's) and lp; the one source eval
+             + src                     # ft's forgetting (wiseft's is the same key; lp's is reused)
+             + 3 * (n_test + src) + n_test)  # wise: α = 0.25, 0.5, 0.75 fresh; α = 0 target only
+    rate = A6000["resnet18"]
+    assert got["train_images"] == train and got["eval_images"] == evals and got["assumed"]
+    assert got["hours"] * 3600 == pytest.approx(train / rate["train"] + evals / rate["eval"])

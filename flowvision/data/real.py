@@ -78,35 +78,36 @@ class RealSpec:
     layout: str          # the files expected under <root>/<name>/
     split: str           # how train/test are defined (recorded in TaskData.info)
     downloadable: bool   # torchvision can fetch it (`flowvision data download`)
+    sizes: tuple = (0, 0)  # (train, test) images of the official split (the cost model's N)
 
 
 _SPECS: dict[str, RealSpec] = {
     "cifar10": RealSpec(10, "resize", CIFAR10_MEAN, CIFAR10_STD,
                         "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
-                        "official train (50000) / test (10000)", True),
+                        "official train (50000) / test (10000)", True, sizes=(50000, 10000)),
     "cifar100": RealSpec(100, "resize", CIFAR100_MEAN, CIFAR100_STD,
                          "cifar-100-python/{train,test,meta}",
-                         "official train (50000) / test (10000)", True),
+                         "official train (50000) / test (10000)", True, sizes=(50000, 10000)),
     "flowers102": RealSpec(102, "resize_square", IMAGENET_MEAN, IMAGENET_STD,
                            "flowers-102/{jpg/image_*.jpg,imagelabels.mat,setid.mat}",
-                           "official train+val (2040) / test (6149)", True),
+                           "official train+val (2040) / test (6149)", True, sizes=(2040, 6149)),
     "caltech101": RealSpec(102, "crop_jitter", IMAGENET_MEAN, IMAGENET_STD,
                            "101_ObjectCategories/<class>/*.jpg (102 folders incl. BACKGROUND_Google)",
                            f"seeded {CALTECH_TRAIN_PER_CLASS} per class train / rest test, saved as JSON",
-                           True),
+                           True, sizes=(3060, 6084)),
     "stanford_cars": RealSpec(196, "square_crop_jitter", IMAGENET_MEAN, IMAGENET_STD,
                               "train/<class>/*.jpg and test/<class>/*.jpg (196 class folders each)",
-                              "train/ and test/ folders (8144 / 8041)", False),
+                              "train/ and test/ folders (8144 / 8041)", False, sizes=(8144, 8041)),
     "stanford_dogs": RealSpec(120, "square_crop_jitter", IMAGENET_MEAN, IMAGENET_STD,
                               "Images/<breed>/*.jpg plus train_list.txt/test_list.txt "
                               "(or train_list.mat/test_list.mat)",
-                              "official train_list (12000) / test_list (8580)", False),
+                              "official train_list (12000) / test_list (8580)", False, sizes=(12000, 8580)),
     "dtd": RealSpec(47, "crop_jitter", IMAGENET_MEAN, IMAGENET_STD,
                     "dtd/{images/<class>/*.jpg,labels/train1.txt,val1.txt,test1.txt}",
-                    "partition 1: train1+val1 (3760) / test1 (1880)", True),
+                    "partition 1: train1+val1 (3760) / test1 (1880)", True, sizes=(3760, 1880)),
     "oxford_pets": RealSpec(37, "crop_jitter", IMAGENET_MEAN, IMAGENET_STD,
                             "oxford-iiit-pet/{images/*.jpg,annotations/trainval.txt,test.txt}",
-                            "official trainval (3680) / test (3669)", True),
+                            "official trainval (3680) / test (3669)", True, sizes=(3680, 3669)),
 }
 REAL_TASKS: dict[str, RealSpec] = {name: _SPECS[name] for name in REAL_DATASETS}  # the registry's order
 
