@@ -66,7 +66,7 @@ def stage_images(name: str, cfg) -> tuple[float, float]:
 def estimate(cfgs: list, rates: dict | None = None) -> dict:
     """GPU-hours of a grid, each stage key counted once. -> {"hours", "train_images", "eval_images",
     "rates": the rates used per model, "assumed": whether any rate is an assumption}."""
-    from .pipeline import plan
+    from .pipeline import grid_plan
 
     assumed = not rates
     rates = dict(A6000, **(rates or {}))
@@ -74,8 +74,7 @@ def estimate(cfgs: list, rates: dict | None = None) -> dict:
     for cfg in cfgs:
         arch = cfg.model.split(".")[0]
         rate = rates.get(arch, rates["resnet50"])
-        fingerprints = {"task": cfg.dataset, "source": cfg.model, "source_data": cfg.model}
-        for name, key in plan(cfg, fingerprints).items():
+        for name, key in grid_plan(cfg).items():
             if (name, key) in seen or name == "forgetting" and not cfg.finetune:
                 continue  # computed once per grid; a linear probe's forgetting reuses the source evaluation
             seen.add((name, key))

@@ -51,9 +51,9 @@ def todo(cells: list) -> list:
 # ---- shared stages and the order ---------------------------------------------------------------------
 def stored_keys(cfg) -> dict:
     """stage -> planned key for every cached stage this cell reaches (what it would store or load)."""
-    from .pipeline import STAGES, plan
+    from .pipeline import STAGES, grid_plan
 
-    return {name: key for name, key in plan(cfg, {}).items() if STAGES[name].cached}
+    return {name: key for name, key in grid_plan(cfg).items() if STAGES[name].cached}
 
 
 def _per_target(cfg) -> set:

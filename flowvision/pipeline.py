@@ -370,6 +370,13 @@ def plan(cfg: RunConfig, fingerprints: dict) -> dict:
     return plan_keys(STAGES, cfg, targets(cfg), fingerprints)
 
 
+def grid_plan(cfg: RunConfig) -> dict:
+    """Stage keys for comparing the runs of one grid (which stages they share): every loading stage's
+    fingerprint stands in as one value, so two runs get the same key exactly where their declared
+    fields agree. Not the keys a run will use (those follow what the loading stages find)."""
+    return plan(cfg, {name: "grid" for name, stage in STAGES.items() if stage.fingerprint})
+
+
 # ---- the run -------------------------------------------------------------------------------------------
 def _numbers(cfg: RunConfig) -> dict:
     values = cfg.to_dict()
