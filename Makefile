@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow table plot bench lint clean
+.PHONY: install demo test test-slow table plot bench gpu-check lint clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ table: $(STAMP)         ## print and write the paper's tables (ours beside the p
 
 plot: $(STAMP)
 	$(BIN)/flowvision plot
+
+gpu-check: $(STAMP)     ## on a CUDA machine: the CUDA tests and speeds at 224 px -> results/gpu-check.json
+	FLOWVISION_QUIET=1 $(BIN)/python -m flowvision.gpucheck
 
 bench: $(STAMP)         ## speed ratios measured side by side in one run
 	$(BIN)/flowvision bench

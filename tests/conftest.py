@@ -52,3 +52,13 @@ def full_disk(monkeypatch):
         os.close(fd)
         return os.open("/dev/full", os.O_WRONLY), name
     return lambda: monkeypatch.setattr(files.tempfile, "mkstemp", into_dev_full)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked cuda are skipped, with the reason, where no CUDA GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (make gpu-check runs these)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
