@@ -467,7 +467,7 @@ def _run_folder(run_dir: Path):
         yield
 
 
-RUN_FILES = ["config.yaml", "summary.csv", "weights.csv", "result.json"]
+RUN_FILES = ["config.yaml", "summary.csv", "weights.csv", "result.json", "state.json"]
 
 
 def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
