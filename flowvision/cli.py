@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -21,6 +22,8 @@ from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAP
 
 DATASET_HELP = f"Target data set: {', '.join(REAL_DATASETS)}, or a synthetic task: {', '.join(DEMO_DATASETS)}."
 MODEL_HELP = f"{model_help()}."
+LOG_HELP = ("Experiment tracking: none (default) | tensorboard (event files in the run folder) | wandb; "
+            "per-epoch loss, accuracy and learning rate of each training stage, and the final metrics.")
 PROTOCOL_HELP = (f"{' | '.join(PROTOCOLS)}: clean (default: last epoch, static weights, official splits) or "
                  "paper (the official code: best test epoch, online weights, τ from training-transform losses, "
                  "its Dogs split).")
@@ -63,6 +66,7 @@ def finetune(
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
+    log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
     config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of configs/<model>/<dataset>.yaml."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set probe_epochs=2 (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config (and where each value came "
@@ -76,18 +80,22 @@ def finetune(
         cfg = config.resolve(dataset, model, method, _overrides(
             tau=tau, protocol=protocol, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, weights=weights,
             data_root=data_root, imagenet=imagenet, imagenet_subset=imagenet_subset, source_eval_dir=source_eval,
-            results_dir=results_dir, cache_dir=cache_dir, device=device, sets=sets), config_file, trace=sources)
+            results_dir=results_dir, cache_dir=cache_dir, device=device, log=log, sets=sets), config_file,
+            trace=sources)
         if dry_run:
             from .dryrun import dry_run as plan_run
             from .report import dry_run_tables
 
-            for table in dry_run_tables(plan_run(cfg, sources)):
-                out.print(table)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun: one plan, from rank 0
+                for table in dry_run_tables(plan_run(cfg, sources)):
+                    out.print(table)
             return
         from .pipeline import run
         from .report import result_table
 
-        out.print(result_table(run(cfg)))
+        result = run(cfg)
+        if result is not None:  # None: a torchrun rank other than 0 (rank 0 prints the result)
+            out.print(result_table(result))
 
 
 @app.command()
@@ -202,6 +210,7 @@ def reproduce(
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (with --gpus: auto or cuda)."),
+    log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
     launcher: str = typer.Option("local", help="local: this machine (--jobs / --gpus) | slurm: a job array via submitit."),
     jobs: int = typer.Option(1, min=1, help="Local worker processes (1: run the cells in this process)."),
     gpus: Optional[str] = typer.Option(None, help="Local: one worker per GPU, '0,1,2,3' or 'all'."),
@@ -228,7 +237,7 @@ def reproduce(
             raise UserError(f"--device {device} with --gpus: each worker sees one GPU as cuda; use --device cuda or auto")
         cells = grid(model, resolve_dataset_group(datasets), [m.strip() for m in methods.split(",") if m.strip()],
                      list(range(seeds)), _overrides(weights=weights, data_root=data_root, imagenet=imagenet,
-                                                    results_dir=results_dir, device=device, sets=sets))
+                                                    results_dir=results_dir, device=device, log=log, sets=sets))
         if dry_run:
             summary = run_grid(cells, dry_run=True)
             problems = check_inputs(cells)
@@ -373,7 +382,25 @@ def bench(
         out.print(t)
 
 
+# What may run under torchrun (WORLD_SIZE > 1): one run shared by the processes. Everything else runs in
+# one process (`reproduce` starts its own workers, one per GPU).
+DISTRIBUTED_COMMANDS = ("finetune",)
+
+
+def _refuse_torchrun() -> None:
+    from .distributed import env_world
+
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if env_world() > 1 and command is not None and command not in DISTRIBUTED_COMMANDS:
+        if os.environ.get("RANK", "0") == "0":
+            console.print(f"[bold red]error:[/] `flowvision {command}` runs in one process; under torchrun only "
+                          f"`flowvision finetune` (one run over several GPUs); for a grid over GPUs use "
+                          "`flowvision reproduce --gpus`", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
 def main() -> None:
+    _refuse_torchrun()
     try:
         app()
     except UserError as e:  # raised outside a command's own handler (e.g. while mounting sub-apps)

@@ -109,6 +109,8 @@ class RunConfig:
     compile: bool = _where(False)
     deterministic: bool = _where(False)  # deterministic algorithms, no cuDNN autotuning (slower; recorded)
     num_workers: Optional[int] = _where(None)  # none: min(8, cores) for real data on the PIL path, else 0
+    # experiment tracking (trackers.py): none | tensorboard | wandb; never changes a number
+    log: str = _where("none")
 
     @property
     def synthetic(self) -> bool:
@@ -373,6 +375,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.source_eval_dir and cfg.model == "demo":
         raise UserError("--source-eval is for ImageNet models; the demo model's forgetting is measured on its "
                         "own held-out shapes")
+    from .trackers import check as check_log
+
+    check_log(cfg.log)
     if cfg.imagenet_subset is not None and cfg.imagenet_subset < 1:
         raise UserError(f"imagenet_subset must be ≥ 1, got {cfg.imagenet_subset}")
 

@@ -17,7 +17,16 @@ out = Console(width=_WIDTH)
 
 
 def _quiet() -> bool:
-    return os.environ.get("FLOWVISION_QUIET") == "1"
+    return os.environ.get("FLOWVISION_QUIET") == "1" or not _main_process()
+
+
+def _main_process() -> bool:
+    """False in the ranks of a torchrun other than 0: rank 0 alone shows progress."""
+    if "torch.distributed" not in sys.modules:
+        return True
+    from .distributed import is_main
+
+    return is_main()
 
 
 def plain() -> bool:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .console import progress
 from .data.base import make_loader
 from .hardware import CPU, Hardware
@@ -69,7 +70,11 @@ def agreement_kl(reference: torch.Tensor, logprobs: torch.Tensor) -> tuple[float
 def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = CPU,
             desc: str = "eval", keep_logprobs: bool = False) -> Predictions:
     """Run ``model`` in eval mode over ``dataset`` (yielding (image, label, index); label -1 for an
-    unlabelled image). keep_logprobs: also return every sample's log-softmax (N × classes floats)."""
+    unlabelled image). keep_logprobs: also return every sample's log-softmax (N × classes floats).
+
+    Under several processes (``distributed``) process r runs batches r, r + N, ... of the one-process
+    batch sequence and the results are gathered by sample index: each sample is counted once, and its
+    numbers are those one process computes (the same batches through the same kernels)."""
     n = len(dataset)
     losses = torch.empty(n)
     labels = torch.empty(n, dtype=torch.long)
@@ -79,8 +84,13 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
     was_training = model.training
     model.eval()
     forward = hw.prepare(model)
+    shared = distributed.active()
+    batches = None
+    if shared:
+        batches = [list(range(b * batch_size, min(n, (b + 1) * batch_size)))
+                   for b in range(distributed.rank(), -(-n // batch_size), distributed.world())]
     loader = make_loader(dataset, batch_size, num_workers=hw.num_workers,
-                         pin_memory=hw.device.type == "cuda")
+                         pin_memory=hw.device.type == "cuda", batches=batches)
     with progress() as bar:
         task = bar.add_task(desc, total=len(loader), info="")
         for x, y, idx in loader:
@@ -100,7 +110,33 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
                 logprobs[idx] = F.log_softmax(logits, dim=1).cpu()
             bar.advance(task)
     model.train(was_training)
+    if shared:
+        losses, labels, correct, correct5, logprobs = _gather(n, batches, losses, labels, correct, correct5, logprobs,
+                                                              keep_logprobs)
     return Predictions(losses, labels, correct, correct5, logprobs)
+
+
+def _gather(n, batches, losses, labels, correct, correct5, logprobs, keep_logprobs):
+    """Every process's per-sample results in full (N,) tensors: each process zeroes what it did not
+    compute and the sum over processes is taken (x + 0 is x exactly; NaN stays NaN). A count per
+    sample checks that each was computed by exactly one process."""
+    mine = torch.zeros(n, dtype=torch.bool)
+    for b in batches:
+        mine[b] = True
+    count = distributed.sum_(mine.long())
+    if not bool((count == 1).all()):
+        raise RuntimeError(f"sharded evaluation: {int((count != 1).sum())} of {n} samples not counted exactly once")
+
+    def summed(t, kind=None):
+        t = torch.where(mine.view(-1, *[1] * (t.dim() - 1)), t, torch.zeros((), dtype=t.dtype))
+        return distributed.sum_(t if kind is None else t.to(kind)).to(t.dtype)
+
+    losses, labels = summed(losses), summed(labels)
+    correct, correct5 = summed(correct, torch.int32), summed(correct5, torch.int32)
+    if keep_logprobs:
+        classes = distributed.max_(logprobs.shape[1] if logprobs is not None else 0)
+        logprobs = summed(logprobs if logprobs is not None else torch.zeros(n, classes))
+    return losses, labels, correct, correct5, logprobs
 
 
 def accuracy(model: nn.Module, dataset, hw: Hardware = CPU, desc: str = "eval", *,

@@ -29,10 +29,17 @@ class Hardware:
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Move ``model`` in place; return the callable to run forward passes with."""
+        return self.compiled(self.place(model))
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` in place to the device (and memory format); -> ``model``."""
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        return torch.compile(model) if self.compile else model
+        return model
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        return torch.compile(module) if self.compile else module
 
     def images(self, x: torch.Tensor, dataset=None) -> torch.Tensor:
         """A batch on the device, through the data set's batch transform when it has one (uint8
@@ -74,17 +81,22 @@ def cuda_build_without_gpu() -> str | None:
 def start(cfg) -> str:
     """At the start of a run: apply the reproducibility switch (deterministic algorithms and no
     cuDNN autotuning, or the fast default: autotuning on), say in one line which device runs it, and
-    warn once when a CUDA build of torch falls back to the CPU. -> the device's name."""
+    warn once when a CUDA build of torch falls back to the CPU. -> the device's name; under torchrun
+    rank 0's GPU and the process count, e.g. 'cuda:0 (NVIDIA H200) × 4 processes (DDP)' (rank 0 says it)."""
     import os
 
-    dev = resolve_device(cfg.device)
+    from . import distributed
+
+    dev = distributed.device(resolve_device(cfg.device))
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS needs it
     torch.use_deterministic_algorithms(bool(cfg.deterministic))
     torch.backends.cudnn.benchmark = not cfg.deterministic
-    name = f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)
+    name = (f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)) + distributed.describe()
     from .console import console
 
+    if not distributed.is_main():
+        return name
     console.print(f"device: {name}" + (", deterministic algorithms" if cfg.deterministic else ""), highlight=False)
     note = cuda_build_without_gpu() if cfg.device == "auto" else None
     if note and note not in _WARNED:
@@ -97,8 +109,11 @@ _WARNED: set = set()
 
 
 def hardware(cfg) -> Hardware:
-    """The Hardware a run's config asks for (device, amp, channels_last, compile, num_workers)."""
-    return Hardware(resolve_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,
+    """The Hardware a run's config asks for (device, amp, channels_last, compile, num_workers); under
+    torchrun, ``cuda`` is the GPU of this process's local rank."""
+    from .distributed import device
+
+    return Hardware(device(resolve_device(cfg.device)), amp=cfg.amp, channels_last=cfg.channels_last,
                     compile=cfg.compile, num_workers=cfg.num_workers)
 
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from . import forgetting, source
 from .config import KEYED_FIELDS, RunConfig, write_yaml
@@ -409,11 +409,31 @@ def start(cfg: RunConfig) -> Run:
     return r
 
 
-def run(cfg: RunConfig) -> dict:
+def run(cfg: RunConfig) -> Optional[dict]:
     """Run (or resume, or re-read) one configuration; write its run folder; return result.json's dict.
     While it runs, the folder's state.json says where it is (runstate), and summary.csv grows by a
-    row after every training epoch."""
-    from . import runstate
+    row after every training epoch; with ``log`` set, a tracker (trackers.py) gets every epoch and
+    the final metrics. Under torchrun every process calls this: they share the stages' work
+    (``distributed``), rank 0 writes the files and returns the dict, the other ranks return None."""
+    from . import distributed
+
+    with distributed.session(cfg.device, cfg.batch_size):
+        if not distributed.is_main():
+            _follow(cfg)
+            return None
+        return _run(cfg)
+
+
+def _follow(cfg: RunConfig) -> None:
+    """A rank other than 0: the stages rank 0 resolves, in the same order, writing nothing."""
+    r = start(cfg)
+    r["source_data"], r["source"]
+    for name in targets(cfg):
+        r[name]
+
+
+def _run(cfg: RunConfig) -> dict:
+    from . import runstate, trackers
 
     t_start = time.time()
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
@@ -424,16 +444,29 @@ def run(cfg: RunConfig) -> dict:
         r["source_data"], r["source"]  # the evaluation images first: a wrong ImageNet folder costs no weight load
         with _run_folder(run_dir):
             atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
-        state.on_epoch = lambda desc, rows: _epoch_summary(r, run_dir, state.data["stage"], rows)
-        for name in targets(cfg):
-            r[name]
-        record = make_record(r, run_dir.name, t_start)
-        with _run_folder(run_dir):
-            _write_summary(run_dir / "summary.csv", _trained_rows(r))
-            w = r.values.get("weights")
-            if w and w["weights"] is not None:
-                _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
-            write_record(run_dir / "result.json", record)
+        with trackers.opened(cfg.log, run_dir, cfg, run_dir.name) as tracker:
+            def on_epoch(desc, rows):
+                _epoch_summary(r, run_dir, state.data["stage"], rows)
+                if tracker is not None and state.data["stage"] in TRAINED:
+                    tracker.rows(state.data["stage"], rows)
+
+            def on_stage(name, event):
+                state.stage(name, event)
+                if tracker is not None and event == "done" and name in TRAINED:  # loaded or resumed epochs too
+                    tracker.rows(name, r[name].rows)
+
+            state.on_epoch, r.on_stage = on_epoch, on_stage
+            for name in targets(cfg):
+                r[name]
+            record = make_record(r, run_dir.name, t_start)
+            with _run_folder(run_dir):
+                _write_summary(run_dir / "summary.csv", _trained_rows(r))
+                w = r.values.get("weights")
+                if w and w["weights"] is not None:
+                    _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
+                write_record(run_dir / "result.json", record)
+            if tracker is not None:
+                tracker.final(record.to_dict())
     return dict(record.to_dict(), run_dir=str(run_dir))
 
 

@@ -23,6 +23,7 @@ how long each took.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
+from . import distributed
 from .config import FIELDS, KEYED_FIELDS, RunConfig
 from .files import DamagedFile, load_checked, move_aside, remove_orphans, save_checked, stable_hash
 
@@ -152,7 +154,22 @@ def load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: s
     lock, released if its holder dies), load it if it verifies, else compute, save and return it.
     -> (value, "cached" | "computed"). A damaged file is moved aside and recomputed; a second
     process asking for the same file waits for the first and then loads. ``checkpoint`` (the
-    computation's partial state) is removed once the file is saved."""
+    computation's partial state) is removed once the file is saved.
+
+    Under several processes (``distributed``) rank 0 alone holds the lock and writes; the
+    computation runs on every process (it is shared between them) and the others read rank 0's file
+    after a barrier, so every process goes on with the same value. A process other than rank 0 that
+    works alone (inside ``distributed.rank0_first``) only reads the file rank 0 wrote."""
+    from . import distributed
+
+    if distributed.active():
+        return _load_or_compute_shared(path, what, compute, label, checkpoint)
+    if not distributed.is_main():
+        return _read_only(path, what), "cached"
+    return _load_or_compute(path, what, compute, label, checkpoint)
+
+
+def _acquire(path: Path, label: str):
     from filelock import FileLock, Timeout
 
     from .console import console
@@ -165,6 +182,52 @@ def load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: s
     except Timeout:
         console.print(f"[yellow]waiting[/] for another run computing {label} ({path.name})", highlight=False)
         lock.acquire()
+    return lock
+
+
+def _read_only(path: Path, what: dict):
+    """A file rank 0 has written, read by another rank (which never writes, moves or locks a file)."""
+    try:
+        return load_checked(path, what)
+    except (OSError, DamagedFile) as e:
+        raise RuntimeError(f"{path}: rank 0 should have written this file before the other ranks read it ({e})") from None
+
+
+def _load_or_compute_shared(path: Path, what: dict, compute: Callable[[], Any], label: str,
+                            checkpoint: Optional[Path]) -> tuple[Any, str]:
+    from . import distributed
+
+    main = distributed.is_main()
+    value, lock = None, _acquire(path, label) if main else None
+    try:
+        if main:
+            remove_orphans(path.parent, [path.name] + ([checkpoint.name] if checkpoint is not None else []))
+            if path.exists():
+                try:
+                    value = load_checked(path, what)
+                except DamagedFile as err:
+                    move_aside(err)
+        if distributed.broadcast(value is not None):
+            status = "cached"
+        else:
+            value, status = compute(), "computed"
+            if main:
+                save_checked(value, path, what)
+                if checkpoint is not None:
+                    checkpoint.unlink(missing_ok=True)
+            distributed.barrier()  # rank 0's file is there
+        if not main:
+            value = _read_only(path, what)
+        distributed.barrier()  # every rank has read it before another process may take the lock
+        return value, status
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: str,
+                     checkpoint: Optional[Path]) -> tuple[Any, str]:
+    lock = _acquire(path, label)
     try:
         # whoever wrote a temporary file for this path held this lock and is gone: the file is an orphan
         remove_orphans(path.parent, [path.name] + ([checkpoint.name] if checkpoint is not None else []))
@@ -192,10 +255,13 @@ class Store:
     (files.save_checked) whose header names the stage and key, one lock per file."""
 
     def __init__(self, folder: Path):
+        from . import distributed
         from .files import make_folder
 
         self.root = Path(folder)
-        self.folder = make_folder(self.root / f"v{STORE_VERSION}")
+        self.folder = self.root / f"v{STORE_VERSION}"
+        if distributed.is_main():  # the other ranks of a torchrun never write
+            make_folder(self.folder)
 
     def path(self, name: str, key: str, suffix: str = ".pt") -> Path:
         return stage_path(self.root, name, key, suffix)
@@ -256,7 +322,10 @@ class Run:
         view = ConfigView(self.cfg, stage.reads_for(self.cfg) + stage.uses_for(), name)
         upstream_keys = {n: self.keys[n] for n in up}
         if not stage.cached:
-            value = stage.compute(Inputs(view, up))
+            # a stage that loads from outside may write a cache of what it loaded (decoded images, a demo
+            # model, downloaded weights): under torchrun rank 0 loads first, the others then read
+            with (distributed.rank0_first() if stage.fingerprint else contextlib.nullcontext()):
+                value = stage.compute(Inputs(view, up))
             fingerprint = stage.fingerprint(value) if stage.fingerprint else None
             self.keys[name] = derive_key(stage, self.cfg, upstream_keys, fingerprint)
         else:

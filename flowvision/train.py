@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models, runstate, weighting
+from . import distributed, models, runstate, weighting
 from .console import log_line, progress
-from .data.base import make_loader
+from .data.base import make_loader, step_share
 from .errors import UserError
 from .hardware import CPU, Hardware
 from .files import DamagedFile, load_checked, move_aside, save_checked
@@ -85,6 +85,20 @@ class L2SP:
         return 0.5 * self.lam * total
 
 
+class FrozenBackbone(nn.Module):
+    """The forward pass of a head-only stage: no graph through the frozen backbone (its BatchNorm
+    statistics still update in train mode), then the head. One module, so DDP can wrap it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with torch.no_grad():
+            feats = self.model.forward_features(x)
+        return self.model.forward_head(feats)
+
+
 def _head_params(model: nn.Module) -> list:
     prefix = models.head_prefix(model) + "."
     return [p for n, p in model.named_parameters() if n.startswith(prefix)]
@@ -125,16 +139,19 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
         raise ValueError(f"unknown optimizer {sched.optimizer!r}")
     lr_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, sched.epochs))
                 if sched.cosine else None)
-    forward = hw.prepare(model)
-
+    hw.place(model)  # before a resumed optimiser state is loaded: it follows its parameters' device
     rows, start = [], 0
     best = {"score": None, "state": None}  # the selected epoch's score and CPU state (with ``select``)
     state = None
-    if checkpoint is not None and checkpoint.exists():
-        try:
+    if checkpoint is not None:
+        # rank 0 decides whether the checkpoint is sound (and moves a damaged one aside); the others read it too
+        if distributed.is_main() and checkpoint.exists():
+            try:
+                state = load_checked(checkpoint, {"checkpoint": desc})
+            except DamagedFile as err:
+                move_aside(err)  # start from epoch 0: slower, never wrong
+        if distributed.broadcast(state is not None) and state is None:
             state = load_checked(checkpoint, {"checkpoint": desc})
-        except DamagedFile as err:
-            move_aside(err)  # start from epoch 0: slower, never wrong
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -142,15 +159,32 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
             lr_sched.load_state_dict(state["scheduler"])
         rows, start = state["rows"], state["epoch"] + 1
         best = state.get("best") or best
+    frozen = sched.head_only and hasattr(model, "forward_features")
+    net = FrozenBackbone(model) if frozen else model
+    shared = distributed.active()  # several processes: DDP, each with batch_size / N of every step
+    if shared:
+        distributed.check_batch(sched.batch_size)
+        net = distributed.wrap(net, hw.device)
+    forward = net if frozen else hw.compiled(net)
+    n_proc = distributed.world() if shared else 1
+    local_batch = sched.batch_size // n_proc
 
-    n_batches = -(-len(dataset) // sched.batch_size)
+    n_batches = -(-len(dataset) // sched.batch_size)  # the same steps under DDP
     with progress() as bar:
         task = bar.add_task(desc, total=sched.epochs * n_batches, completed=start * n_batches, info="")
         for epoch in range(start, sched.epochs):
             epoch_seed = seed * 100_003 + epoch
-            torch.manual_seed(epoch_seed)  # augmentation draws
-            loader = make_loader(dataset, sched.batch_size, shuffle=True, seed=epoch_seed,
-                                 num_workers=hw.num_workers, pin_memory=hw.device.type == "cuda")
+            loading = dict(num_workers=hw.num_workers, pin_memory=hw.device.type == "cuda")
+            if shared:
+                # this process's slice of every step's batch of one process (the same batches, in the same
+                # order, a function of (seed, epoch)); every sample keeps its index
+                sampler = step_share(dataset, sched.batch_size, n_proc, distributed.rank(), seed * 100_003)
+                sampler.set_epoch(epoch)
+                loader = make_loader(dataset, local_batch, sampler=sampler, **loading)
+                torch.manual_seed(epoch_seed + distributed.rank() * 2 ** 50)  # augmentation draws, one stream per rank
+            else:
+                torch.manual_seed(epoch_seed)  # augmentation draws
+                loader = make_loader(dataset, sched.batch_size, shuffle=True, seed=epoch_seed, **loading)
             model.train(sched.bn_train)
             lr = opt.param_groups[0]["lr"]
             t0, data_time, tot_loss, tot_ce, tot_correct, seen = time.time(), 0.0, 0.0, 0.0, 0, 0
@@ -159,13 +193,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 x, y = hw.images(x, dataset), y.to(hw.device)
                 data_time += time.time() - t_data
                 with hw.autocast():
-                    if sched.head_only and hasattr(model, "forward_features"):
-                        # Frozen backbone: no graph through it (BN statistics still update in train mode).
-                        with torch.no_grad():
-                            feats = model.forward_features(x)
-                        logits = model.forward_head(feats)
-                    else:
-                        logits = forward(x)
+                    logits = forward(x)
                 per_sample = F.cross_entropy(logits.float(), y, reduction="none")
                 if weigher is None:
                     loss = per_sample.mean()
@@ -189,6 +217,10 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 t_data = time.time()
             if lr_sched is not None:
                 lr_sched.step()
+            if shared:  # every process's samples in the epoch's numbers; rank 0's BN statistics everywhere
+                tot_loss, tot_ce, tot_correct, seen = distributed.sum_(
+                    torch.tensor([tot_loss, tot_ce, tot_correct, seen], dtype=torch.float64)).tolist()
+                distributed.sync_buffers(model)
             rows.append({"stage": desc, "epoch": epoch + 1, "loss": tot_loss / seen, "ce": tot_ce / seen,
                          "acc": tot_correct / seen, "lr": lr, "seconds": time.time() - t0,
                          "data_seconds": data_time})
@@ -197,7 +229,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 model.train(sched.bn_train)
                 if best["score"] is None or score > best["score"]:  # strict: the first best epoch wins
                     best = {"score": score, "state": models.clone_state(model)}
-            if checkpoint is not None:
+            if checkpoint is not None and distributed.is_main():
                 save_checked({"model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": lr_sched.state_dict() if lr_sched else None,
                               "epoch": epoch, "rows": rows, "best": best}, checkpoint, {"checkpoint": desc})

@@ -57,13 +57,65 @@ class TaskData:
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                num_workers: int = 0, pin_memory: bool = False):
+                num_workers: int = 0, pin_memory: bool = False, sampler=None, batches=None):
     """The one DataLoader recipe: a seeded generator when shuffling, so an epoch's order is a pure
-    function of ``seed`` (a resumed run sees the same batches as an uninterrupted one)."""
+    function of ``seed`` (a resumed run sees the same batches as an uninterrupted one).
+    ``sampler`` (a DistributedSampler: this process's share of an epoch) replaces the shuffling;
+    ``batches`` (lists of positions) replaces ``batch_size`` and the order altogether."""
     from torch.utils.data import DataLoader
     import torch
 
+    common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
+    if batches is not None:
+        return DataLoader(dataset, batch_sampler=batches, **common)
+    if sampler is not None:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **common)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=False, drop_last=False)
+                      drop_last=False, **common)
+
+
+def epoch_order(n: int, seed: int) -> list:
+    """The sample order ``make_loader(..., shuffle=True, seed=seed)`` yields: the DataLoader draws its
+    workers' base seed from the generator, then its RandomSampler draws the permutation."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    torch.empty((), dtype=torch.int64).random_(generator=g)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def _distributed_sampler():
+    from torch.utils.data.distributed import DistributedSampler
+
+    class StepShare(DistributedSampler):
+        """One process's share of every step of an epoch: the one-process order (``epoch_order`` with
+        ``seed + epoch``: ``set_epoch`` as any DistributedSampler) cut into the global batches of
+        ``batch_size``, and slice ``rank`` of each. The N processes together see each step's batch of
+        one process; the last batch, when it does not split evenly, is padded with the epoch's first
+        samples (at most N - 1 repeats per epoch). Samples keep their index."""
+
+        def __init__(self, dataset, batch_size: int, num_replicas: int, rank: int, seed: int):
+            super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+            if batch_size % num_replicas:
+                raise ValueError(f"batch size {batch_size} does not split over {num_replicas} processes")
+            n, self.batch_size = len(dataset), batch_size
+            self.total_size = n + (-(n % batch_size)) % num_replicas
+            self.num_samples = self.total_size // num_replicas
+
+        def __iter__(self):
+            order = epoch_order(len(self.dataset), self.seed + self.epoch)
+            order += (order * self.num_replicas)[:self.total_size - len(order)]
+            mine = []
+            for start in range(0, self.total_size, self.batch_size):
+                step = order[start:start + self.batch_size]
+                share = len(step) // self.num_replicas
+                mine += step[self.rank * share:(self.rank + 1) * share]
+            return iter(mine)
+
+    return StepShare
+
+
+def step_share(dataset: Dataset, batch_size: int, num_replicas: int, rank: int, seed: int):
+    """A DistributedSampler over ``dataset`` for one of ``num_replicas`` processes (see StepShare)."""
+    return _distributed_sampler()(dataset, batch_size, num_replicas, rank, seed)
