@@ -537,7 +537,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         weight_stats=weight_stats(w["weights"]) if w and w["weights"] is not None else None,
         source_eval_name=data.name, source_eval=data.desc, source_eval_classes=data.n_classes,
         source_eval_images=data.n_images, source_eval_partial=data.partial, target_data=target_data(r["task"]),
-        device=r.device, deterministic=cfg.deterministic, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
+        device=r.device, deterministic=cfg.deterministic, amp=cfg.amp, channels_last=cfg.channels_last, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
         wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
         source_info={**src.info, **data.info})
 

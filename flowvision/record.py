@@ -74,6 +74,8 @@ class RunRecord:
     # provenance
     device: Optional[str] = None            # e.g. "cuda:0 (NVIDIA H200)", "cpu"
     deterministic: Optional[bool] = None    # deterministic algorithms were on
+    amp: Optional[bool] = None              # bf16 autocast (CUDA) in training and evaluation
+    channels_last: Optional[bool] = None
     stages: dict = field(default_factory=dict)        # stage -> computed | cached
     stage_keys: dict = field(default_factory=dict)    # stage -> key
     stage_seconds: dict = field(default_factory=dict)

@@ -193,7 +193,8 @@ def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny)
     assert "device: cpu, deterministic algorithms" in auto.output
     assert ("sees no GPU" in auto.output) == (cuda_build_without_gpu() is not None)
     (path,) = Path(tiny["results_dir"]).glob("runs/*/result.json")
-    assert (json.loads(path.read_text())["device"], json.loads(path.read_text())["deterministic"]) == ("cpu", True)
+    saved = json.loads(path.read_text())
+    assert (saved["device"], saved["deterministic"], saved["amp"], saved["channels_last"]) == ("cpu", True, False, False)
     cpu = runner.invoke(app, ["finetune", "--method", "lp", *sets, "--set", "device=cpu"])  # the same run id
     assert cpu.exit_code == 0 and "device: cpu" in cpu.output and "sees no GPU" not in cpu.output
     assert json.loads(path.read_text())["deterministic"] is False
