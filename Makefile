@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps foolbox==3.3.4
 	touch $(STAMP)
 
-demo: $(STAMP)          ## the offline demo: standard FT vs FLOW on a synthetic task, 3 seeds
+demo: $(STAMP)          ## the offline demo: standard FT vs FLOW on a synthetic task, 6 seeds, paired FT−FLOW interval
 	$(BIN)/flowvision demo
 
 test: $(STAMP)          ## the fast CPU suite (what CI runs), one worker process per core (at most 2)
@@ -24,7 +24,7 @@ test: $(STAMP)          ## the fast CPU suite (what CI runs), one worker process
 test-slow: $(STAMP)
 	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]   # 5: no test is marked slow
 
-table: $(STAMP)         ## print and write the paper's tables (ours beside the paper's) from results/runs
+table: $(STAMP)         ## print and write the paper's tables (ours beside the paper's) and results/REPRODUCIBILITY.md from results/runs
 	$(BIN)/flowvision table
 
 plot: $(STAMP)

@@ -45,6 +45,26 @@ def pick_extremes(weights: pd.DataFrame, k: int) -> tuple:
     return top.reset_index(drop=True), bottom.reset_index(drop=True)
 
 
+def noise_audit(weights: pd.DataFrame, k: int = 16) -> Optional[dict]:
+    """How FLOW's weights treat the training labels known to be wrong (a weights.csv with a ``noisy``
+    column, 1 where the label is not the sample's true class; synthetic tasks), else None:
+    n_noisy, base_rate (share of noisy labels), mean weight of noisy and of clean samples, and the
+    share of noisy labels among the k most down-weighted samples and among the n_noisy most
+    down-weighted (where a perfect ranking gives 1 and a random one the base rate)."""
+    if "noisy" not in weights.columns:
+        return None
+    _check(weights, k)
+    noisy = weights["noisy"].astype(bool)
+    n_noisy = int(noisy.sum())
+    _, bottom = pick_extremes(weights, k)
+    lowest = set(pick_extremes(weights, n_noisy)[1]["index"]) if n_noisy else set()
+    return {"n": len(weights), "n_noisy": n_noisy, "base_rate": n_noisy / len(weights),
+            "mean_weight_noisy": float(weights.loc[noisy, "weight"].mean()) if n_noisy else None,
+            "mean_weight_clean": float(weights.loc[~noisy, "weight"].mean()) if n_noisy < len(weights) else None,
+            "k": int(k), "noisy_share_bottom_k": float(noisy[weights["index"].isin(bottom["index"])].mean()),
+            "noisy_share_bottom_n_noisy": float(noisy[weights["index"].isin(lowest)].mean()) if n_noisy else None}
+
+
 def _class_name(label: int, class_names: Optional[Sequence[str]]) -> str:
     if class_names is None:
         return str(label)
@@ -100,7 +120,8 @@ def sample_audit(weights: pd.DataFrame, image_of: Callable[[int], np.ndarray],
             ax.set_axis_off()
         for ax, row in zip(axes, picked.itertuples(index=False)):
             name = _class_name(int(row.label), class_names)
-            _tile(ax, image_of(int(row.index)), f"{name}\nw={row.weight:.3g} ℓ={row.loss:.3g}")
+            wrong = " (wrong label)" if bool(getattr(row, "noisy", False)) else ""
+            _tile(ax, image_of(int(row.index)), f"{name}{wrong}\nw={row.weight:.3g} ℓ={row.loss:.3g}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=DPI)

@@ -100,6 +100,7 @@ class RunConfig:
     # where
     results_dir: str = _where("results")
     hparams_note: Optional[str] = _where(None)  # where the config file's numbers come from, when not this model's own
+    sweep: Optional[str] = _where(None)  # e.g. "frontier": a sweep point off its method's defaults; tables and plots leave it out
     cache_dir: Optional[str] = _where(None)  # demo models; default $FLOWVISION_CACHE or ~/.cache/flowvision
     # hardware: where and how fast. amp (bf16) changes numbers and is keyed; the others are not keyed
     # (channels_last and compile may move the last bits of a float, never a result's meaning)

@@ -241,9 +241,36 @@ def _final_needs(cfg) -> tuple:
 
 # ---- evaluations ---------------------------------------------------------------------------------------
 def _target_eval(i):
+    """Target accuracy, and every test sample's top-1 correctness (N,) bool for Table 5."""
     from .evaluate import accuracy
 
-    return accuracy(i["final"].model, i["task"].test, i.hw, "target accuracy")
+    return accuracy(i["final"].model, i["task"].test, i.hw, "target accuracy", keep_correct=True)
+
+
+def _probe_test(i):
+    """Table 5's difficulty: the pre-trained model's loss on every test sample, i.e. the linear probe
+    (pre-trained backbone, head fitted to the task; Algorithm 1's θ*), eval transforms, by index:
+    losses (N,) float32. One inference pass, shared by every method of a seed through the probe's key
+    (standard FT uses no probe otherwise; it is trained for this table)."""
+    from .evaluate import predict
+
+    probe = i["probe"].model
+    p = predict(probe, i["task"].test, hw=i.hw, desc="test losses (probe model)")
+    probe.cpu()
+    return {"losses": p.losses, "labels": p.labels}
+
+
+def _hard(i):
+    """Accuracy on the hardest 10% of the test samples (highest probe loss; evaluate.hard_accuracy)
+    of the reported model, and of every WiSE-FT point. Cheap and pure: recomputed, never stored."""
+    from .evaluate import hard_accuracy
+
+    losses = i["probe_test"]["losses"]
+    out = hard_accuracy(losses, i["target_eval"]["correct"])
+    wise = i.up.get("wise")
+    out["wise"] = ({p["alpha"]: hard_accuracy(losses, c)["acc"] for p, c in zip(wise["points"], wise["target_correct"])}
+                   if wise else {})
+    return out
 
 
 def _source_eval(i):
@@ -304,10 +331,12 @@ def _wise(i):
     from . import models
     from .evaluate import accuracy
 
-    points = []
+    points, correct = [], []
     for alpha in wise_alphas(i.cfg):
         m = models.interpolate_shared(i["source"].model, i["final"].model, alpha, i.cfg.task_specific)
-        tgt = i["target_eval"] if alpha == 1 else accuracy(m, i["task"].test, i.hw, f"target accuracy α={alpha:g}")
+        tgt = i["target_eval"] if alpha == 1 else accuracy(m, i["task"].test, i.hw, f"target accuracy α={alpha:g}",
+                                                           keep_correct=True)
+        correct.append(tgt["correct"])
         if alpha == 1:
             src = i["forgetting"]
         elif alpha == 0 and i.cfg.restore == "task-specific":
@@ -319,7 +348,7 @@ def _wise(i):
         points.append({"alpha": alpha, "target_acc": tgt["acc"], "source_acc_after": src["acc"],
                        "source_top5_after": src["acc5"], "source_agreement": src["agreement"],
                        "source_kl": src["kl"]})
-    return {"points": points}
+    return {"points": points, "target_correct": correct}  # correct: (N,) bool per point, for Table 5
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -344,19 +373,25 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("final", lambda i: next(iter(i.up.values())), reads=("finetune", "refit", "refit_epochs"),
           needs=_final_needs, cached=False,
           doc="the model the run reports"),
-    Stage("target_eval", _target_eval, needs=("final", "task"), hardware=True, doc="target accuracy"),
+    Stage("target_eval", _target_eval, needs=("final", "task"), hardware=True, version=2,
+          doc="target accuracy and per-sample correctness"),
+    Stage("probe_test", _probe_test, needs=("probe", "task"), hardware=True,
+          doc="pre-trained (probe) loss of every test sample"),
     Stage("forgetting", _forgetting, reads=_forgetting_reads, needs=_forgetting_needs,
           hardware=True, version=2, doc="source accuracy, agreement and KL after fine-tuning"),
     Stage("wise", _wise, reads=("wise_alphas", "wise_alpha", "restore", "task_specific"),
           needs=("final", "source", "task", "source_data", "target_eval", "forgetting", "source_eval"),
-          hardware=True, version=2, doc="WiSE-FT points"),
+          hardware=True, version=3, doc="WiSE-FT points"),
+    Stage("hard", _hard, reads=("wise_alphas", "wise_alpha"),
+          needs=lambda cfg: ("probe_test", "target_eval") + (("wise",) if wise_alphas(cfg) else ()),
+          cached=False, doc="accuracy on the hardest 10% of test samples (Table 5)"),
 )}
 
 
 def targets(cfg: RunConfig) -> tuple:
     """The stages one run reports; everything else is reached through their needs."""
     return (("source_eval", "target_eval", "forgetting") + (("weights",) if cfg.weighting != "uniform" else ())
-            + (("wise",) if wise_alphas(cfg) else ()))
+            + (("wise",) if wise_alphas(cfg) else ()) + ("hard",))
 
 
 def plan(cfg: RunConfig, fingerprints: dict) -> dict:
@@ -463,7 +498,7 @@ def _run(cfg: RunConfig) -> dict:
                 _write_summary(run_dir / "summary.csv", _trained_rows(r))
                 w = r.values.get("weights")
                 if w and w["weights"] is not None:
-                    _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"])
+                    _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"], r["task"].noisy)
                 write_record(run_dir / "result.json", record)
             if tracker is not None:
                 tracker.final(record.to_dict())
@@ -510,10 +545,13 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
 
     cfg = r.cfg
     before, after, tgt = r["source_eval"], r["forgetting"], r["target_eval"]
-    wise = [dict(p, source_drop=_drop(before["acc"], p["source_acc_after"]))
+    hard = r.values.get("hard")
+    wise = [dict(p, source_drop=_drop(before["acc"], p["source_acc_after"]),
+                 hard10_acc=hard["wise"].get(p["alpha"]) if hard else None)
             for p in r.values.get("wise", {}).get("points", [])]
     headline = {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"],
-                "source_agreement": after["agreement"], "source_kl": after["kl"]}
+                "source_agreement": after["agreement"], "source_kl": after["kl"],
+                "hard10_acc": hard["acc"] if hard else None}
     if cfg.wise_alpha is not None:
         point = next(p for p in wise if p["alpha"] == cfg.wise_alpha)
         headline = {k: point[k] for k in headline}
@@ -526,15 +564,16 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         run_id=rid, config_id=config_id(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
         protocol=cfg.protocol, best_epochs={k: v for k, v in best.items() if v is not None},
-        hparams_note=cfg.hparams_note,
+        hparams_note=cfg.hparams_note, sweep=cfg.sweep,
         synthetic=cfg.synthetic, weighting=weighting(cfg), tau_rule=w["rule"] if w else None,
         tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
         l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
         refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
         restore=cfg.restore, task_specific=models.family_rule(src.model, cfg.task_specific), **headline,
         source_acc_before=before["acc"], source_drop=_drop(before["acc"], headline["source_acc_after"]),
-        source_top5_before=before["acc5"], wise=wise,
+        source_top5_before=before["acc5"], wise=wise, hard10_n=hard["n"] if hard else None,
         weight_stats=weight_stats(w["weights"]) if w and w["weights"] is not None else None,
+        label_noise=label_noise(w, r["task"].noisy),
         source_eval_name=data.name, source_eval=data.desc, source_eval_classes=data.n_classes,
         source_eval_images=data.n_images, source_eval_partial=data.partial, target_data=target_data(r["task"]),
         device=r.device, deterministic=cfg.deterministic, amp=cfg.amp, channels_last=cfg.channels_last, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
@@ -563,12 +602,28 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _write_weights(path: Path, losses, weights, labels) -> None:
+def _write_weights(path: Path, losses, weights, labels, noisy=None) -> None:
+    """index, label, loss, weight per training sample; plus ``noisy`` (1: the label is not the true
+    class) where the task knows it (synthetic tasks)."""
     buf = io.StringIO()
-    buf.write("index,label,loss,weight\n")
+    buf.write("index,label,loss,weight" + (",noisy" if noisy is not None else "") + "\n")
     for i in range(len(losses)):
-        buf.write(f"{i},{int(labels[i])},{float(losses[i]):.6g},{float(weights[i]):.6g}\n")
+        tail = f",{int(noisy[i])}" if noisy is not None else ""
+        buf.write(f"{i},{int(labels[i])},{float(losses[i]):.6g},{float(weights[i]):.6g}{tail}\n")
     atomic_write_text(path, buf.getvalue())
+
+
+def label_noise(weights: dict, noisy, k: int = 16):
+    """audit.noise_audit of a weights stage value, None where the task does not know its wrong labels."""
+    if noisy is None or weights is None or weights["weights"] is None:
+        return None
+    import pandas as pd
+
+    from .audit import noise_audit
+
+    return noise_audit(pd.DataFrame({"index": range(len(weights["losses"])), "label": weights["labels"].numpy(),
+                                     "loss": weights["losses"].numpy(), "weight": weights["weights"].numpy(),
+                                     "noisy": noisy.numpy()}), k)
 
 
 def audit(cfg: RunConfig, k: int = 16) -> dict:
@@ -585,11 +640,13 @@ def audit(cfg: RunConfig, k: int = 16) -> dict:
     w = r["weights"]
     tau_tag = cfg.tau.replace(".", "_")
     folder = Path(cfg.results_dir) / "audit" / f"{cfg.dataset}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}"
-    _write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"])
+    noisy = r["task"].noisy
+    _write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"], noisy)
     frame = pd.DataFrame({"index": range(len(w["losses"])), "label": w["labels"].numpy(),
-                          "loss": w["losses"].numpy(), "weight": w["weights"].numpy()})
+                          "loss": w["losses"].numpy(), "weight": w["weights"].numpy(),
+                          **({"noisy": noisy.numpy()} if noisy is not None else {})})
     per_class = sample_audit(frame, lambda i: display_image(r["task"], i), class_names(r["task"]), k,
                              folder / "samples.png")
     atomic_write_text(folder / "per_class.csv", per_class.to_csv(index=False))
     return {"folder": str(folder), "png": str(folder / "samples.png"), "per_class": per_class, "tau": w["tau"],
-            "tau_rule": w["rule"], "weight_stats": weight_stats(w["weights"])}
+            "tau_rule": w["rule"], "weight_stats": weight_stats(w["weights"]), "label_noise": label_noise(w, noisy, k)}

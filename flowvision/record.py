@@ -36,6 +36,7 @@ class RunRecord:
     protocol: Optional[str] = None         # clean | paper (registry.PROTOCOLS); records before schema 3 are clean
     best_epochs: dict = field(default_factory=dict)  # paper protocol: stage -> the epoch kept (best test accuracy)
     hparams_note: Optional[str] = None     # e.g. ResNet-50: "ResNet-18 hyper-parameters (... not published)"
+    sweep: Optional[str] = None            # "frontier": a sweep point off its method's defaults (not pooled in tables)
     weights: Optional[str] = None          # timm tag, "file:<name>@<digest>" or "demo:<hash>"
     synthetic: Optional[bool] = None
     weighting: Optional[str] = None
@@ -61,9 +62,14 @@ class RunRecord:
     # label-free forgetting, against the pre-trained model's predictions on the same images
     source_agreement: Optional[float] = None  # share of images whose top-1 class is the pre-trained model's
     source_kl: Optional[float] = None         # mean KL(p_pretrained || p_after), nats
+    # Table 5: accuracy on the hardest 10% of the test samples, ranked by the pre-trained (probe) model's loss
+    hard10_acc: Optional[float] = None
+    hard10_n: Optional[int] = None            # how many test samples that is
     wise: list = field(default_factory=list)  # [{alpha, target_acc, source_acc_after, source_top5_after,
-    #                                              source_agreement, source_kl, source_drop}]
+    #                                              source_agreement, source_kl, source_drop, hard10_acc}]
     weight_stats: Optional[dict] = None
+    # tasks that know their wrong training labels (synthetic): FLOW's weights on them (audit.noise_audit)
+    label_noise: Optional[dict] = None
     # what was measured on what
     source_eval_name: Optional[str] = None  # "IN-1K val", "shapes val": how tables and plots name the source accuracy
     source_eval: Optional[str] = None       # exactly which images and transform, e.g. "imagenet-val:subset(5000), official transform"

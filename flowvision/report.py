@@ -24,6 +24,10 @@ def result_table(r: dict) -> Table:
         ws = r["weight_stats"] or {}
         t.add_row("τ", f"{r['tau']:.4g} ({r['tau_rule']})"
                   + (f"; weights mean {ws['mean']:.3f}, ESS {ws['ess_frac']:.2f}" if ws else ""))
+    if r.get("label_noise"):
+        t.add_row("FLOW weights on wrong labels", noise_text(r["label_noise"]))
+    if r.get("hard10_acc") is not None:
+        t.add_row(f"hardest 10% of test samples ({r['hard10_n']}, by probe loss)", pct(r["hard10_acc"]))
     for w in r.get("wise") or []:
         t.add_row(f"WiSE-FT α={w['alpha']:g}", f"target {pct(w['target_acc'])}, source {pct(w['source_acc_after'])}")
     if r.get("protocol"):
@@ -35,6 +39,17 @@ def result_table(r: dict) -> Table:
     t.add_row("wall time", f"{r['wall_seconds']:.1f} s on {r['device']}")
     t.add_row("run folder", r.get("run_dir", ""))
     return t
+
+
+def noise_text(n: dict) -> str:
+    """The noisy-label audit in one line (audit.noise_audit's dict)."""
+    if not n["n_noisy"]:
+        return f"wrong training labels: none of {n['n']}"
+    return (f"wrong training labels: {n['n_noisy']} of {n['n']} ({100 * n['base_rate']:.1f}%); mean weight "
+            f"{n['mean_weight_noisy']:.3f} (wrong) vs {n['mean_weight_clean']:.3f} (right); wrong labels are "
+            f"{100 * n['noisy_share_bottom_k']:.0f}% of the {n['k']} most down-weighted and "
+            f"{100 * n['noisy_share_bottom_n_noisy']:.0f}% of the {n['n_noisy']} most down-weighted "
+            f"(a random ranking: {100 * n['base_rate']:.1f}%)")
 
 
 def dry_run_tables(report: dict) -> list:
@@ -72,13 +87,47 @@ def demo_table(results: list[dict]) -> Table:
 
     summary = summarise(pd.DataFrame(results))
     t = Table(title="flowvision demo — mean ± std over seeds (percent; KL in nats)", title_justify="left")
-    for col in ("method", "seeds", "target acc", "source acc before", "source acc after", "drop", "agreement", "KL"):
+    for col in ("method", "seeds", "target acc", "source acc before", "source acc after", "drop", "agreement", "KL",
+                "hardest 10%"):
         t.add_column(col, justify="left" if col == "method" else "right")
     order = list(dict.fromkeys(r["method"] for r in results))
     for _, row in summary.sort_values("method", key=lambda m: m.map(order.index)).iterrows():
         label = row["method"] if row["protocol"] == "clean" else f"{row['method']} ({row['protocol']} protocol)"
         t.add_row(label, str(row["n_seeds"]), *(fmt_summary(row, m) for m in METRICS))
     return t
+
+
+def paired_drops(results: list[dict], a: str = "ft", b: str = "flow") -> dict:
+    """Per seed, ``a``'s source drop minus ``b``'s in points (the same seed: the same data order, head
+    seed and source model), and ``stats.paired_t`` over the seeds both ran; also the target accuracy
+    cost (b's target accuracy below a's). Seeds are paired because the seed-to-seed spread of each
+    method is larger than the gap between them; the difference within a seed is much steadier."""
+    from .stats import paired_t
+
+    by = {(r["method"], r["seed"]): r for r in results}
+    seeds = sorted(s for m, s in by if m == a and (b, s) in by)
+    drops = [100 * (by[a, s]["source_drop"] - by[b, s]["source_drop"]) for s in seeds]
+    costs = [100 * (by[a, s]["target_acc"] - by[b, s]["target_acc"]) for s in seeds]
+    ratio = [by[b, s]["source_drop"] / by[a, s]["source_drop"] for s in seeds if by[a, s]["source_drop"]]
+    return {"a": a, "b": b, "seeds": seeds, "diffs": drops, "drop": paired_t(drops), "cost": paired_t(costs),
+            "ratio": paired_t(ratio) if ratio else None}
+
+
+def paired_text(p: dict) -> str:
+    """One paragraph: the per-seed differences, their mean with the 95% t-interval, and what it says."""
+    d, c = p["drop"], p["cost"]
+    per_seed = ", ".join(f"{v:+.1f}" for v in p["diffs"])
+    if d["n"] < 2:
+        return f"{p['a']} − {p['b']} drop difference (seed {p['seeds'][0]}): {d['mean']:+.2f} points; one seed, no interval"
+    verdict = (f"{p['b']} forgets less than {p['a']}" if d["lo"] > 0 else
+               f"{p['b']} forgets more than {p['a']}" if d["hi"] < 0 else
+               "the interval includes 0: no difference shown")
+    ratio = p["ratio"]
+    share = (f"; {p['b']}'s drop is {100 * ratio['mean']:.0f}% of {p['a']}'s "
+             f"(95% CI {100 * ratio['lo']:.0f}–{100 * ratio['hi']:.0f}%)") if ratio and ratio["n"] > 1 else ""
+    return (f"paired over seeds {' '.join(map(str, p['seeds']))}: drop({p['a']}) − drop({p['b']}) = {per_seed} points; "
+            f"mean {d['mean']:+.2f}, 95% t-interval [{d['lo']:+.2f}, {d['hi']:+.2f}] (n = {d['n']}): {verdict}{share}. "
+            f"Target cost of {p['b']}: {c['mean']:+.2f} points [{c['lo']:+.2f}, {c['hi']:+.2f}].")
 
 
 def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> list[dict]:
@@ -99,6 +148,8 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
         results.append(run(cfg))
     demo_info = results[0]["source_info"]
     out.print(demo_table(results))
+    if {"ft", "flow"} <= {r["method"] for r in results}:
+        out.print(paired_text(paired_drops(results)), highlight=False)
     if "demo_val_acc" in demo_info:
         recipe = demo_info["demo_recipe"]
         out.print(f"demo source model: {recipe['demo_arch']} trained on {recipe['task']}, "

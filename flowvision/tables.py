@@ -46,7 +46,8 @@ MISSING = "—"   # no run of ours for this cell
 UNKNOWN = "n/a"  # the paper's number is not known to us
 NO_STD = "–"     # std of a single seed (ddof=1 leaves it undefined)
 
-METRICS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop", "source_agreement", "source_kl")
+METRICS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop", "source_agreement", "source_kl",
+           "hard10_acc")
 NOT_PERCENT = ("source_kl",)  # nats; every other metric is a fraction shown in percent
 PARTIAL = "‡"    # measured on a folder with some of the classes only (a labelled sample)
 GROUP_KEYS = ("synthetic", "model", "dataset", "method", "tau_rule", "protocol")
@@ -108,11 +109,16 @@ def _tau_key(value) -> str:
 
 
 def dedupe_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Normalised keys, and the newest run per group and seed (older reruns named, then dropped)."""
+    """Normalised keys, and the newest run per group and seed (older reruns named, then dropped).
+    Sweep runs (``sweep`` set: a frontier's learning rates, epochs and τ off the method's defaults)
+    are left out, so they never replace or pool with a method's own runs."""
     df = df.copy()
     df["tau_rule"] = df["tau_rule"].map(_tau_key).astype(object)
     df["protocol"] = df["protocol"].where(df["protocol"].notna(), "clean").astype(object)
     df["synthetic"] = df["synthetic"].astype(bool)
+    if "sweep" in df and df["sweep"].notna().any():  # frontier points off a method's defaults: their own view
+        log.info("leaving out %d sweep runs (flowvision frontier shows them)", int(df["sweep"].notna().sum()))
+        df = df[df["sweep"].isna()]
     df = df.sort_values("created", na_position="first", kind="stable")
     dup = df.duplicated([*GROUP_KEYS, "seed"], keep="last")
     if dup.any():
@@ -376,20 +382,60 @@ def _table3(runs: pd.DataFrame, paper: _Paper) -> Table:
     return ("Table 3: FLOW+WiSE-FT vs WiSE-FT", frame)
 
 
-def table5(paper_csv: Path = PAPER_CSV) -> Table:
-    """Paper-only reference: accuracy on the hardest 10% of test samples (highest pre-trained loss)."""
+TABLE5_METHODS = ("ft", "flow")  # the paper's Table 5 compares these two
+
+
+def table5(runs: Optional[pd.DataFrame] = None, paper_csv: Path = PAPER_CSV) -> Table:
+    """Table 5, accuracy on the hardest 10% of the test samples (highest pre-trained loss), ours
+    beside the paper's: one row per data set × model × method (× τ rule) × protocol that has the
+    number (every run records it, synthetic ones included), and a row for each of the paper's cells
+    we have no run for. ``runs``: ``dedupe_runs`` output (None: the paper's rows only). The paper does
+    not name the model, so its number stands beside every model's row of its data set and method."""
     paper = load_paper(paper_csv)
-    t5 = paper[paper["table"] == "Table 5"]
+    t5 = _Paper(paper[paper["table"] == "Table 5"])
+    paper_sets = list(dict.fromkeys(paper.loc[paper["table"] == "Table 5", "dataset"]))
+    have = runs[runs["hard10_acc"].notna()] if runs is not None and len(runs) else None
+    summ = summarise(have) if have is not None and len(have) else pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    counts = have.groupby("dataset")["hard10_n"].agg(lambda n: "/".join(sorted({str(int(v)) for v in n.dropna()}))) \
+        if have is not None and len(have) else {}
     rows = []
-    for dataset in dict.fromkeys(t5["dataset"]):
-        pick = _Paper(t5[t5["dataset"] == dataset])
-        count = pick.get("", dataset, "", "hard10_n")
-        rows.append({"dataset": dataset, "# hard samples": UNKNOWN if count is None else str(int(count)),
-                     "standard FT (paper)": fmt_paper(pick.get("", dataset, "ft", "hard10_acc")),
-                     "FLOW (paper)": fmt_paper(pick.get("", dataset, "flow", "hard10_acc"))})
-    frame = pd.DataFrame(rows, columns=["dataset", "# hard samples", "standard FT (paper)", "FLOW (paper)"])
-    frame.attrs["note"] = "Paper numbers only (percent); the model is not stated in our source."
-    return ("Table 5 (paper only): hardest 10% of test samples", frame)
+    for dataset in paper_sets + sorted(set(summ["dataset"]) - set(paper_sets)):
+        group = summ[summ["dataset"] == dataset]
+        count = t5.get("", dataset, "", "hard10_n")
+        paper_n = "" if dataset not in paper_sets else UNKNOWN if count is None else str(int(count))
+        ours = list(group.itertuples(index=False))
+        present = {row.method for row in ours}
+        order = {m: i for i, m in enumerate([*TABLE5_METHODS, *PAPER_METHODS])}
+        ours.sort(key=lambda r: (r.model, order.get(r.method, len(order)), r.method, r.tau_rule,
+                                 PROTOCOLS.index(r.protocol) if r.protocol in PROTOCOLS else 9))
+        for row in ours:
+            several = group.loc[(group["model"] == row.model) & (group["method"] == row.method), "tau_rule"].nunique() > 1
+            value = t5.get("", dataset, row.method, "hard10_acc") if dataset in paper_sets else None
+            rows.append({"dataset": dataset, "model": row.model,
+                         "method": f"{row.method} [τ={row.tau_rule or 'none'}]" if several else row.method,
+                         "protocol": PROTOCOL_LABELS.get(row.protocol, row.protocol),
+                         "hardest 10% (ours)": fmt_ours(row.hard10_acc_mean, row.hard10_acc_std),
+                         "hardest 10% (paper)": fmt_paper(value) if row.method in TABLE5_METHODS and dataset in paper_sets
+                         else "",
+                         "all test (ours)": fmt_ours(row.target_acc_mean, row.target_acc_std),
+                         "# hard (ours)": counts.get(dataset, ""),
+                         "# hard (paper)": paper_n, "seeds": row.seeds})
+        for method in TABLE5_METHODS if dataset in paper_sets else ():
+            if method not in present:
+                rows.append({"dataset": dataset, "model": MISSING, "method": method, "protocol": "",
+                             "hardest 10% (ours)": MISSING,
+                             "hardest 10% (paper)": fmt_paper(t5.get("", dataset, method, "hard10_acc")),
+                             "all test (ours)": MISSING, "# hard (ours)": "", "# hard (paper)": paper_n,
+                             "seeds": ""})
+    columns = ["dataset", "model", "method", "protocol", "hardest 10% (ours)", "hardest 10% (paper)",
+               "all test (ours)", "# hard (ours)", "# hard (paper)", "seeds"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame.attrs["note"] = (
+        "Accuracy (percent) on the test samples with the highest loss under the pre-trained model (the linear "
+        "probe: pre-trained backbone, head fitted to the task), 10% of the test set (evaluate.hard_count). Ours: "
+        "mean ± std over seeds, each seed ranked by its own probe; 'all test' is the same runs' full test accuracy. "
+        "The paper does not name the model; its number stands beside every model's row. " + NOTE)
+    return ("Table 5: hardest 10% of test samples, ours beside the paper", frame)
 
 
 def _runs_table(runs: pd.DataFrame, title: str) -> Table:
@@ -417,7 +463,8 @@ def _runs_table(runs: pd.DataFrame, title: str) -> Table:
 
 def paper_tables(df_runs: pd.DataFrame, paper_csv: Path = PAPER_CSV) -> list:
     """All views, as [(title, DataFrame)]: per paper model its 6-set-average table and per-data-set
-    table (ours beside paper), Table 3 (FLOW+WiSE-FT vs WiSE-FT), Table 5 (paper only), then a demo
+    table (ours beside paper), Table 3 (FLOW+WiSE-FT vs WiSE-FT), Table 5 (every run with the number, synthetic
+    ones included, beside the paper's), then a demo
     table of synthetic runs and a table of other real runs, each only when such runs exist."""
     paper = _Paper(load_paper(paper_csv))
     runs = dedupe_runs(df_runs) if len(df_runs) else df_runs.assign(tau_rule="", synthetic=False)
@@ -426,7 +473,7 @@ def paper_tables(df_runs: pd.DataFrame, paper_csv: Path = PAPER_CSV) -> list:
     tables = []
     for model in PAPER_MODELS:
         tables += _model_tables(grid, paper, model)
-    tables += [_table3(grid, paper), table5(paper_csv)]
+    tables += [_table3(grid, paper), table5(runs, paper_csv)]
     demo = runs[runs["synthetic"].astype(bool)]
     if len(demo):
         tables.append(_runs_table(demo, "demo: synthetic tasks"))
@@ -516,9 +563,14 @@ def render(table: Table):
 
 def make_tables(results_dir: Path, out_dir: Optional[Path] = None,
                 paper_csv: Path = PAPER_CSV) -> tuple:
-    """What ``flowvision table`` does: load runs, build every view, write them.
+    """What ``flowvision table`` does: load runs, build every view, write them, and write the
+    reproducibility ledger ``<results_dir>/REPRODUCIBILITY.md`` (``ledger``).
     Returns (tables, written paths, missing commands)."""
+    from .ledger import ledger
+
     runs = load_runs(results_dir)
     tables = paper_tables(runs, paper_csv)
     paths = write_tables(tables, Path(results_dir) / "tables" if out_dir is None else out_dir)
-    return tables, paths, missing_commands(runs)
+    book = Path(results_dir) / "REPRODUCIBILITY.md"
+    book.write_text(ledger(dedupe_runs(runs) if len(runs) else runs, paper_csv), encoding="utf-8")
+    return tables, paths + [book], missing_commands(runs)

@@ -77,3 +77,16 @@ def test_greyscale_images_and_bad_input(tmp_path):
         per_class(weights, ["cat", "dog"])
     with pytest.raises(ValueError, match="HxWx3"):
         sample_audit(weights, lambda i: np.zeros((4, 4, 5), np.uint8), None, 1, tmp_path / "bad.png")
+
+
+def test_noise_audit_by_hand():
+    from flowvision.audit import noise_audit
+
+    table = weights_table().assign(noisy=[0, 0, 0, 1, 0, 0, 1, 0])  # the two lowest weights but one
+    got = noise_audit(table, k=3)
+    assert got["n_noisy"] == 2 and got["base_rate"] == 0.25
+    assert got["mean_weight_noisy"] == pytest.approx((0.1 + 0.05) / 2)
+    assert got["mean_weight_clean"] == pytest.approx((0.9 + 0.7 + 0.5 + 1.0 + 0.5 + 0.3) / 6)
+    assert got["noisy_share_bottom_k"] == pytest.approx(2 / 3)  # bottom 3: 6 (noisy), 3 (noisy), 7
+    assert got["noisy_share_bottom_n_noisy"] == 1.0
+    assert noise_audit(weights_table()) is None  # a real data set's weights.csv: no such column

@@ -88,14 +88,19 @@ def test_demo_command_prints_the_comparison(tiny):
     assert len(records) == 4
     rows = _table_rows(res.output)
     assert [r[0] for r in rows] == ["ft", "flow"], res.output
-    for method, seeds, target, _before, _after, drop, agreement, kl in rows:
+    for method, seeds, target, _before, _after, drop, agreement, kl, hard in rows:
         mine = [r for r in records if r["method"] == method]
         assert seeds == "2" and sorted(r["seed"] for r in mine) == [0, 1]
-        for cell, metric in ((target, "target_acc"), (drop, "source_drop"), (agreement, "source_agreement")):
+        for cell, metric in ((target, "target_acc"), (drop, "source_drop"), (agreement, "source_agreement"),
+                             (hard, "hard10_acc")):
             percent = 100.0 * pd.Series([r[metric] for r in mine], dtype=float)  # as tables.summarise
             assert cell == f"{percent.mean():.2f} ± {percent.std(ddof=1):.2f}", (method, metric, res.output)
         nats = pd.Series([r["source_kl"] for r in mine], dtype=float)
         assert kl == f"{nats.mean():.3f} ± {nats.std(ddof=1):.3f}", (method, res.output)
+    drop = {(r["method"], r["seed"]): 100 * r["source_drop"] for r in records}
+    diffs = [drop["ft", s] - drop["flow", s] for s in (0, 1)]
+    assert f"= {diffs[0]:+.1f}, {diffs[1]:+.1f} points; mean {(diffs[0] + diffs[1]) / 2:+.2f}, 95% t-interval" \
+        in " ".join(res.output.split()), res.output
 
 
 def _table_rows(output: str) -> list[list[str]]:
@@ -198,3 +203,25 @@ def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny)
     cpu = runner.invoke(app, ["finetune", "--method", "lp", *sets, "--set", "device=cpu"])  # the same run id
     assert cpu.exit_code == 0 and "device: cpu" in cpu.output and "sees no GPU" not in cpu.output
     assert json.loads(path.read_text())["deterministic"] is False
+
+
+@pytest.mark.slow  # 4 fine-tunings and 5 evaluations each: ~14 s on 2 shared cores
+def test_frontier_command_runs_the_sweep_and_tags_the_off_default_runs(tiny):
+    from flowvision import tables
+
+    res = runner.invoke(app, ["frontier", "--dataset", "gratings", "--lrs", "0.01,0.003", "--epochs", "1",
+                              "--taus", "p25,median", *_sets(tiny), "--set", "wise_alphas=0,1"])
+    assert res.exit_code == 0, res.output
+    folder = Path(tiny["results_dir"]) / "frontier" / "gratings-demo"
+    assert (folder / "frontier.png").stat().st_size > 0
+    pts = pd.read_csv(folder / "points.csv")
+    assert pts.groupby("method").size().to_dict() == {"ft": 2, "wiseft": 3, "flow": 2, "flow+wiseft": 3}
+    records = [json.loads(p.read_text()) for p in Path(tiny["results_dir"]).glob("runs/*/result.json")]
+    tagged = {(r["method"], r["lr"], r["tau_rule"]) for r in records if r["sweep"] == "frontier"}
+    assert tagged == {("ft", 0.003, None), ("flow", 0.01, "p25")}  # the defaults are the methods' own runs
+    kept = tables.dedupe_runs(tables.load_runs(Path(tiny["results_dir"])))
+    assert sorted(kept["method"]) == ["flow", "flow+wiseft", "ft", "wiseft"]
+    rows = {r[0]: r for r in _table_rows(res.output)}
+    assert set(rows) == {"FT (lr × epochs)", "WiSE-FT (α)", "FLOW (τ)", "FLOW+WiSE-FT (α)"}
+    best = pts.loc[pts[pts["method"] == "flow"]["average"].idxmax()]
+    assert rows["FLOW (τ)"][4] == str(round(best["average"], 2))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from flowvision import config, pipeline
+from flowvision.evaluate import hard_count
 from flowvision.files import load_checked
 
 
@@ -21,14 +22,17 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
     assert saved["weights"].startswith("demo:") and saved["versions"]["torch"] == torch.__version__
     assert saved["source_drop"] == pytest.approx(saved["source_acc_before"] - saved["source_acc_after"])
     assert first["stages"] == dict.fromkeys(
-        ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "forgetting"], "computed")
+        ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "probe_test", "forgetting"], "computed")
+    assert saved["hard10_n"] == hard_count(tiny["n_test"]) and 0.0 <= saved["hard10_acc"] <= 1.0
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
     assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 3
     assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
     assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
     assert saved["source_eval_images"] == tiny["n_test"] and saved["source_eval_classes"] >= 2
     lines = open(f"{run_dir}/weights.csv").read().splitlines()
-    assert lines[0] == "index,label,loss,weight" and len(lines) == 1 + tiny["n_train"]
+    assert lines[0] == "index,label,loss,weight,noisy" and len(lines) == 1 + tiny["n_train"]
+    noisy = [int(line.split(",")[4]) for line in lines[1:]]
+    assert sum(noisy) == saved["label_noise"]["n_noisy"]
     summary = open(f"{run_dir}/summary.csv").read().splitlines()
     assert summary[0].startswith("stage,epoch,loss") and {l.split(",")[0] for l in summary[1:]} == {"probe", "finetune", "refit head"}
     assert "tau: median" in open(f"{run_dir}/config.yaml").read()
@@ -48,7 +52,8 @@ def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tin
     assert lp["source_agreement"] == 1.0 and lp["source_kl"] == 0.0  # the measured model is the source, exactly
     ft = pipeline.run(config.resolve("gratings", "demo", "ft", tiny))
     assert ft["source_agreement"] < 1.0 and ft["source_kl"] > 0.0  # fine-tuning moved the shared weights
-    assert "probe" not in ft["stages"] and ft["stages"]["source_eval"] == "cached"  # lp measured it already
+    # lp measured the source already; ft's only use of the probe (Table 5's difficulty) is lp's, cached
+    assert ft["stages"]["probe"] == ft["stages"]["probe_test"] == "cached" and ft["stages"]["source_eval"] == "cached"
     wise = pipeline.run(config.resolve("gratings", "demo", "wiseft", tiny))
     assert {k for k, v in wise["stages"].items() if v == "computed"} == {"wise"}  # one fine-tuning, many α
     by_alpha = {w["alpha"]: w for w in wise["wise"]}
@@ -58,6 +63,7 @@ def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tin
     assert by_alpha[0.0]["source_agreement"] == 1.0 and by_alpha[0.0]["source_kl"] == 0.0
     assert by_alpha[1.0]["source_kl"] == ft["source_kl"]
     assert wise["target_acc"] == by_alpha[0.5]["target_acc"]
+    assert by_alpha[1.0]["hard10_acc"] == ft["hard10_acc"] and wise["hard10_acc"] == by_alpha[0.5]["hard10_acc"]
 
 
 def test_tau_sweep_shares_probe_and_losses_and_changes_weights(tiny):

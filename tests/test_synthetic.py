@@ -27,3 +27,14 @@ def test_samples_carry_their_index_and_shapes():
     x0, _, _ = task.train_eval[5]
     x1, _, _ = task.train_eval[5]
     assert torch.equal(x0, x1)  # eval transforms are deterministic
+
+
+def test_noisy_flags_are_the_labels_the_generator_replaced():
+    task = load_synthetic_task("gratings", n_train=2000, n_test=10, augment=False)
+    true = generate("gratings", 2000, 32, 0, 0.0)[1]  # the same stream without the replacement draw
+    observed = torch.tensor([task.train[i][1] for i in range(2000)])
+    assert task.noisy.dtype == torch.bool and task.noisy.shape == (2000,)
+    assert torch.equal(task.noisy, observed != true)
+    assert 0.10 < task.noisy.float().mean().item() < 0.16  # 15% drawn again, 7/8 of them to another class
+    assert torch.equal(load_synthetic_task("gratings", n_train=2000, n_test=10, data_path="device").noisy, task.noisy)
+    assert not load_synthetic_task("shapes", n_train=50, n_test=10).noisy.any()  # the source task is clean

@@ -105,9 +105,10 @@ def test_paper_column_holds_the_csv_value(tmp_path):
     assert cell(r18, "IN-1K drop (paper)", method="flow") == "n/a"
     t3 = frame(tabs, "Table 3: FLOW+WiSE-FT vs WiSE-FT")
     assert cell(t3, "Δ Average (paper)", model="resnet18") == "4.18"
-    t5 = frame(tabs, "Table 5 (paper only): hardest 10% of test samples")
-    assert cell(t5, "FLOW (paper)", dataset="stanford_cars") == "13.18"
-    assert cell(t5, "# hard samples", dataset="stanford_cars") == "805"
+    t5 = frame(tabs, "Table 5: hardest 10% of test samples, ours beside the paper")
+    assert cell(t5, "hardest 10% (paper)", dataset="stanford_cars", method="flow") == "13.18"
+    assert cell(t5, "# hard (paper)", dataset="stanford_cars", method="ft") == "805"
+    assert cell(t5, "hardest 10% (ours)", dataset="stanford_cars", method="ft") == tables.MISSING
 
     # the value comes from the file, not from the code
     edited = pd.read_csv(tables.PAPER_CSV, keep_default_na=False)
@@ -253,9 +254,26 @@ def test_written_tables_exist_and_round_trip(tmp_path):
 def test_render_and_bad_paper_csv(tmp_path):
     title, df = tables.table5()
     rich_table = tables.render((title, df))
-    assert rich_table.row_count == 3 and len(rich_table.columns) == len(df.columns)
+    assert rich_table.row_count == 6 and len(rich_table.columns) == len(df.columns)  # 3 data sets × (ft, flow)
     with pytest.raises(UserError, match="not found"):
         tables.paper_tables(tables.load_runs(tmp_path), tmp_path / "nope.csv")
+
+
+def test_table5_puts_our_hardest_tenth_beside_the_papers_and_keeps_synthetic_rows(tmp_path):
+    for seed, hard in ((0, 0.30), (1, 0.40)):
+        write_run(tmp_path, f"c10-flow-s{seed}", dataset="cifar10", model="resnet18", seed=seed,
+                  hard10_acc=hard, hard10_n=1000)
+        write_run(tmp_path, f"grat-ft-s{seed}", dataset="gratings", model="demo", method="ft", seed=seed,
+                  synthetic=True, hard10_acc=0.5 + hard, hard10_n=100)
+    write_run(tmp_path, "old-ft", dataset="cifar10", model="resnet18", method="ft")  # no number: no row
+    t5 = frame(tables.paper_tables(tables.load_runs(tmp_path)), "Table 5: hardest 10% of test samples, ours beside the paper")
+    assert cell(t5, "hardest 10% (ours)", dataset="cifar10", method="flow") == "35.00 ± 7.07"
+    assert cell(t5, "hardest 10% (paper)", dataset="cifar10", method="flow") == "30.70"
+    assert cell(t5, "# hard (ours)", dataset="cifar10", method="flow") == "1000"
+    assert cell(t5, "model", dataset="cifar10", method="ft") == tables.MISSING  # the paper's cell, no run of ours
+    assert cell(t5, "hardest 10% (ours)", dataset="gratings", method="ft") == "85.00 ± 7.07"
+    assert cell(t5, "hardest 10% (paper)", dataset="gratings", method="ft") == ""
+    assert list(t5["dataset"]).index("gratings") > list(t5["dataset"]).index("stanford_cars")
 
 
 def test_pooling_different_configurations_is_warned(tmp_path, caplog):
@@ -305,3 +323,26 @@ def test_agreement_and_kl_columns_and_partial_folders_are_marked(tmp_path):
     assert cell(per_set, "agreement (ours, clean)", method="flow", dataset="cifar10") == "95.00 ± –"
     assert cell(per_set, "KL (ours, clean)", method="flow", dataset="cifar10") == "0.050 ± –"
     assert not cell(per_set, "IN-1K acc (ours, clean)", method="flow", dataset="cifar10").endswith(tables.PARTIAL)
+
+
+def test_reproducibility_ledger_names_ours_the_evidence_and_the_command(tmp_path):
+    for seed, drop in ((0, 0.03), (1, 0.05)):
+        write_run(tmp_path, f"c10-s{seed}", model="resnet50", seed=seed, source_drop=drop, source_acc_after=0.79 - drop,
+                  source_eval_images=5000, source_eval="imagenet-val:subset(5000)", hard10_acc=0.3, hard10_n=1000)
+        write_run(tmp_path, f"demo-ft-s{seed}", dataset="gratings", model="demo", method="ft", seed=seed,
+                  synthetic=True, source_drop=0.5 + drop, hard10_acc=0.8, hard10_n=100)
+    _, paths, _ = tables.make_tables(tmp_path, tmp_path / "tables")
+    book = tmp_path / "REPRODUCIBILITY.md"
+    assert book in paths
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in book.read_text().splitlines()
+            if line.startswith("| ") and "paper number" not in line}
+    drop = rows["Sec. 5-6 / Fig. 1 · resnet50 · avg6 · flow · IN-1K drop"]
+    assert drop[1] == "2.93" and drop[2] == "4.00 ± 1.41 over 1/6 sets" and drop[3] == "clean" and drop[4] == "2 (0 1)"
+    assert drop[5] == "real data; IN-1K stand-in (imagenet-val:subset(5000))"
+    assert drop[6].startswith("`flowvision reproduce --model resnet50 --datasets paper --methods flow --seeds 2")
+    ft = rows["Sec. 5-6 / Fig. 1 · resnet50 · avg6 · ft · IN-1K drop"]  # only the demo has ft: a stand-in, said so
+    assert ft[2] == "54.00 ± 1.41 (gratings)" and ft[5].startswith("stand-ins only: synthetic gratings")
+    hard = rows["Table 5 · model not named · cifar10 · flow · hardest-10% acc"]
+    assert hard[2] == "30.00 ± 0.00" and hard[1] == "30.70"
+    assert rows["Table 5 · model not named · stanford_cars · ft · hardest-10% acc"][2] == "80.00 ± 0.00 (gratings)"
+    assert len(rows) == len(pd.read_csv(tables.PAPER_CSV))  # one row per paper number (one protocol here)

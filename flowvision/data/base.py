@@ -46,6 +46,8 @@ class TaskData:
     train:      training split with training transforms; yields (image, label, index)
     train_eval: the same samples, same indices, with eval transforms (for the static FLOW loss pass)
     test:       held-out split with eval transforms
+    noisy:      (N,) bool by training index, True where the training label is not the sample's true
+                class (synthetic tasks, which replace some labels on purpose); None when unknown
     """
 
     name: str
@@ -54,6 +56,7 @@ class TaskData:
     train_eval: Dataset
     test: Dataset
     info: Any = None  # free-form description recorded in results (source of the files, split rule)
+    noisy: Any = None
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,

@@ -171,7 +171,8 @@ def load_synthetic_task(name: str, *, seed: int = 0, image_size: int | None = No
     size = spec.image_size if image_size is None else image_size
     n_train = spec.n_train if n_train is None else n_train
     n_test = spec.n_test if n_test is None else n_test
-    x_tr, _, y_tr = generate(name, n_train, size, seed, spec.label_noise)
+    x_tr, true, y_tr = generate(name, n_train, size, seed, spec.label_noise)
+    noisy = y_tr != true  # a replacement that drew the true class is not a wrong label
     eval_t = transforms(size, augment=False)
     if data_path == "device":  # the images are uint8 in memory already: only the batch transforms differ
         from .device import recipe_transforms
@@ -184,7 +185,7 @@ def load_synthetic_task(name: str, *, seed: int = 0, image_size: int | None = No
             train_eval=Indexed(TensorImages(x_tr, y_tr, None), batch_transform=eval_b),
             test=Indexed(TensorImages(held.base.images, held.base.labels, None), batch_transform=eval_b),
             info=f"synthetic:{name}(seed={seed},size={size},train={n_train},test={n_test},"
-                 f"label_noise={spec.label_noise},data_path=device)")
+                 f"label_noise={spec.label_noise},data_path=device)", noisy=noisy)
     return TaskData(
         name=name, num_classes=spec.num_classes,
         train=Indexed(TensorImages(x_tr, y_tr, transforms(size, augment))),
@@ -192,6 +193,7 @@ def load_synthetic_task(name: str, *, seed: int = 0, image_size: int | None = No
         test=load_held_out(name, seed=seed, image_size=size, n=n_test).dataset,
         info=f"synthetic:{name}(seed={seed},size={size},train={n_train},test={n_test},"
              f"label_noise={spec.label_noise})",
+        noisy=noisy,
     )
 
 

@@ -1,0 +1,40 @@
+"""Paired t-interval and Pareto fronts on hand-made numbers."""
+import math
+
+import pytest
+
+from flowvision.stats import dominated_area, paired_t, pareto_front
+
+
+def test_paired_t_interval_by_hand():
+    got = paired_t([10.0, 12.0, 14.0])  # mean 12, std 2, t_{0.975, 2} = 4.302653
+    assert got["mean"] == 12.0 and got["std"] == pytest.approx(2.0)
+    half = 4.302653 * 2.0 / math.sqrt(3)
+    assert got["lo"] == pytest.approx(12.0 - half, abs=1e-5) and got["hi"] == pytest.approx(12.0 + half, abs=1e-5)
+    one = paired_t([3.0])
+    assert one["mean"] == 3.0 and math.isnan(one["lo"])
+
+
+def test_pareto_front_on_hand_made_points():
+    # (source acc, target acc); both higher is better
+    points = [(90, 50), (80, 70), (85, 60), (70, 65), (60, 90), (80, 70), (50, 80), (91, 40)]
+    #          front     front     front     under (80,70) front   dup of 1  under (60,90) front
+    assert pareto_front(points) == [4, 1, 2, 0, 7]
+    front = [points[i] for i in pareto_front(points)]
+    # staircase from the right: 91·40 + 90·10 + 85·10 + 80·10 + 60·20
+    assert dominated_area(front) == 91 * 40 + 90 * 10 + 85 * 10 + 80 * 10 + 60 * 20
+    # from (70, 45): (90,50) adds 20·5, (85,60) 15·10, (80,70) 10·10; (91,40) and (60,90) lie outside
+    assert dominated_area(front, reference=(70, 45)) == 100 + 150 + 100
+    assert dominated_area([(90, 50)], reference=(50, 20)) == 40 * 30
+
+
+def test_frontier_sweep_tags_only_runs_off_a_methods_defaults():
+    from flowvision.frontier import sweep
+
+    cfgs = sweep("gratings", "demo", {}, seeds=(0,))
+    ft = [c for c in cfgs if c.method == "ft"]
+    assert len(ft) == 6 and len(cfgs) == 6 + 1 + 5 + 1  # lr × 0.1, 0.3, 1 by epochs 1, 3; α and τ sweeps
+    untagged = [(c.method, c.lr, c.epochs, c.tau) for c in cfgs if c.sweep is None]
+    assert untagged == [("ft", 0.01, 3, "median"), ("wiseft", 0.01, 3, "median"), ("flow", 0.01, 3, "median"),
+                        ("flow+wiseft", 0.01, 3, "median")]
+    assert {c.tau for c in cfgs if c.method == "flow"} == {"p10", "p25", "median", "p75", "p90"}
