@@ -160,8 +160,6 @@ def load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: s
     computation runs on every process (it is shared between them) and the others read rank 0's file
     after a barrier, so every process goes on with the same value. A process other than rank 0 that
     works alone (inside ``distributed.rank0_first``) only reads the file rank 0 wrote."""
-    from . import distributed
-
     if distributed.active():
         return _load_or_compute_shared(path, what, compute, label, checkpoint)
     if not distributed.is_main():
@@ -195,8 +193,6 @@ def _read_only(path: Path, what: dict):
 
 def _load_or_compute_shared(path: Path, what: dict, compute: Callable[[], Any], label: str,
                             checkpoint: Optional[Path]) -> tuple[Any, str]:
-    from . import distributed
-
     main = distributed.is_main()
     value, lock = None, _acquire(path, label) if main else None
     try:
@@ -255,7 +251,6 @@ class Store:
     (files.save_checked) whose header names the stage and key, one lock per file."""
 
     def __init__(self, folder: Path):
-        from . import distributed
         from .files import make_folder
 
         self.root = Path(folder)
