@@ -284,6 +284,14 @@ def reproduce(
             raise UserError(f"--launcher {launcher}: choose local or slurm")
         if gpus and device not in (None, "auto", "cuda"):
             raise UserError(f"--device {device} with --gpus: each worker sees one GPU as cuda; use --device cuda or auto")
+        from .launch import minutes, slots
+
+        if launcher == "slurm":  # the launcher's own options are checked before anything, --dry-run included
+            if gpus:
+                raise UserError("--gpus is for --launcher local; with slurm use --gpus-per-job")
+            minutes(time_limit)
+        else:
+            slots(jobs, gpus)
         cells = grid(model, resolve_dataset_group(datasets), [m.strip() for m in methods.split(",") if m.strip()],
                      list(range(seeds)), _overrides(weights=weights, data_root=data_root, imagenet=imagenet,
                                                     results_dir=results_dir, device=device, log=log, sets=sets))
@@ -385,6 +393,12 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         out.print(t)
         out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {len(rows)} files")
         if prune:
+            from .runstate import read_states
+
+            running = [r["run_id"] for r in read_states(Path(results_dir)) if r["status"] in ("running", "stale")]
+            if running and not dry_run:  # their finished stages are in no record yet: pruning would take them
+                raise UserError(f"{len(running)} run(s) under {results_dir} are running (e.g. {running[0]}); "
+                                "prune when they have finished, or look first with --dry-run")
             gone = prune_store(Path(results_dir), dry_run=dry_run)
             verb = "would remove" if dry_run else "removed"
             out.print(f"{verb} {len(gone)} files, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "

@@ -243,8 +243,10 @@ class RunCells(submitit.helpers.Checkpointable):
 def minutes(text: str) -> int:
     """Slurm's --time forms: MM, HH:MM:SS, D-HH, D-HH:MM(:SS) -> whole minutes."""
     try:
-        days, _, rest = text.rpartition("-")
+        days, dash, rest = text.rpartition("-")
         parts = [int(p) for p in rest.split(":")]
+        if (dash and not days.isdigit()) or len(parts) > 3 or any(p < 0 for p in parts):
+            raise ValueError
         if days:
             h, m, s = (parts + [0, 0])[:3]
         elif len(parts) == 1:

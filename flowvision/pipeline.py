@@ -629,17 +629,23 @@ def label_noise(weights: dict, noisy, k: int = 16):
 def audit(cfg: RunConfig, k: int = 16) -> dict:
     """The sample audit: probe -> losses -> FLOW weights (the same cached stages a run uses), then a
     contact sheet of the k most up- and down-weighted training samples and per-class mean weights.
-    Writes ``<results>/audit/<dataset>-<model>-s<seed>/{samples.png, per_class.csv, weights.csv}``.
-    Measures no forgetting, so it needs no ImageNet."""
+    Writes ``<results>/audit/<dataset>-<model>-tau_<τ>-s<seed>-<config id>/{samples.png, per_class.csv,
+    weights.csv}`` (the config id keeps audits of different settings apart). Measures no forgetting,
+    so it needs no ImageNet."""
     import pandas as pd
 
     from .audit import sample_audit
     from .data import class_names, display_image
+    from .errors import UserError
 
     r = start(cfg)
     w = r["weights"]
+    if w["weights"] is None:  # online weights with a numeric τ never need every sample's loss
+        raise UserError("the sample audit needs every training sample's weight: it uses static FLOW weights "
+                        "(drop --set weighting=… and --set protocol=paper for the audit)")
     tau_tag = cfg.tau.replace(".", "_")
-    folder = Path(cfg.results_dir) / "audit" / f"{cfg.dataset}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}"
+    folder = (Path(cfg.results_dir) / "audit"
+              / f"{cfg.dataset}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}-{config_id(cfg)}")
     noisy = r["task"].noisy
     _write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"], noisy)
     frame = pd.DataFrame({"index": range(len(w["losses"])), "label": w["labels"].numpy(),

@@ -46,8 +46,9 @@ DEMO_VERSION = 2  # bump when demo training changes
 
 
 def demo_recipe(cfg: RunConfig) -> dict:
-    """What the demo model is a function of: its declared fields (the key of its cached file)."""
-    return {"task": "shapes", "version": DEMO_VERSION, **{f: getattr(cfg, f) for f in DEMO_READS}}
+    """What the demo model is a function of: its declared fields and whether bf16 autocast trained it
+    (the key of its cached file)."""
+    return {"task": "shapes", "version": DEMO_VERSION, "amp": cfg.amp, **{f: getattr(cfg, f) for f in DEMO_READS}}
 
 
 def demo_path(cfg: RunConfig) -> Path:
@@ -116,8 +117,11 @@ def read_weights_file(path: Path) -> dict:
     except Exception as e:  # noqa: BLE001 — a user's file: every way it can fail to parse is the same answer
         import pickle
 
-        reason = ("it holds objects other than tensors, and loading them would run code"
-                  if isinstance(e, pickle.UnpicklingError) else (str(e).splitlines() or [type(e).__name__])[0][:80])
+        if isinstance(e, (KeyError, EOFError, pickle.UnpicklingError)):
+            # a text file and a pickle of arbitrary objects fail alike in the weights-only reader
+            reason = "it is not a torch file of tensors: another format, or objects that would need code to load"
+        else:
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:80]
         raise UserError(f"weights file {path} cannot be read as tensors ({reason}); save it as a state dict "
                         "or .safetensors") from None
     for wrapper in ("state_dict", "model", "state_dict_ema"):

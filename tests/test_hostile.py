@@ -214,3 +214,34 @@ def test_a_record_with_a_numeric_created_field_does_not_stop_table_or_plot(tmp_p
     for command in ("table", "plot"):
         res = runner.invoke(app, [command, "--results-dir", tiny["results_dir"]])
         assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["weights", "--dataset", "gratings", "--tau", "1.0", "--set", "weighting=flow-online"],
+     "the sample audit needs every training sample's weight"),
+    (["reproduce", "--model", "demo", "--datasets", "gratings", "--launcher", "slurm", "--time", "bogus", "--dry-run"],
+     "--time bogus: give minutes"),
+    (["reproduce", "--model", "demo", "--datasets", "gratings", "--launcher", "slurm", "--time", "-5", "--dry-run"],
+     "--time -5: give minutes"),
+    (["reproduce", "--model", "demo", "--datasets", "gratings", "--launcher", "slurm", "--gpus", "0", "--dry-run"],
+     "--gpus is for --launcher local"),
+    (["reproduce", "--model", "demo", "--datasets", "gratings", "--gpus", "x,y", "--dry-run"],
+     "--gpus x,y: give GPU numbers"),
+])
+def test_launcher_and_audit_options_are_checked_before_anything_runs(args, message, tmp_path, tiny):
+    sets = [a for k, v in tiny.items() if k in ("image_size", "n_train", "n_test", "demo_n_train", "demo_epochs",
+                                                 "cache_dir") for a in ("--set", f"{k}={v}")]
+    _fails_cleanly([*args, *sets, "--set", f"results_dir={tmp_path / 'results'}"], message, tmp_path)
+
+
+def test_pruning_beside_a_running_run_is_refused_and_a_text_pth_is_named(tmp_path, tiny, imagenet):
+    import json as _json
+
+    run = tmp_path / "results" / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "state.json").write_text(_json.dumps({"status": "running", "host": "elsewhere", "updated": 4e9}))
+    _fails_cleanly(["cache", "--results-dir", str(tmp_path / "results"), "--prune"], "are running (e.g. r1)", tmp_path)
+    text = tmp_path / "w.pth"
+    text.write_text("not weights at all\n")
+    _fails_cleanly([*_base(tmp_path, tiny), "--model", "resnet18", "--weights", str(text), "--imagenet", str(imagenet)],
+                   "it is not a torch file of tensors", tmp_path)
