@@ -308,7 +308,7 @@ def resolve(dataset: Optional[str] = "gratings", model: Optional[str] = None, me
 
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, naming the key and the valid choices."""
-    from .weighting import NORMALIZATIONS, parse_tau
+    from .weighting import NORMALIZATIONS, is_paper_tau, parse_tau
 
     def choice(key, options):
         if getattr(cfg, key) not in options:
@@ -356,7 +356,7 @@ def validate(cfg: RunConfig) -> None:
     choice("data_path", DATA_PATHS)
     choice("task_specific", TASK_SPECIFIC_RULES)
     if cfg.weighting != "uniform":
-        if str(cfg.tau).strip().lower() == "paper" and model_alias(cfg.model) not in PAPER_TAU_MODELS:
+        if is_paper_tau(cfg.tau) and model_alias(cfg.model) not in PAPER_TAU_MODELS:
             raise UserError(f"--tau paper: the official run scripts give τ only for {', '.join(PAPER_TAU_MODELS)}, "
                             f"not for {cfg.model}; use --tau median (the paper's rule) or a number")
         parse_tau(cfg.tau, cfg.paper_tau)

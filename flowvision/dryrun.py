@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Optional
 
 from .config import FIELDS, RunConfig
-from .files import file_digest, stable_hash
 
 # What an uncached stage does on every run (it loads, or it is cheap); the rest are cached files.
 LOADS = {"task": "loads the target data", "source": "loads the pre-trained weights",
@@ -117,15 +116,15 @@ def fingerprints(cfg: RunConfig) -> dict:
     data's descriptions (imports torch). Real data and ImageNet are left out: their fingerprints
     are file lists and counts that only loading gives."""
     from . import forgetting
-    from .source import demo_recipe, resolve_tag
+    from .source import demo_key, file_key, resolve_tag
 
     found = {}
     if cfg.model == "demo":
-        found["source"] = f"demo:{stable_hash(demo_recipe(cfg))[:8]}"
+        found["source"] = demo_key(cfg)
     elif cfg.weights:
         path = Path(cfg.weights).expanduser()
         if path.is_file():
-            found["source"] = f"file:{path.name}@{file_digest(path)}"
+            found["source"] = file_key(path)
     elif "." in resolve_tag(cfg.model):
         found["source"] = resolve_tag(cfg.model)
     if cfg.synthetic:

@@ -31,7 +31,7 @@ from .data.real import PAPER_SPLITS
 from .files import atomic_write_text, git_sha, stable_hash, versions
 from .record import RunRecord, write_record
 from .stages import Run, Stage, Store
-from .weighting import check_weights, flow_weights, parse_tau, weight_stats
+from .weighting import check_weights, flow_weights, is_paper_tau, parse_tau, weight_stats
 
 if TYPE_CHECKING:
     from torch import nn
@@ -148,12 +148,8 @@ def weighting(cfg) -> str:
     return "flow-online" if cfg.weighting == "flow" and cfg.protocol == "paper" else cfg.weighting
 
 
-def _is_paper_tau(cfg) -> bool:
-    return str(cfg.tau).strip().lower() == "paper"
-
-
 def _tau_rule(cfg):
-    return parse_tau(cfg.tau, cfg.paper_tau if _is_paper_tau(cfg) else None)
+    return parse_tau(cfg.tau, cfg.paper_tau if is_paper_tau(cfg.tau) else None)
 
 
 def _weights(i):
@@ -171,7 +167,7 @@ def _weights(i):
 
 
 def _weights_reads(cfg) -> tuple:
-    return ("weighting", "protocol", "tau") + (("paper_tau",) if _is_paper_tau(cfg) else ()) + (
+    return ("weighting", "protocol", "tau") + (("paper_tau",) if is_paper_tau(cfg.tau) else ()) + (
         ("normalize",) if weighting(cfg) == "flow" else ())
 
 

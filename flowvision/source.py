@@ -45,6 +45,16 @@ def reads(cfg) -> tuple:
 DEMO_VERSION = 2  # bump when demo training changes
 
 
+def demo_key(cfg: RunConfig) -> str:
+    """The demo source's identity in stage keys and records: 'demo:<hash of its recipe>'."""
+    return f"demo:{stable_hash(demo_recipe(cfg))[:8]}"
+
+
+def file_key(path: Path) -> str:
+    """A weights file's identity in stage keys and records: 'file:<name>@<digest>'."""
+    return f"file:{path.name}@{file_digest(path)}"
+
+
 def demo_recipe(cfg: RunConfig) -> dict:
     """What the demo model is a function of: its declared fields and whether bf16 autocast trained it
     (the key of its cached file)."""
@@ -87,7 +97,7 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     model.load_state_dict(saved["model"])
     info = saved["info"]
     model.cpu().eval()
-    return Source(key=f"demo:{key[:8]}", model=model, info=dict(info, demo_model_file=str(path)))
+    return Source(key=demo_key(cfg), model=model, info=dict(info, demo_model_file=str(path)))
 
 
 # ---- timm / ImageNet -------------------------------------------------------------------------------
@@ -207,7 +217,7 @@ def pretrained_model(cfg: RunConfig) -> tuple[nn.Module, str]:
         state = read_weights_file(path)
         model = timm.create_model(tag, pretrained=False)
         _load_checked(model, state, path, arch)
-        return model, f"file:{path.name}@{file_digest(path)}"
+        return model, file_key(path)
     try:
         model = timm.create_model(tag, pretrained=False)
     except RuntimeError as e:

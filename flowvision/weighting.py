@@ -62,11 +62,16 @@ class TauRule:
         return tau
 
 
+def is_paper_tau(spec) -> bool:
+    """Whether a τ rule is 'paper' (the official run script's number, from the config's paper_tau)."""
+    return str(spec).strip().lower() == "paper"
+
+
 def parse_tau(spec, paper_tau: float | None = None) -> TauRule:
     """'median' | 'pNN' (0 < NN < 100) | a positive number | 'paper' (= ``paper_tau``, the rule's text
     stays 'paper' so records say where the number came from) -> TauRule; anything else is a UserError."""
     text = str(spec).strip().lower()
-    if text == "paper":
+    if is_paper_tau(text):
         if paper_tau is None:
             raise UserError("--tau paper: no official τ is known for this model and data set; "
                             "use a number, 'median' or a percentile like p25")
