@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-SCHEMA_VERSION = 3  # 3: protocol, best_epochs, hparams_note
+SCHEMA_VERSION = 4  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic, amp, channels_last
 
 
 @dataclass
