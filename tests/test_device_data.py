@@ -119,10 +119,10 @@ def test_both_data_paths_run_end_to_end_on_a_real_layout(data_path, tmp_path, ti
     from test_real_e2e import write_cars
 
     data = write_cars(tmp_path / "data", n_classes=196)
-    val = write_val(tmp_path / "val", imagenet_synsets(), per_class=1)
+    val = write_val(tmp_path / "val", imagenet_synsets()[:25], per_class=2)  # a partial folder: 25 synsets
     r = pipeline.run(config.resolve("stanford_cars", "resnet18", "ft", dict(
         tiny, data_root=str(data), data_path=data_path, image_size=16, cache_dir=str(tmp_path / "cache"),
-        weights=str(weights_file), imagenet=str(val), imagenet_subset=50)))
+        weights=str(weights_file), imagenet=str(val), imagenet_subset=25)))
     assert r["target_data"]["data_path"] == data_path and 0 <= r["target_acc"] <= 1
     assert (r["source_info"]["imagenet_decoded"] is not None) == (data_path == "device")
     decoded_files = list((tmp_path / "cache").glob("decoded/*/images.npy"))

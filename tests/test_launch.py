@@ -45,6 +45,7 @@ def assert_each_stage_computed_once(results_dir, n_runs):
     return per
 
 
+@pytest.mark.slow  # 4 runs in 2 worker processes: 12-16 s on 2 cores; the fast suite keeps the launcher's checks
 def test_local_workers_compute_every_shared_stage_once(tiny):
     res = runner.invoke(app, ["reproduce", "--model", "demo", "--datasets", "gratings", "--methods", SHARING,
                               "--seeds", "1", "--jobs", "2", *_sets(tiny)])
