@@ -197,20 +197,13 @@ def _load_or_compute_shared(path: Path, what: dict, compute: Callable[[], Any], 
     value, lock = None, _acquire(path, label) if main else None
     try:
         if main:
-            remove_orphans(path.parent, [path.name] + ([checkpoint.name] if checkpoint is not None else []))
-            if path.exists():
-                try:
-                    value = load_checked(path, what)
-                except DamagedFile as err:
-                    move_aside(err)
+            value = _load_sound(path, what, checkpoint)
         if distributed.broadcast(value is not None):
             status = "cached"
         else:
             value, status = compute(), "computed"
             if main:
-                save_checked(value, path, what)
-                if checkpoint is not None:
-                    checkpoint.unlink(missing_ok=True)
+                _store(value, path, what, checkpoint)
             distributed.barrier()  # rank 0's file is there
         if not main:
             value = _read_only(path, what)
@@ -225,20 +218,33 @@ def _load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: 
                      checkpoint: Optional[Path]) -> tuple[Any, str]:
     lock = _acquire(path, label)
     try:
-        # whoever wrote a temporary file for this path held this lock and is gone: the file is an orphan
-        remove_orphans(path.parent, [path.name] + ([checkpoint.name] if checkpoint is not None else []))
-        if path.exists():
-            try:
-                return load_checked(path, what), "cached"
-            except DamagedFile as err:
-                move_aside(err)
+        value = _load_sound(path, what, checkpoint)
+        if value is not None:
+            return value, "cached"
         value = compute()
-        save_checked(value, path, what)
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)
+        _store(value, path, what, checkpoint)
         return value, "computed"
     finally:
         lock.release()
+
+
+def _load_sound(path: Path, what: dict, checkpoint: Optional[Path]):
+    """Under the path's lock: the file's value if it verifies, else None (a damaged file moved aside).
+    Whoever wrote a temporary file for this path held this lock and is gone: such files are removed."""
+    remove_orphans(path.parent, [path.name] + ([checkpoint.name] if checkpoint is not None else []))
+    if path.exists():
+        try:
+            return load_checked(path, what)
+        except DamagedFile as err:
+            move_aside(err)
+    return None
+
+
+def _store(value, path: Path, what: dict, checkpoint: Optional[Path]) -> None:
+    """Under the path's lock: save the value; its computation's partial checkpoint is then spent."""
+    save_checked(value, path, what)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
 
 
 def stage_path(folder: Path, name: str, key: str, suffix: str = ".pt") -> Path:
