@@ -126,3 +126,64 @@ def sample_audit(weights: pd.DataFrame, image_of: Callable[[int], np.ndarray],
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=DPI)
     return by_class
+
+
+def label_noise(weights: dict, noisy, k: int = 16):
+    """audit.noise_audit of a weights stage value, None where the task does not know its wrong labels."""
+    if noisy is None or weights is None or weights["weights"] is None:
+        return None
+    import pandas as pd
+
+    return noise_audit(pd.DataFrame({"index": range(len(weights["losses"])), "label": weights["labels"].numpy(),
+                                     "loss": weights["losses"].numpy(), "weight": weights["weights"].numpy(),
+                                     "noisy": noisy.numpy()}), k)
+
+
+# ---- weights.csv and the audit command ------------------------------------------------------------------
+def write_weights(path: Path, losses, weights, labels, noisy=None) -> None:
+    """``weights.csv``: index, label, loss, weight per training sample; plus ``noisy`` (1: the label is not the true
+    class) where the task knows it (synthetic tasks)."""
+    import io
+
+    from .files import atomic_write_text
+
+    buf = io.StringIO()
+    buf.write("index,label,loss,weight" + (",noisy" if noisy is not None else "") + "\n")
+    for i in range(len(losses)):
+        tail = f",{int(noisy[i])}" if noisy is not None else ""
+        buf.write(f"{i},{int(labels[i])},{float(losses[i]):.6g},{float(weights[i]):.6g}{tail}\n")
+    atomic_write_text(path, buf.getvalue())
+
+
+def run_audit(cfg, k: int = 16) -> dict:
+    """The sample audit: probe -> losses -> FLOW weights (the same cached stages a run uses), then a
+    contact sheet of the k most up- and down-weighted training samples and per-class mean weights.
+    Writes ``<results>/audit/<dataset>-<model>-tau_<τ>-s<seed>-<config id>/{samples.png, per_class.csv,
+    weights.csv}`` (the config id keeps audits of different settings apart). Measures no forgetting,
+    so it needs no ImageNet."""
+    import pandas as pd
+
+    from .config import config_id, model_slug
+    from .data import class_names, display_image
+    from .files import atomic_write_text
+    from .pipeline import start
+    from .weighting import weight_stats
+
+    r = start(cfg)
+    w = r["weights"]
+    if w["weights"] is None:  # online weights with a numeric τ never need every sample's loss
+        raise UserError("the sample audit needs every training sample's weight: it uses static FLOW weights "
+                        "(drop --set weighting=… and --set protocol=paper for the audit)")
+    tau_tag = cfg.tau.replace(".", "_")
+    folder = (Path(cfg.results_dir) / "audit"
+              / f"{cfg.dataset}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}-{config_id(cfg)}")
+    noisy = r["task"].noisy
+    write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"], noisy)
+    frame = pd.DataFrame({"index": range(len(w["losses"])), "label": w["labels"].numpy(),
+                          "loss": w["losses"].numpy(), "weight": w["weights"].numpy(),
+                          **({"noisy": noisy.numpy()} if noisy is not None else {})})
+    per_class = sample_audit(frame, lambda i: display_image(r["task"], i), class_names(r["task"]), k,
+                             folder / "samples.png")
+    atomic_write_text(folder / "per_class.csv", per_class.to_csv(index=False))
+    return {"folder": str(folder), "png": str(folder / "samples.png"), "per_class": per_class, "tau": w["tau"],
+            "tau_rule": w["rule"], "weight_stats": weight_stats(w["weights"]), "label_noise": label_noise(w, noisy, k)}

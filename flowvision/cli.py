@@ -90,7 +90,7 @@ def finetune(
                 for table in dry_run_tables(plan_run(cfg, sources)):
                     out.print(table)
             return
-        from .pipeline import run
+        from .run import run
         from .report import result_table
 
         result = run(cfg)
@@ -214,7 +214,7 @@ def weights(
     """The sample audit: which training samples FLOW up- and down-weights most, and per-class means."""
     with user_errors():
         from . import config
-        from .pipeline import audit
+        from .audit import run_audit as audit
 
         cfg = config.resolve(dataset, model, "flow", _overrides(tau=tau, seed=seed, weights=weights_file,
                                                                 data_root=data_root, results_dir=results_dir, sets=sets))
@@ -376,7 +376,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
     with user_errors():
         from rich.table import Table
 
-        from .stages import prune as prune_store, store_files
+        from .housekeeping import prune as prune_store, store_files
 
         if not Path(results_dir).is_dir():
             raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UserError
+from .files import stable_hash
 from .registry import METHODS, MODEL_TAGS  # noqa: F401 (MODEL_TAGS: source.py reads it from here)
 from .registry import PAPER_TAU_MODELS, PROTOCOLS, default_model, model_alias
 from .registry import REAL_DATASETS as REAL_TASKS
@@ -376,11 +377,24 @@ def validate(cfg: RunConfig) -> None:
     if cfg.source_eval_dir and cfg.model == "demo":
         raise UserError("--source-eval is for ImageNet models; the demo model's forgetting is measured on its "
                         "own held-out shapes")
-    from .trackers import check as check_log
-
     check_log(cfg.log)
     if cfg.imagenet_subset is not None and cfg.imagenet_subset < 1:
         raise UserError(f"imagenet_subset must be ≥ 1, got {cfg.imagenet_subset}")
+
+
+def check_log(name: str) -> None:
+    """A one-line UserError for an unknown tracker (``--log``), or one whose package is not installed here."""
+    import importlib.util
+
+    from .registry import LOGGER_PACKAGES, LOGGERS
+
+    if name not in LOGGERS:
+        raise UserError(f"log '{name}' is not valid; choose one of: {', '.join(LOGGERS)}")
+    package = LOGGER_PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        extra = " (or pip install 'flowvision[log]')" if package == "tensorboard" else ""
+        raise UserError(f"--log {name}: the {package} package is not installed here; pip install {package}{extra}, "
+                        "or run without --log")
 
 
 MAX_SEED = 2 ** 32
@@ -420,3 +434,23 @@ def write_yaml(cfg: RunConfig) -> str:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("FLOWVISION_CACHE") or Path.home() / ".cache" / "flowvision")
+
+
+# ---- a configuration's identity: the run folder's name and the id its seeds share -----------------------
+def _numbers(cfg: RunConfig) -> dict:
+    values = cfg.to_dict()
+    return {k: values[k] for k in KEYED_FIELDS}
+
+
+def run_id(cfg: RunConfig) -> str:
+    """<dataset>-<model>-<method>-s<seed>-<hash of every field that can change a number>."""
+    return f"{cfg.dataset}-{model_slug(cfg)}-{cfg.method}-s{cfg.seed}-{stable_hash(_numbers(cfg))[:8]}"
+
+
+def config_id(cfg: RunConfig) -> str:
+    """Like run_id's hash but without the seed: runs that differ only in seed share it."""
+    return stable_hash({k: v for k, v in _numbers(cfg).items() if k != "seed"})[:8]
+
+
+def model_slug(cfg: RunConfig) -> str:
+    return Path(cfg.model).name.replace(".", "_")

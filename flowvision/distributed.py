@@ -102,7 +102,6 @@ def session(device: str, batch_size: Optional[int] = None):
     import torch
     import torch.distributed as dist
 
-    from .hardware import resolve_device
 
     own = False
     if batch_size is not None:
@@ -133,6 +132,20 @@ def session(device: str, batch_size: Optional[int] = None):
         _cpu_group = _device = None
         if own:
             dist.destroy_process_group()
+
+
+def resolve_device(name: str):
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a user error. -> torch.device"""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu (or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name} is not a device: use auto, cpu, cuda or cuda:N") from None
 
 
 def device(dev):

@@ -167,7 +167,7 @@ def plan_rows(cfg: RunConfig, found: dict) -> list[dict]:
 
 def dry_run(cfg: RunConfig, sources: dict) -> dict:
     """Everything ``--dry-run`` prints, as data (see the module docstring)."""
-    from .pipeline import run_id
+    from .config import run_id
 
     rid = run_id(cfg)
     finished = (Path(cfg.results_dir) / "runs" / rid / "result.json").is_file()

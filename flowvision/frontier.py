@@ -39,7 +39,7 @@ def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,)
           taus: Optional[Sequence[str]] = None) -> list:
     """-> [RunConfig]: every run of the sweep (see the module docstring); a run whose numbers are its
     method's defaults is the method's ordinary run (no ``sweep`` tag), any other is tagged."""
-    from .pipeline import run_id
+    from .config import run_id
 
     cfgs = []
 
@@ -110,21 +110,21 @@ def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path) -> Pat
     """Target vs source accuracy, every point and each method's Pareto front as a staircase."""
     from matplotlib.figure import Figure
 
-    from .plots import _save, _style
+    from .plots import save_figure, method_style
     from .stats import pareto_front
 
     fig = Figure(figsize=(6.4, 4.8), dpi=120, layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     for method in [m for m in METHODS if m in set(pts["method"])]:
         own = pts[pts["method"] == method].reset_index(drop=True)
-        style = _style(method)
-        ax.scatter(own["source"], own["target"], s=22, alpha=0.55, color=style["color"], marker=style["marker"],
+        look = method_style(method)
+        ax.scatter(own["source"], own["target"], s=22, alpha=0.55, color=look["color"], marker=look["marker"],
                    label=f"{LABELS[method]}")
         front = own.loc[pareto_front(list(zip(own["source"], own["target"])))]
-        ax.step(front["source"], front["target"], where="pre", color=style["color"], lw=1.4)
-        ax.plot(front["source"], front["target"], ls="none", marker=style["marker"], color=style["color"], ms=6)
+        ax.step(front["source"], front["target"], where="pre", color=look["color"], lw=1.4)
+        ax.plot(front["source"], front["target"], ls="none", marker=look["marker"], color=look["color"], ms=6)
         for _, row in own.iterrows():
-            ax.annotate(row["setting"], (row["source"], row["target"]), fontsize=5, color=style["color"],
+            ax.annotate(row["setting"], (row["source"], row["target"]), fontsize=5, color=look["color"],
                         xytext=(3, 2), textcoords="offset points")
     ax.axvline(source_before, color="grey", ls="--", lw=0.8)
     ax.text(source_before, ax.get_ylim()[0], " pre-trained", fontsize=6, color="grey", rotation=90, va="bottom")
@@ -134,7 +134,7 @@ def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path) -> Pat
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,), **knobs) -> dict:
@@ -144,7 +144,8 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     import time
 
     from .files import atomic_write_text
-    from .pipeline import model_slug, run
+    from .config import model_slug
+    from .run import run
 
     cfgs = sweep(dataset, model, overrides, seeds, **knobs)
     t0, records = time.time(), []

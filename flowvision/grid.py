@@ -39,7 +39,7 @@ def grid(model: str, datasets: list[str], methods: list[str], seeds: list[int], 
 
 
 def result_path(cfg) -> Path:
-    from .pipeline import run_id
+    from .config import run_id
 
     return Path(cfg.results_dir) / "runs" / run_id(cfg) / "result.json"
 
@@ -140,7 +140,7 @@ def _weights_found(cfg) -> None:
     """A timm tag's weights in the local Hugging Face cache (or a --weights file, checked by preflight);
     a tag that would be downloaded is fine only when the hub answers."""
     from .errors import UserError
-    from .source import _hub_reachable, model_tag
+    from .source import hub_reachable, model_tag
 
     if cfg.model == "demo" or cfg.weights:
         return
@@ -152,7 +152,7 @@ def _weights_found(cfg) -> None:
     if hub_id and any(isinstance(try_to_load_from_cache(hub_id, f), str)
                       for f in ("model.safetensors", "pytorch_model.bin")):
         return
-    if not _hub_reachable():
+    if not hub_reachable():
         raise UserError(f"no weights for {tag} in the local cache and the model hub cannot be reached: "
                         f"pass --weights PATH (a .safetensors or .pth file for {arch})")
 
@@ -169,7 +169,7 @@ def reproduce(cells: list, dry_run: bool = False) -> dict:
     """Run every cell not yet finished, in this process, in ``order``; -> counts of done / skipped /
     failed and the failures."""
     from .errors import UserError
-    from .pipeline import run
+    from .run import run
 
     left = todo(cells)
     summary = {"cells": len(cells), "skipped": len(cells) - len(left), "ran": 0, "failed": [], "seconds": 0.0}

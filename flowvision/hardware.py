@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import UserError
+from . import distributed
+from .distributed import resolve_device  # noqa: F401 (part of this module's API: where a run's tensors go)
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,6 @@ class Hardware:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu (or auto)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name} is not a device: use auto, cpu, cuda or cuda:N") from None
-
-
 # The pinned torch build's CUDA version needs at least this NVIDIA driver (CUDA 13.x: 580, Linux).
 MIN_DRIVER = {"13": "580", "12": "525"}
 
@@ -84,8 +73,6 @@ def start(cfg) -> str:
     warn once when a CUDA build of torch falls back to the CPU. -> the device's name; under torchrun
     rank 0's GPU and the process count, e.g. 'cuda:0 (NVIDIA H200) × 4 processes (DDP)' (rank 0 says it)."""
     import os
-
-    from . import distributed
 
     dev = distributed.device(resolve_device(cfg.device))
     if cfg.deterministic:
@@ -111,9 +98,7 @@ _WARNED: set = set()
 def hardware(cfg) -> Hardware:
     """The Hardware a run's config asks for (device, amp, channels_last, compile, num_workers); under
     torchrun, ``cuda`` is the GPU of this process's local rank."""
-    from .distributed import device
-
-    return Hardware(device(resolve_device(cfg.device)), amp=cfg.amp, channels_last=cfg.channels_last,
+    return Hardware(distributed.device(resolve_device(cfg.device)), amp=cfg.amp, channels_last=cfg.channels_last,
                     compile=cfg.compile, num_workers=cfg.num_workers)
 
 

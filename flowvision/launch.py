@@ -38,7 +38,7 @@ from .grid import groups, order, stored_keys, todo
 def run_cell(cfg) -> Optional[str]:
     """One cell in this process -> None, or the one-line reason it failed. A bug's traceback goes to
     this process's log; the grid goes on with the other cells."""
-    from .pipeline import run
+    from .run import run
 
     try:
         run(cfg)
@@ -120,14 +120,14 @@ def worker_main() -> None:
 
 
 def _label(cfg) -> str:
-    from .pipeline import run_id
+    from .config import run_id
 
     return run_id(cfg)
 
 
 def _done_stages(cfg, keys: dict) -> set:
     """The (stage, key) pairs a running cell has finished, from its state file."""
-    from .pipeline import run_id
+    from .config import run_id
     from .runstate import read_state
 
     state = read_state(Path(cfg.results_dir) / "runs" / run_id(cfg)) or {}
@@ -135,7 +135,7 @@ def _done_stages(cfg, keys: dict) -> set:
 
 
 def _mark_waiting(cfg) -> None:
-    from .pipeline import run_id
+    from .config import run_id
     from .runstate import RunState, read_state
 
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
@@ -146,7 +146,7 @@ def _mark_waiting(cfg) -> None:
 def _mark_failed(cfg, error: str) -> None:
     """A worker died with this cell: its state file says so (the worker could not)."""
     from .files import atomic_write_json
-    from .pipeline import run_id
+    from .config import run_id
     from .runstate import read_state
 
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
@@ -235,7 +235,7 @@ class RunCells(submitit.helpers.Checkpointable):
 
     def __call__(self, cfgs: list) -> list:
         from .grid import result_path
-        from .pipeline import run_id
+        from .config import run_id
 
         return [(run_id(cfg), None if result_path(cfg).exists() else run_cell(cfg)) for cfg in cfgs]
 

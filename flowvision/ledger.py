@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from .registry import MODEL_TAGS, PAPER_DATASETS
-from .tables import (MISSING, PROTOCOL_LABELS, _preferred, _six_set, fmt_ours, load_paper, PAPER_CSV)
+from .runs import MISSING, PAPER_CSV, PROTOCOL_LABELS, fmt_ours, load_paper, preferred, six_set
 
 FULL_IN1K = 50_000
 METRIC_NAMES = {"in1k_acc": "IN-1K acc", "in1k_drop": "IN-1K drop", "target_acc": "target acc",
@@ -95,7 +95,7 @@ def _value(row, runs: pd.DataFrame, kind: str):
         return (_pm(100 * per_seed["source_acc_before"]), per_seed, ",".join(sorted(set(per_seed["dataset"]))),
                 ",".join(sorted(set(per_seed["method"]))))
     if row.dataset == "avg6" and metric == "delta_average":
-        wise, both = _preferred(runs, "wiseft"), _preferred(runs, "flow+wiseft")
+        wise, both = preferred(runs, "wiseft"), preferred(runs, "flow+wiseft")
         common = set(wise["dataset"]) & set(both["dataset"])
         if kind == "real":
             common &= set(PAPER_DATASETS)
@@ -106,7 +106,7 @@ def _value(row, runs: pd.DataFrame, kind: str):
         used = pd.concat([wise, both])
         used = used[used["dataset"].isin(common)]
         return f"{b - a:+.2f} over {len(common)} set(s)", used, ",".join(sorted(common)), "wiseft,flow+wiseft"
-    own = _preferred(runs, method)
+    own = preferred(runs, method)
     if row.dataset != "avg6" and kind == "real":
         own = own[own["dataset"] == row.dataset]
     if metric == "hard10_n":
@@ -121,7 +121,7 @@ def _value(row, runs: pd.DataFrame, kind: str):
     column = {"in1k_acc": "source_acc_after", "in1k_drop": "source_drop", "target_acc": "target_acc",
               "hard10_acc": "hard10_acc"}.get(metric)
     if row.dataset == "avg6" and kind == "real":
-        avg = _six_set(own)
+        avg = six_set(own)
         name = {"in1k_acc": "in1k", "in1k_drop": "drop", "target_acc": "target", "average": "average"}[metric]
         mean, std = avg[name]
         return f"{fmt_ours(mean, std)} over {avg['k']}/{len(PAPER_DATASETS)} sets", own, "paper", method
@@ -137,12 +137,12 @@ def _value(row, runs: pd.DataFrame, kind: str):
 
 def _average(runs: pd.DataFrame, kind: str) -> float:
     if kind == "real":
-        return _six_set(runs)["average"][0]
+        return six_set(runs)["average"][0]
     return float((100 * (runs["source_acc_after"] + runs["target_acc"]) / 2).mean())
 
 
 def ledger(runs: pd.DataFrame, paper_csv=PAPER_CSV) -> str:
-    """REPRODUCIBILITY.md's text from ``tables.dedupe_runs`` output."""
+    """REPRODUCIBILITY.md's text from ``runs.dedupe_runs`` output."""
     paper = load_paper(paper_csv)
     lines = ["# Reproducibility ledger", "",
              f"Written by `flowvision table` ({datetime.now(timezone.utc).isoformat(timespec='seconds')}) from the run "

@@ -12,26 +12,21 @@ The protocol (``clean`` | ``paper``) is read by the stages it changes: ``paper``
 *test* epoch at the probe, fine-tuning and refit (one test pass per epoch), weights FLOW online,
 takes τ's quantile over training-transform losses, and splits Stanford Dogs as the official code.
 Importing this module does not import torch (``flowvision finetune --dry-run`` plans with it).
+This file is the stage list and nothing else: the run folder and its files are ``run.py``'s, the
+record's assembly ``record.py``'s, the sample audit ``audit.py``'s.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
-import io
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from . import forgetting, source
-from .config import KEYED_FIELDS, RunConfig, write_yaml
+from .config import RunConfig
 from .data.real import PAPER_SPLITS
-from .files import atomic_write_text, git_sha, stable_hash, versions
-from .record import RunRecord, write_record
 from .stages import Run, Stage, Store
-from .weighting import check_weights, flow_weights, is_paper_tau, parse_tau, weight_stats
+from .weighting import applied_weighting, check_weights, flow_weights, is_paper_tau, parse_tau
 
 if TYPE_CHECKING:
     from torch import nn
@@ -142,12 +137,6 @@ def _losses_reads(cfg) -> tuple:
     return ("protocol",) + (("seed",) if cfg.protocol == "paper" else ())
 
 
-def weighting(cfg) -> str:
-    """The weighting that runs: the paper protocol computes FLOW weights online, as the official code
-    (the probe model's loss on every augmented batch); otherwise ``cfg.weighting``."""
-    return "flow-online" if cfg.weighting == "flow" and cfg.protocol == "paper" else cfg.weighting
-
-
 def _tau_rule(cfg):
     return parse_tau(cfg.tau, cfg.paper_tau if is_paper_tau(cfg.tau) else None)
 
@@ -160,7 +149,7 @@ def _weights(i):
     losses = saved["losses"] if saved else None
     tau = rule.resolve(losses) if rule.kind == "quantile" else rule.value
     weights = flow_weights(losses, tau) if losses is not None else None
-    if weights is not None and weighting(i.cfg) == "flow":
+    if weights is not None and applied_weighting(i.cfg) == "flow":
         check_weights(weights, losses, tau, i.cfg.normalize)
     return {"rule": rule.text, "tau": tau, "losses": losses, "labels": saved["labels"] if saved else None,
             "weights": weights}
@@ -168,12 +157,12 @@ def _weights(i):
 
 def _weights_reads(cfg) -> tuple:
     return ("weighting", "protocol", "tau") + (("paper_tau",) if is_paper_tau(cfg.tau) else ()) + (
-        ("normalize",) if weighting(cfg) == "flow" else ())
+        ("normalize",) if applied_weighting(cfg) == "flow" else ())
 
 
 def _weights_needs(cfg) -> tuple:
     # static weights need every sample's loss; online weights need them only to resolve a quantile τ
-    return ("losses",) if weighting(cfg) == "flow" or _tau_rule(cfg).kind == "quantile" else ()
+    return ("losses",) if applied_weighting(cfg) == "flow" or _tau_rule(cfg).kind == "quantile" else ()
 
 
 # ---- fine-tuning and the Appendix-B refit -------------------------------------------------------------
@@ -185,9 +174,9 @@ def _finetune(i):
     m = (copy.deepcopy(i["probe"].model) if cfg.head_init == "probe"
          else models.with_new_head(i["source"].model, i["task"].num_classes, cfg.seed))
     weigher = None
-    if weighting(cfg) == "flow":
+    if applied_weighting(cfg) == "flow":
         weigher = StaticWeights(i["weights"]["losses"], i["weights"]["tau"])
-    elif weighting(cfg) == "flow-online":
+    elif applied_weighting(cfg) == "flow-online":
         weigher = OnlineWeights(hw.prepare(copy.deepcopy(i["probe"].model)), i["weights"]["tau"])
     reg = None
     if cfg.regularizer == "l2sp":
@@ -209,7 +198,7 @@ def _finetune_reads(cfg) -> tuple:
 
 def _finetune_needs(cfg) -> tuple:
     needs = ("source", "task")
-    needs += ("probe",) if cfg.head_init == "probe" or weighting(cfg) == "flow-online" else ()
+    needs += ("probe",) if cfg.head_init == "probe" or applied_weighting(cfg) == "flow-online" else ()
     return needs + (("weights",) if cfg.weighting != "uniform" else ())
 
 
@@ -408,26 +397,6 @@ def grid_plan(cfg: RunConfig) -> dict:
     return plan(cfg, {name: "grid" for name, stage in STAGES.items() if stage.fingerprint})
 
 
-# ---- the run -------------------------------------------------------------------------------------------
-def _numbers(cfg: RunConfig) -> dict:
-    values = cfg.to_dict()
-    return {k: values[k] for k in KEYED_FIELDS}
-
-
-def run_id(cfg: RunConfig) -> str:
-    """<dataset>-<model>-<method>-s<seed>-<hash of every field that can change a number>."""
-    return f"{cfg.dataset}-{model_slug(cfg)}-{cfg.method}-s{cfg.seed}-{stable_hash(_numbers(cfg))[:8]}"
-
-
-def config_id(cfg: RunConfig) -> str:
-    """Like run_id's hash but without the seed: runs that differ only in seed share it."""
-    return stable_hash({k: v for k, v in _numbers(cfg).items() if k != "seed"})[:8]
-
-
-def model_slug(cfg: RunConfig) -> str:
-    return Path(cfg.model).name.replace(".", "_")
-
-
 def start(cfg: RunConfig) -> Run:
     """A Run over this config's stages with the target data loaded first (a missing data set is
     reported before any model is loaded or trained) and the source model's cheap checks done."""
@@ -438,217 +407,3 @@ def start(cfg: RunConfig) -> Run:
     r["task"]
     source.preflight(cfg)
     return r
-
-
-def run(cfg: RunConfig) -> Optional[dict]:
-    """Run (or resume, or re-read) one configuration; write its run folder; return result.json's dict.
-    While it runs, the folder's state.json says where it is (runstate), and summary.csv grows by a
-    row after every training epoch; with ``log`` set, a tracker (trackers.py) gets every epoch and
-    the final metrics. Under torchrun every process calls this: they share the stages' work
-    (``distributed``), rank 0 writes the files and returns the dict, the other ranks return None."""
-    from . import distributed
-
-    with distributed.session(cfg.device, cfg.batch_size):
-        if not distributed.is_main():
-            _follow(cfg)
-            return None
-        return _run(cfg)
-
-
-def _follow(cfg: RunConfig) -> None:
-    """A rank other than 0: the stages rank 0 resolves, in the same order, writing nothing."""
-    r = start(cfg)
-    r["source_data"], r["source"]
-    for name in targets(cfg):
-        r[name]
-
-
-def _run(cfg: RunConfig) -> dict:
-    from . import runstate, trackers
-
-    t_start = time.time()
-    run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
-    state = runstate.RunState(run_dir, cfg)
-    with runstate.tracking(state):
-        r = start(cfg)
-        r.on_stage = state.stage
-        r["source_data"], r["source"]  # the evaluation images first: a wrong ImageNet folder costs no weight load
-        with _run_folder(run_dir):
-            atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
-        with trackers.opened(cfg.log, run_dir, cfg, run_dir.name) as tracker:
-            def on_epoch(desc, rows):
-                _epoch_summary(r, run_dir, state.data["stage"], rows)
-                if tracker is not None and state.data["stage"] in TRAINED:
-                    tracker.rows(state.data["stage"], rows)
-
-            def on_stage(name, event):
-                state.stage(name, event)
-                if tracker is not None and event == "done" and name in TRAINED:  # loaded or resumed epochs too
-                    tracker.rows(name, r[name].rows)
-
-            state.on_epoch, r.on_stage = on_epoch, on_stage
-            for name in targets(cfg):
-                r[name]
-            record = make_record(r, run_dir.name, t_start)
-            with _run_folder(run_dir):
-                _write_summary(run_dir / "summary.csv", _trained_rows(r))
-                w = r.values.get("weights")
-                if w and w["weights"] is not None:
-                    _write_weights(run_dir / "weights.csv", w["losses"], w["weights"], w["labels"], r["task"].noisy)
-                write_record(run_dir / "result.json", record)
-            if tracker is not None:
-                tracker.final(record.to_dict())
-    return dict(record.to_dict(), run_dir=str(run_dir))
-
-
-TRAINED = ("probe", "finetune", "refit")  # the stages whose epochs summary.csv lists
-
-
-def _trained_rows(r: Run) -> list:
-    return [row for name in TRAINED if name in r.values for row in r[name].rows]
-
-
-def _epoch_summary(r: Run, run_dir: Path, stage: str, rows: list) -> None:
-    """summary.csv after an epoch of a training stage: the finished stages' rows, then this one's so far
-    (a long fine-tuning shows its progress in the run folder, not only at the end)."""
-    if stage not in TRAINED:
-        return  # e.g. the demo model's pre-training inside the source stage
-    with _run_folder(run_dir):
-        _write_summary(run_dir / "summary.csv", _trained_rows(r) + rows)
-
-
-@contextlib.contextmanager
-def _run_folder(run_dir: Path):
-    """Writes into a run folder, one process at a time; temporary files a killed writer left there
-    are removed first (whoever wrote them held this lock and is gone)."""
-    from filelock import FileLock
-
-    from .files import make_folder, remove_orphans
-
-    make_folder(run_dir)
-    with FileLock(str(run_dir / ".lock")):
-        remove_orphans(run_dir, RUN_FILES)
-        yield
-
-
-RUN_FILES = ["config.yaml", "summary.csv", "weights.csv", "result.json", "state.json"]
-
-
-def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
-    """The run record from a finished Run: the headline numbers (a WiSE-FT point when the method
-    reports one), the knobs that ran, what was measured on what, and provenance."""
-    from . import models
-
-    cfg = r.cfg
-    before, after, tgt = r["source_eval"], r["forgetting"], r["target_eval"]
-    hard = r.values.get("hard")
-    wise = [dict(p, source_drop=_drop(before["acc"], p["source_acc_after"]),
-                 hard10_acc=hard["wise"].get(p["alpha"]) if hard else None)
-            for p in r.values.get("wise", {}).get("points", [])]
-    headline = {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"],
-                "source_agreement": after["agreement"], "source_kl": after["kl"],
-                "hard10_acc": hard["acc"] if hard else None}
-    if cfg.wise_alpha is not None:
-        point = next(p for p in wise if p["alpha"] == cfg.wise_alpha)
-        headline = {k: point[k] for k in headline}
-    w = r.values.get("weights")
-    src, data = r["source"], r["source_data"]
-    from .train import selected_epoch
-
-    best = {name: selected_epoch(r[name].rows) for name in TRAINED if name in r.values}
-    return RunRecord(
-        run_id=rid, config_id=config_id(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
-        protocol=cfg.protocol, best_epochs={k: v for k, v in best.items() if v is not None},
-        hparams_note=cfg.hparams_note, sweep=cfg.sweep,
-        synthetic=cfg.synthetic, weighting=weighting(cfg), tau_rule=w["rule"] if w else None,
-        tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
-        l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
-        refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
-        restore=cfg.restore, task_specific=models.family_rule(src.model, cfg.task_specific), **headline,
-        source_acc_before=before["acc"], source_drop=_drop(before["acc"], headline["source_acc_after"]),
-        source_top5_before=before["acc5"], wise=wise, hard10_n=hard["n"] if hard else None,
-        weight_stats=weight_stats(w["weights"]) if w and w["weights"] is not None else None,
-        label_noise=label_noise(w, r["task"].noisy),
-        source_eval_name=data.name, source_eval=data.desc, source_eval_classes=data.n_classes,
-        source_eval_images=data.n_images, source_eval_partial=data.partial, target_data=target_data(r["task"]),
-        device=r.device, deterministic=cfg.deterministic, amp=cfg.amp, channels_last=cfg.channels_last, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
-        wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
-        source_info={**src.info, **data.info})
-
-
-def _drop(before, after):
-    """Source accuracy lost, or None on images without labels."""
-    return None if before is None or after is None else before - after
-
-
-def target_data(task) -> dict:
-    """The target data set as the record shows it: its description plus the counts actually found."""
-    info = task.info if isinstance(task.info, dict) else {"description": str(task.info)}
-    return {"name": task.name, **info, "n_train": len(task.train), "n_test": len(task.test),
-            "num_classes": task.num_classes}
-
-
-def _write_summary(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    cols = ["stage", "epoch", "loss", "ce", "acc", "test_acc", "lr", "seconds", "data_seconds"]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _write_weights(path: Path, losses, weights, labels, noisy=None) -> None:
-    """index, label, loss, weight per training sample; plus ``noisy`` (1: the label is not the true
-    class) where the task knows it (synthetic tasks)."""
-    buf = io.StringIO()
-    buf.write("index,label,loss,weight" + (",noisy" if noisy is not None else "") + "\n")
-    for i in range(len(losses)):
-        tail = f",{int(noisy[i])}" if noisy is not None else ""
-        buf.write(f"{i},{int(labels[i])},{float(losses[i]):.6g},{float(weights[i]):.6g}{tail}\n")
-    atomic_write_text(path, buf.getvalue())
-
-
-def label_noise(weights: dict, noisy, k: int = 16):
-    """audit.noise_audit of a weights stage value, None where the task does not know its wrong labels."""
-    if noisy is None or weights is None or weights["weights"] is None:
-        return None
-    import pandas as pd
-
-    from .audit import noise_audit
-
-    return noise_audit(pd.DataFrame({"index": range(len(weights["losses"])), "label": weights["labels"].numpy(),
-                                     "loss": weights["losses"].numpy(), "weight": weights["weights"].numpy(),
-                                     "noisy": noisy.numpy()}), k)
-
-
-def audit(cfg: RunConfig, k: int = 16) -> dict:
-    """The sample audit: probe -> losses -> FLOW weights (the same cached stages a run uses), then a
-    contact sheet of the k most up- and down-weighted training samples and per-class mean weights.
-    Writes ``<results>/audit/<dataset>-<model>-tau_<τ>-s<seed>-<config id>/{samples.png, per_class.csv,
-    weights.csv}`` (the config id keeps audits of different settings apart). Measures no forgetting,
-    so it needs no ImageNet."""
-    import pandas as pd
-
-    from .audit import sample_audit
-    from .data import class_names, display_image
-    from .errors import UserError
-
-    r = start(cfg)
-    w = r["weights"]
-    if w["weights"] is None:  # online weights with a numeric τ never need every sample's loss
-        raise UserError("the sample audit needs every training sample's weight: it uses static FLOW weights "
-                        "(drop --set weighting=… and --set protocol=paper for the audit)")
-    tau_tag = cfg.tau.replace(".", "_")
-    folder = (Path(cfg.results_dir) / "audit"
-              / f"{cfg.dataset}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}-{config_id(cfg)}")
-    noisy = r["task"].noisy
-    _write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"], noisy)
-    frame = pd.DataFrame({"index": range(len(w["losses"])), "label": w["labels"].numpy(),
-                          "loss": w["losses"].numpy(), "weight": w["weights"].numpy(),
-                          **({"noisy": noisy.numpy()} if noisy is not None else {})})
-    per_class = sample_audit(frame, lambda i: display_image(r["task"], i), class_names(r["task"]), k,
-                             folder / "samples.png")
-    atomic_write_text(folder / "per_class.csv", per_class.to_csv(index=False))
-    return {"folder": str(folder), "png": str(folder / "samples.png"), "per_class": per_class, "tau": w["tau"],
-            "tau_rule": w["rule"], "weight_stats": weight_stats(w["weights"]), "label_noise": label_noise(w, noisy, k)}

@@ -2,7 +2,7 @@
 
     flowvision plot             # make_all("results", "results/figures")
 
-Four views, each a pure function of the runs frame from ``tables.load_runs``:
+Four views, each a pure function of the runs frame from ``runs.load_runs``:
   tradeoff_<model>.png                 target acc (x) vs source acc after fine-tuning (y), per method,
                                        mean ± std over seeds, one panel per data set
   weights_<model>.png                  histogram of the FLOW weights in each run's weights.csv
@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from flowvision.registry import PAPER_METHODS
-from flowvision.tables import dedupe_runs, load_runs, summarise
+from flowvision.runs import dedupe_runs, load_runs, summarise
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ MAX_COLS = 3
 MARKERS = "osD^vPX*<>ph"
 
 
-def _style(method: str) -> dict:
+def method_style(method: str) -> dict:
     """The same colour and marker for a method in every figure."""
     order = list(PAPER_METHODS)
     i = order.index(method) if method in order else len(order) + sum(map(ord, method)) % 5
@@ -57,7 +57,7 @@ def _label_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
     ax.set_ylabel(ylabel, fontsize=7)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path
@@ -104,18 +104,18 @@ def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
             several = panel.groupby("method")["tau_rule"].transform("nunique") > 1
             variant = panel.groupby("method").cumcount()  # τ rules of one method: same colour, own marker
             for (_, row), tag, k in zip(panel.iterrows(), several, variant):
-                style = _style(row["method"])
-                marker = MARKERS[(MARKERS.index(style["marker"]) + k) % len(MARKERS)]
+                look = method_style(row["method"])
+                marker = MARKERS[(MARKERS.index(look["marker"]) + k) % len(MARKERS)]
                 ax.errorbar(row["target_acc_mean"], row["source_acc_after_mean"],
                             xerr=_nan0(row["target_acc_std"]), yerr=_nan0(row["source_acc_after_std"]),
-                            linestyle="none", markersize=5, capsize=2, color=style["color"], marker=marker,
+                            linestyle="none", markersize=5, capsize=2, color=look["color"], marker=marker,
                             label=_label(row["method"], row["tau_rule"], tag))
             before = panel["source_acc_before_mean"].dropna()
             if len(before):
                 ax.axhline(before.mean(), color="grey", linestyle="--", linewidth=0.8, label="pre-trained")
             _label_axes(ax, dataset, "target acc (%)", f"{_source_name(runs, model, dataset)} acc after (%)")
             ax.legend(fontsize=5, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside: points stay visible
-        paths.append(_save(fig, Path(out_dir) / f"tradeoff_{_safe(model)}.png"))
+        paths.append(save_figure(fig, Path(out_dir) / f"tradeoff_{_safe(model)}.png"))
     return paths
 
 
@@ -156,11 +156,11 @@ def weight_histograms(runs: pd.DataFrame, out_dir: Path) -> list:
         for ax, dataset in zip(axes, datasets):
             for _, _, method, rule, tau, weights in (f for f in mine if f[1] == dataset):
                 tau_text = "" if tau is None or pd.isna(tau) else f" ({float(tau):.3g})"
-                ax.hist(weights, bins=30, histtype="step", color=_style(method)["color"],
+                ax.hist(weights, bins=30, histtype="step", color=method_style(method)["color"],
                         label=f"{method} τ={rule or 'none'}{tau_text}")
             _label_axes(ax, dataset, "weight", "training samples")
             ax.legend(fontsize=5)
-        paths.append(_save(fig, Path(out_dir) / f"weights_{_safe(model)}.png"))
+        paths.append(save_figure(fig, Path(out_dir) / f"weights_{_safe(model)}.png"))
     return paths
 
 
@@ -200,7 +200,7 @@ def tau_sweeps(runs: pd.DataFrame, out_dir: Path) -> list:
             ax.set_title(f"{model} {dataset} {method} (dashed: ft)", fontsize=7)
             for axis in (ax, right):
                 axis.tick_params(labelsize=6)
-            paths.append(_save(fig, Path(out_dir) / f"tau_{_safe(model)}_{_safe(dataset)}_{_safe(method)}.png"))
+            paths.append(save_figure(fig, Path(out_dir) / f"tau_{_safe(model)}_{_safe(dataset)}_{_safe(method)}.png"))
     if not paths:
         log.warning("skipping τ sweep: no model/dataset/method was run at two or more τ values")
     return paths
@@ -237,19 +237,19 @@ def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
             several = panel.groupby("method")["tau_rule"].nunique()
             for (method, rule), line in panel.groupby(["method", "tau_rule"], sort=True):
                 mean = line.groupby("alpha")[["target_acc", "source_acc_after"]].mean().sort_index()
-                style = _style(method)
-                ax.plot(mean["target_acc"], mean["source_acc_after"], color=style["color"], marker=".",
+                look = method_style(method)
+                ax.plot(mean["target_acc"], mean["source_acc_after"], color=look["color"], marker=".",
                         markersize=4, label=_label(method, rule, several[method] > 1))
                 for alpha, marker in ((0.0, "s"), (1.0, "^")):
                     if alpha in mean.index:
                         x, y = mean.loc[alpha]
-                        ax.plot([x], [y], marker=marker, color=style["color"], markeredgecolor="black",
+                        ax.plot([x], [y], marker=marker, color=look["color"], markeredgecolor="black",
                                 markersize=6, linestyle="none")
                         ax.annotate(f"α={alpha:g}", (x, y), fontsize=5, textcoords="offset points",
                                     xytext=(3, 3))
             _label_axes(ax, dataset, "target acc (%)", f"{_source_name(runs, model, dataset)} acc (%)")
             ax.legend(fontsize=5)
-        paths.append(_save(fig, Path(out_dir) / f"wise_{_safe(model)}.png"))
+        paths.append(save_figure(fig, Path(out_dir) / f"wise_{_safe(model)}.png"))
     return paths
 
 

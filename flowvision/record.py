@@ -14,8 +14,15 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+from .config import config_id
+from .files import git_sha, versions
+
+if TYPE_CHECKING:
+    from .stages import Run
 
 SCHEMA_VERSION = 4  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic, amp, channels_last
 
@@ -164,3 +171,66 @@ def write_record(path: Path, record: RunRecord) -> None:
     from .files import atomic_write_json
 
     atomic_write_json(path, record.to_dict())
+
+
+# ---- a finished run's record ----------------------------------------------------------------------------
+TRAINED = ("probe", "finetune", "refit")  # the training stages: summary.csv lists their epochs, best_epochs their pick
+
+
+def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
+    """The run record from a finished Run: the headline numbers (a WiSE-FT point when the method
+    reports one), the knobs that ran, what was measured on what, and provenance."""
+    import time
+
+    from . import models
+    from .audit import label_noise
+    from .weighting import applied_weighting, weight_stats
+
+    cfg = r.cfg
+    before, after, tgt = r["source_eval"], r["forgetting"], r["target_eval"]
+    hard = r.values.get("hard")
+    wise = [dict(p, source_drop=_drop(before["acc"], p["source_acc_after"]),
+                 hard10_acc=hard["wise"].get(p["alpha"]) if hard else None)
+            for p in r.values.get("wise", {}).get("points", [])]
+    headline = {"target_acc": tgt["acc"], "source_acc_after": after["acc"], "source_top5_after": after["acc5"],
+                "source_agreement": after["agreement"], "source_kl": after["kl"],
+                "hard10_acc": hard["acc"] if hard else None}
+    if cfg.wise_alpha is not None:
+        point = next(p for p in wise if p["alpha"] == cfg.wise_alpha)
+        headline = {k: point[k] for k in headline}
+    w = r.values.get("weights")
+    src, data = r["source"], r["source_data"]
+    from .train import selected_epoch
+
+    best = {name: selected_epoch(r[name].rows) for name in TRAINED if name in r.values}
+    return RunRecord(
+        run_id=rid, config_id=config_id(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
+        protocol=cfg.protocol, best_epochs={k: v for k, v in best.items() if v is not None},
+        hparams_note=cfg.hparams_note, sweep=cfg.sweep,
+        synthetic=cfg.synthetic, weighting=applied_weighting(cfg), tau_rule=w["rule"] if w else None,
+        tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
+        l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
+        refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
+        restore=cfg.restore, task_specific=models.family_rule(src.model, cfg.task_specific), **headline,
+        source_acc_before=before["acc"], source_drop=_drop(before["acc"], headline["source_acc_after"]),
+        source_top5_before=before["acc5"], wise=wise, hard10_n=hard["n"] if hard else None,
+        weight_stats=weight_stats(w["weights"]) if w and w["weights"] is not None else None,
+        label_noise=label_noise(w, r["task"].noisy),
+        source_eval_name=data.name, source_eval=data.desc, source_eval_classes=data.n_classes,
+        source_eval_images=data.n_images, source_eval_partial=data.partial, target_data=target_data(r["task"]),
+        device=r.device, deterministic=cfg.deterministic, amp=cfg.amp, channels_last=cfg.channels_last, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
+        wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
+        source_info={**src.info, **data.info})
+
+
+def _drop(before, after):
+    """Source accuracy lost, or None on images without labels."""
+    return None if before is None or after is None else before - after
+
+
+def target_data(task) -> dict:
+    """The target data set as the record shows it: its description plus the counts actually found."""
+    info = task.info if isinstance(task.info, dict) else {"description": str(task.info)}
+    return {"name": task.name, **info, "n_train": len(task.train), "n_test": len(task.test),
+            "num_classes": task.num_classes}

@@ -66,6 +66,11 @@ PAPER_TAU_MODELS = ("resnet18",)
 PROTOCOLS = ("clean", "paper")
 
 
+# -------------------------------------------------------------------------- experiment trackers
+LOGGERS = ("none", "tensorboard", "wandb")            # --log; each but none needs its package
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
 # --------------------------------------------------------------------------------------- helpers
 def is_synthetic(name: str) -> bool:
     return name in SYNTHETIC_DATASETS

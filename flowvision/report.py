@@ -83,7 +83,7 @@ def demo_table(results: list[dict]) -> Table:
     (the same summary `flowvision table` prints)."""
     import pandas as pd
 
-    from .tables import METRICS, fmt_summary, summarise
+    from .runs import METRICS, fmt_summary, summarise
 
     summary = summarise(pd.DataFrame(results))
     t = Table(title="flowvision demo — mean ± std over seeds (percent; KL in nats)", title_justify="left")
@@ -136,7 +136,7 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
 
     from . import config
     from .errors import UserError
-    from .pipeline import run
+    from .run import run
     from .registry import DEMO_DATASETS, DEMO_MODEL
 
     if dataset not in DEMO_DATASETS:

@@ -159,7 +159,7 @@ def _load_checked(model: nn.Module, state: dict, path: Path, arch: str) -> None:
     model.load_state_dict(state)
 
 
-def _hub_reachable(timeout: float = 2.0) -> bool:
+def hub_reachable(timeout: float = 2.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("FLOWVISION_OFFLINE") == "1":
         return False
     try:
@@ -237,7 +237,7 @@ def pretrained_model(cfg: RunConfig) -> tuple[nn.Module, str]:
     if cached is not None:
         _load_checked(model, read_weights_file(cached), cached, arch)
         return model, full_tag
-    if not _hub_reachable():
+    if not hub_reachable():
         raise UserError(f"no weights for {full_tag} here and the model hub cannot be reached: "
                         f"{where_from(full_tag, hub_id, copied)}")
     return timm.create_model(full_tag, pretrained=True), full_tag

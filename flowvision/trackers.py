@@ -18,36 +18,20 @@ project ``$WANDB_PROJECT`` (default ``flowvision``), its local files under the r
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from pathlib import Path
-from typing import Optional
 
-from .errors import UserError
+from .config import check_log, write_yaml
 
-LOGGERS = ("none", "tensorboard", "wandb")
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 EPOCH_KEYS = ("loss", "ce", "acc", "lr", "test_acc")
 FINAL_KEYS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop", "source_top5_after",
               "source_agreement", "source_kl", "tau", "wall_seconds")
-
-
-def check(name: str) -> None:
-    """A one-line UserError for an unknown logger, or one whose package is not installed here."""
-    if name not in LOGGERS:
-        raise UserError(f"log '{name}' is not valid; choose one of: {', '.join(LOGGERS)}")
-    package = PACKAGES.get(name)
-    if package and importlib.util.find_spec(package) is None:
-        extra = " (or pip install 'flowvision[log]')" if package == "tensorboard" else ""
-        raise UserError(f"--log {name}: the {package} package is not installed here; pip install {package}{extra}, "
-                        "or run without --log")
 
 
 class TensorBoard:
     def __init__(self, run_dir: Path, cfg, run_id: str):
         from torch.utils.tensorboard import SummaryWriter
 
-        from .config import write_yaml
 
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
         self.writer.add_text("config", "    " + write_yaml(cfg).replace("\n", "\n    "))
@@ -117,7 +101,7 @@ def opened(name: str, run_dir: Path, cfg, run_id: str):
     if name == "none":
         yield None
         return
-    check(name)
+    check_log(name)
     backend = (TensorBoard if name == "tensorboard" else WandB)(run_dir, cfg, run_id)
     try:
         yield Tracker(backend)

@@ -62,6 +62,12 @@ class TauRule:
         return tau
 
 
+def applied_weighting(cfg) -> str:
+    """The weighting that runs: the paper protocol computes FLOW weights online, as the official code
+    (the probe model's loss on every augmented batch); otherwise ``cfg.weighting``."""
+    return "flow-online" if cfg.weighting == "flow" and cfg.protocol == "paper" else cfg.weighting
+
+
 def is_paper_tau(spec) -> bool:
     """Whether a τ rule is 'paper' (the official run script's number, from the config's paper_tau)."""
     return str(spec).strip().lower() == "paper"

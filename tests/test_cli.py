@@ -93,7 +93,7 @@ def test_demo_command_prints_the_comparison(tiny):
         assert seeds == "2" and sorted(r["seed"] for r in mine) == [0, 1]
         for cell, metric in ((target, "target_acc"), (drop, "source_drop"), (agreement, "source_agreement"),
                              (hard, "hard10_acc")):
-            percent = 100.0 * pd.Series([r[metric] for r in mine], dtype=float)  # as tables.summarise
+            percent = 100.0 * pd.Series([r[metric] for r in mine], dtype=float)  # as runs.summarise
             assert cell == f"{percent.mean():.2f} ± {percent.std(ddof=1):.2f}", (method, metric, res.output)
         nats = pd.Series([r["source_kl"] for r in mine], dtype=float)
         assert kl == f"{nats.mean():.3f} ± {nats.std(ddof=1):.3f}", (method, res.output)
@@ -207,7 +207,7 @@ def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny)
 
 @pytest.mark.slow  # 4 fine-tunings and 5 evaluations each: ~14 s on 2 shared cores
 def test_frontier_command_runs_the_sweep_and_tags_the_off_default_runs(tiny):
-    from flowvision import tables
+    from flowvision import runs as runframe
 
     res = runner.invoke(app, ["frontier", "--dataset", "gratings", "--lrs", "0.01,0.003", "--epochs", "1",
                               "--taus", "p25,median", *_sets(tiny), "--set", "wise_alphas=0,1"])
@@ -219,7 +219,7 @@ def test_frontier_command_runs_the_sweep_and_tags_the_off_default_runs(tiny):
     records = [json.loads(p.read_text()) for p in Path(tiny["results_dir"]).glob("runs/*/result.json")]
     tagged = {(r["method"], r["lr"], r["tau_rule"]) for r in records if r["sweep"] == "frontier"}
     assert tagged == {("ft", 0.003, None), ("flow", 0.01, "p25")}  # the defaults are the methods' own runs
-    kept = tables.dedupe_runs(tables.load_runs(Path(tiny["results_dir"])))
+    kept = runframe.dedupe_runs(runframe.load_runs(Path(tiny["results_dir"])))
     assert sorted(kept["method"]) == ["flow", "flow+wiseft", "ft", "wiseft"]
     rows = {r[0]: r for r in _table_rows(res.output)}
     assert set(rows) == {"FT (lr × epochs)", "WiSE-FT (α)", "FLOW (τ)", "FLOW+WiSE-FT (α)"}

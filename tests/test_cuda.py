@@ -4,7 +4,8 @@ run, and a deterministic run repeated."""
 import pytest
 import torch
 
-from flowvision import config, pipeline
+from flowvision import config
+from flowvision.run import run as run_one
 
 pytestmark = pytest.mark.cuda
 
@@ -18,8 +19,8 @@ def _tiny(tiny, **extra):
 
 
 def test_fp32_cuda_matches_the_cpu_on_a_tiny_run_within_two_samples(tiny):
-    cpu = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, results_dir=tiny["results_dir"] + "-cpu")))
-    gpu = pipeline.run(config.resolve("gratings", "demo", "flow", _tiny(tiny, deterministic=True)))
+    cpu = run_one(config.resolve("gratings", "demo", "flow", dict(tiny, results_dir=tiny["results_dir"] + "-cpu")))
+    gpu = run_one(config.resolve("gratings", "demo", "flow", _tiny(tiny, deterministic=True)))
     assert gpu["device"].startswith("cuda")
     for key in ("target_acc", "source_acc_after"):
         assert abs(cpu[key] - gpu[key]) <= ACC_TOLERANCE, key
@@ -27,8 +28,8 @@ def test_fp32_cuda_matches_the_cpu_on_a_tiny_run_within_two_samples(tiny):
 
 
 def test_a_deterministic_cuda_run_repeats_exactly(tiny):
-    a = pipeline.run(config.resolve("gratings", "demo", "flow", _tiny(tiny, deterministic=True)))
-    b = pipeline.run(config.resolve("gratings", "demo", "flow", _tiny(
+    a = run_one(config.resolve("gratings", "demo", "flow", _tiny(tiny, deterministic=True)))
+    b = run_one(config.resolve("gratings", "demo", "flow", _tiny(
         tiny, deterministic=True, results_dir=tiny["results_dir"] + "-again")))
     for key in ("target_acc", "source_acc_after", "tau", "weight_stats"):
         assert a[key] == b[key], key
@@ -36,8 +37,8 @@ def test_a_deterministic_cuda_run_repeats_exactly(tiny):
 
 @pytest.mark.parametrize("switch", [{"amp": True}, {"channels_last": True}, {"compile": True}])
 def test_speed_switches_run_and_stay_close_to_fp32(switch, tiny):
-    base = pipeline.run(config.resolve("gratings", "demo", "ft", _tiny(tiny)))
-    fast = pipeline.run(config.resolve("gratings", "demo", "ft", _tiny(tiny, **switch)))
+    base = run_one(config.resolve("gratings", "demo", "ft", _tiny(tiny)))
+    fast = run_one(config.resolve("gratings", "demo", "ft", _tiny(tiny, **switch)))
     for key in ("target_acc", "source_acc_after"):
         assert 0 <= fast[key] <= 1 and abs(fast[key] - base[key]) <= 0.25, key  # bf16 moves a 1-epoch run
 

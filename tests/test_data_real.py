@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from flowvision.data.real import (CALTECH_TRAIN_PER_CLASS, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN,
-                                  IMAGENET_STD, REAL_TASKS, build_transforms, is_real, load_real_task,
-                                  scaled)
+                                  IMAGENET_STD, REAL_TASKS, build_transforms, is_real, load_real_task)
+from flowvision.data.decoded import scaled
 from flowvision.errors import UserError
 
 

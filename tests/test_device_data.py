@@ -114,13 +114,14 @@ def test_device_augmentation_draws_per_sample_within_the_recipe_ranges():
 
 @pytest.mark.parametrize("data_path", ["pil", "device"])
 def test_both_data_paths_run_end_to_end_on_a_real_layout(data_path, tmp_path, tiny, weights_file):
-    from flowvision import config, pipeline
+    from flowvision import config
+    from flowvision.run import run as run_one
     from test_imagenet import write_val
     from test_real_e2e import write_cars
 
     data = write_cars(tmp_path / "data", n_classes=196)
     val = write_val(tmp_path / "val", imagenet_synsets()[:25], per_class=2)  # a partial folder: 25 synsets
-    r = pipeline.run(config.resolve("stanford_cars", "resnet18", "ft", dict(
+    r = run_one(config.resolve("stanford_cars", "resnet18", "ft", dict(
         tiny, data_root=str(data), data_path=data_path, image_size=16, cache_dir=str(tmp_path / "cache"),
         weights=str(weights_file), imagenet=str(val), imagenet_subset=25)))
     assert r["target_data"]["data_path"] == data_path and 0 <= r["target_acc"] <= 1

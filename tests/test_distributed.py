@@ -132,7 +132,7 @@ def _finetune_args(results, cache, **changes):
 def test_torchrun_two_processes_give_the_same_tau_and_weights_and_close_metrics(tmp_path, demo_cache):
     from flowvision import config
     from flowvision.files import load_checked
-    from flowvision.pipeline import run
+    from flowvision.run import run
 
     one = run(config.resolve("gratings", "demo", "flow", dict(TINY, device="cpu", cache_dir=str(demo_cache),
                                                               results_dir=str(tmp_path / "one"))))

@@ -28,10 +28,11 @@ def test_measured_model_takes_exactly_the_restored_parts_from_the_source(restore
 
 def test_restore_rule_changes_only_the_forgetting_evaluation(tiny):
     """restore=none re-measures the same cached fine-tuning: only the forgetting stage is new."""
-    from flowvision import config, pipeline
+    from flowvision import config
+    from flowvision.run import run as run_one
 
-    a = pipeline.run(config.resolve("gratings", "demo", "ft", tiny))
-    b = pipeline.run(config.resolve("gratings", "demo", "ft", dict(tiny, restore="none")))
+    a = run_one(config.resolve("gratings", "demo", "ft", tiny))
+    b = run_one(config.resolve("gratings", "demo", "ft", dict(tiny, restore="none")))
     assert a["restore"] == "task-specific" and b["restore"] == "none"
     assert {k for k, v in b["stages"].items() if v == "computed"} == {"forgetting"}
     assert a["stage_keys"]["forgetting"] != b["stage_keys"]["forgetting"]

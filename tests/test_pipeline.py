@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from flowvision import config, pipeline
+from flowvision.run import run as run_one
 from flowvision.evaluate import hard_count
 from flowvision.files import load_checked
 
 
 def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(tiny):
     cfg = config.resolve("gratings", "demo", "flow", tiny)
-    first = pipeline.run(cfg)
+    first = run_one(cfg)
     run_dir = first.pop("run_dir")
     saved = json.loads(open(f"{run_dir}/result.json").read())
     for key in ("target_acc", "source_acc_before", "source_acc_after", "source_drop", "tau", "weight_stats",
@@ -37,7 +38,7 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
     assert summary[0].startswith("stage,epoch,loss") and {l.split(",")[0] for l in summary[1:]} == {"probe", "finetune", "refit head"}
     assert "tau: median" in open(f"{run_dir}/config.yaml").read()
 
-    second = pipeline.run(cfg)
+    second = run_one(cfg)
     assert second["stages"] == dict.fromkeys(first["stages"], "cached")
     assert second["stage_keys"] == first["stage_keys"]
     for key in ("target_acc", "source_acc_after", "tau"):
@@ -45,16 +46,16 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
 
 
 def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tiny):
-    lp = pipeline.run(config.resolve("gratings", "demo", "lp", tiny))
+    lp = run_one(config.resolve("gratings", "demo", "lp", tiny))
     assert lp["source_drop"] == 0.0 and "finetune" not in lp["stages"]
     stored = Path(tiny["results_dir"]) / "cache" / "v2" / f"forgetting-{lp['stage_keys']['forgetting']}.pt"
     assert load_checked(stored, {"stage": "forgetting"})["reused"] == "source_eval"  # no second evaluation
     assert lp["source_agreement"] == 1.0 and lp["source_kl"] == 0.0  # the measured model is the source, exactly
-    ft = pipeline.run(config.resolve("gratings", "demo", "ft", tiny))
+    ft = run_one(config.resolve("gratings", "demo", "ft", tiny))
     assert ft["source_agreement"] < 1.0 and ft["source_kl"] > 0.0  # fine-tuning moved the shared weights
     # lp measured the source already; ft's only use of the probe (Table 5's difficulty) is lp's, cached
     assert ft["stages"]["probe"] == ft["stages"]["probe_test"] == "cached" and ft["stages"]["source_eval"] == "cached"
-    wise = pipeline.run(config.resolve("gratings", "demo", "wiseft", tiny))
+    wise = run_one(config.resolve("gratings", "demo", "wiseft", tiny))
     assert {k for k, v in wise["stages"].items() if v == "computed"} == {"wise"}  # one fine-tuning, many α
     by_alpha = {w["alpha"]: w for w in wise["wise"]}
     assert by_alpha[1.0]["target_acc"] == ft["target_acc"]
@@ -67,8 +68,8 @@ def test_linear_probe_cannot_forget_and_ft_shares_its_finetuning_with_wiseft(tin
 
 
 def test_tau_sweep_shares_probe_and_losses_and_changes_weights(tiny):
-    a = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, tau="0.5")))
-    b = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, tau="p25")))
+    a = run_one(config.resolve("gratings", "demo", "flow", dict(tiny, tau="0.5")))
+    b = run_one(config.resolve("gratings", "demo", "flow", dict(tiny, tau="p25")))
     assert a["stages"]["probe"] == "computed"
     assert {k for k, v in b["stages"].items() if v == "computed"} == {"finetune", "refit", "target_eval", "forgetting"}
     assert a["tau"] == 0.5 and b["tau"] != 0.5 and b["tau_rule"] == "p25"
@@ -79,11 +80,11 @@ def test_online_weighting_trains_a_different_model_than_static_and_uniform(tiny)
     def finetuned_states(results):
         return {p.name: load_checked(p, {"stage": "finetune"})["model"] for p in Path(results).glob("cache/v*/finetune-*.pt")}
 
-    online = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, weighting="flow-online")))
+    online = run_one(config.resolve("gratings", "demo", "flow", dict(tiny, weighting="flow-online")))
     assert online["weighting"] == "flow-online" and online["tau"] > 0
-    static = pipeline.run(config.resolve("gratings", "demo", "flow", tiny))
+    static = run_one(config.resolve("gratings", "demo", "flow", tiny))
     assert static["stages"]["probe"] == "cached" and static["stages"]["finetune"] == "computed"
-    pipeline.run(config.resolve("gratings", "demo", "lpft", tiny))
+    run_one(config.resolve("gratings", "demo", "lpft", tiny))
     states = list(finetuned_states(tiny["results_dir"]).values())
     assert len(states) == 3
     key = "layer1.0.conv1.weight"
@@ -93,8 +94,8 @@ def test_online_weighting_trains_a_different_model_than_static_and_uniform(tiny)
 
 def test_flow_weights_from_a_different_probe_recompute_the_finetuning(tiny):
     base = dict(tiny, weighting="flow", tau="0.5")
-    a = pipeline.run(config.resolve("gratings", "demo", "ft", base))
-    b = pipeline.run(config.resolve("gratings", "demo", "ft", dict(base, probe_epochs=2)))
+    a = run_one(config.resolve("gratings", "demo", "ft", base))
+    b = run_one(config.resolve("gratings", "demo", "ft", dict(base, probe_epochs=2)))
     assert b["stages"]["source_eval"] == "cached" and b["stages"]["probe"] == "computed"
     assert b["stages"]["finetune"] == "computed" and b["stage_keys"]["finetune"] != a["stage_keys"]["finetune"]
 
@@ -119,7 +120,7 @@ def test_record_files_are_readable_by_others(tiny):
     import os
     import stat
 
-    r = pipeline.run(config.resolve("gratings", "demo", "lp", tiny))
+    r = run_one(config.resolve("gratings", "demo", "lp", tiny))
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(f"{r['run_dir']}/result.json").st_mode) == 0o666 & ~umask  # not mkstemp's 0600
@@ -237,8 +238,8 @@ def test_a_declaration_that_looks_at_an_undeclared_field_is_refused():
 def test_paper_protocol_changes_the_loss_pass_not_the_one_epoch_probe(tiny):
     """With one probe epoch, selection has nothing to choose: the paper protocol's probe equals the
     clean one, yet τ differs because its loss pass uses the training transforms."""
-    clean = pipeline.run(config.resolve("gratings", "demo", "flow", tiny))
-    paper = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, protocol="paper")))
+    clean = run_one(config.resolve("gratings", "demo", "flow", tiny))
+    paper = run_one(config.resolve("gratings", "demo", "flow", dict(tiny, protocol="paper")))
     assert (clean["protocol"], paper["protocol"]) == ("clean", "paper")
     assert clean["best_epochs"] == {} and paper["best_epochs"] == {"probe": 1, "finetune": 1, "refit": 1}
     assert paper["stages"]["source_eval"] == "cached" and paper["stages"]["probe"] == "computed"
@@ -254,7 +255,7 @@ def test_dry_run_plans_the_keys_a_run_uses_and_sees_its_cached_stages(tiny):
     cfg = config.resolve("gratings", "demo", "flow", tiny)
     before = {r["stage"]: r for r in dryrun.plan_rows(cfg, dryrun.fingerprints(cfg))}
     assert before["probe"]["status"] == "to compute"
-    done = pipeline.run(cfg)
+    done = run_one(cfg)
     after = {r["stage"]: r for r in dryrun.plan_rows(cfg, dryrun.fingerprints(cfg))}
     assert {name: r["key"] for name, r in after.items()} == done["stage_keys"]
     assert {name for name, r in after.items() if r["status"] == "cached"} == set(done["stages"])

@@ -8,7 +8,7 @@ import pandas as pd
 from PIL import Image
 
 from flowvision import plots
-from flowvision.tables import load_runs
+from flowvision.runs import load_runs
 from test_tables import write_run as write_table_run
 
 PANEL_PX = (480, 384)  # PANEL_INCHES (3.0, 2.4) at 160 dpi

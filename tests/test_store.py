@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowvision import config, pipeline
+from flowvision import config
+from flowvision.run import run as run_one
 from flowvision.errors import UserError
 from flowvision.files import DamagedFile, load_checked, save_checked
 from flowvision.stages import load_or_compute
@@ -30,13 +31,13 @@ def _damage(path: Path, how: str, other: Path = None) -> None:
 @pytest.mark.parametrize("how", ["truncated", "zero-filled", "swapped", "one bit"])
 def test_a_damaged_stage_file_is_moved_aside_and_recomputed_to_the_same_result(how, tiny):
     cfg = config.resolve("gratings", "demo", "flow", tiny)
-    first = pipeline.run(cfg)
+    first = run_one(cfg)
     store = Path(tiny["results_dir"]) / "cache" / "v2"
     probe = store / f"probe-{first['stage_keys']['probe']}.pt"
     _damage(probe, how, other=store / f"losses-{first['stage_keys']['losses']}.pt")
     with pytest.raises(DamagedFile):
         load_checked(probe, {"stage": "probe", "key": first["stage_keys"]["probe"]})
-    second = pipeline.run(cfg)
+    second = run_one(cfg)
     assert second["stages"]["probe"] == "computed" and second["stages"]["finetune"] == "cached"
     assert load_checked(probe, {"stage": "probe", "key": first["stage_keys"]["probe"]})  # healed
     assert len(list(store.glob("probe-*.damaged-*"))) == 1  # kept for inspection
@@ -128,8 +129,8 @@ def test_cache_command_shows_the_store_and_prunes_only_what_no_record_refers_to(
     from flowvision.cli import app
 
     cfg = config.resolve("gratings", "demo", "flow", tiny)
-    kept = pipeline.run(cfg)
-    other = pipeline.run(config.resolve("gratings", "demo", "flow", dict(tiny, tau="0.5")))
+    kept = run_one(cfg)
+    other = run_one(config.resolve("gratings", "demo", "flow", dict(tiny, tau="0.5")))
     Path(other["run_dir"], "result.json").unlink()  # a deleted run: its finetune, refit, evals are unreferenced
     store = Path(tiny["results_dir"]) / "cache" / "v2"
     (store / ".probe-x.pt.abc.tmp").write_bytes(b"orphan")
@@ -142,7 +143,7 @@ def test_cache_command_shows_the_store_and_prunes_only_what_no_record_refers_to(
     assert "removed 5 files" in pruned.output
     gone = before - {p.name for p in store.iterdir()}
     assert {n.split("-")[0] for n in gone} == {"finetune", "refit", "target_eval", "forgetting", ".probe"}
-    again = pipeline.run(cfg)
+    again = run_one(cfg)
     assert set(again["stages"].values()) == {"cached"} and again["target_acc"] == kept["target_acc"]
 
 

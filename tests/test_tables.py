@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from flowvision import tables
+from flowvision import runs as runframe, tables
 from flowvision.errors import UserError
 from flowvision.record import RunRecord, write_record
 
@@ -54,7 +54,7 @@ def three_seeds(root, **kw):
 
 def test_summary_mean_and_sample_std_match_hand_computation(tmp_path):
     three_seeds(tmp_path)
-    summ = tables.summarise(tables.load_runs(tmp_path))
+    summ = runframe.summarise(runframe.load_runs(tmp_path))
     assert len(summ) == 1
     row = summ.iloc[0]
     # 70, 72, 77: mean 73; deviations -3, -1, 4 -> sum of squares 26, /(3-1) -> sqrt(13) = 3.6056
@@ -63,7 +63,7 @@ def test_summary_mean_and_sample_std_match_hand_computation(tmp_path):
     assert row["source_drop_mean"] == pytest.approx(4.0)
     assert row["source_drop_std"] == pytest.approx(1.0)
     assert (row["n_seeds"], row["seeds"]) == (3, "0 1 2")
-    per_set = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: per data set vs paper")
+    per_set = frame(tables.paper_tables(runframe.load_runs(tmp_path)), "resnet50: per data set vs paper")
     assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar10") == "73.00 ± 3.61"
     assert cell(per_set, "IN-1K drop (ours, clean)", method="flow", dataset="cifar10") == "4.00 ± 1.00"
     assert cell(per_set, "n (clean)", method="flow", dataset="cifar10") == 3
@@ -71,9 +71,9 @@ def test_summary_mean_and_sample_std_match_hand_computation(tmp_path):
 
 def test_one_seed_has_no_std(tmp_path):
     write_run(tmp_path, "ft-s0", method="ft", target_acc=0.9)
-    summ = tables.summarise(tables.load_runs(tmp_path))
+    summ = runframe.summarise(runframe.load_runs(tmp_path))
     assert math.isnan(summ.iloc[0]["target_acc_std"])
-    per_set = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: per data set vs paper")
+    per_set = frame(tables.paper_tables(runframe.load_runs(tmp_path)), "resnet50: per data set vs paper")
     assert cell(per_set, "target (ours, clean)", method="ft", dataset="cifar10") == "90.00 ± –"
 
 
@@ -82,7 +82,7 @@ def test_six_set_averages_are_per_seed_means_over_data_sets(tmp_path):
         write_run(tmp_path, f"c10-s{seed}", seed=seed, target_acc=t10, source_acc_after=s10, source_drop=0.79 - s10)
         write_run(tmp_path, f"c100-s{seed}", seed=seed, dataset="cifar100", target_acc=t100,
                   source_acc_after=s100, source_drop=0.79 - s100)
-    summary = frame(tables.paper_tables(tables.load_runs(tmp_path)), "resnet50: 6-set averages vs paper")
+    summary = frame(tables.paper_tables(runframe.load_runs(tmp_path)), "resnet50: 6-set averages vs paper")
     # per seed: target (80+60)/2=70, (90+70)/2=80; IN-1K (70+72)/2=71, (74+76)/2=75;
     # Average = mean(IN-1K, target): 70.5, 77.5 -> 74.00 ± 4.95
     assert cell(summary, "avg target (ours, clean)", method="flow") == "75.00 ± 7.07"
@@ -93,7 +93,7 @@ def test_six_set_averages_are_per_seed_means_over_data_sets(tmp_path):
 
 
 def test_paper_column_holds_the_csv_value(tmp_path):
-    tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    tabs = tables.paper_tables(runframe.load_runs(tmp_path))
     r50 = frame(tabs, "resnet50: 6-set averages vs paper")
     assert cell(r50, "IN-1K drop (paper)", method="flow") == "2.93"
     assert cell(r50, "avg target (paper)", method="flow") == "86.25"
@@ -108,22 +108,22 @@ def test_paper_column_holds_the_csv_value(tmp_path):
     t5 = frame(tabs, "Table 5: hardest 10% of test samples, ours beside the paper")
     assert cell(t5, "hardest 10% (paper)", dataset="stanford_cars", method="flow") == "13.18"
     assert cell(t5, "# hard (paper)", dataset="stanford_cars", method="ft") == "805"
-    assert cell(t5, "hardest 10% (ours)", dataset="stanford_cars", method="ft") == tables.MISSING
+    assert cell(t5, "hardest 10% (ours)", dataset="stanford_cars", method="ft") == runframe.MISSING
 
     # the value comes from the file, not from the code
-    edited = pd.read_csv(tables.PAPER_CSV, keep_default_na=False)
+    edited = pd.read_csv(runframe.PAPER_CSV, keep_default_na=False)
     edited.loc[(edited["method"] == "flow") & (edited["metric"] == "in1k_drop"), "value"] = 9.99
     edited.to_csv(tmp_path / "paper.csv", index=False)
-    r50 = frame(tables.paper_tables(tables.load_runs(tmp_path), tmp_path / "paper.csv"),
+    r50 = frame(tables.paper_tables(runframe.load_runs(tmp_path), tmp_path / "paper.csv"),
                 "resnet50: 6-set averages vs paper")
     assert cell(r50, "IN-1K drop (paper)", method="flow") == "9.99"
 
 
 def test_paper_csv_is_self_consistent():
-    paper = pd.read_csv(tables.PAPER_CSV, keep_default_na=False)
-    assert list(paper.columns) == list(tables.PAPER_COLUMNS)
+    paper = pd.read_csv(runframe.PAPER_CSV, keep_default_na=False)
+    assert list(paper.columns) == list(runframe.PAPER_COLUMNS)
     assert set(paper["model"]) <= {"resnet18", "resnet50", ""}
-    assert set(paper["dataset"]) <= {"avg6", "imagenet", *tables.PAPER_DATASETS}
+    assert set(paper["dataset"]) <= {"avg6", "imagenet", *runframe.PAPER_DATASETS}
     assert set(paper["method"]) <= {*tables.PAPER_METHODS, "pretrained", ""}
     value = {(r.model, r.method, r.metric): r.value for r in paper.itertuples() if r.dataset in ("avg6", "imagenet")}
     pre = value[("resnet50", "pretrained", "in1k_acc")]
@@ -136,11 +136,11 @@ def test_missing_cells_are_marked_and_commands_fill_them(tmp_path):
     write_run(tmp_path, "a", model="resnet18", seed=0)
     write_run(tmp_path, "b", model="resnet18", seed=1)
     write_run(tmp_path, "demo", model="demo", dataset="gratings", synthetic=True)
-    runs = tables.load_runs(tmp_path)
+    runs = runframe.load_runs(tmp_path)
     per_set = frame(tables.paper_tables(runs), "resnet18: per data set vs paper")
-    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar10") != tables.MISSING
-    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar100") == tables.MISSING
-    assert cell(per_set, "target (ours, clean)", method="ft", dataset="cifar10") == tables.MISSING
+    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar10") != runframe.MISSING
+    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar100") == runframe.MISSING
+    assert cell(per_set, "target (ours, clean)", method="ft", dataset="cifar10") == runframe.MISSING
     assert cell(per_set, "n (clean)", method="ft", dataset="cifar10") == 0
 
     commands = tables.missing_commands(runs)
@@ -154,14 +154,14 @@ def test_missing_cells_are_marked_and_commands_fill_them(tmp_path):
 
 
 def test_empty_results_dir(tmp_path):
-    runs = tables.load_runs(tmp_path)
-    assert runs.empty and set(tables.RUN_COLUMNS) <= set(runs.columns)
-    assert tables.summarise(runs).empty
+    runs = runframe.load_runs(tmp_path)
+    assert runs.empty and set(runframe.RUN_COLUMNS) <= set(runs.columns)
+    assert runframe.summarise(runs).empty
     tabs = tables.paper_tables(runs)
     assert len(tabs) == 6  # 2 models x (averages, per data set), Table 3, Table 5; no demo table
     r50 = frame(tabs, "resnet50: 6-set averages vs paper")
     assert list(r50["method"]) == ["pretrained", *tables.PAPER_METHODS]
-    assert set(r50["avg target (ours, clean)"]) == {tables.MISSING, ""}
+    assert set(r50["avg target (ours, clean)"]) == {runframe.MISSING, ""}
     assert cell(r50, "IN-1K drop (paper)", method="flow") == "2.93"
     assert len(tables.missing_commands(runs)) == 2 * 6 * 6 * 3
     paths = tables.write_tables(tabs, tmp_path / "tables")
@@ -174,8 +174,8 @@ def test_unreadable_records_are_skipped_with_a_warning_naming_them(tmp_path, cap
     (tmp_path / "runs" / "broken" / "result.json").write_text("{not json")
     (tmp_path / "runs" / "partial").mkdir()
     (tmp_path / "runs" / "partial" / "result.json").write_text(json.dumps({"run_id": "partial"}))
-    with caplog.at_level(logging.WARNING, logger="flowvision.tables"):
-        runs = tables.load_runs(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="flowvision.runs"):
+        runs = runframe.load_runs(tmp_path)
     assert list(runs["run_id"]) == ["good"]
     assert str(tmp_path / "runs" / "broken" / "result.json") in caplog.text
     assert str(tmp_path / "runs" / "partial" / "result.json") in caplog.text
@@ -191,8 +191,8 @@ def test_an_older_record_is_read_with_a_note_naming_its_missing_fields(tmp_path,
     (tmp_path / "runs" / "old").mkdir(parents=True)
     (tmp_path / "runs" / "old" / "result.json").write_text(json.dumps(old))
     write_run(tmp_path, "new", method="ft", seed=0, target_acc=0.88)
-    with caplog.at_level(logging.WARNING, logger="flowvision.tables"):
-        runs = tables.load_runs(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="flowvision.runs"):
+        runs = runframe.load_runs(tmp_path)
     assert sorted(runs["run_id"]) == ["new", "old"]
     row = runs.set_index("run_id").loc["old"]
     assert row["schema_version"] == 1 and row["source_eval_name"] == "IN-1K val" and row["device"] is None
@@ -206,8 +206,8 @@ def test_tau_rules_get_their_own_rows_and_the_newest_rerun_wins(tmp_path, caplog
     write_run(tmp_path, "median", tau_rule="median", target_acc=0.80)
     write_run(tmp_path, "fixed-old", tau_rule="0.1", target_acc=0.10, created="2025-01-01T00:00:00")
     write_run(tmp_path, "fixed-new", tau_rule="0.1", target_acc=0.60, created="2025-03-01T00:00:00")
-    with caplog.at_level(logging.WARNING, logger="flowvision.tables"):
-        tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="flowvision.runs"):
+        tabs = tables.paper_tables(runframe.load_runs(tmp_path))
     assert "fixed-old" in caplog.text
     per_set = frame(tabs, "resnet50: per data set vs paper")
     assert cell(per_set, "target (ours, clean)", method="flow [τ=0.1]", dataset="cifar10") == "60.00 ± –"
@@ -223,7 +223,7 @@ def test_demo_table_from_synthetic_runs(tmp_path):
                   source_eval="shapes:val(1000)")
     write_run(tmp_path, "g-ft", model="demo", dataset="gratings", synthetic=True, method="ft",
               target_acc=0.8, source_acc_before=1.0, source_acc_after=0.6, source_drop=0.4)
-    tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    tabs = tables.paper_tables(runframe.load_runs(tmp_path))
     demo = frame(tabs, "demo: synthetic tasks")
     assert cell(demo, "target acc", method="flow") == "60.00 ± 14.14"
     assert cell(demo, "source acc before", method="ft") == "100.00 ± –"
@@ -231,12 +231,12 @@ def test_demo_table_from_synthetic_runs(tmp_path):
     assert cell(demo, "n", method="flow") == 2
     # synthetic runs never fill the paper tables
     summary = frame(tabs, "resnet50: 6-set averages vs paper")
-    assert cell(summary, "avg target (ours, clean)", method="flow") == tables.MISSING
+    assert cell(summary, "avg target (ours, clean)", method="flow") == runframe.MISSING
 
 
 def test_written_tables_exist_and_round_trip(tmp_path):
     three_seeds(tmp_path)
-    tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    tabs = tables.paper_tables(runframe.load_runs(tmp_path))
     paths = tables.write_tables(tabs, tmp_path / "out")
     for title, df in tabs:
         stem = tmp_path / "out" / tables.slug(title)
@@ -256,7 +256,7 @@ def test_render_and_bad_paper_csv(tmp_path):
     rich_table = tables.render((title, df))
     assert rich_table.row_count == 6 and len(rich_table.columns) == len(df.columns)  # 3 data sets × (ft, flow)
     with pytest.raises(UserError, match="not found"):
-        tables.paper_tables(tables.load_runs(tmp_path), tmp_path / "nope.csv")
+        tables.paper_tables(runframe.load_runs(tmp_path), tmp_path / "nope.csv")
 
 
 def test_table5_puts_our_hardest_tenth_beside_the_papers_and_keeps_synthetic_rows(tmp_path):
@@ -266,11 +266,11 @@ def test_table5_puts_our_hardest_tenth_beside_the_papers_and_keeps_synthetic_row
         write_run(tmp_path, f"grat-ft-s{seed}", dataset="gratings", model="demo", method="ft", seed=seed,
                   synthetic=True, hard10_acc=0.5 + hard, hard10_n=100)
     write_run(tmp_path, "old-ft", dataset="cifar10", model="resnet18", method="ft")  # no number: no row
-    t5 = frame(tables.paper_tables(tables.load_runs(tmp_path)), "Table 5: hardest 10% of test samples, ours beside the paper")
+    t5 = frame(tables.paper_tables(runframe.load_runs(tmp_path)), "Table 5: hardest 10% of test samples, ours beside the paper")
     assert cell(t5, "hardest 10% (ours)", dataset="cifar10", method="flow") == "35.00 ± 7.07"
     assert cell(t5, "hardest 10% (paper)", dataset="cifar10", method="flow") == "30.70"
     assert cell(t5, "# hard (ours)", dataset="cifar10", method="flow") == "1000"
-    assert cell(t5, "model", dataset="cifar10", method="ft") == tables.MISSING  # the paper's cell, no run of ours
+    assert cell(t5, "model", dataset="cifar10", method="ft") == runframe.MISSING  # the paper's cell, no run of ours
     assert cell(t5, "hardest 10% (ours)", dataset="gratings", method="ft") == "85.00 ± 7.07"
     assert cell(t5, "hardest 10% (paper)", dataset="gratings", method="ft") == ""
     assert list(t5["dataset"]).index("gratings") > list(t5["dataset"]).index("stanford_cars")
@@ -280,7 +280,7 @@ def test_pooling_different_configurations_is_warned(tmp_path, caplog):
     write_run(tmp_path, "a", seed=0, config_id="c1")
     write_run(tmp_path, "b", seed=1, config_id="c2")
     with caplog.at_level("WARNING"):
-        summary = tables.summarise(tables.load_runs(tmp_path))
+        summary = runframe.summarise(runframe.load_runs(tmp_path))
     assert summary["n_seeds"].tolist() == [2]
     assert "pools runs of 2 different configurations" in caplog.text
 
@@ -289,8 +289,8 @@ def test_protocols_are_never_pooled_and_the_paper_column_follows_the_paper_proto
     write_run(tmp_path, "clean", target_acc=0.70, hparams_note="ResNet-18 hyper-parameters (ResNet-50's were not published)")
     write_run(tmp_path, "paper", protocol="paper", target_acc=0.90, best_epochs={"finetune": 2})
     write_run(tmp_path, "old", dataset="cifar100", protocol=None, target_acc=0.50)  # no protocol: a clean run
-    runs = tables.load_runs(tmp_path)
-    assert sorted(tables.summarise(runs)["protocol"]) == ["clean", "clean", "paper"]
+    runs = runframe.load_runs(tmp_path)
+    assert sorted(runframe.summarise(runs)["protocol"]) == ["clean", "clean", "paper"]
     per_set = frame(tables.paper_tables(runs), "resnet50: per data set vs paper")
     columns = list(per_set.columns)
     assert columns[2:5] == ["target (ours, clean)", "target (ours, paper protocol)", "target (paper)"]
@@ -304,7 +304,7 @@ def test_protocols_are_never_pooled_and_the_paper_column_follows_the_paper_proto
     t3 = frame(tables.paper_tables(runs), "Table 3: FLOW+WiSE-FT vs WiSE-FT")
     assert list(t3.loc[t3["model"] == "resnet50", "protocol"]) == ["clean", "paper protocol"]
     assert all("ours" not in c or "(ours, clean)" in c for c in frame(tables.paper_tables(
-        tables.load_runs(tmp_path / "none")), "resnet18: per data set vs paper").columns)  # no paper runs: no column
+        runframe.load_runs(tmp_path / "none")), "resnet18: per data set vs paper").columns)  # no paper runs: no column
 
 
 def test_agreement_and_kl_columns_and_partial_folders_are_marked(tmp_path):
@@ -313,16 +313,16 @@ def test_agreement_and_kl_columns_and_partial_folders_are_marked(tmp_path):
                   seed=seed, source_agreement=agree, source_kl=kl, source_eval_partial=True,
                   source_eval="imagenet-partial(20 images, 20 classes), timm transform")
     write_run(tmp_path, "r50-flow", seed=0, source_agreement=0.95, source_kl=0.05, source_eval_partial=False)
-    tabs = tables.paper_tables(tables.load_runs(tmp_path))
+    tabs = tables.paper_tables(runframe.load_runs(tmp_path))
     demo = frame(tabs, "demo: synthetic tasks")
     assert cell(demo, "agreement", method="flow") == "85.00 ± 7.07"
     assert cell(demo, "KL", method="flow") == "0.200 ± 0.141"   # nats, not percent
-    assert cell(demo, "source acc after", method="flow").endswith(tables.PARTIAL)
-    assert not cell(demo, "target acc", method="flow").endswith(tables.PARTIAL)
+    assert cell(demo, "source acc after", method="flow").endswith(runframe.PARTIAL)
+    assert not cell(demo, "target acc", method="flow").endswith(runframe.PARTIAL)
     per_set = frame(tabs, "resnet50: per data set vs paper")
     assert cell(per_set, "agreement (ours, clean)", method="flow", dataset="cifar10") == "95.00 ± –"
     assert cell(per_set, "KL (ours, clean)", method="flow", dataset="cifar10") == "0.050 ± –"
-    assert not cell(per_set, "IN-1K acc (ours, clean)", method="flow", dataset="cifar10").endswith(tables.PARTIAL)
+    assert not cell(per_set, "IN-1K acc (ours, clean)", method="flow", dataset="cifar10").endswith(runframe.PARTIAL)
 
 
 def test_reproducibility_ledger_names_ours_the_evidence_and_the_command(tmp_path):
@@ -345,4 +345,4 @@ def test_reproducibility_ledger_names_ours_the_evidence_and_the_command(tmp_path
     hard = rows["Table 5 · model not named · cifar10 · flow · hardest-10% acc"]
     assert hard[2] == "30.00 ± 0.00" and hard[1] == "30.70"
     assert rows["Table 5 · model not named · stanford_cars · ft · hardest-10% acc"][2] == "80.00 ± 0.00 (gratings)"
-    assert len(rows) == len(pd.read_csv(tables.PAPER_CSV))  # one row per paper number (one protocol here)
+    assert len(rows) == len(pd.read_csv(runframe.PAPER_CSV))  # one row per paper number (one protocol here)

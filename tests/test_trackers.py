@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from flowvision import config
 from flowvision.cli import app
-from flowvision.pipeline import run
+from flowvision.run import run
 
 runner = CliRunner()
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None

@@ -167,6 +167,11 @@ def decoded(source: Dataset, prepare: Callable, size: tuple, identity: dict, cac
         return _read(folder), key
 
 
+def scaled(size: int, image_size: int) -> int:
+    """A size of the 224-px recipe at ``image_size`` (e.g. 256 -> 18 at 16 px)."""
+    return max(1, round(image_size * size / 224))
+
+
 @dataclass(frozen=True)
 class Stored:
     """How a recipe's images are stored: a PIL -> uint8 (3, H, W) function and its size."""
@@ -180,7 +185,6 @@ def stored(recipe: str, image_size: int, native: Optional[tuple] = None) -> Stor
     the (H, W) every image of a 'resize' data set already has."""
     from torchvision.transforms import v2
 
-    from .real import scaled
 
     s, big = image_size, scaled(256, image_size)
     if recipe == "resize":

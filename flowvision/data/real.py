@@ -136,15 +136,12 @@ def _incomplete(name: str, root: Path, detail: str) -> UserError:
 
 
 # ----------------------------------------------------------------------------------- transforms
-def scaled(size: int, image_size: int) -> int:
-    """A size of the 224-px recipe at ``image_size`` (e.g. 256 -> 18 at 16 px)."""
-    return max(1, round(image_size * size / 224))
-
-
 def build_transforms(name: str, image_size: int = 224, augment: bool = True):
     """(train, eval) transforms for ``name``: PIL image -> (3, image_size, image_size) float32."""
     import torch
     from torchvision.transforms import v2
+
+    from .decoded import scaled
 
     spec = REAL_TASKS[name]
     s, big = image_size, scaled(256, image_size)
