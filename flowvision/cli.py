@@ -170,19 +170,25 @@ def table(results_dir: str = typer.Option("results", help="Folder holding runs/ 
           show_commands: int = typer.Option(10, help="How many of the commands that would fill missing cells to list.")):
     """Print the paper's vision tables with our runs beside the paper's numbers; write md/csv/tex."""
     with user_errors():
-        from .tables import make_tables, render
+        from .tables import empty_tables, make_tables, render
 
         if not Path(results_dir).is_dir():
             raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
         tables, paths, missing = make_tables(Path(results_dir))
+        empty = empty_tables(tables)
         for t in tables:
-            out.print(render(t))
+            if t[0] not in empty:
+                out.print(render(t))
+        if empty:
+            out.print(f"no run of ours yet at the paper's settings for: {'; '.join(empty)} — `flowvision reproduce "
+                      f"--model resnet18 --seeds 3` (and --model resnet50) fills them; the files under "
+                      f"{Path(results_dir) / 'tables'} hold the paper's numbers", highlight=False, soft_wrap=True)
         out.print(f"wrote {len(paths)} files under {Path(results_dir) / 'tables'}")
         if missing:
             out.print(f"{len(missing)} paper cells have no run of ours; commands that fill them "
                       f"(or `flowvision reproduce`):")
             for cmd in missing[:show_commands]:
-                out.print(f"  {cmd}", highlight=False)
+                out.print(f"  {cmd}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -300,7 +306,7 @@ def reproduce(
             problems = check_inputs(cells)
             out.print(f"{summary['cells']} runs, {summary['skipped']} finished, {len(summary['todo'])} to do:")
             for cmd in summary["todo"]:
-                out.print(f"  {cmd}", highlight=False)
+                out.print(f"  {cmd}", highlight=False, soft_wrap=True)
             from .costs import estimate
 
             todo = {cmd for cmd in summary["todo"]}

@@ -422,6 +422,10 @@ def parse_sets(items: list[str]) -> dict:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise UserError(f"--set {item!r}: write key=value, e.g. --set probe_epochs=2")
+        if key in out and out[key] != value.strip():
+            # last-wins would silently drop a value (e.g. a τ sweep typed as repeated --set tau=…)
+            raise UserError(f"--set {key} is given twice ({key}={out[key]} and {key}={value.strip()}); give it once "
+                            f"(for a sweep, run one command per value, or `flowvision frontier`)")
         out[key] = value.strip()
     return out
 
@@ -442,6 +446,11 @@ def _numbers(cfg: RunConfig) -> dict:
     return {k: values[k] for k in KEYED_FIELDS}
 
 
+def keyed_values(cfg: RunConfig) -> dict:
+    """Every field that can change a number, but the seed: what runs of one configuration share."""
+    return {k: v for k, v in _numbers(cfg).items() if k != "seed"}
+
+
 def run_id(cfg: RunConfig) -> str:
     """<dataset>-<model>-<method>-s<seed>-<hash of every field that can change a number>."""
     return f"{cfg.dataset}-{model_slug(cfg)}-{cfg.method}-s{cfg.seed}-{stable_hash(_numbers(cfg))[:8]}"
@@ -449,7 +458,7 @@ def run_id(cfg: RunConfig) -> str:
 
 def config_id(cfg: RunConfig) -> str:
     """Like run_id's hash but without the seed: runs that differ only in seed share it."""
-    return stable_hash({k: v for k, v in _numbers(cfg).items() if k != "seed"})[:8]
+    return stable_hash(keyed_values(cfg))[:8]
 
 
 def model_slug(cfg: RunConfig) -> str:

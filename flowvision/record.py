@@ -18,13 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .config import config_id
+from .config import config_id, keyed_values
 from .files import git_sha, versions
 
 if TYPE_CHECKING:
     from .stages import Run
 
-SCHEMA_VERSION = 4  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic, amp, channels_last
+SCHEMA_VERSION = 5  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic, amp,
+#                     channels_last; 5: config (every field that can change a number, but the seed)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RunRecord:
     # what ran
     schema_version: int = SCHEMA_VERSION
     config_id: Optional[str] = None        # the run's hash without the seed: seeds of one configuration share it
+    config: Optional[dict] = None          # what config_id hashes: every field that can change a number, but the seed
     created: Optional[str] = None          # ISO 8601, UTC
     protocol: Optional[str] = None         # clean | paper (registry.PROTOCOLS); records before schema 3 are clean
     best_epochs: dict = field(default_factory=dict)  # paper protocol: stage -> the epoch kept (best test accuracy)
@@ -204,7 +206,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
 
     best = {name: selected_epoch(r[name].rows) for name in TRAINED if name in r.values}
     return RunRecord(
-        run_id=rid, config_id=config_id(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        run_id=rid, config_id=config_id(cfg), config=keyed_values(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
         protocol=cfg.protocol, best_epochs={k: v for k, v in best.items() if v is not None},
         hparams_note=cfg.hparams_note, sweep=cfg.sweep,

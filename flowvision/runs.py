@@ -10,6 +10,7 @@ an empty cell does not apply (e.g. the drop of the pre-trained model).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -35,10 +36,11 @@ METRICS = ("target_acc", "source_acc_before", "source_acc_after", "source_drop",
 NOT_PERCENT = ("source_kl",)  # nats; every other metric is a fraction shown in percent
 PARTIAL = "‡"    # measured on a folder with some of the classes only (a labelled sample)
 GROUP_KEYS = ("synthetic", "model", "dataset", "method", "tau_rule", "protocol")
+ROW_KEYS = (*GROUP_KEYS, "config_id")  # a table row: one configuration, never several pooled
 PROTOCOL_LABELS = {"clean": "clean", "paper": "paper protocol"}  # how a column names its protocol
 # The run record's columns (its dict fields are flattened into "field.key" columns), plus the run folder.
-RUN_COLUMNS = (*RECORD_COLUMNS, "run_dir")
-SUMMARY_COLUMNS = (*GROUP_KEYS, "n_seeds", "seeds", "partial",
+RUN_COLUMNS = (*RECORD_COLUMNS, "run_dir", "settings")
+SUMMARY_COLUMNS = (*ROW_KEYS, "settings", "n_seeds", "seeds", "partial",
                    *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")))
 PAPER_COLUMNS = ("table", "model", "dataset", "method", "metric", "value", "note")
 
@@ -54,7 +56,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     says how many and which fields. With no runs the frame is empty but has the record's columns,
     so every view downstream still works.
     """
-    records, notes = [], []
+    records, notes, configs = [], [], []
     for path in sorted(Path(results_dir).glob("runs/*/result.json")):
         try:
             record, record_notes = read_record(path)
@@ -62,7 +64,10 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
             log.warning("skipping unreadable run record %s (%s)", path, err)
             continue
         notes += record_notes
-        records.append(dict(record.to_dict(), run_dir=str(path.parent)))
+        values = dict(record.to_dict(), run_dir=str(path.parent))
+        values["config"] = _settings_dict(values.pop("config"), path.parent)  # a dict column, not flattened
+        configs.append(values.pop("config"))
+        records.append(values)
     for note in notes[:5]:
         log.warning("%s", note)
     if len(notes) > 5:
@@ -73,6 +78,8 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     for column in RUN_COLUMNS:
         if column not in df.columns:
             df[column] = None
+    df["config"] = pd.Series(configs, index=df.index, dtype=object)
+    df["config_id"] = df["config_id"].where(df["config_id"].notna(), "").astype(str)
     df["protocol"] = df["protocol"].where(df["protocol"].notna(), "clean")  # no protocol field: a clean run
     if df["synthetic"].isna().any():  # older records: infer from the task name
         df["synthetic"] = df["synthetic"].where(df["synthetic"].notna(), df["dataset"].map(is_synthetic))
@@ -80,6 +87,8 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     df["seed"] = df["seed"].astype(int)
     for column in METRICS:
         df[column] = pd.to_numeric(df[column], errors="coerce")
+    df["tau_rule"] = df["tau_rule"].map(_tau_key).astype(object)
+    df["settings"] = _settings(df)
     return df.sort_values(["model", "dataset", "method", "seed"], kind="stable").reset_index(drop=True)
 
 
@@ -90,41 +99,43 @@ def _tau_key(value) -> str:
     return str(value)
 
 
-def dedupe_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Normalised keys, and the newest run per group and seed (older reruns named, then dropped).
-    Sweep runs (``sweep`` set: a frontier's learning rates, epochs and τ off the method's defaults)
-    are left out, so they never replace or pool with a method's own runs."""
+def dedupe_runs(df: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
+    """Normalised keys, and one run per configuration and seed. Sweep runs (``sweep`` set: a frontier's
+    learning rates, epochs and τ off the method's defaults) are left out, so they never replace or pool
+    with a method's own runs. Two runs of one configuration and seed are the same run written twice
+    (e.g. copied folders): the newest counts and the others are named in one warning. Runs of different
+    configurations are never dropped for each other: each configuration is its own row downstream."""
     df = df.copy()
     df["tau_rule"] = df["tau_rule"].map(_tau_key).astype(object)
     df["protocol"] = df["protocol"].where(df["protocol"].notna(), "clean").astype(object)
     df["synthetic"] = df["synthetic"].astype(bool)
+    for column, empty in (("config_id", ""), ("settings", "")):
+        df[column] = df[column].where(df[column].notna(), empty).astype(str) if column in df else empty
     if "sweep" in df and df["sweep"].notna().any():  # frontier points off a method's defaults: their own view
         log.info("leaving out %d sweep runs (flowvision frontier shows them)", int(df["sweep"].notna().sum()))
         df = df[df["sweep"].isna()]
     df = df.sort_values("created", na_position="first", kind="stable")
-    dup = df.duplicated([*GROUP_KEYS, "seed"], keep="last")
-    if dup.any():
-        log.warning("several runs share model/dataset/method/tau rule/protocol/seed; keeping the newest, "
-                    "ignoring %s", ", ".join(map(str, df.loc[dup, "run_id"])))
+    dup = df.duplicated([*ROW_KEYS, "seed"], keep="last")
+    if dup.any() and warn:
+        log.warning("%d run folders repeat a configuration and seed of a newer one; the newest counts, these "
+                    "do not: %s", int(dup.sum()), ", ".join(map(str, df.loc[dup, "run_dir"])))
     return df[~dup]
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (ddof=1, NaN for one seed) over seeds, in percent, per
-    synthetic × model × dataset × method × τ rule × protocol; ``n_seeds`` and ``seeds`` ("0 1 2") say what
+    """Mean and std (ddof=1, NaN for one seed) over seeds, in percent, per configuration: synthetic × model ×
+    dataset × method × τ rule × protocol × config id (``ROW_KEYS``); ``settings`` names what the configuration
+    changes from the method's defaults ('' at the defaults), ``n_seeds`` and ``seeds`` ("0 1 2") say what
     went in. Columns: ``SUMMARY_COLUMNS`` (``target_acc_mean``, ``source_drop_std``, ...)."""
     if df.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
-    runs = dedupe_runs(df)
+    runs = dedupe_runs(df, warn=False)
     rows = []
-    for key, group in runs.groupby(list(GROUP_KEYS), sort=True):
-        row = dict(zip(GROUP_KEYS, key))
+    for key, group in runs.groupby(list(ROW_KEYS), sort=True):
+        row = dict(zip(ROW_KEYS, key))
+        row["settings"] = group["settings"].iloc[0]
         seeds = sorted(int(s) for s in group["seed"].unique())
         row.update(n_seeds=len(seeds), seeds=" ".join(map(str, seeds)))
-        if "config_id" in group and group["config_id"].dropna().nunique() > 1:
-            # e.g. a one-epoch smoke run beside the real ones: pooled, but never silently
-            log.warning("%s pools runs of %d different configurations (epochs, lr, subset, ...): %s",
-                        " / ".join(map(str, key)), group["config_id"].nunique(), ", ".join(map(str, group["run_id"])))
         row["partial"] = bool(group["source_eval_partial"].eq(True).any())
         for metric in METRICS:
             values = (1.0 if metric in NOT_PERCENT else 100.0) * group[metric].dropna().astype(float)
@@ -132,6 +143,85 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+# ------------------------------------------------------------------------------- configurations
+# A configuration is every field that can change a number but the seed (``config.keyed_values``, hashed
+# into ``config_id``). These fields are a row's own dimensions, or say where a file lies, not what ran
+# (which weights ran is the record's ``weights``): they never make a configuration a variant.
+NOT_SETTINGS = ("dataset", "model", "method", "seed", "tau", "protocol", "weights")
+
+
+def _settings_dict(config, run_dir: Path) -> Optional[dict]:
+    """A run's configuration: the record's ``config`` (schema 5), else its folder's config.yaml (older
+    records), else None (unknown)."""
+    if isinstance(config, dict):
+        return config
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        if path.stat().st_size > (1 << 20):
+            return None
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    from .config import KEYED_FIELDS
+
+    return {k: data[k] for k in KEYED_FIELDS if k in data and k != "seed"} if isinstance(data, dict) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(dataset: str, model: str, method: str) -> Optional[dict]:
+    """The method's own configuration for this data set and model (configs/ + its preset), or None where
+    it cannot be resolved (a name this flowvision does not know)."""
+    from .config import keyed_values, resolve
+
+    try:
+        return keyed_values(resolve(dataset, model, method))
+    except (UserError, TypeError, ValueError):
+        return None
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _settings(df: pd.DataFrame) -> pd.Series:
+    """Per run, what its configuration changes from its method's defaults, e.g. 'epochs=1, n_train=300'
+    ('' at the defaults). Runs of one model × data set × method × τ rule × protocol whose configurations
+    differ never share a label: where two would (a configuration unknown, or differing only in where the
+    weights file lies), the label adds the weights that ran or the config id."""
+    labels = pd.Series("", index=df.index, dtype=object)
+    for _, group in df.groupby(list(GROUP_KEYS), sort=False, dropna=False):
+        by_config = {}
+        for index, row in group.iterrows():
+            config = row["config"] if isinstance(row["config"], dict) else None
+            defaults = _defaults(str(row["dataset"]), str(row["model"]), str(row["method"])) if config else None
+            if config is None or defaults is None:
+                label = None  # unknown: named by its id when it has a sibling
+            else:
+                label = ", ".join(f"{k}={_show(v)}" for k, v in config.items()
+                                  if k not in NOT_SETTINGS and v != defaults.get(k, v))
+            by_config.setdefault(row["config_id"], (label, row["weights"], []))[2].append(index)
+        if len(by_config) == 1:
+            (label, _, indices), = by_config.values()
+            labels[indices] = label or ""
+            continue
+        seen = {}
+        for cid, (label, _, _) in by_config.items():
+            seen.setdefault(label, []).append(cid)
+        for cid, (label, weights, indices) in by_config.items():
+            if label is None or len(seen[label]) > 1:
+                tag = f"weights {weights}" if label is not None and weights else f"config {cid or '?'}"
+                label = f"{label}, {tag}" if label else tag
+            labels[indices] = label
+    return labels
+
+
+def at_defaults(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs at their method's own settings (``settings`` empty): the only ones a paper table counts."""
+    return runs[runs["settings"].fillna("") == ""]
 
 
 # ------------------------------------------------------------------------------------ formatting

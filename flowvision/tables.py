@@ -9,18 +9,19 @@ sits beside the paper's. Accuracies in ``result.json`` are fractions; every tabl
 Cell markers: ``—`` we have no run for this cell; ``n/a`` the paper's number is not known to us;
 an empty cell does not apply (e.g. the drop of the pre-trained model).
 
-Grouping (``summarise``): one group per synthetic × model × dataset × method × τ rule × protocol. The
-τ rule is part of the key because a τ sweep of one method must not be pooled into one mean; the
-protocol because a best-test-epoch number (``paper``) and a last-epoch one (``clean``) measure
-different things. Every other knob is fixed per method by the configs.
+Rows (``runs.summarise``): one row per configuration — synthetic × model × dataset × method × τ rule ×
+protocol × config id (every field that can change a number but the seed). Runs of two configurations are
+never averaged: a τ sweep gets a row per rule, a best-test-epoch number (``paper``) is never pooled with a
+last-epoch one (``clean``), and a one-epoch smoke run never joins the real runs. The paper tables count only
+runs at the paper's settings (the method's own config file and preset, ``runs.at_defaults``); runs of the
+paper grid at other settings are listed below them, each with what it changes, and get their own rows in
+"other runs". Every other table gives each configuration its own row, its ``settings`` column naming what
+it changes from the method's defaults (empty: the defaults). Rows built from configs whose numbers are not
+the model's own (ResNet-50 runs on ResNet-18 hyper-parameters) carry that note in a ``hyper-parameters``
+column. Mean ± std are over seeds, std with ddof=1 (the sample std), so one seed prints ``± –``.
 
-Protocols are never pooled: in the paper tables every "ours" column names its protocol, and the
-columns run ours (clean), ours (paper protocol), paper — the paper's number right beside the cells
-run the way the paper's were (the paper-protocol columns appear when such runs exist). Rows built
-from configs whose numbers are not the model's own (ResNet-50 runs on ResNet-18 hyper-parameters)
-carry that note in a ``hyper-parameters`` column. Within a group one run per seed counts: when a seed was run
-twice the newest (``created``) wins and the others are named in a warning. Mean ± std are over
-seeds, std with ddof=1 (the sample std), so one seed prints ``± –``.
+A paper table with no run of ours folds, when printed, into one line naming the command that fills it
+(``empty_tables``); its file is still written, with the paper's numbers.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ import pandas as pd
 
 from flowvision.registry import PAPER_DATASETS, PAPER_METHODS, PAPER_MODELS, PROTOCOLS
 from flowvision.runs import (MISSING, NO_STD, PAPER_CSV, PARTIAL, PROTOCOL_LABELS, SUMMARY_COLUMNS, UNKNOWN,
-                             PaperNumbers, SEEDS, dedupe_runs, fmt_ours, fmt_paper, fmt_summary, load_paper, load_runs,
-                             preferred, six_set, summarise)
+                             PaperNumbers, SEEDS, at_defaults, dedupe_runs, fmt_ours, fmt_paper, fmt_summary,
+                             load_paper, load_runs, preferred, six_set, summarise)
 
 TABLES_DIR = Path("results") / "tables"
 
@@ -196,13 +197,13 @@ def table5(runs: Optional[pd.DataFrame] = None, paper_csv: Path = PAPER_CSV) -> 
         ours = list(group.itertuples(index=False))
         present = {row.method for row in ours}
         order = {m: i for i, m in enumerate([*TABLE5_METHODS, *PAPER_METHODS])}
-        ours.sort(key=lambda r: (r.model, order.get(r.method, len(order)), r.method, r.tau_rule,
+        ours.sort(key=lambda r: (r.model, order.get(r.method, len(order)), r.method, r.tau_rule, r.settings != "", r.settings,
                                  PROTOCOLS.index(r.protocol) if r.protocol in PROTOCOLS else 9))
         for row in ours:
             several = group.loc[(group["model"] == row.model) & (group["method"] == row.method), "tau_rule"].nunique() > 1
             value = t5.get("", dataset, row.method, "hard10_acc") if dataset in paper_sets else None
-            rows.append({"dataset": dataset, "model": row.model,
-                         "method": f"{row.method} [τ={row.tau_rule or 'none'}]" if several else row.method,
+            rows.append({"dataset": dataset, "model": row.model, "method": _label(row.method, row.tau_rule, several),
+                         "settings": row.settings, "config": row.config_id,
                          "protocol": PROTOCOL_LABELS.get(row.protocol, row.protocol),
                          "hardest 10% (ours)": fmt_ours(row.hard10_acc_mean, row.hard10_acc_std),
                          "hardest 10% (paper)": fmt_paper(value) if row.method in TABLE5_METHODS and dataset in paper_sets
@@ -212,32 +213,36 @@ def table5(runs: Optional[pd.DataFrame] = None, paper_csv: Path = PAPER_CSV) -> 
                          "# hard (paper)": paper_n, "seeds": row.seeds})
         for method in TABLE5_METHODS if dataset in paper_sets else ():
             if method not in present:
-                rows.append({"dataset": dataset, "model": MISSING, "method": method, "protocol": "",
+                rows.append({"dataset": dataset, "model": MISSING, "method": method, "settings": "", "config": "",
+                             "protocol": "",
                              "hardest 10% (ours)": MISSING,
                              "hardest 10% (paper)": fmt_paper(t5.get("", dataset, method, "hard10_acc")),
                              "all test (ours)": MISSING, "# hard (ours)": "", "# hard (paper)": paper_n,
                              "seeds": ""})
-    columns = ["dataset", "model", "method", "protocol", "hardest 10% (ours)", "hardest 10% (paper)",
+    columns = ["dataset", "model", "method", "settings", "config", "protocol", "hardest 10% (ours)", "hardest 10% (paper)",
                "all test (ours)", "# hard (ours)", "# hard (paper)", "seeds"]
     frame = pd.DataFrame(rows, columns=columns)
     frame.attrs["note"] = (
         "Accuracy (percent) on the test samples with the highest loss under the pre-trained model (the linear "
         "probe: pre-trained backbone, head fitted to the task), 10% of the test set (evaluate.hard_count). Ours: "
         "mean ± std over seeds, each seed ranked by its own probe; 'all test' is the same runs' full test accuracy. "
-        "The paper does not name the model; its number stands beside every model's row. " + NOTE)
+        "The paper does not name the model; its number stands beside every model's row. One row per configuration "
+        "(settings: what it changes from the method's defaults). " + NOTE)
     return ("Table 5: hardest 10% of test samples, ours beside the paper", frame)
 
 
 def _runs_table(runs: pd.DataFrame, title: str) -> Table:
-    """Any runs outside the paper grid (synthetic demo, own models or data sets): one row per
-    model × dataset × method (× τ rule when it varies) with all four accuracies."""
+    """Runs outside the paper tables (synthetic demo, own models or data sets, the paper grid off its
+    settings): one row per configuration — model × dataset × method (× τ rule when it varies) × protocol ×
+    settings — with all four accuracies; ``settings`` names what a row changes from the method's defaults."""
     summ = summarise(runs)
     rows = []
     for (model, dataset), group in summ.groupby(["model", "dataset"], sort=True):
         several = group.groupby(["method", "protocol"])["tau_rule"].transform("nunique") > 1
-        for (_, row), tag in zip(group.iterrows(), several):
-            rows.append({"model": model, "dataset": dataset,
-                         "method": f"{row['method']} [τ={row['tau_rule'] or 'none'}]" if tag else row["method"],
+        group = group.assign(_several=several.values, _off=group["settings"] != "")
+        for _, row in group.sort_values(["method", "tau_rule", "protocol", "_off", "settings"], kind="stable").iterrows():
+            rows.append({"model": model, "dataset": dataset, "method": _label(row["method"], row["tau_rule"], row["_several"]),
+                         "settings": row["settings"], "config": row["config_id"],
                          "protocol": PROTOCOL_LABELS.get(row["protocol"], row["protocol"]),
                          "target acc": fmt_summary(row, "target_acc"),
                          "source acc before": fmt_summary(row, "source_acc_before"),
@@ -247,41 +252,85 @@ def _runs_table(runs: pd.DataFrame, title: str) -> Table:
                          "KL": fmt_summary(row, "source_kl"),
                          "n": int(row["n_seeds"])})
     frame = pd.DataFrame(rows)
-    frame.attrs["note"] = NOTE + _eval_note(runs, "source")
+    frame.attrs["note"] = NOTE + SETTINGS_NOTE + _eval_note(runs, "source")
     return (title, frame)
+
+
+SETTINGS_NOTE = (" One row per configuration, never several pooled: settings = what it changes from the method's "
+                 "own (configs/ file + preset), empty at the defaults; config = its id (runs of one id differ only "
+                 "in seed).")
 
 
 def paper_tables(df_runs: pd.DataFrame, paper_csv: Path = PAPER_CSV) -> list:
     """All views, as [(title, DataFrame)]: per paper model its 6-set-average table and per-data-set
-    table (ours beside paper), Table 3 (FLOW+WiSE-FT vs WiSE-FT), Table 5 (every run with the number, synthetic
-    ones included, beside the paper's), then a demo
-    table of synthetic runs and a table of other real runs, each only when such runs exist."""
+    table (ours beside paper), Table 3 (FLOW+WiSE-FT vs WiSE-FT) — these from runs at the paper's settings
+    only —, Table 5 (every configuration with the number, synthetic ones included, beside the paper's),
+    then, each only when such runs exist: the paper grid's runs at other settings (what each changes), a
+    table of synthetic runs and one of other real runs (every configuration its own row)."""
     paper = PaperNumbers(load_paper(paper_csv))
-    runs = dedupe_runs(df_runs) if len(df_runs) else df_runs.assign(tau_rule="", synthetic=False)
+    runs = (dedupe_runs(df_runs) if len(df_runs)
+            else df_runs.assign(tau_rule="", synthetic=False, config_id="", settings=""))
     real = runs[~runs["synthetic"].astype(bool)]
     grid = real[real["model"].isin(PAPER_MODELS) & real["dataset"].isin(PAPER_DATASETS)]
+    at_paper = at_defaults(grid)
     tables = []
     for model in PAPER_MODELS:
-        tables += _model_tables(grid, paper, model)
-    tables += [_table3(grid, paper), table5(runs, paper_csv)]
+        tables += _model_tables(at_paper, paper, model)
+    tables += [_table3(at_paper, paper), table5(runs, paper_csv)]
+    off = grid.drop(at_paper.index)
+    if len(off):
+        tables.append(_off_settings(off))
     demo = runs[runs["synthetic"].astype(bool)]
     if len(demo):
         tables.append(_runs_table(demo, "demo: synthetic tasks"))
-    other = real.drop(grid.index)
+    other = real.drop(at_paper.index)
     if len(other):
-        tables.append(_runs_table(other, "other runs (outside the paper grid)"))
+        tables.append(_runs_table(other, "other runs (outside the paper grid or off its settings)"))
     return tables
+
+
+def _off_settings(runs: pd.DataFrame) -> Table:
+    """The paper grid's runs that the paper tables leave out, one row per configuration, and why."""
+    summ = summarise(runs)
+    frame = pd.DataFrame([{"model": r.model, "dataset": r.dataset, "method": _label(r.method, r.tau_rule, False),
+                           "protocol": PROTOCOL_LABELS.get(r.protocol, r.protocol), "settings": r.settings,
+                           "config": r.config_id, "seeds": r.seeds,
+                           "why left out": "not the paper's settings (configs/<model>/<dataset>.yaml and the "
+                                           "method's preset); its numbers are under 'other runs'"}
+                          for r in summ.itertuples(index=False)])
+    frame.attrs["note"] = ("settings: what the configuration changes from the method's own (config file + preset). "
+                           "The paper tables above count only runs at the paper's settings.")
+    return ("paper grid runs off the paper's settings (left out of the paper tables)", frame)
+
+
+def _label(method: str, rule: str, several: bool, settings: str = "") -> str:
+    """A row's method label: 'flow [τ=p25]' where the τ rule varies, '… {settings}' off the defaults."""
+    text = f"{method} [τ={rule or 'none'}]" if several else method
+    return f"{text} {{{settings}}}" if settings else text
+
+
+def empty_tables(tables: Sequence[Table]) -> list:
+    """Titles of the paper tables (6-set, per data set, Table 3) without a single number of ours."""
+    out = []
+    for title, frame in tables:
+        ours = [c for c in frame.columns if "(ours" in str(c)]
+        if ours and title.startswith(PAPER_TABLE_PREFIXES) and frame[ours].isin([MISSING, "", f"0/{len(PAPER_DATASETS)}"]).all().all():
+            out.append(title)
+    return out
+
+
+PAPER_TABLE_PREFIXES = tuple(f"{m}: " for m in PAPER_MODELS) + ("Table 3",)
 
 
 def missing_commands(df_runs: pd.DataFrame, models: Sequence[str] = PAPER_MODELS,
                      datasets: Sequence[str] = PAPER_DATASETS, methods: Sequence[str] = PAPER_METHODS,
                      seeds: Sequence[int] = SEEDS) -> list:
     """The ``flowvision finetune`` commands that would fill every missing model × dataset ×
-    method × seed cell of the paper grid (any τ rule counts as present; only clean-protocol runs,
-    the default, fill these cells), in table order."""
+    method × seed cell of the paper grid (any τ rule counts as present; only clean-protocol runs at the
+    paper's settings, the default, fill these cells), in table order."""
     have = set()
     if len(df_runs):
-        real = df_runs[~df_runs["synthetic"].astype(bool)]
+        real = at_defaults(df_runs[~df_runs["synthetic"].astype(bool)])
         real = real[real["protocol"].where(real["protocol"].notna(), "clean") == "clean"]
         have = set(zip(real["model"], real["dataset"], real["method"], real["seed"].astype(int)))
     return [f"flowvision finetune --dataset {d} --model {m} --method {meth} --seed {s}"
@@ -338,16 +387,31 @@ def write_tables(tables: Sequence[Table], out_dir: Path = TABLES_DIR) -> list:
     return paths + [out_dir / "all.md"]
 
 
+SHORT_SETTINGS = 24  # longer settings print as a key into a legend under the table (files keep them whole)
+
+
 def render(table: Table):
-    """A rich Table for printing one (title, DataFrame); the footnote becomes the caption."""
+    """A rich Table for printing one (title, DataFrame); the footnote becomes the caption. A settings text
+    too long for a column is shown as a key, S1, S2, ..., spelled out whole under the table, so that no
+    row is cut or wrapped into unreadable pieces."""
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     title, frame = table
-    out = RichTable(title=title, caption=frame.attrs.get("note"), caption_justify="left")
+    legend = {}
+    if "settings" in frame.columns:
+        for text in frame["settings"]:
+            if len(str(text)) > SHORT_SETTINGS and text not in legend:
+                legend[text] = f"S{len(legend) + 1}"
+    caption = frame.attrs.get("note") or ""
+    if legend:
+        caption += "".join(f"\nsettings {key}: {text}" for text, key in legend.items())
+    out = RichTable(title=Text(title), caption=Text(caption) if caption else None, caption_justify="left")
     for column in frame.columns:
-        out.add_column(str(column), justify="left" if column in ("method", "dataset", "model") else "right")
+        out.add_column(str(column), justify="left" if column in ("method", "dataset", "model", "settings") else "right",
+                       no_wrap=column in ("config", "settings"))
     for row in frame.itertuples(index=False):
-        out.add_row(*(str(v) for v in row))
+        out.add_row(*(Text(legend.get(v, str(v)) if c == "settings" else str(v)) for c, v in zip(frame.columns, row)))
     return out
 
 
@@ -362,5 +426,5 @@ def make_tables(results_dir: Path, out_dir: Optional[Path] = None,
     tables = paper_tables(runs, paper_csv)
     paths = write_tables(tables, Path(results_dir) / "tables" if out_dir is None else out_dir)
     book = Path(results_dir) / "REPRODUCIBILITY.md"
-    book.write_text(ledger(dedupe_runs(runs) if len(runs) else runs, paper_csv), encoding="utf-8")
+    book.write_text(ledger(dedupe_runs(runs, warn=False) if len(runs) else runs, paper_csv), encoding="utf-8")
     return tables, paths + [book], missing_commands(runs)

@@ -116,7 +116,7 @@ def _table_rows(output: str) -> list[list[str]]:
     (["--tau", "-1"], "τ must be a finite number > 0"),
     (["--tau", "warm"], "--tau warm is not understood"),
     (["--set", "learning_rate=0.1"], "unknown config key learning_rate"),
-    (["--set", "epochs=three"], "config key 'epochs': 'three' is not an integer"),
+    (["--set", "data_seed=three"], "config key 'data_seed': 'three' is not an integer"),
     (["--set", "epochs"], "write key=value"),
     (["--lr", "-0.1"], "lr must be > 0"),
     (["--dataset", "cifar10", "--data-root", "{tmp}/nodata"], "cifar10 not found under"),

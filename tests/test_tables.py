@@ -276,13 +276,59 @@ def test_table5_puts_our_hardest_tenth_beside_the_papers_and_keeps_synthetic_row
     assert list(t5["dataset"]).index("gratings") > list(t5["dataset"]).index("stanford_cars")
 
 
-def test_pooling_different_configurations_is_warned(tmp_path, caplog):
-    write_run(tmp_path, "a", seed=0, config_id="c1")
-    write_run(tmp_path, "b", seed=1, config_id="c2")
-    with caplog.at_level("WARNING"):
-        summary = runframe.summarise(runframe.load_runs(tmp_path))
-    assert summary["n_seeds"].tolist() == [2]
-    assert "pools runs of 2 different configurations" in caplog.text
+def _configured(dataset, model, method, **changes):
+    """(config dict, config id) of a method's own configuration with ``changes``, as a run records them."""
+    from flowvision import config
+
+    cfg = config.resolve(dataset, model, method, changes)
+    return config.keyed_values(cfg), config.config_id(cfg)
+
+
+def test_runs_of_two_configurations_never_share_a_row_in_any_table_or_the_ledger(tmp_path):
+    """Default runs and one-epoch runs of the same method and seeds, in the demo and in the paper grid:
+    every table row, Table 5 row and ledger number comes from one configuration, and the written md/csv
+    say which."""
+    for dataset, model, method, synthetic in (("gratings", "demo", "ft", True), ("cifar10", "resnet50", "flow", False)):
+        for changes, acc in (({}, 0.70), ({"epochs": 1}, 0.20)):
+            cfg, cid = _configured(dataset, model, method, **changes)
+            for seed in (0, 1):
+                write_run(tmp_path, f"{dataset}-{method}-{cid}-s{seed}", dataset=dataset, model=model, method=method,
+                          synthetic=synthetic, seed=seed, config=cfg, config_id=cid, target_acc=acc + seed / 100,
+                          source_drop=0.1 if changes else 0.02, hard10_acc=acc / 2, hard10_n=10,
+                          created=f"2025-06-0{2 if changes else 1}T12:00:00")  # the smoke runs are the newest
+    tabs, paths, _ = tables.make_tables(tmp_path, tmp_path / "tables")
+    demo = frame(tabs, "demo: synthetic tasks")
+    assert sorted(demo["settings"]) == ["", "epochs=1"] and list(demo["n"]) == [2, 2]
+    assert cell(demo, "target acc", settings="") == "70.50 ± 0.71"
+    assert cell(demo, "target acc", settings="epochs=1") == "20.50 ± 0.71"
+    per_set = frame(tabs, "resnet50: per data set vs paper")  # the paper tables: the paper's settings only
+    assert cell(per_set, "target (ours, clean)", method="flow", dataset="cifar10") == "70.50 ± 0.71"
+    assert cell(per_set, "n (clean)", method="flow", dataset="cifar10") == 2
+    off = frame(tabs, "paper grid runs off the paper's settings (left out of the paper tables)")
+    assert list(off["settings"]) == ["epochs=1"] and "not the paper's settings" in off["why left out"].iloc[0]
+    other = frame(tabs, "other runs (outside the paper grid or off its settings)")
+    assert list(other["settings"]) == ["epochs=1"] and cell(other, "target acc", settings="epochs=1") == "20.50 ± 0.71"
+    t5 = frame(tabs, "Table 5: hardest 10% of test samples, ours beside the paper")
+    mine = t5[t5["model"] == "demo"]
+    assert sorted(mine["settings"]) == ["", "epochs=1"] and sorted(mine["hardest 10% (ours)"]) == ["10.00 ± 0.00", "35.00 ± 0.00"]
+    written = (tmp_path / "tables" / "demo_synthetic_tasks.csv").read_text()
+    assert "settings" in written.splitlines()[0] and "epochs=1" in written
+    assert "One row per configuration" in (tmp_path / "tables" / "demo_synthetic_tasks.md").read_text()
+    book = (tmp_path / "REPRODUCIBILITY.md").read_text()
+    flow_target = next(line for line in book.splitlines() if line.startswith("| Sec. 5-6 / Fig. 1 · resnet50 · avg6 · flow · target acc"))
+    assert "70.50 ± 0.71 over 1/6 sets" in flow_target   # the one-epoch runs never enter a paper number
+    assert "real run(s) off the paper's settings are not counted above (epochs=1)" in book
+    stand_ins = book.split("## Synthetic stand-ins")[1]
+    assert "| defaults |" in stand_ins and "| epochs=1 |" in stand_ins
+
+
+def test_two_configurations_that_differ_only_where_the_weights_lie_are_still_two_rows(tmp_path):
+    for path, weights in (("a.safetensors", "file:a@1"), ("b.safetensors", "file:b@2")):
+        cfg, cid = _configured("gratings", "demo", "ft", weights=path)
+        write_run(tmp_path, f"ft-{cid}", dataset="gratings", model="demo", method="ft", synthetic=True, config=cfg,
+                  config_id=cid, weights=weights)
+    demo = frame(tables.paper_tables(runframe.load_runs(tmp_path)), "demo: synthetic tasks")
+    assert sorted(demo["settings"]) == ["weights file:a@1", "weights file:b@2"]
 
 
 def test_protocols_are_never_pooled_and_the_paper_column_follows_the_paper_protocol_cells(tmp_path):
@@ -340,9 +386,62 @@ def test_reproducibility_ledger_names_ours_the_evidence_and_the_command(tmp_path
     assert drop[1] == "2.93" and drop[2] == "4.00 ± 1.41 over 1/6 sets" and drop[3] == "clean" and drop[4] == "2 (0 1)"
     assert drop[5] == "real data; IN-1K stand-in (imagenet-val:subset(5000))"
     assert drop[6].startswith("`flowvision reproduce --model resnet50 --datasets paper --methods flow --seeds 2")
-    ft = rows["Sec. 5-6 / Fig. 1 · resnet50 · avg6 · ft · IN-1K drop"]  # only the demo has ft: a stand-in, said so
-    assert ft[2] == "54.00 ± 1.41 (gratings)" and ft[5].startswith("stand-ins only: synthetic gratings")
+    ft = rows["Sec. 5-6 / Fig. 1 · resnet50 · avg6 · ft · IN-1K drop"]  # only the demo has ft: no stand-in here
+    assert ft[2] == "—" and ft[5] == "no run"
     hard = rows["Table 5 · model not named · cifar10 · flow · hardest-10% acc"]
     assert hard[2] == "30.00 ± 0.00" and hard[1] == "30.70"
-    assert rows["Table 5 · model not named · stanford_cars · ft · hardest-10% acc"][2] == "80.00 ± 0.00 (gratings)"
-    assert len(rows) == len(pd.read_csv(runframe.PAPER_CSV))  # one row per paper number (one protocol here)
+    assert rows["Table 5 · model not named · stanford_cars · ft · hardest-10% acc"][2] == "—"
+    assert rows["Sec. 5-6 / Fig. 1 · resnet50 · imagenet · pretrained · IN-1K acc"][2] == "79.00 ± 0.00"  # resnet50 runs only
+    paper_rows = [r for name, r in rows.items() if " · " in name]
+    assert len(paper_rows) == len(pd.read_csv(runframe.PAPER_CSV))  # one row per paper number (one protocol here)
+    stand_in = book.read_text().split("## Synthetic stand-ins")[1]
+    assert "| gratings | demo | ft | clean | defaults | 2 (0 1) | 71.00 ± 0.00 | 54.00 ± 1.41 | 80.00 ± 0.00 |" in stand_in
+
+
+def test_every_command_the_ledger_suggests_plans_the_cells_it_names(tmp_path):
+    """Each suggested command, with --dry-run, plans exactly its model × data sets × methods × seeds (and
+    protocol and τ rule): a τ sweep is one command per rule, never a repeated --set."""
+    import re
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from flowvision.cli import app
+
+    for seed in (0, 1):
+        write_run(tmp_path, f"p-s{seed}", model="resnet50", protocol="paper", seed=seed, tau_rule="p25")
+        write_run(tmp_path, f"m-s{seed}", model="resnet50", seed=seed, tau_rule="median", dataset="cifar100")
+        write_run(tmp_path, f"d-s{seed}", dataset="gratings", model="demo", method="flow", synthetic=True, seed=seed,
+                  tau_rule="p10")
+    tables.make_tables(tmp_path, tmp_path / "tables")
+    suggested = sorted(set(re.findall(r"`(flowvision reproduce [^`]*)`", (tmp_path / "REPRODUCIBILITY.md").read_text())))
+    assert any("--set protocol=paper --set tau=p25" in c for c in suggested)
+    assert any("--datasets gratings --methods flow --seeds 2 --set tau=p10" in c for c in suggested)
+    assert not any(c.count("--set tau=") > 1 for c in suggested)
+    for command in suggested:
+        args = shlex.split(command)[1:] + ["--dry-run", "--results-dir", str(tmp_path / "plan")]
+        res = CliRunner().invoke(app, args)
+        # exit 2 where the real inputs are missing here (data, weights, ImageNet): the plan is printed first
+        assert res.exit_code == 0 or (res.exit_code == 2 and "missing:" in res.output), (command, res.output)
+        opts = dict(zip(args[1::2], args[2::2]))
+        datasets = {"paper": 6}.get(opts["--datasets"], len(opts["--datasets"].split(",")))
+        n = datasets * len(opts["--methods"].split(",")) * int(opts["--seeds"])
+        assert f"{n} runs, 0 finished, {n} to do:" in res.output, (command, res.output)
+        planned = [line for line in res.output.splitlines() if line.strip().startswith("flowvision finetune")]
+        assert len(planned) == n
+        for line in planned:
+            assert f"--model {opts['--model']}" in line
+            assert ("--set protocol=paper" in line) == ("protocol=paper" in command)
+            rule = re.search(r"--set tau=(\S+)", command)
+            assert (f"--set tau={rule.group(1)}" in line) if rule else ("--set tau=" not in line)
+
+
+def test_a_set_key_given_twice_is_an_error_naming_both_values():
+    from flowvision import config
+
+    with pytest.raises(UserError, match=r"--set tau is given twice \(tau=p10 and tau=p90\)"):
+        config.parse_sets(["tau=p10", "epochs=1", "tau=p90"])
+    assert config.parse_sets(["tau=p10", "tau=p10"]) == {"tau": "p10"}  # the same value twice says one thing
+
+
+
