@@ -152,9 +152,11 @@ def frontier(
                            list(range(seeds)), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
                            taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None)
         table = res["summary"].astype(str)
-        table.attrs["note"] = ("dominated area: of the 100 × 100 square (source %, target %) under the front, from the "
-                               "origin; Average: mean(source acc, target acc), the paper's metric, at the method's "
-                               f"best point. Pre-trained source accuracy {res['source_before']:.2f}%.")
+        table.attrs["note"] = ("percent; mean over seeds [95% t-interval over seeds]. dominated area: of the 100 × 100 "
+                               "square (source %, target %) under each seed's front, from the origin; Average: "
+                               "mean(source acc, target acc), the paper's metric, at the setting whose seed-mean "
+                               f"Average is best. Pre-trained source accuracy {res['source_before']:.2f}%. "
+                               "One seed is a sketch: --seeds 3 or more for intervals.")
         out.print(render((f"frontiers — {dataset} / {model}", table)))
         out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {len(res['runs'])} runs, "
                   f"{res['seconds']:.0f} s", highlight=False)

@@ -62,9 +62,9 @@ def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,)
     return cfgs
 
 
-def points(records: Sequence[dict]) -> pd.DataFrame:
-    """One row per method × setting (mean over seeds): method, setting, source, target, average (percent),
-    seeds; from run records (each FT or FLOW run is one point, a WiSE-FT run one point per α)."""
+def seed_points(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per run and setting (a WiSE-FT run gives one per α): method, setting, order, seed,
+    source, target, average (percent)."""
     rows = []
     for r in records:
         if r["method"] in ("wiseft", "flow+wiseft"):
@@ -76,64 +76,95 @@ def points(records: Sequence[dict]) -> pd.DataFrame:
                          "order": r["lr"] * r["epochs"], "source": r["source_acc_after"], "target": r["target_acc"],
                          "seed": r["seed"]})
         else:
-            rows.append({"method": r["method"], "setting": f"τ={r['tau_rule']} ({r['tau']:.3g})", "order": r["tau"],
+            rows.append({"method": r["method"], "setting": f"τ={r['tau_rule']}", "order": r["tau"],
                          "source": r["source_acc_after"], "target": r["target_acc"], "seed": r["seed"]})
     df = pd.DataFrame(rows)
+    df[["source", "target"]] *= 100.0
+    df["average"] = (df["source"] + df["target"]) / 2
+    return df
+
+
+def points(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per method × setting, mean over seeds: method, setting, order, source, target, average
+    (percent), their sample std over seeds (``source_std`` …; NaN for one seed), n_seeds, seeds."""
+    df = seed_points(records)
     out = (df.groupby(["method", "setting"], sort=False)
            .agg(order=("order", "mean"), source=("source", "mean"), target=("target", "mean"),
-                seeds=("seed", lambda s: " ".join(map(str, sorted(s)))))
+                average=("average", "mean"), source_std=("source", "std"), target_std=("target", "std"),
+                n_seeds=("seed", "nunique"), seeds=("seed", lambda s: " ".join(map(str, sorted(s)))))
            .reset_index())
-    out[["source", "target"]] *= 100.0
-    out["average"] = (out["source"] + out["target"]) / 2
     return out
 
 
-def summary(pts: pd.DataFrame) -> pd.DataFrame:
-    """Per method: points, front points, dominated area (percent of the 100 × 100 square, from the
-    origin), and the best point by the paper's Average with its source and target accuracy."""
+def _interval(values) -> str:
+    """'87.3 [85.1, 89.5]': the mean and its 95% t-interval over seeds ('87.3' for one seed)."""
+    from .stats import paired_t
+
+    p = paired_t(list(values))
+    return f"{p['mean']:.2f}" if p["n"] < 2 else f"{p['mean']:.2f} [{p['lo']:.2f}, {p['hi']:.2f}]"
+
+
+def summary(seed_pts: pd.DataFrame) -> pd.DataFrame:
+    """Per method, from ``seed_points``: points, front points (of the seed means), the dominated area
+    (percent of the 100 × 100 square, from the origin) as the mean over seeds of each seed's own front
+    with its 95% t-interval, and the best setting by the paper's Average (of the seed means) with the
+    interval of that Average over seeds and its mean source and target accuracy."""
     from .stats import dominated_area, pareto_front
 
+    means = (seed_pts.groupby(["method", "setting"], sort=False)[["source", "target", "average"]].mean()
+             .reset_index())
     rows = []
-    for method in [m for m in METHODS if m in set(pts["method"])]:
-        own = pts[pts["method"] == method].reset_index(drop=True)
-        xy = list(zip(own["source"], own["target"]))
-        front = pareto_front(xy)
+    for method in [m for m in METHODS if m in set(seed_pts["method"])]:
+        own = means[means["method"] == method].reset_index(drop=True)
+        front = pareto_front(list(zip(own["source"], own["target"])))
+        areas = []
+        for _, per_seed in seed_pts[seed_pts["method"] == method].groupby("seed"):
+            xy = list(zip(per_seed["source"], per_seed["target"]))
+            areas.append(dominated_area([xy[i] for i in pareto_front(xy)]) / 100.0)
         best = own.loc[own["average"].idxmax()]
-        rows.append({"method": LABELS[method], "points": len(own), "on front": len(front),
-                     "dominated area (%)": round(dominated_area([xy[i] for i in front]) / 100.0, 2),
-                     "best Average": round(best["average"], 2), "at": best["setting"],
-                     "source acc there": round(best["source"], 2), "target acc there": round(best["target"], 2)})
+        at_best = seed_pts[(seed_pts["method"] == method) & (seed_pts["setting"] == best["setting"])]
+        rows.append({"method": LABELS[method], "seeds": len(areas), "points": len(own), "on front": len(front),
+                     "dominated area (%)": _interval(areas), "best Average": _interval(at_best["average"]),
+                     "at": best["setting"], "source acc there": round(best["source"], 2),
+                     "target acc there": round(best["target"], 2)})
     return pd.DataFrame(rows)
 
 
 def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path) -> Path:
-    """Target vs source accuracy, every point and each method's Pareto front as a staircase."""
+    """Source (x) vs target (y) accuracy: every setting's mean over seeds (error bars: std over seeds),
+    each method's Pareto front of the means as a staircase, every point labelled in a column beside the
+    axes (``plots.label_points``: no two labels overlap), the pre-trained source accuracy inside the axes."""
     from matplotlib.figure import Figure
 
-    from .plots import save_figure, method_style
+    from .plots import DPI, FONT, include, label_points, method_style, save_figure
     from .stats import pareto_front
 
-    fig = Figure(figsize=(6.4, 4.8), dpi=120, layout="constrained")
-    ax = fig.add_subplot(1, 1, 1)
+    n = len(pts)
+    fig = Figure(figsize=(8.0, max(6.0, 0.14 * n + 2.2)), dpi=DPI)
+    ax = fig.add_axes([0.09, 0.24, 0.55, 0.68])  # fixed: the label column and the legend have their room
+    xs, ys, labels, colors = [], [], [], []
     for method in [m for m in METHODS if m in set(pts["method"])]:
         own = pts[pts["method"] == method].reset_index(drop=True)
         look = method_style(method)
-        ax.scatter(own["source"], own["target"], s=22, alpha=0.55, color=look["color"], marker=look["marker"],
-                   label=f"{LABELS[method]}")
+        seeds = int(own["n_seeds"].max())
+        ax.errorbar(own["source"], own["target"], xerr=own["source_std"].fillna(0), yerr=own["target_std"].fillna(0),
+                    ls="none", marker=look["marker"], ms=4, alpha=0.75, color=look["color"], capsize=1.5, lw=0.6,
+                    label=f"{LABELS[method]}, {seeds} seed{'s' if seeds != 1 else ''}")
         front = own.loc[pareto_front(list(zip(own["source"], own["target"])))]
         ax.step(front["source"], front["target"], where="pre", color=look["color"], lw=1.4)
-        ax.plot(front["source"], front["target"], ls="none", marker=look["marker"], color=look["color"], ms=6)
+        short = {"ft": "FT", "wiseft": "WiSE", "flow": "FLOW", "flow+wiseft": "FLOW+WiSE"}[method]
         for _, row in own.iterrows():
-            ax.annotate(row["setting"], (row["source"], row["target"]), fontsize=5, color=look["color"],
-                        xytext=(3, 2), textcoords="offset points")
-    ax.axvline(source_before, color="grey", ls="--", lw=0.8)
-    ax.text(source_before, ax.get_ylim()[0], " pre-trained", fontsize=6, color="grey", rotation=90, va="bottom")
-    ax.set_xlabel("source accuracy after fine-tuning (%)  → forgets less", fontsize=8)
-    ax.set_ylabel("target accuracy (%)", fontsize=8)
-    ax.set_title(title, fontsize=9)
-    ax.tick_params(labelsize=7)
+            xs.append(row["source"]), ys.append(row["target"]), colors.append(look["color"])
+            labels.append(f"{short} {row['setting']}")
+    ax.axvline(source_before, color="grey", ls="--", lw=0.8, label="pre-trained source accuracy")
+    include(ax, "x", source_before)
+    ax.set_xlabel("source accuracy after fine-tuning (%)  → forgets less", fontsize=FONT + 1)
+    ax.set_ylabel("target accuracy (%)", fontsize=FONT + 1)
+    ax.set_title(title, fontsize=FONT + 2)
+    ax.tick_params(labelsize=FONT)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=FONT, loc="upper left", bbox_to_anchor=(0.0, -0.1), ncols=2)
+    label_points(ax, xs, ys, labels, colors)
     return save_figure(fig, Path(path))
 
 
@@ -153,8 +184,9 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
         console.print(f"[bold]frontier run {i + 1}/{len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, {cfg.epochs} epochs, "
                       f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}, seed {cfg.seed}", highlight=False)
         records.append(run(cfg))
+    per_seed = seed_points(records)
     pts = points(records)
-    table = summary(pts)
+    table = summary(per_seed)
     folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset}-{model_slug(cfgs[0])}"
     before = 100.0 * records[0]["source_acc_before"]
     seeds_text = ", ".join(map(str, seeds))

@@ -1,15 +1,21 @@
-"""Figures from the run folders: PNGs under ``results/figures/`` (matplotlib, Agg, no pyplot state).
+"""Figures from the run folders: PNG and PDF under ``results/figures/`` (matplotlib, Agg, no pyplot state).
 
     flowvision plot             # make_all("results", "results/figures")
 
 Four views, each a pure function of the runs frame from ``runs.load_runs``:
-  tradeoff_<model>.png                 target acc (x) vs source acc after fine-tuning (y), per method,
-                                       mean ± std over seeds, one panel per data set
-  weights_<model>.png                  histogram of the FLOW weights in each run's weights.csv
-  tau_<model>_<dataset>_<method>.png   τ sweep: τ (log x) vs source drop (left) and target acc (right)
-  wise_<model>.png                     WiSE-FT: target vs source acc along α, α=0 and α=1 marked
+  tradeoff_<model>                  source acc after fine-tuning (x) vs target acc (y), one point per
+                                    configuration (method × τ rule × settings), mean ± std over seeds, one
+                                    panel per data set
+  weights_<model>                   histogram of the FLOW weights in each configuration's weights.csv
+  tau_<model>_<dataset>_<method>    τ sweep: source drop and target acc against τ (log x), standard FT as
+                                    the reference line in each panel
+  wise_<model>                      WiSE-FT: source vs target acc along α, α = 0 and α = 1 marked
+
+Every trade-off plot here and in ``frontier`` puts source accuracy on x (→ forgets less) and target
+accuracy on y. Every legend entry says over how many seeds its point is a mean; every colour is one
+configuration; the axes always include the reference lines drawn on them; point labels never overlap
+(``label_points``). A figure is at least ``MIN_WIDTH_PX`` wide, and a PDF is written beside each PNG.
 A figure without data is skipped with a logged warning that says which runs it needs.
-Figures have a fixed pixel size (no tight bounding box): a panel is PANEL_INCHES × DPI.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -27,39 +33,58 @@ from flowvision.runs import dedupe_runs, load_runs, summarise
 
 log = logging.getLogger(__name__)
 
-DPI = 160
-PANEL_INCHES = (3.0, 2.4)   # one panel: 480 × 384 px
+DPI = 200
+PANEL_INCHES = (4.0, 3.2)   # one panel: 800 × 640 px
+LEGEND_INCHES = 2.6         # beside the panels, so no legend covers a point
+MIN_WIDTH_PX = 1200
 MAX_COLS = 3
 MARKERS = "osD^vPX*<>ph"
+FONT = 7
 
 
 def method_style(method: str) -> dict:
-    """The same colour and marker for a method in every figure."""
+    """The same marker for a method in every figure, and its default colour."""
+    base = method.split(" [")[0]
     order = list(PAPER_METHODS)
-    i = order.index(method) if method in order else len(order) + sum(map(ord, method)) % 5
+    i = order.index(base) if base in order else len(order) + sum(map(ord, base)) % 5
     return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
 
 
-def _grid(n_panels: int):
-    """A figure of n panels, at most MAX_COLS per row; returns (figure, list of axes)."""
+def palette(n: int) -> list:
+    """n distinct colours: tab10, then tab20's, then evenly spaced hues."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["hsv"](i / n) for i in range(n)]
+
+
+def _grid(n_panels: int, legend: bool = True):
+    """A figure of n panels, at most MAX_COLS per row, at least MIN_WIDTH_PX wide; (figure, axes)."""
     cols = min(MAX_COLS, n_panels)
     rows = math.ceil(n_panels / cols)
-    fig = Figure(figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows), dpi=DPI, layout="constrained")
+    width = max(MIN_WIDTH_PX / DPI, PANEL_INCHES[0] * cols + (LEGEND_INCHES if legend else 0))
+    fig = Figure(figsize=(width, PANEL_INCHES[1] * rows), dpi=DPI, layout="constrained")
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
     for ax in axes:
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=FONT - 1)
+        ax.grid(alpha=0.3)
     return fig, axes
 
 
 def _label_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_title(title, fontsize=8)
-    ax.set_xlabel(xlabel, fontsize=7)
-    ax.set_ylabel(ylabel, fontsize=7)
+    ax.set_title(title, fontsize=FONT + 1)
+    ax.set_xlabel(xlabel, fontsize=FONT)
+    ax.set_ylabel(ylabel, fontsize=FONT)
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
+    """``path`` (PNG, at DPI) and the same figure as a vector PDF beside it; -> the PNG's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
+    fig.savefig(path.with_suffix(".pdf"))
     return path
 
 
@@ -67,8 +92,16 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
 
 
-def _label(method: str, rule: str, several: bool) -> str:
-    return f"{method} τ={rule or 'none'}" if several else method
+def _seeds(n) -> str:
+    return f"{int(n)} seed{'s' if int(n) != 1 else ''}"
+
+
+def variant_label(method: str, rule: str, several: bool, settings: str = "", n_seeds=None) -> str:
+    """'flow τ=p25 {epochs=1}, 3 seeds': the τ rule where a method has several, the settings off the
+    method's defaults, the seed count."""
+    text = f"{method} τ={rule or 'none'}" if several else method
+    text += f" {{{settings}}}" if settings else ""
+    return text + (f", {_seeds(n_seeds)}" if n_seeds is not None else "")
 
 
 def _source_name(runs: pd.DataFrame, model: str, dataset: str) -> str:
@@ -83,14 +116,51 @@ def _nan0(value) -> float:
     return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def _ready(runs: pd.DataFrame) -> pd.DataFrame:
-    return dedupe_runs(runs) if len(runs) else runs
+def include(ax, axis: str, *values) -> None:
+    """Widen ``axis`` ('x' or 'y') so that it shows ``values`` (reference lines) with a margin."""
+    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return
+    new_lo, new_hi = min(lo, *values), max(hi, *values)
+    pad = 0.04 * (new_hi - new_lo or 1.0)
+    new_lo, new_hi = (new_lo - pad if new_lo < lo else lo), (new_hi + pad if new_hi > hi else hi)
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(new_lo, new_hi)
+
+
+def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], colors: Sequence,
+                 fontsize: float = FONT - 1) -> list:
+    """Label points without any two labels overlapping: the labels stand in a column right of the axes, in
+    the points' vertical order, at least one line apart, each joined to its point by a thin leader line.
+    (Iterative label placers such as adjustText reduce overlaps but do not rule them out; a column does.)
+    Call after the axes' limits are final. -> the annotation artists."""
+    if not len(labels):
+        return []
+    y0, y1 = ax.get_ylim()
+    fig = ax.figure
+    height_in = fig.get_figheight() * ax.get_position().height
+    step = 1.45 * fontsize / 72 / max(height_in, 0.1)  # one line, in axes fraction
+    order = sorted(range(len(labels)), key=lambda i: (ys[i] - y0) / (y1 - y0 or 1.0))
+    want = [(ys[i] - y0) / (y1 - y0 or 1.0) for i in order]
+    pos = []
+    for w in want:  # upwards from the lowest, one line apart
+        pos.append(max(w, pos[-1] + step) if pos else w)
+    top = max(1.0, step * (len(pos) - 1))  # then back down under the top, keeping the spacing
+    for k in range(len(pos) - 1, -1, -1):
+        pos[k] = min(pos[k], top if k == len(pos) - 1 else pos[k + 1] - step)
+    out = []
+    for k, i in enumerate(order):
+        out.append(ax.annotate(labels[i], (xs[i], ys[i]), xytext=(1.03, pos[k]), textcoords="axes fraction",
+                               fontsize=fontsize, color=colors[i], va="center", ha="left", annotation_clip=False,
+                               arrowprops=dict(arrowstyle="-", color=colors[i], lw=0.4, alpha=0.6,
+                                               shrinkA=0, shrinkB=2)))
+    return out
 
 
 # ---------------------------------------------------------------------------------- trade-off
 def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
-    """Per model: one panel per data set, target acc (x) vs source acc after fine-tuning (y),
-    one marker per method (and τ rule), error bars = std over seeds, dashed line = pre-trained."""
+    """Per model: one panel per data set, source acc after fine-tuning (x) vs target acc (y), one point
+    per configuration with error bars = std over seeds, the pre-trained source accuracy as a dashed line."""
     summ = summarise(runs).dropna(subset=["target_acc_mean", "source_acc_after_mean"])
     if summ.empty:
         log.warning("skipping trade-off figure: no run has both target_acc and source_acc_after")
@@ -100,21 +170,22 @@ def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
         datasets = sorted(set(per_model["dataset"]))
         fig, axes = _grid(len(datasets))
         for ax, dataset in zip(axes, datasets):
-            panel = per_model[per_model["dataset"] == dataset]
+            panel = per_model[per_model["dataset"] == dataset].reset_index(drop=True)
             several = panel.groupby("method")["tau_rule"].transform("nunique") > 1
-            variant = panel.groupby("method").cumcount()  # τ rules of one method: same colour, own marker
-            for (_, row), tag, k in zip(panel.iterrows(), several, variant):
-                look = method_style(row["method"])
-                marker = MARKERS[(MARKERS.index(look["marker"]) + k) % len(MARKERS)]
-                ax.errorbar(row["target_acc_mean"], row["source_acc_after_mean"],
-                            xerr=_nan0(row["target_acc_std"]), yerr=_nan0(row["source_acc_after_std"]),
-                            linestyle="none", markersize=5, capsize=2, color=look["color"], marker=marker,
-                            label=_label(row["method"], row["tau_rule"], tag))
+            colors = palette(len(panel))
+            for (i, row), tag in zip(panel.iterrows(), several):
+                ax.errorbar(row["source_acc_after_mean"], row["target_acc_mean"],
+                            xerr=_nan0(row["source_acc_after_std"]), yerr=_nan0(row["target_acc_std"]),
+                            linestyle="none", markersize=5, capsize=2, color=colors[i],
+                            marker=method_style(row["method"])["marker"],
+                            label=variant_label(row["method"], row["tau_rule"], tag, row["settings"], row["n_seeds"]))
             before = panel["source_acc_before_mean"].dropna()
             if len(before):
-                ax.axhline(before.mean(), color="grey", linestyle="--", linewidth=0.8, label="pre-trained")
-            _label_axes(ax, dataset, "target acc (%)", f"{_source_name(runs, model, dataset)} acc after (%)")
-            ax.legend(fontsize=5, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside: points stay visible
+                ax.axvline(before.mean(), color="grey", linestyle="--", linewidth=0.8, label="pre-trained (source acc)")
+                include(ax, "x", before.mean())
+            name = _source_name(runs, model, dataset)
+            _label_axes(ax, dataset, f"{name} acc after (%)  → forgets less", "target acc (%)")
+            ax.legend(fontsize=FONT - 2, loc="center left", bbox_to_anchor=(1.0, 0.5))
         paths.append(save_figure(fig, Path(out_dir) / f"tradeoff_{_safe(model)}.png"))
     return paths
 
@@ -134,16 +205,16 @@ def _read_weights(run_dir: str) -> Optional[pd.Series]:
 
 def weight_histograms(runs: pd.DataFrame, out_dir: Path) -> list:
     """Per model: one panel per data set, a step histogram of the per-sample weights of each
-    method × τ rule (the lowest seed's weights.csv: seeds differ only through the probe)."""
+    configuration (the lowest seed's weights.csv: seeds differ only through the probe)."""
     runs = _ready(runs)
     found = []
     if len(runs):
-        for (model, dataset, method, rule), group in runs.sort_values("seed").groupby(
-                ["model", "dataset", "method", "tau_rule"], sort=True):
+        keys = ["model", "dataset", "method", "tau_rule", "settings"]
+        for (model, dataset, method, rule, settings), group in runs.sort_values("seed").groupby(keys, sort=True):
             for row in group.itertuples():
                 weights = _read_weights(row.run_dir) if isinstance(row.run_dir, str) else None
                 if weights is not None and len(weights):
-                    found.append((model, dataset, method, rule, row.tau, weights))
+                    found.append((model, dataset, method, rule, settings, row.tau, row.seed, weights))
                     break
     if not found:
         log.warning("skipping weight histograms: no run folder has a weights.csv (FLOW runs write one)")
@@ -154,53 +225,55 @@ def weight_histograms(runs: pd.DataFrame, out_dir: Path) -> list:
         datasets = sorted({f[1] for f in mine})
         fig, axes = _grid(len(datasets))
         for ax, dataset in zip(axes, datasets):
-            for _, _, method, rule, tau, weights in (f for f in mine if f[1] == dataset):
+            here = [f for f in mine if f[1] == dataset]
+            for color, (_, _, method, rule, settings, tau, seed, weights) in zip(palette(len(here)), here):
                 tau_text = "" if tau is None or pd.isna(tau) else f" ({float(tau):.3g})"
-                ax.hist(weights, bins=30, histtype="step", color=method_style(method)["color"],
-                        label=f"{method} τ={rule or 'none'}{tau_text}")
+                label = variant_label(method, rule, True, settings) + f"{tau_text}, seed {int(seed)}"
+                ax.hist(weights, bins=30, histtype="step", color=color, label=label)
             _label_axes(ax, dataset, "weight", "training samples")
-            ax.legend(fontsize=5)
+            ax.legend(fontsize=FONT - 2, loc="center left", bbox_to_anchor=(1.0, 0.5))
         paths.append(save_figure(fig, Path(out_dir) / f"weights_{_safe(model)}.png"))
     return paths
 
 
 # ----------------------------------------------------------------------------------- τ sweep
 def tau_sweeps(runs: pd.DataFrame, out_dir: Path) -> list:
-    """One figure per model × dataset × method run at two or more τ rules: the resolved τ (mean
-    over seeds) on a log x axis, source drop (left axis) and target acc (right axis), mean ± std
-    over seeds; standard fine-tuning (τ → ∞) as dashed lines when its runs exist."""
+    """One figure per model × dataset × method (× settings) run at two or more τ rules: source drop (left
+    panel) and target acc (right panel) against the resolved τ (mean over seeds, log x), mean ± std over
+    seeds; standard FT at the same settings (τ → ∞) as a dashed line in each panel, inside its axes."""
     runs = _ready(runs)
     paths = []
     if len(runs):
         with_tau = runs[pd.to_numeric(runs["tau"], errors="coerce") > 0]
-        for (model, dataset, method), group in with_tau.groupby(["model", "dataset", "method"], sort=True):
+        for (model, dataset, method, settings), group in with_tau.groupby(
+                ["model", "dataset", "method", "settings"], sort=True):
             if group["tau_rule"].nunique() < 2:
                 continue
             points = summarise(group).set_index("tau_rule")
             points["tau"] = group.groupby("tau_rule")["tau"].apply(lambda t: float(pd.to_numeric(t).mean()))
             points = points.sort_values("tau")
-            fig = Figure(figsize=PANEL_INCHES, dpi=DPI, layout="constrained")
-            ax = fig.add_subplot()
-            right = ax.twinx()
-            ax.errorbar(points["tau"], points["source_drop_mean"], yerr=points["source_drop_std"].fillna(0),
-                        color="C3", marker="o", markersize=4, capsize=2, label="source drop")
-            right.errorbar(points["tau"], points["target_acc_mean"], yerr=points["target_acc_std"].fillna(0),
-                           color="C0", marker="s", markersize=4, capsize=2, label="target acc")
-            for rule, row in points.iterrows():
-                ax.annotate(rule, (row["tau"], row["source_drop_mean"]), fontsize=5,
-                            textcoords="offset points", xytext=(2, 3))
-            ft = summarise(runs[(runs["model"] == model) & (runs["dataset"] == dataset) & (runs["method"] == "ft")])
-            if len(ft):
-                ax.axhline(ft["source_drop_mean"].iloc[0], color="C3", linestyle="--", linewidth=0.8)
-                right.axhline(ft["target_acc_mean"].iloc[0], color="C0", linestyle="--", linewidth=0.8)
-            ax.set_xscale("log")
-            ax.set_xlabel("τ", fontsize=7)
-            ax.set_ylabel(f"{_source_name(runs, model, dataset)} drop (%)", color="C3", fontsize=7)
-            right.set_ylabel("target acc (%)", color="C0", fontsize=7)
-            ax.set_title(f"{model} {dataset} {method} (dashed: ft)", fontsize=7)
-            for axis in (ax, right):
-                axis.tick_params(labelsize=6)
-            paths.append(save_figure(fig, Path(out_dir) / f"tau_{_safe(model)}_{_safe(dataset)}_{_safe(method)}.png"))
+            ft = summarise(runs[(runs["model"] == model) & (runs["dataset"] == dataset) & (runs["method"] == "ft")
+                                & (runs["settings"] == settings)])
+            fig, (drop_ax, acc_ax) = _grid(2, legend=False)
+            n = int(points["n_seeds"].min())
+            label = variant_label(method, "", False, "", n)
+            for ax, metric, name in ((drop_ax, "source_drop", f"{_source_name(runs, model, dataset)} drop (points)"),
+                                     (acc_ax, "target_acc", "target acc (%)")):
+                ax.errorbar(points["tau"], points[f"{metric}_mean"], yerr=points[f"{metric}_std"].fillna(0),
+                            color=method_style(method)["color"], marker="o", markersize=4, capsize=2, label=label)
+                if len(ft):
+                    value = float(ft[f"{metric}_mean"].iloc[0])
+                    ax.axhline(value, color="black", linestyle="--", linewidth=0.9,
+                               label=f"ft ({_seeds(ft['n_seeds'].iloc[0])})")
+                    include(ax, "y", value)
+                ax.set_xscale("log")
+                _label_axes(ax, name.split(" (")[0], "τ (log scale)", name)
+                ax.legend(fontsize=FONT - 1)
+            rules = ", ".join(f"{rule} = {tau:.3g}" for rule, tau in points["tau"].items())
+            fig.suptitle(f"{model} / {dataset} / {method}{f' {{{settings}}}' if settings else ''}: τ sweep "
+                         f"(τ rules: {rules})", fontsize=FONT + 1)
+            paths.append(save_figure(fig, Path(out_dir) / f"tau_{_safe(model)}_{_safe(dataset)}_{_safe(method)}"
+                                          f"{'_' + _safe(settings) if settings else ''}.png"))
     if not paths:
         log.warning("skipping τ sweep: no model/dataset/method was run at two or more τ values")
     return paths
@@ -208,22 +281,25 @@ def tau_sweeps(runs: pd.DataFrame, out_dir: Path) -> list:
 
 # -------------------------------------------------------------------------------------- WiSE-FT
 def _wise_points(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs' result["wise"] lists, long: model, dataset, method, tau_rule, seed, alpha, accs (%)."""
+    """The runs' result["wise"] lists, long: model, dataset, method, tau_rule, settings, seed, alpha, accs (%)."""
     rows = []
     for run in runs.itertuples():
         if not isinstance(run.wise, list):
             continue
         for point in run.wise:
             rows.append({"model": run.model, "dataset": run.dataset, "method": run.method,
-                         "tau_rule": run.tau_rule, "seed": run.seed, "alpha": float(point["alpha"]),
-                         "target_acc": 100.0 * float(point["target_acc"]),
+                         "tau_rule": run.tau_rule, "settings": run.settings, "seed": run.seed,
+                         "alpha": float(point["alpha"]), "target_acc": 100.0 * float(point["target_acc"]),
                          "source_acc_after": 100.0 * float(point["source_acc_after"])})
     return pd.DataFrame(rows)
 
 
 def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
-    """Per model: one panel per data set, the WiSE-FT path θ(α) as target acc (x) vs source acc (y),
-    mean over seeds per α, one line per method; α=0 (square) and α=1 (triangle) marked."""
+    """Per model: one panel per data set, the WiSE-FT path θ(α) as source acc (x) vs target acc (y),
+    mean over seeds per α, one line per configuration; α = 0 (square) and α = 1 (triangle) marked and
+    named in the legend."""
+    from matplotlib.lines import Line2D
+
     points = _wise_points(_ready(runs)) if len(runs) else pd.DataFrame()
     if points.empty:
         log.warning("skipping WiSE-FT curves: no run has a non-empty result['wise'] list")
@@ -235,34 +311,41 @@ def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
         for ax, dataset in zip(axes, datasets):
             panel = per_model[per_model["dataset"] == dataset]
             several = panel.groupby("method")["tau_rule"].nunique()
-            for (method, rule), line in panel.groupby(["method", "tau_rule"], sort=True):
-                mean = line.groupby("alpha")[["target_acc", "source_acc_after"]].mean().sort_index()
-                look = method_style(method)
-                ax.plot(mean["target_acc"], mean["source_acc_after"], color=look["color"], marker=".",
-                        markersize=4, label=_label(method, rule, several[method] > 1))
+            lines = list(panel.groupby(["method", "tau_rule", "settings"], sort=True))
+            for color, ((method, rule, settings), line) in zip(palette(len(lines)), lines):
+                mean = line.groupby("alpha")[["source_acc_after", "target_acc"]].mean().sort_index()
+                ax.plot(mean["source_acc_after"], mean["target_acc"], color=color, marker=".", markersize=4,
+                        label=variant_label(method, rule, several[method] > 1, settings, line["seed"].nunique()))
                 for alpha, marker in ((0.0, "s"), (1.0, "^")):
                     if alpha in mean.index:
                         x, y = mean.loc[alpha]
-                        ax.plot([x], [y], marker=marker, color=look["color"], markeredgecolor="black",
-                                markersize=6, linestyle="none")
-                        ax.annotate(f"α={alpha:g}", (x, y), fontsize=5, textcoords="offset points",
-                                    xytext=(3, 3))
-            _label_axes(ax, dataset, "target acc (%)", f"{_source_name(runs, model, dataset)} acc (%)")
-            ax.legend(fontsize=5)
+                        ax.plot([x], [y], marker=marker, color=color, markeredgecolor="black", markersize=6,
+                                linestyle="none")
+            handles, _ = ax.get_legend_handles_labels()
+            handles += [Line2D([], [], marker="s", color="grey", markeredgecolor="black", linestyle="none",
+                               label="α = 0 (pre-trained shared weights)"),
+                        Line2D([], [], marker="^", color="grey", markeredgecolor="black", linestyle="none",
+                               label="α = 1 (fine-tuned)")]
+            _label_axes(ax, dataset, f"{_source_name(runs, model, dataset)} acc (%)  → forgets less", "target acc (%)")
+            ax.legend(handles=handles, fontsize=FONT - 2, loc="center left", bbox_to_anchor=(1.0, 0.5))
         paths.append(save_figure(fig, Path(out_dir) / f"wise_{_safe(model)}.png"))
     return paths
 
 
+def _ready(runs: pd.DataFrame) -> pd.DataFrame:
+    return dedupe_runs(runs, warn=False) if len(runs) else runs
+
+
 def make_all(results_dir: Path, out_dir: Optional[Path] = None) -> list:
-    """Every figure for the runs under ``results_dir/runs``; PNGs under ``out_dir`` (default
-    ``results_dir/figures``). Returns the written paths (empty when there is nothing to plot)."""
+    """Every figure for the runs under ``results_dir/runs``; PNGs (and PDFs beside them) under ``out_dir``
+    (default ``results_dir/figures``). Returns the written PNG paths (empty when there is nothing to plot)."""
     out_dir = Path(results_dir) / "figures" if out_dir is None else Path(out_dir)
     runs = load_runs(Path(results_dir))
     if runs.empty:
         log.warning("no figures: no runs under %s (run `flowvision demo` or `flowvision finetune`)",
                     Path(results_dir) / "runs")
         return []
-    runs = dedupe_runs(runs)  # once, so a duplicate seed is reported once, not per figure
+    runs = dedupe_runs(runs)  # once, so a repeated run is reported once, not per figure
     # protocols are never pooled: a paper-protocol run is its own method in every figure
     runs["method"] = runs["method"].where(runs["protocol"] == "clean", runs["method"] + " [paper protocol]")
     paths = []

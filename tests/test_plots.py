@@ -11,7 +11,8 @@ from flowvision import plots
 from flowvision.runs import load_runs
 from test_tables import write_run as write_table_run
 
-PANEL_PX = (480, 384)  # PANEL_INCHES (3.0, 2.4) at 160 dpi
+PANEL_PX = (800, 640)   # PANEL_INCHES (4.0, 3.2) at 200 dpi
+LEGEND_PX = 520         # LEGEND_INCHES beside the panels
 
 
 def write_run(root, run_id, **overrides):
@@ -54,11 +55,14 @@ def test_make_all_writes_every_figure_at_the_stated_size(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == ["tau_resnet18_cifar100_flow.png", "tau_resnet18_cifar10_flow.png",
                      "tradeoff_resnet18.png", "weights_resnet18.png", "wise_resnet18.png"]
-    two_panels = (2 * PANEL_PX[0], PANEL_PX[1])
+    two_panels = (2 * PANEL_PX[0] + LEGEND_PX, PANEL_PX[1])
     assert drawn(tmp_path / "fig" / "tradeoff_resnet18.png") == two_panels
     assert drawn(tmp_path / "fig" / "weights_resnet18.png") == two_panels
     assert drawn(tmp_path / "fig" / "wise_resnet18.png") == two_panels
-    assert drawn(tmp_path / "fig" / "tau_resnet18_cifar10_flow.png") == PANEL_PX
+    assert drawn(tmp_path / "fig" / "tau_resnet18_cifar10_flow.png") == (2 * PANEL_PX[0], PANEL_PX[1])
+    for path in paths:  # at least 1200 px wide, a vector PDF beside each PNG
+        assert drawn(path)[0] >= plots.MIN_WIDTH_PX
+        assert path.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_grid_wraps_after_three_panels(tmp_path):
@@ -66,7 +70,101 @@ def test_grid_wraps_after_three_panels(tmp_path):
         write_run(tmp_path, dataset, dataset=dataset)
     paths = plots.tradeoff(load_runs(tmp_path), tmp_path / "fig")
     assert [p.name for p in paths] == ["tradeoff_resnet18.png"]
-    assert drawn(paths[0]) == (3 * PANEL_PX[0], 2 * PANEL_PX[1])
+    assert drawn(paths[0]) == (3 * PANEL_PX[0] + LEGEND_PX, 2 * PANEL_PX[1])
+
+
+def _drawn_figure(monkeypatch):
+    """Keep the last figure save_figure is given, drawn, so a test can read its artists."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    kept = {}
+    real = plots.save_figure
+
+    def keep(fig, path):
+        FigureCanvasAgg(fig).draw()
+        kept.setdefault("figures", []).append(fig)
+        return real(fig, path)
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return kept
+
+
+def test_trade_off_plots_put_source_on_x_count_seeds_and_give_each_configuration_a_colour(tmp_path, monkeypatch):
+    full_grid(tmp_path)
+    kept = _drawn_figure(monkeypatch)
+    plots.tradeoff(plots.dedupe_runs(load_runs(tmp_path)), tmp_path / "fig")
+    ax = kept["figures"][0].axes[0]
+    assert "acc after" in ax.get_xlabel() and ax.get_ylabel() == "target acc (%)"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "flow τ=0.05, 3 seeds" in labels and "ft, 3 seeds" in labels
+    colors = {tuple(c.lines[0].get_color()) for c in ax.containers}
+    assert len(ax.containers) == 4 and len(colors) == 4  # ft and three τ rules: four points, four colours
+    lo, hi = ax.get_xlim()
+    assert lo <= 70.0 <= hi  # the pre-trained line (source_acc_before 0.70) lies inside the axes
+
+
+def test_tau_sweep_reference_lines_lie_inside_their_axes(tmp_path, monkeypatch):
+    full_grid(tmp_path)
+    kept = _drawn_figure(monkeypatch)
+    plots.tau_sweeps(plots.dedupe_runs(load_runs(tmp_path)), tmp_path / "fig")
+    drop_ax, acc_ax = kept["figures"][0].axes[:2]
+    for ax, ft_value in ((drop_ax, 30.0), (acc_ax, 91.0)):  # ft: drop 30, target 90/91/92 -> 91
+        lo, hi = ax.get_ylim()
+        assert lo < ft_value < hi
+        assert any(t.get_text() == "ft (3 seeds)" for t in ax.get_legend().get_texts())
+
+
+def _boxes_overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_frontier_point_labels_never_overlap_even_for_crowded_points(tmp_path, monkeypatch):
+    from flowvision import frontier
+
+    rows = []  # 20 settings whose points nearly coincide, two seeds each
+    for k in range(20):
+        for seed in (0, 1):
+            method = ("ft", "flow", "wiseft", "flow+wiseft")[k % 4]
+            rows.append({"method": method, "setting": f"s{k}", "order": k, "seed": seed,
+                         "source": 80 + 0.01 * k + seed, "target": 70 + 0.01 * k - seed})
+    seed_pts = pd.DataFrame(rows)
+    seed_pts["average"] = (seed_pts["source"] + seed_pts["target"]) / 2
+    pts = (seed_pts.groupby(["method", "setting"], sort=False)
+           .agg(order=("order", "mean"), source=("source", "mean"), target=("target", "mean"),
+                average=("average", "mean"), source_std=("source", "std"), target_std=("target", "std"),
+                n_seeds=("seed", "nunique")).reset_index())
+    kept = _drawn_figure(monkeypatch)
+    png = frontier.plot(pts, 95.0, "crowded", tmp_path / "frontier.png")
+    assert drawn(png)[0] >= plots.MIN_WIDTH_PX
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    fig = kept["figures"][0]
+    canvas = FigureCanvasAgg(fig)  # drawn again at the PNG's dpi (saving the PDF drew it at 72)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+
+    boxes = [Text.get_window_extent(t, renderer) for t in fig.axes[0].texts]  # the text, not its leader line
+    assert len(boxes) == 20
+    assert not any(_boxes_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    page = fig.bbox
+    assert all(page.x0 <= b.x0 and b.x1 <= page.x1 and page.y0 <= b.y0 and b.y1 <= page.y1 for b in boxes)
+    lo, hi = fig.axes[0].get_xlim()
+    assert lo <= 95.0 <= hi
+    assert "2 seeds" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+
+def test_frontier_summary_gives_intervals_over_seeds():
+    from flowvision import frontier
+
+    seed_pts = pd.DataFrame([
+        {"method": "ft", "setting": "a", "order": 1, "seed": s, "source": src, "target": tgt}
+        for s, src, tgt in ((0, 80, 60), (1, 82, 62), (2, 84, 64))])
+    seed_pts["average"] = (seed_pts["source"] + seed_pts["target"]) / 2
+    row = frontier.summary(seed_pts).iloc[0]
+    # areas 48, 50.84, 53.76 (% of the square): mean 50.8667, std 2.8801, t(0.975, 2) = 4.302653
+    half = 4.302653 * 2.880093 / 3 ** 0.5
+    assert row["dominated area (%)"] == f"{50.866667:.2f} [{50.866667 - half:.2f}, {50.866667 + half:.2f}]"
+    assert row["best Average"].startswith("72.00 [") and row["seeds"] == 3
 
 
 def test_one_figure_per_model(tmp_path):
@@ -91,4 +189,4 @@ def test_figures_without_their_data_are_skipped(tmp_path, caplog):
     assert "skipping weight histograms" in caplog.text
     assert "skipping τ sweep" in caplog.text
     assert "skipping WiSE-FT curves" in caplog.text
-    assert sorted(f.name for f in (tmp_path / "fig").iterdir()) == ["tradeoff_resnet18.png"]
+    assert sorted(f.name for f in (tmp_path / "fig").iterdir()) == ["tradeoff_resnet18.pdf", "tradeoff_resnet18.png"]
