@@ -164,6 +164,7 @@ def run_audit(cfg, k: int = 16) -> dict:
     import pandas as pd
 
     from .config import config_id, model_slug
+    from .registry import dataset_slug
     from .data import class_names, display_image
     from .files import atomic_write_text
     from .pipeline import start
@@ -176,7 +177,7 @@ def run_audit(cfg, k: int = 16) -> dict:
                         "(drop --set weighting=… and --set protocol=paper for the audit)")
     tau_tag = cfg.tau.replace(".", "_")
     folder = (Path(cfg.results_dir) / "audit"
-              / f"{cfg.dataset}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}-{config_id(cfg)}")
+              / f"{dataset_slug(cfg.dataset)}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}-{config_id(cfg)}")
     noisy = r["task"].noisy
     write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"], noisy)
     frame = pd.DataFrame({"index": range(len(w["losses"])), "label": w["labels"].numpy(),

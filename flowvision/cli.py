@@ -20,7 +20,10 @@ from .errors import UserError
 from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS,
                        REAL_DATASETS, model_help, resolve_dataset_group)
 
-DATASET_HELP = f"Target data set: {', '.join(REAL_DATASETS)}, or a synthetic task: {', '.join(DEMO_DATASETS)}."
+DATASET_HELP = (f"Target data set: {', '.join(REAL_DATASETS)}, a synthetic task: {', '.join(DEMO_DATASETS)}, or "
+                "folder:PATH, a folder of your own images (PATH/<class>/* or PATH/train|test/<class>/*).")
+SOURCE_EVAL_HELP = ("Any folder of images to measure forgetting on instead of --imagenet: synset folders (some or all) "
+                    "give accuracy, any images agreement and KL.")
 MODEL_HELP = f"{model_help()}."
 LOG_HELP = ("Experiment tracking: none (default) | tensorboard (event files in the run folder) | wandb; "
             "per-epoch loss, accuracy and learning rate of each training stage, and the final metrics.")
@@ -60,9 +63,7 @@ def finetune(
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
     imagenet_subset: Optional[int] = typer.Option(None, help="Evaluate forgetting on a class-balanced subset of N images."),
-    source_eval: Optional[str] = typer.Option(None, "--source-eval", help="Any folder of images to measure forgetting "
-                                              "on instead of --imagenet: synset folders (some or all) give accuracy, "
-                                              "any images agreement and KL."),
+    source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
@@ -126,6 +127,7 @@ def frontier(
     weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
@@ -144,20 +146,21 @@ def frontier(
             except ValueError:
                 raise UserError(f"--{name} {text!r}: expected comma-separated {kind.__name__}s") from None
 
-        from .registry import default_model
+        from .registry import dataset_slug, default_model
 
         model = model or default_model(dataset)
         res = run_frontier(dataset, model, _overrides(weights=weights_file, data_root=data_root, imagenet=imagenet,
-                                                      results_dir=results_dir, cache_dir=cache_dir, sets=sets),
+                                                      source_eval_dir=source_eval, results_dir=results_dir,
+                                                      cache_dir=cache_dir, sets=sets),
                            list(range(seeds)), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
                            taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None)
         table = res["summary"].astype(str)
-        table.attrs["note"] = ("percent; mean over seeds [95% t-interval over seeds]. dominated area: of the 100 × 100 "
-                               "square (source %, target %) under each seed's front, from the origin; Average: "
-                               "mean(source acc, target acc), the paper's metric, at the setting whose seed-mean "
-                               f"Average is best. Pre-trained source accuracy {res['source_before']:.2f}%. "
-                               "One seed is a sketch: --seeds 3 or more for intervals.")
-        out.print(render((f"frontiers — {dataset} / {model}", table)))
+        table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds]. "
+                               "dominated area: of the 100 × 100 square (source %, target %) under each seed's front, "
+                               "from the origin; Average: mean(source, target), the paper's metric on source accuracy, "
+                               "at the setting whose seed-mean Average is best. Pre-trained: "
+                               f"{res['source_before']:.2f}%. One seed is a sketch: --seeds 3 or more for intervals.")
+        out.print(render((f"frontiers — {dataset_slug(dataset)} / {model}", table)))
         out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {len(res['runs'])} runs, "
                   f"{res['seconds']:.0f} s", highlight=False)
 
@@ -238,6 +241,23 @@ def weights(
         out.print(f"contact sheet: {res['png']}")
 
 
+@app.command("export")
+def export_run(
+    run_dir: Path = typer.Argument(..., help="A finished run folder, results/runs/<run id>."),
+    out_dir: Path = typer.Option(..., "--out", help="The folder to write model.safetensors, config.json, "
+                                 "source_parts.safetensors and README.md into (made if missing)."),
+):
+    """The run's reported model as files timm loads without flowvision: weights, timm's config (labels,
+    eval transform), the pre-trained task-specific parts beside them, and a model card."""
+    with user_errors():
+        from .export import export
+
+        res = export(run_dir, out_dir)
+        out.print(f"wrote {res['out']}: {res['architecture']} with {res['num_classes']} classes, and "
+                  f"{res['source_parts']} source tensors ({res['rule']}); load it with timm.create_model"
+                  f"(\"local-dir:{res['out']}\", pretrained=True) or see its README.md", highlight=False)
+
+
 @app.command("import-weights")
 def import_weights(
     checkpoint: Path = typer.Argument(..., help="A .pth/.pt/.bin state dict (or .safetensors already in timm's names)."),
@@ -259,12 +279,13 @@ def reproduce(
     model: str = typer.Option("resnet18", help=MODEL_HELP),
     datasets: str = typer.Option("paper", help="Comma-separated data sets and groups: "
                                  + "; ".join(f"'{g}' = {', '.join(names)}" for g, names in DATASET_GROUPS.items())
-                                 + "."),
+                                 + "; folder:PATH for a folder of your own images."),
     methods: str = typer.Option(",".join(PAPER_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     seeds: int = typer.Option(3, min=1, help="Seeds 0..N-1."),
     weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (with --gpus: auto or cuda)."),
     log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
@@ -302,7 +323,8 @@ def reproduce(
             slots(jobs, gpus)
         cells = grid(model, resolve_dataset_group(datasets), [m.strip() for m in methods.split(",") if m.strip()],
                      list(range(seeds)), _overrides(weights=weights, data_root=data_root, imagenet=imagenet,
-                                                    results_dir=results_dir, device=device, log=log, sets=sets))
+                                                    source_eval_dir=source_eval, results_dir=results_dir,
+                                                    device=device, log=log, sets=sets))
         if dry_run:
             summary = run_grid(cells, dry_run=True)
             problems = check_inputs(cells)

@@ -1,6 +1,6 @@
 """`flowvision data ...`: what data is where, and fetching what can be fetched.
 
-    flowvision data status --data-root /d [--imagenet /d/imagenet/val]
+    flowvision data status --data-root /d [--imagenet /d/imagenet/val] [--dataset folder:PATH]
     flowvision data download cifar10 --data-root /d
     flowvision data sample-photos /d/in1k-sample      # 20 real labelled photos as a partial val folder
 
@@ -10,7 +10,7 @@ code 2 (``user_errors``).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -27,13 +27,16 @@ def status(
     data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
     imagenet: Optional[str] = typer.Option(
         None, "--imagenet", help="ImageNet-1K val folder of 1000 synset folders (default: $FLOWVISION_IMAGENET)."),
+    datasets: Optional[List[str]] = typer.Option(
+        None, "--dataset", help="Also a folder of your own images, folder:PATH (repeatable): its classes, counts "
+                                "and problems (no image is opened)."),
 ) -> None:
     """Show, per data set, whether it is found, its train/test sizes and how to get it."""
     with user_errors():
-        _status(data_root, imagenet)
+        _status(data_root, imagenet, datasets or [])
 
 
-def _status(data_root, imagenet) -> None:
+def _status(data_root, imagenet, folders) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -41,7 +44,7 @@ def _status(data_root, imagenet) -> None:
     from .data.fetch import data_status, resolve_data_root, resolve_imagenet
 
     root = resolve_data_root(data_root)
-    rows = data_status(root, imagenet=resolve_imagenet(imagenet))
+    rows = data_status(root, imagenet=resolve_imagenet(imagenet), folders=folders)
     table = Table(title=f"data sets under {escape(str(root))}")
     for column, justify in (("data set", "left"), ("found", "left"), ("train", "right"), ("test", "right"),
                             ("path", "left")):

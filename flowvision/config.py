@@ -3,7 +3,8 @@
     cfg = resolve(dataset="gratings", model="demo", method="flow", overrides={"tau": "p25"})
 
 Order (later wins): the dataclass defaults; the top-level keys of the config file for
-(model, dataset) — ``configs/<model>/<dataset>.yaml``, else ``configs/<model>.yaml``; the method
+(model, dataset) — ``configs/<model>/<dataset>.yaml``, else ``configs/<model>/default.yaml`` (for a
+data set no file names, such as a folder of the user's own images), else ``configs/<model>.yaml``; the method
 preset's knobs; the file's ``methods:`` section for that method (a method inherits its base's
 entry first, e.g. ``wiseft`` uses ``ft``'s learning rate); then explicit overrides.
 The presets, like every data set and model name, are defined in ``registry.py``.
@@ -24,7 +25,7 @@ from typing import Optional
 from .errors import UserError
 from .files import stable_hash
 from .registry import METHODS, MODEL_TAGS  # noqa: F401 (MODEL_TAGS: source.py reads it from here)
-from .registry import PAPER_TAU_MODELS, PROTOCOLS, default_model, model_alias
+from .registry import PAPER_TAU_MODELS, PROTOCOLS, dataset_slug, default_model, folder_dataset, is_folder, model_alias
 from .registry import REAL_DATASETS as REAL_TASKS
 from .registry import SYNTHETIC_DATASETS as SYNTHETIC_TASKS
 
@@ -80,7 +81,9 @@ class RunConfig:
     image_size: Optional[int] = None    # None: the task's own size (32 synthetic, 224 real)
     n_train: Optional[int] = None       # synthetic tasks only: sizes of the splits
     n_test: Optional[int] = None
-    data_seed: int = 0                  # synthetic tasks: which images (the run seed varies training)
+    data_seed: int = 0                  # synthetic tasks: which images (the run seed varies training); the split of
+                                        # a data set without one (caltech101, a folder of class folders)
+    split_ratio: float = 0.8            # a folder of class folders: the share of each class that trains, the rest tests
     data_path: Optional[str] = None     # device: decoded uint8 caches + batched augmentation on the device |
                                         # pil: per-sample host transforms (the reference); none: device for
                                         # real data sets, pil for the synthetic tasks (already in memory)
@@ -189,10 +192,15 @@ def _check_not_identity(values: dict, where: str) -> None:
             raise UserError(f"'{key}' cannot be set in {where}; use --{key}")
 
 
+DEFAULT_CONFIG = "default.yaml"  # configs/<model>/default.yaml: for data sets no config file names
+
+
 def config_file_for(model: str, dataset: str) -> Optional[Path]:
-    """configs/<model>/<dataset>.yaml, else configs/<model>.yaml, else None."""
+    """configs/<model>/<dataset>.yaml, else configs/<model>/default.yaml (a folder data set never has
+    a file of its own), else configs/<model>.yaml, else None."""
     slug = model.split(".")[0] if model in MODEL_TAGS.values() else model
-    for path in (CONFIG_DIR / slug / f"{dataset}.yaml", CONFIG_DIR / f"{slug}.yaml"):
+    own = () if is_folder(dataset) else (CONFIG_DIR / slug / f"{dataset}.yaml",)
+    for path in (*own, CONFIG_DIR / slug / DEFAULT_CONFIG, CONFIG_DIR / f"{slug}.yaml"):
         if path.is_file():
             return path
     return None
@@ -265,6 +273,8 @@ def resolve(dataset: Optional[str] = "gratings", model: Optional[str] = None, me
     where each field's value came from: default, config file <path>, preset <method>, command line."""
     origin = {"dataset": "command line" if dataset else "default", "method": "command line"}
     dataset = dataset or RunConfig.dataset
+    if is_folder(dataset):
+        dataset = _folder(dataset)
     origin["model"] = ("command line" if model else
                        f"default for {'a synthetic task' if dataset in SYNTHETIC_TASKS else 'a real data set'}")
     model = model or default_model(dataset)
@@ -295,7 +305,7 @@ def resolve(dataset: Optional[str] = "gratings", model: Optional[str] = None, me
     origin.update(dict.fromkeys(overrides, "command line"))
     values.update(dataset=dataset, model=model, method=method)
     values = {k: _coerce(k, v) for k, v in values.items()}
-    real = dataset in REAL_TASKS
+    real = dataset in REAL_TASKS or is_folder(dataset)
     if values.get("data_path") is None:
         values["data_path"] = "device" if real else "pil"
     if values.get("num_workers") is None:  # decoding JPEGs needs every core; arrays in memory need none
@@ -315,8 +325,12 @@ def validate(cfg: RunConfig) -> None:
         if getattr(cfg, key) not in options:
             raise UserError(f"{key} '{getattr(cfg, key)}' is not valid; choose one of: {', '.join(options)}")
 
-    if cfg.dataset not in SYNTHETIC_TASKS + REAL_TASKS:
-        raise UserError(f"unknown dataset '{cfg.dataset}'; choose one of: {', '.join(REAL_TASKS + SYNTHETIC_TASKS)}")
+    if cfg.dataset not in SYNTHETIC_TASKS + REAL_TASKS and not is_folder(cfg.dataset):
+        raise UserError(f"unknown dataset '{cfg.dataset}'; choose one of: {', '.join(REAL_TASKS + SYNTHETIC_TASKS)}, "
+                        "or folder:PATH for a folder of your own images")
+    if not 0 < cfg.split_ratio < 1:
+        raise UserError(f"split_ratio must lie strictly between 0 and 1 (the share of each class that trains), "
+                        f"got {cfg.split_ratio}")
     check_model_name(cfg.model)
     for f in fields(cfg):
         value = getattr(cfg, f.name)
@@ -436,6 +450,42 @@ def write_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
+def read_run_config(path: Path) -> RunConfig:
+    """The RunConfig a run folder's config.yaml (``write_yaml``) holds: a UserError naming the file and
+    key when a key is unknown or a value of the wrong type (whether it is the run's own is for the
+    caller to check, e.g. against the record's run id)."""
+    values = read_config_file(path)
+    _check_keys(values, str(path))
+    missing = [k for k in ("dataset", "model", "method") if k not in values]
+    if missing:
+        raise UserError(f"{path} is not a run's config: it has no {', '.join(missing)}")
+    return RunConfig(**{k: _coerce(k, v) for k, v in values.items()})  # validated when the run resolved it
+
+
+def finetune_command(cfg: RunConfig) -> str:
+    """A ``flowvision finetune`` command line whose config is ``cfg``: the identity options, the places
+    (weights, data, source images, results) it read and wrote, and ``--set`` for every field that can
+    change a number whose value differs from what the identity options resolve to."""
+    import shlex
+
+    base = resolve(cfg.dataset, cfg.model, cfg.method, {"seed": cfg.seed, "weights": cfg.weights})
+    parts = ["flowvision", "finetune", "--dataset", cfg.dataset, "--model", cfg.model, "--method", cfg.method,
+             "--seed", str(cfg.seed)]
+    for option, key in (("--weights", "weights"), ("--data-root", "data_root"), ("--imagenet", "imagenet"),
+                        ("--source-eval", "source_eval_dir")):
+        if getattr(cfg, key):
+            parts += [option, str(getattr(cfg, key))]
+    if cfg.results_dir != RunConfig.results_dir:
+        parts += ["--results-dir", cfg.results_dir]
+    for key in KEYED_FIELDS:
+        value = getattr(cfg, key)
+        if value != getattr(base, key):
+            text = (",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else "none" if value is None
+                    else str(value).lower() if isinstance(value, bool) else str(value))
+            parts += ["--set", f"{key}={text}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("FLOWVISION_CACHE") or Path.home() / ".cache" / "flowvision")
 
@@ -451,9 +501,18 @@ def keyed_values(cfg: RunConfig) -> dict:
     return {k: v for k, v in _numbers(cfg).items() if k != "seed"}
 
 
+def _folder(dataset: str) -> str:
+    """``folder:PATH`` with PATH made absolute; an empty PATH is a UserError."""
+    path = dataset.split(":", 1)[1]
+    if not path.strip():
+        raise UserError("--dataset folder:PATH needs the path of a folder of images, e.g. folder:~/photos")
+    return folder_dataset(path)
+
+
 def run_id(cfg: RunConfig) -> str:
-    """<dataset>-<model>-<method>-s<seed>-<hash of every field that can change a number>."""
-    return f"{cfg.dataset}-{model_slug(cfg)}-{cfg.method}-s{cfg.seed}-{stable_hash(_numbers(cfg))[:8]}"
+    """<dataset>-<model>-<method>-s<seed>-<hash of every field that can change a number>; a folder data
+    set is named by its base name (the hash holds its full path)."""
+    return f"{dataset_slug(cfg.dataset)}-{model_slug(cfg)}-{cfg.method}-s{cfg.seed}-{stable_hash(_numbers(cfg))[:8]}"
 
 
 def config_id(cfg: RunConfig) -> str:

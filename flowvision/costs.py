@@ -25,8 +25,14 @@ IN1K_VAL = 50_000
 
 def _sizes(cfg) -> tuple[int, int]:
     """(N_train, N_test) of a run's target data set: the official counts of a real set, the
-    configured or default sizes of a synthetic one."""
-    from .registry import is_synthetic
+    configured or default sizes of a synthetic one, the images a folder holds (0 when it cannot be read)."""
+    from .registry import is_folder, is_synthetic
+
+    if is_folder(cfg.dataset):
+        from .data.folder import folder_status
+
+        row = folder_status(cfg.dataset, cfg.split_ratio, cfg.data_seed)
+        return row["n_train"] or 0, row["n_test"] or 0
 
     if is_synthetic(cfg.dataset):
         from .data.synthetic import SPECS

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import FIELDS, RunConfig
+from .registry import is_folder
 
 # What an uncached stage does on every run (it loads, or it is cheap); the rest are cached files.
 LOADS = {"task": "loads the target data", "source": "loads the pre-trained weights",
@@ -45,6 +46,14 @@ def _row(what: str, path, found: Optional[bool], note: str = "") -> dict:
 def _data_row(cfg: RunConfig) -> dict:
     if cfg.synthetic:
         return _row("target data", f"synthetic {cfg.dataset}", True, "generated in memory")
+    if is_folder(cfg.dataset):
+        from .data.folder import folder_status
+
+        row = folder_status(cfg.dataset, cfg.split_ratio, cfg.data_seed)
+        note = (f"{row['classes']} classes ({row['layout']}): {row['n_train']} train / {row['n_test']} test images, "
+                f"fingerprint {row['fingerprint']}; every image is decoded and checked when the run loads it"
+                if row["found"] else f"cannot be used: {row['problem']}")
+        return _row("target data (your folder)", row["path"], row["found"], note)
     from .data.fetch import how_to_get, resolve_data_root
     from .data.real import data_folder
 
@@ -167,7 +176,7 @@ def plan_rows(cfg: RunConfig, found: dict) -> list[dict]:
 
 def dry_run(cfg: RunConfig, sources: dict) -> dict:
     """Everything ``--dry-run`` prints, as data (see the module docstring)."""
-    from .config import run_id
+    from .config import DEFAULT_CONFIG, run_id
 
     rid = run_id(cfg)
     finished = (Path(cfg.results_dir) / "runs" / rid / "result.json").is_file()
@@ -179,6 +188,10 @@ def dry_run(cfg: RunConfig, sources: dict) -> dict:
                      + ", ".join(passes) + " test passes)")
     if cfg.hparams_note:
         notes.append(cfg.hparams_note)
+    default = next((where for where in sources.values() if where.startswith("config file ")
+                    and where.split(" (")[0].endswith(f"/{DEFAULT_CONFIG}")), None)
+    if default:
+        notes.append(f"no config file names {cfg.dataset}: the values marked '{default.split(' (')[0]}' apply")
     return {"run": {"run_id": rid, "finished": finished, "folder": str(Path(cfg.results_dir) / "runs" / rid)},
             "config": config_rows(cfg, sources), "files": file_rows(cfg),
             "plan": plan_rows(cfg, fingerprints(cfg)), "notes": notes}

@@ -53,7 +53,7 @@ def _atomic(path: Path, write, size: int = 0) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        shareable(tmp)
         os.replace(tmp, path)
     except OSError as e:
         if tmp and os.path.exists(tmp):
@@ -69,6 +69,12 @@ def _atomic(path: Path, write, size: int = 0) -> None:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def shareable(path) -> None:
+    """Give a file the mode the umask allows (0666 & ~umask): mkstemp, and libraries that write through
+    it, make 0600, and results are meant to be shared."""
+    os.chmod(path, 0o666 & ~_UMASK)
 
 
 def remove_orphans(folder: Path, names: list[str]) -> int:

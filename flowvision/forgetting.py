@@ -174,8 +174,17 @@ def measured_model(source, finetuned, restore: str = "task-specific", rule: str 
     (``models.task_specific_keys``; 'auto' follows the model's family)."""
     from . import models
 
-    keep = models.task_specific_keys(source, rule) if restore == "task-specific" else models.head_keys(source)
     model = copy.deepcopy(source)
-    models.copy_tensors(model, finetuned, skip=keep)
+    models.copy_tensors(model, finetuned, skip=restored_keys(source, restore, rule))
     return model
+
+
+def restored_keys(source, restore: str = "task-specific", rule: str = "auto") -> set:
+    """The state-dict keys the measured model takes from the source: the task-specific parts by
+    ``rule`` (``restore="task-specific"``), or the head alone (``restore="none"``). With the
+    fine-tuned model's other tensors they make the measured model (``measured_model``); an export
+    ships them as its source parts."""
+    from . import models
+
+    return models.task_specific_keys(source, rule) if restore == "task-specific" else models.head_keys(source)
 

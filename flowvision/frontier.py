@@ -11,7 +11,9 @@ through the ordinary pipeline (the same cached stages, ordinary run folders):
     FLOW          τ over quantiles of the probe's losses (default: p10, p25, median, p75, p90)
     FLOW+WiSE-FT  α, on the FLOW run at the config's τ
 
-and plots target accuracy against source accuracy with each method's Pareto front (``stats``). The
+and plots target accuracy against source accuracy with each method's Pareto front (``stats``); on
+unlabelled source images (``--source-eval`` photos) the source axis is the label-free measure instead,
+the agreement with the pre-trained model's top-1 class (the pre-trained model is at 100 %). The
 table gives the area each front dominates (from the origin, in percent of the 100 × 100 square: a
 front that is better everywhere has the larger area) and the paper's "Average", mean(source acc,
 target acc), at each method's best point. Runs off a method's defaults carry ``sweep="frontier"``
@@ -62,22 +64,31 @@ def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,)
     return cfgs
 
 
+def source_measure(records: Sequence[dict]) -> str:
+    """The record field the source axis shows: source accuracy, or on unlabelled source images (no
+    accuracy) the agreement with the pre-trained model's top-1 class."""
+    return "source_acc_after" if any(r["source_acc_after"] is not None for r in records) else "source_agreement"
+
+
+MEASURES = {"source_acc_after": "source accuracy", "source_agreement": "agreement with the pre-trained top-1"}
+
+
 def seed_points(records: Sequence[dict]) -> pd.DataFrame:
     """One row per run and setting (a WiSE-FT run gives one per α): method, setting, order, seed,
-    source, target, average (percent)."""
-    rows = []
+    source, target, average (percent); ``source`` is ``source_measure``'s field."""
+    rows, measure = [], source_measure(records)
     for r in records:
         if r["method"] in ("wiseft", "flow+wiseft"):
             for p in r["wise"]:
                 rows.append({"method": r["method"], "setting": f"α={p['alpha']:g}", "order": p["alpha"],
-                             "source": p["source_acc_after"], "target": p["target_acc"], "seed": r["seed"]})
+                             "source": p[measure], "target": p["target_acc"], "seed": r["seed"]})
         elif r["method"] == "ft":
             rows.append({"method": "ft", "setting": f"lr={r['lr']:g}, {r['epochs']} ep",
-                         "order": r["lr"] * r["epochs"], "source": r["source_acc_after"], "target": r["target_acc"],
+                         "order": r["lr"] * r["epochs"], "source": r[measure], "target": r["target_acc"],
                          "seed": r["seed"]})
         else:
             rows.append({"method": r["method"], "setting": f"τ={r['tau_rule']}", "order": r["tau"],
-                         "source": r["source_acc_after"], "target": r["target_acc"], "seed": r["seed"]})
+                         "source": r[measure], "target": r["target_acc"], "seed": r["seed"]})
     df = pd.DataFrame(rows)
     df[["source", "target"]] *= 100.0
     df["average"] = (df["source"] + df["target"]) / 2
@@ -125,15 +136,16 @@ def summary(seed_pts: pd.DataFrame) -> pd.DataFrame:
         at_best = seed_pts[(seed_pts["method"] == method) & (seed_pts["setting"] == best["setting"])]
         rows.append({"method": LABELS[method], "seeds": len(areas), "points": len(own), "on front": len(front),
                      "dominated area (%)": _interval(areas), "best Average": _interval(at_best["average"]),
-                     "at": best["setting"], "source acc there": round(best["source"], 2),
+                     "at": best["setting"], "source there": round(best["source"], 2),
                      "target acc there": round(best["target"], 2)})
     return pd.DataFrame(rows)
 
 
-def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path) -> Path:
-    """Source (x) vs target (y) accuracy: every setting's mean over seeds (error bars: std over seeds),
-    each method's Pareto front of the means as a staircase, every point labelled in a column beside the
-    axes (``plots.label_points``: no two labels overlap), the pre-trained source accuracy inside the axes."""
+def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path,
+         measure: str = "source_acc_after") -> Path:
+    """Source (x: ``measure``) vs target (y) accuracy: every setting's mean over seeds (error bars: std over
+    seeds), each method's Pareto front of the means as a staircase, every point labelled in a column beside
+    the axes (``plots.label_points``: no two labels overlap), the pre-trained source value inside the axes."""
     from matplotlib.figure import Figure
 
     from .plots import DPI, FONT, include, label_points, method_style, save_figure
@@ -156,9 +168,9 @@ def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path) -> Pat
         for _, row in own.iterrows():
             xs.append(row["source"]), ys.append(row["target"]), colors.append(look["color"])
             labels.append(f"{short} {row['setting']}")
-    ax.axvline(source_before, color="grey", ls="--", lw=0.8, label="pre-trained source accuracy")
+    ax.axvline(source_before, color="grey", ls="--", lw=0.8, label=f"pre-trained {MEASURES[measure]}")
     include(ax, "x", source_before)
-    ax.set_xlabel("source accuracy after fine-tuning (%)  → forgets less", fontsize=FONT + 1)
+    ax.set_xlabel(f"{MEASURES[measure]} after fine-tuning (%)  → forgets less", fontsize=FONT + 1)
     ax.set_ylabel("target accuracy (%)", fontsize=FONT + 1)
     ax.set_title(title, fontsize=FONT + 2)
     ax.tick_params(labelsize=FONT)
@@ -176,6 +188,7 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
 
     from .files import atomic_write_text
     from .config import model_slug
+    from .registry import dataset_slug
     from .run import run
 
     cfgs = sweep(dataset, model, overrides, seeds, **knobs)
@@ -187,12 +200,14 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     per_seed = seed_points(records)
     pts = points(records)
     table = summary(per_seed)
-    folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset}-{model_slug(cfgs[0])}"
-    before = 100.0 * records[0]["source_acc_before"]
+    folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset_slug(cfgs[0].dataset)}-{model_slug(cfgs[0])}"
+    measure = source_measure(records)
+    before = 100.0 * records[0]["source_acc_before"] if measure == "source_acc_after" else 100.0
     seeds_text = ", ".join(map(str, seeds))
-    png = plot(pts, before, f"{dataset} / {model}: trade-off frontiers (seed{'s' if len(seeds) > 1 else ''} "
-                            f"{seeds_text})", folder / "frontier.png")
+    png = plot(pts, before, f"{dataset_slug(cfgs[0].dataset)} / {model}: trade-off frontiers (seed{'s' if len(seeds) > 1 else ''} "
+                            f"{seeds_text})", folder / "frontier.png", measure)
     atomic_write_text(folder / "points.csv", pts.round(4).to_csv(index=False))
     atomic_write_text(folder / "summary.csv", table.to_csv(index=False))
     return {"points": pts, "summary": table, "png": str(png), "folder": str(folder),
-            "runs": [r["run_dir"] for r in records], "seconds": time.time() - t0, "source_before": before}
+            "runs": [r["run_dir"] for r in records], "seconds": time.time() - t0, "source_before": before,
+            "measure": MEASURES[measure]}

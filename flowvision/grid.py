@@ -33,7 +33,8 @@ def grid(model: str, datasets: list[str], methods: list[str], seeds: list[int], 
             for seed in seeds:
                 cfg = config.resolve(dataset, model, method, dict(overrides, seed=seed))
                 extra = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
-                cmd = f"flowvision finetune --dataset {dataset} --model {model} --method {method} --seed {seed}"
+                cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {model} --method {method} "
+                       f"--seed {seed}")
                 cells.append((cfg, f"{cmd} {extra}".strip()))
     return cells
 
@@ -110,7 +111,7 @@ def check_inputs(cells: list) -> list[str]:
     Reads folder listings and split files; loads no model and decodes no image."""
     from .data.fetch import resolve_data_root
     from .errors import UserError
-    from .registry import is_real
+    from .registry import folder_path, is_folder, is_real
     from .source import preflight
 
     problems, seen = [], set()
@@ -130,9 +131,13 @@ def check_inputs(cells: list) -> list[str]:
 
             root = resolve_data_root(cfg.data_root)
             check(("data", cfg.dataset, str(root)), lambda: load_real_splits(cfg.dataset, root))  # its error says how
+        elif is_folder(cfg.dataset):
+            from .data.folder import scan
+
+            check(("data", cfg.dataset), lambda: scan(Path(folder_path(cfg.dataset))))
         check(("weights", cfg.model, cfg.weights), lambda: (preflight(cfg), _weights_found(cfg)))
         if cfg.model != "demo":
-            check(("imagenet", cfg.imagenet), lambda: _imagenet_valid(cfg))
+            check(("imagenet", cfg.imagenet, cfg.source_eval_dir), lambda: _imagenet_valid(cfg))
     return problems
 
 
@@ -158,10 +163,18 @@ def _weights_found(cfg) -> None:
 
 
 def _imagenet_valid(cfg) -> None:
-    from .data.imagenet import check_classes, imagenet_synsets
+    """ImageNet val's 1000 synset folders; a --source-eval folder needs synset folders only when it has
+    some (any other folder of images is measured without labels)."""
+    from .data.imagenet import check_classes, imagenet_synsets, is_synset_folder
+    from .errors import UserError
     from .forgetting import imagenet_root
 
-    check_classes(imagenet_root(cfg), imagenet_synsets())
+    root = imagenet_root(cfg)
+    if cfg.source_eval_dir and not is_synset_folder(root):
+        if not root.is_dir():
+            raise UserError(f"source evaluation folder {root} does not exist; pass --source-eval DIR (a folder of images)")
+        return
+    check_classes(root, imagenet_synsets())
 
 
 # ---- this process ------------------------------------------------------------------------------------

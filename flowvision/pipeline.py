@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from . import forgetting, source
 from .config import RunConfig
 from .data.real import PAPER_SPLITS
+from .registry import is_folder
 from .stages import Run, Stage, Store
 from .weighting import applied_weighting, check_weights, flow_weights, is_paper_tau, parse_tau
 
@@ -73,7 +74,7 @@ def _task(i):
 def _task_reads(cfg) -> tuple:
     common = ("dataset", "image_size", "data_seed", "augment", "data_path")
     return (common + (("n_train", "n_test") if cfg.synthetic else ())
-            + (("protocol",) if cfg.dataset in PAPER_SPLITS else ()))
+            + (("protocol",) if cfg.dataset in PAPER_SPLITS else ()) + (("split_ratio",) if is_folder(cfg.dataset) else ()))
 
 
 def _source(i):

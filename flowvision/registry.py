@@ -4,6 +4,7 @@
     registry.resolve_dataset_group("paper")   # ['cifar10', 'cifar100', ..., 'stanford_dogs']
     registry.METHODS["flow+wiseft"]           # ('flow', {knobs})
     registry.MODEL_TAGS["resnet18"]           # 'resnet18.tv_in1k'
+    registry.folder_dataset("~/photos")       # 'folder:/home/me/photos': the user's own images
 
 Everything else (config, data loaders, tables, figures, the CLI's help) reads these lists. How a
 data set is loaded stays with its loader (``data/real.py`` and ``data/synthetic.py`` hold one spec
@@ -24,6 +25,9 @@ DEMO_DATASETS = ("gratings", "patterns")          # synthetic targets for the de
 SYNTHETIC_DATASETS = DEMO_DATASETS + (SOURCE_TASK,)
 DATASETS = REAL_DATASETS + SYNTHETIC_DATASETS
 DATASET_GROUPS = {"paper": PAPER_DATASETS, "demo": DEMO_DATASETS}   # for `reproduce --datasets`
+# Any other data set is a folder of the user's own images: ``folder:PATH`` (``data/folder.py``), its
+# path made absolute when a config is resolved; runs name it by the folder's base name.
+FOLDER_PREFIX = "folder:"
 
 # --------------------------------------------------------------------------------------- methods
 # Methods are presets of orthogonal knobs; a new baseline is a new entry here, not a new loop.
@@ -80,6 +84,34 @@ def is_real(name: str) -> bool:
     return name in REAL_DATASETS
 
 
+def is_folder(name: str) -> bool:
+    """A folder of the user's own images (``folder:PATH``)."""
+    return name.startswith(FOLDER_PREFIX)
+
+
+def folder_dataset(path: str) -> str:
+    """'folder:' + the absolute form of ``path`` (``~`` expanded): the name a run records."""
+    import os
+
+    return FOLDER_PREFIX + os.path.abspath(os.path.expanduser(path))
+
+
+def folder_path(name: str) -> str:
+    """The path of a ``folder:PATH`` data set."""
+    return name[len(FOLDER_PREFIX):]
+
+
+def dataset_slug(name: str) -> str:
+    """How file and folder names call a data set: its name, or a folder's base name (characters other
+    than letters, digits, '_', '.' and '-' replaced by '_')."""
+    import re
+
+    if not is_folder(name):
+        return name
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder_path(name).rstrip("/").rsplit("/", 1)[-1]).strip(".")
+    return base or "folder"
+
+
 def check_dataset(name: str, among: Sequence[str] = DATASETS) -> str:
     """``name`` if it is one of ``among``, else a UserError listing them."""
     if name not in among:
@@ -88,8 +120,8 @@ def check_dataset(name: str, among: Sequence[str] = DATASETS) -> str:
 
 
 def resolve_dataset_group(text: str) -> list[str]:
-    """'paper' | 'demo' | 'cifar10,demo,...' -> data set names, groups expanded, each once, in order.
-    Names are not checked here (the run's config check names a bad one)."""
+    """'paper' | 'demo' | 'cifar10,demo,folder:PATH,...' -> data set names, groups expanded, each once,
+    in order. Names are not checked here (the run's config check names a bad one)."""
     names: list[str] = []
     for item in (part.strip() for part in text.split(",")):
         for name in DATASET_GROUPS.get(item, (item,) if item else ()):

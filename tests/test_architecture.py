@@ -10,12 +10,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flowvision"
 FLOORS = {
     0: ("", "errors", "registry", "files", "console", "distributed", "stats", "weighting", "config"),
     1: ("hardware", "data", "data.base", "data.device", "data.synthetic", "data.decoded", "data.real",
-        "data.imagenet", "data.fetch", "models", "evaluate", "runstate", "trackers"),
+        "data.imagenet", "data.fetch", "data.folder", "models", "evaluate", "runstate", "trackers"),
     2: ("stages", "train", "source", "forgetting", "importing"),
     3: ("pipeline",),
     4: ("audit", "record", "costs", "dryrun"),
     5: ("run", "housekeeping", "runs", "ledger", "tables", "plots", "report", "grid", "launch", "frontier",
-        "bench", "gpucheck"),
+        "bench", "gpucheck", "export"),
     6: ("cli_data", "cli", "__main__"),
 }
 FLOOR = {name: floor for floor, names in FLOORS.items() for name in names}

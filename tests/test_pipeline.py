@@ -140,6 +140,7 @@ BASES = {
     "imagenet": ("cifar10", "resnet18", "flow+wiseft", {"tau": "paper", "weights": "/w/r18.safetensors"}),
     "paper": ("gratings", "demo", "flow", {"protocol": "paper"}),
     "dogs": ("stanford_dogs", "resnet18", "flow", {"protocol": "paper", "tau": "paper"}),
+    "folder": ("folder:/data/birds", "resnet18", "flow", {"weights": "/w/r18.safetensors"}),
 }
 
 # An alternative value for every field that can change a number: a new field must be added here,
@@ -156,7 +157,7 @@ ALTERNATIVES = {
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
     "imagenet_transform": ["timm"], "restore": ["none"], "task_specific": ["head"], "demo_arch": ["resnet10t"],
     "demo_epochs": [9], "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "amp": [True],
-    "data_path": ["device", "pil"],
+    "data_path": ["device", "pil"], "split_ratio": [0.5],
 }
 
 

@@ -1,10 +1,11 @@
-"""Data sets by name: the synthetic demo tasks and the real target sets, all as TaskData."""
+"""Data sets by name: the synthetic demo tasks, the real target sets and folders of the user's own
+images (``folder:PATH``), all as TaskData."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..registry import is_synthetic
+from ..registry import is_folder, is_synthetic
 
 if TYPE_CHECKING:  # torch loads with the data, not with this package: the dry run stays torch-free
     from .base import TaskData
@@ -20,7 +21,7 @@ def __getattr__(name: str):
 
 def load_task(cfg) -> TaskData:
     """The target task of a RunConfig (its dataset, image size, augmentation, data seed, root and,
-    for the data sets in ``real.PAPER_SPLITS``, the protocol)."""
+    for the data sets in ``real.PAPER_SPLITS``, the protocol; for a folder, its split ratio)."""
     if is_synthetic(cfg.dataset):
         from .synthetic import load_synthetic_task
 
@@ -28,6 +29,13 @@ def load_task(cfg) -> TaskData:
                                    n_train=cfg.n_train, n_test=cfg.n_test, augment=cfg.augment,
                                    data_path=cfg.data_path)
     from ..config import default_cache_dir
+
+    if is_folder(cfg.dataset):
+        from .folder import load_folder_task
+
+        return load_folder_task(cfg.dataset, image_size=cfg.image_size or 224, augment=cfg.augment,
+                                seed=cfg.data_seed, split_ratio=cfg.split_ratio, data_path=cfg.data_path,
+                                cache_dir=Path(cfg.cache_dir or default_cache_dir()))
     from .fetch import resolve_data_root
     from .real import PAPER_SPLITS, load_real_task
 
@@ -43,6 +51,10 @@ def normalisation(name: str) -> tuple[tuple, tuple]:
         from .synthetic import MEAN, STD
 
         return MEAN, STD
+    if is_folder(name):
+        from .folder import IMAGENET_MEAN, IMAGENET_STD
+
+        return IMAGENET_MEAN, IMAGENET_STD
     from .real import REAL_TASKS
 
     return REAL_TASKS[name].mean, REAL_TASKS[name].std
@@ -54,6 +66,8 @@ def class_names(task: TaskData):
         from .synthetic import SPECS
 
         return list(SPECS[task.name].classes)
+    if isinstance(task.info, dict) and task.info.get("classes"):  # a folder's class folders
+        return list(task.info["classes"])
     base = getattr(task.train_eval, "base", None)
     names = getattr(base, "classes", None)
     return list(names) if names is not None and len(names) == task.num_classes else None

@@ -16,7 +16,7 @@ import os
 import socket
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..errors import UserError
 from ..registry import REAL_DATASETS, check_dataset
@@ -102,13 +102,22 @@ def _imagenet_row(imagenet: Optional[Path], root: Path) -> dict:
     return row
 
 
-def data_status(root: Path, imagenet: Optional[Path] = None) -> list[dict]:
-    """One dict per data set (the eight targets, then the ImageNet val set):
+def data_status(root: Path, imagenet: Optional[Path] = None, folders: Sequence[str] = ()) -> list[dict]:
+    """One dict per data set (the eight targets, each ``folder:PATH`` of ``folders``, then the ImageNet
+    val set):
     name, found, path, n_train, n_test (None when not found), how_to_get, problem (why not found,
     or a note; None when all is well). Reads every split once (CIFAR: ~1 s); for caltech101 this
     computes and saves the split file if there is none yet."""
+    from ..registry import folder_dataset, folder_path, is_folder
+    from .folder import folder_status
+
+    wrong = [name for name in folders if not is_folder(name)]
+    if wrong:
+        raise UserError(f"--dataset {wrong[0]}: give a folder of your own images as folder:PATH (the registered "
+                        "data sets are listed anyway)")
     root = Path(root)
     rows = [_status_row(name, root) for name in REAL_DATASETS]
+    rows += [folder_status(folder_dataset(folder_path(name))) for name in folders]
     return rows + [_imagenet_row(imagenet, root)]
 
 

@@ -138,29 +138,54 @@ def _incomplete(name: str, root: Path, detail: str) -> UserError:
 # ----------------------------------------------------------------------------------- transforms
 def build_transforms(name: str, image_size: int = 224, augment: bool = True):
     """(train, eval) transforms for ``name``: PIL image -> (3, image_size, image_size) float32."""
+    spec = REAL_TASKS[name]
+    return recipe_pil_transforms(spec.recipe, spec.mean, spec.std, image_size, augment)
+
+
+def recipe_pil_transforms(recipe: str, mean, std, image_size: int = 224, augment: bool = True):
+    """(train, eval) per-sample transforms of a recipe (``RealSpec.recipe``) at ``image_size``,
+    normalised with ``mean``/``std``; ``augment=False``: the eval transform for both."""
     import torch
     from torchvision.transforms import v2
 
     from .decoded import scaled
 
-    spec = REAL_TASKS[name]
     s, big = image_size, scaled(256, image_size)
     jitter = v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)
-    if spec.recipe == "resize":                 # CIFAR: square 32-px images, so Resize(s) is s x s
+    if recipe == "resize":                      # CIFAR: square 32-px images, so Resize(s) is s x s
         train, test = [v2.Resize(s), v2.RandomHorizontalFlip()], [v2.Resize(s)]
-    elif spec.recipe == "resize_square":        # flowers: squash to s x s
+    elif recipe == "resize_square":             # flowers: squash to s x s
         train, test = [v2.Resize((s, s)), v2.RandomHorizontalFlip()], [v2.Resize((s, s))]
-    elif spec.recipe == "crop_jitter":          # caltech101, dtd, oxford_pets
+    elif recipe == "crop_jitter":               # caltech101, dtd, oxford_pets, folders of the user's images
         train = [v2.RandomResizedCrop(s), v2.RandomHorizontalFlip(), jitter]
         test = [v2.Resize(big), v2.CenterCrop(s)]
-    elif spec.recipe == "square_crop_jitter":   # stanford_cars, stanford_dogs
+    elif recipe == "square_crop_jitter":        # stanford_cars, stanford_dogs
         train = [v2.Resize((big, big)), v2.RandomCrop(s), v2.RandomHorizontalFlip(), jitter]
         test = [v2.Resize((big, big)), v2.CenterCrop(s)]
     else:
-        raise ValueError(f"unknown recipe {spec.recipe!r}")
-    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
+        raise ValueError(f"unknown recipe {recipe!r}")
+    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     eval_tf = v2.Compose(test + tail)
     return (v2.Compose(train + tail) if augment else eval_tf), eval_tf
+
+
+def timm_eval_config(recipe: str, image_size: int, mean, std) -> dict:
+    """The eval transform of ``recipe`` (``recipe_pil_transforms``) in the terms of timm's data config,
+    so that timm's ``create_transform`` rebuilds it from an exported config.json: Resize(big) +
+    CenterCrop(s) is crop_pct = s / big with crop_mode 'center', Resize((big, big)) + CenterCrop(s) the
+    same with 'squash'; the 'resize' recipes (and the synthetic tasks, already s × s) crop nothing.
+    timm resizes to floor(s / crop_pct): the crop_pct written is one for which that is ``big``."""
+    import math
+
+    from .decoded import scaled
+
+    s, big = image_size, scaled(256, image_size)
+    crop_pct, mode = {"resize": (1.0, "center"), "resize_square": (1.0, "squash"), "synthetic": (1.0, "center"),
+                      "crop_jitter": (None, "center"), "square_crop_jitter": (None, "squash")}[recipe]
+    if crop_pct is None:
+        crop_pct = next(c for c in (round(s / big, 4), s / big, s / (big + 0.5)) if math.floor(s / c) == big)
+    return {"input_size": (3, s, s), "interpolation": "bilinear", "crop_pct": crop_pct, "crop_mode": mode,
+            "mean": tuple(mean), "std": tuple(std)}
 
 
 class Transformed:
@@ -376,13 +401,14 @@ def caltech_split(images, seed: int) -> dict:
             "train": [r for r in all_rels if r in train], "test": [r for r in all_rels if r not in train]}
 
 
-def split_file_candidates(folder: Path, seed: int) -> list[Path]:
-    """Where the Caltech split index lives: next to the data, else (read-only data) in the cache."""
+def split_file_candidates(folder: Path, seed: int, prefix: str = "caltech101", suffix: str = "") -> list[Path]:
+    """Where a split index lives: next to the data (``flowvision-split-seed<seed><suffix>.json``),
+    else (read-only data) in the cache, named by ``prefix`` and a hash of the folder's path."""
     from ..config import default_cache_dir
 
     key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:10]
-    return [folder / f"flowvision-split-seed{seed}.json",
-            default_cache_dir() / "splits" / f"caltech101-{key}-seed{seed}.json"]
+    return [folder / f"flowvision-split-seed{seed}{suffix}.json",
+            default_cache_dir() / "splits" / f"{prefix}-{key}-seed{seed}{suffix}.json"]
 
 
 def _write_json_atomic(path: Path, obj: dict) -> bool:
@@ -401,6 +427,36 @@ def _write_json_atomic(path: Path, obj: dict) -> bool:
         return False
 
 
+def saved_split(name: str, where: Path, candidates: list[Path], on_disk: list[str], classes: list[str],
+                compute) -> tuple[dict, Path]:
+    """A split written once and reused: -> ({"train": [relpath, ...], "test": [...], ...}, its file).
+    The first existing file of ``candidates`` is read and must list exactly the images ``on_disk``
+    (paths relative to ``where``) and ``classes``; with none, ``compute()`` makes the split and it is
+    written to the first candidate that can be written. A file that is unreadable or stale is a
+    UserError: a split never changes silently (an image moving from test to train would make runs
+    incomparable)."""
+    existing = next((p for p in candidates if p.is_file()), None)
+    if existing is None:
+        split = compute()
+        path = next((p for p in candidates if _write_json_atomic(p, split)), None)
+        if path is None:
+            raise UserError(f"cannot write the {name} split file to {candidates[0]} or "
+                            f"{candidates[1]}: make one of them writable (or set FLOWVISION_CACHE)")
+        return split, path
+    try:
+        split = json.loads(existing.read_text())
+        listed = set(split["train"]) | set(split["test"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{name} split file {existing} is unreadable ({type(e).__name__}): "
+                        f"delete it to compute the split again") from None
+    here = set(on_disk)
+    if listed != here or split.get("classes") != list(classes):
+        raise UserError(f"{name} split file {existing} does not match the images under "
+                        f"{where} ({len(here - listed)} new, {len(listed - here)} gone): "
+                        f"delete it to compute a new split")
+    return split, existing
+
+
 def _caltech(name: str, root: Path, seed: int):
     from torch.utils.data import Subset
 
@@ -410,27 +466,8 @@ def _caltech(name: str, root: Path, seed: int):
         raise _missing(name, root, "no 101_ObjectCategories/")
     images = _image_folder(name, root, categories)
     _check_classes(name, root, images.classes)
-    candidates = split_file_candidates(folder, seed)
-    existing = next((p for p in candidates if p.is_file()), None)
-    if existing is not None:
-        split_path = existing
-        try:
-            split = json.loads(existing.read_text())
-            listed = set(split["train"]) | set(split["test"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"caltech101 split file {existing} is unreadable ({type(e).__name__}): "
-                            f"delete it to compute the split again") from None
-        on_disk = set(_relpaths(images))
-        if listed != on_disk or split.get("classes") != list(images.classes):
-            raise UserError(f"caltech101 split file {existing} does not match the images under "
-                            f"{categories} ({len(on_disk - listed)} new, {len(listed - on_disk)} gone): "
-                            f"delete it to compute a new split")
-    else:
-        split = caltech_split(images, seed)
-        split_path = next((p for p in candidates if _write_json_atomic(p, split)), None)
-        if split_path is None:
-            raise UserError(f"cannot write the caltech101 split file to {candidates[0]} or "
-                            f"{candidates[1]}: make one of them writable (or set FLOWVISION_CACHE)")
+    split, split_path = saved_split(name, categories, split_file_candidates(folder, seed), _relpaths(images),
+                                    list(images.classes), lambda: caltech_split(images, seed))
     position = {p: i for i, p in enumerate(_relpaths(images))}
     train = Subset(images, [position[p] for p in split["train"]])
     test = Subset(images, [position[p] for p in split["test"]])
@@ -468,8 +505,6 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
     ``protocol="paper"``: the official split where it differs (``PAPER_SPLITS``), its test part
     read with the training transforms as the official code does.
     """
-    from .base import Indexed, TaskData
-
     train_base, test_base, extra = load_real_splits(name, root, seed=seed, protocol=protocol)
     spec = REAL_TASKS[name]
     info = {"dataset": name, "path": str(data_folder(name, Path(root))), "split": spec.split,
@@ -477,8 +512,26 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
             "n_train": len(train_base), "n_test": len(test_base), "image_size": image_size,
             "augment": augment, "data_path": data_path, **extra}
     official_test = protocol == "paper" and name in PAPER_SPLITS  # the official test part: training transforms
+    files = None
+    if data_path == "device":  # the decoded caches' key: a listing of every file (the PIL path reads none)
+        from .decoded import folder_fingerprint
+
+        files = folder_fingerprint(data_folder(name, Path(root)))
+    return make_task(name, spec, train_base, test_base, info, files=files, extra=extra, image_size=image_size,
+                     augment=augment, data_path=data_path, cache_dir=cache_dir, official_test=official_test)
+
+
+def make_task(name: str, spec, train_base, test_base, info: dict, *, files, extra: dict, image_size: int,
+              augment: bool, data_path: str, cache_dir, official_test: bool = False) -> "TaskData":
+    """The TaskData of two untransformed ``(PIL image, label)`` splits with ``spec``'s recipe,
+    normalisation and class count, by either data path (see ``load_real_task``); ``info`` gets the
+    decoded caches' keys. ``files`` (the fingerprint of the files the splits read; device path) and
+    ``extra`` (what else decides the splits' contents) key the decoded caches. ``official_test``:
+    the test split gets the training transforms (the paper protocol's Stanford Dogs)."""
+    from .base import Indexed, TaskData
+
     if data_path == "device":
-        from .decoded import decoded, folder_fingerprint, stored
+        from .decoded import decoded, stored
         from .device import recipe_transforms
 
         native = None
@@ -486,7 +539,6 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
             w, h = train_base[0][0].size
             native = (h, w)
         store = stored(spec.recipe, image_size, native)
-        files = folder_fingerprint(data_folder(name, Path(root)))
         splits = {}
         for split, base in (("train", train_base), ("test", test_base)):
             identity = {"dataset": name, "split": split, "files": files, "n": len(base), "extra": extra}
@@ -499,7 +551,7 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
                         train_eval=Indexed(splits["train"], batch_transform=eval_b),
                         test=Indexed(splits["test"], batch_transform=train_b if official_test else eval_b),
                         info=info)
-    train_tf, eval_tf = build_transforms(name, image_size, augment)
+    train_tf, eval_tf = recipe_pil_transforms(spec.recipe, spec.mean, spec.std, image_size, augment)
     return TaskData(name=name, num_classes=spec.num_classes,
                     train=Indexed(Transformed(train_base, train_tf)),
                     train_eval=Indexed(Transformed(train_base, eval_tf)),
