@@ -123,12 +123,13 @@ def _losses(i):
     from .evaluate import predict
 
     probe = i["probe"].model
+    draws = i.cfg.seed * 10 + 4 if i.cfg.protocol == "paper" else 0
     if i.cfg.protocol == "paper":
-        torch.manual_seed(i.cfg.seed * 10 + 4)
+        torch.manual_seed(draws)  # device-side draws; host-side ones come from (draws, index)
         data, desc = i["task"].train, "losses (probe model, training transforms)"
     else:
         data, desc = i["task"].train_eval, "losses (probe model)"
-    p = predict(probe, data, hw=i.hw, desc=desc)
+    p = predict(probe, data, hw=i.hw, desc=desc, draw_seed=draws)
     probe.cpu()
     return {"losses": p.losses, "labels": p.labels}
 

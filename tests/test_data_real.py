@@ -90,6 +90,38 @@ def test_eval_recipes_follow_the_official_code(name, ops, resize):
     assert jitter == (name not in ("cifar10", "flowers102"))
 
 
+def _epoch(dataset, workers: int, draw_seed):
+    from flowvision.data.base import make_loader
+
+    batches = make_loader(dataset, 4, shuffle=True, seed=5, num_workers=workers, draw_seed=draw_seed)
+    return [(x, idx) for x, _, idx in batches]
+
+
+def test_host_augmentation_is_the_same_for_any_number_of_workers():
+    """On the PIL path each sample's crop, flip and jitter come from (seed, index), not from whichever
+    worker process happened to load it: 0 and 2 workers give the same epoch, bit for bit."""
+    from flowvision.data.base import Indexed
+    from flowvision.data.real import Transformed
+
+    rng = np.random.default_rng(0)
+    images = [(Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)), 0) for _ in range(12)]
+    train, _ = build_transforms("caltech101", image_size=8)  # RandomResizedCrop, flip, ColorJitter
+    data = Indexed(Transformed(images, train))
+    torch.manual_seed(0)
+    main = _epoch(data, 0, draw_seed=5)
+    after = torch.rand(3)
+    two = _epoch(data, 2, draw_seed=5)
+    assert [idx.tolist() for _, idx in main] == [idx.tolist() for _, idx in two]
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(main, two))
+    torch.manual_seed(0)
+    _epoch(data, 0, draw_seed=5)
+    assert torch.equal(torch.rand(3), after)  # the caller's generator is untouched by the draws
+    other = _epoch(data, 0, draw_seed=6)  # another epoch's draws (same order: the order has its own seed)
+    assert not any(torch.equal(a, b) for (a, _), (b, _) in zip(main, other))
+    unseeded = [_epoch(data, w, draw_seed=None) for w in (0, 2)]  # without it, the workers' seeds decide
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(*unseeded))
+
+
 def test_augment_false_gives_train_the_eval_transform():
     train, test = build_transforms("caltech101", image_size=16, augment=False)
     assert train is test

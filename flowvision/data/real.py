@@ -499,6 +499,9 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
                         train_eval=Indexed(splits["train"], batch_transform=eval_b),
                         test=Indexed(splits["test"], batch_transform=train_b if official_test else eval_b),
                         info=info)
+    from .base import HOST_DRAWS
+
+    info["draws"] = HOST_DRAWS
     train_tf, eval_tf = build_transforms(name, image_size, augment)
     return TaskData(name=name, num_classes=spec.num_classes,
                     train=Indexed(Transformed(train_base, train_tf)),
