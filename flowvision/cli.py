@@ -50,7 +50,7 @@ def finetune(
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     method: str = typer.Option("flow", help=f"One of: {', '.join(METHODS)}."),
     tau: Optional[str] = typer.Option(None, help="FLOW temperature: a number > 0, 'median', a percentile like p25, "
-                                                 "or 'paper' (the official script's, resnet18 only)."),
+                                                 "or 'paper' (the official script's; resnet18 and --protocol paper only)."),
     protocol: Optional[str] = typer.Option(None, help=PROTOCOL_HELP),
     seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation)."),
     epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the config file's)."),

@@ -54,7 +54,7 @@ class RunConfig:
     protocol: str = "clean"             # clean (ours) | paper (the official code's choices; registry.PROTOCOLS)
     # method knobs (set by the preset; an explicit value wins)
     weighting: str = "flow"
-    tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau, kept as the rule)
+    tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau, kept as the rule; paper protocol only)
     paper_tau: Optional[float] = None   # the official run script's τ for this model and data set
     normalize: str = "mean"             # mean: mean(w·ℓ) (official) | sum: Σwℓ/Σw
     head_init: str = "probe"
@@ -360,6 +360,11 @@ def validate(cfg: RunConfig) -> None:
         if is_paper_tau(cfg.tau) and model_alias(cfg.model) not in PAPER_TAU_MODELS:
             raise UserError(f"--tau paper: the official run scripts give τ only for {', '.join(PAPER_TAU_MODELS)}, "
                             f"not for {cfg.model}; use --tau median (the paper's rule) or a number")
+        if is_paper_tau(cfg.tau) and cfg.protocol != "paper":
+            # The official τ is the median probe loss under the *training* transforms; the clean protocol
+            # weights with eval-transform losses, which are smaller, so that τ is too large for them.
+            raise UserError("--tau paper (the official τ, a median of training-transform losses) needs --protocol "
+                            "paper; under the clean protocol use --tau median")
         parse_tau(cfg.tau, cfg.paper_tau)
     for key in ("epochs", "probe_epochs", "refit_epochs", "demo_epochs"):
         if getattr(cfg, key) < 0:

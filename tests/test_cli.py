@@ -131,6 +131,9 @@ def _table_rows(output: str) -> list[list[str]]:
     (["--dataset", "cifar10", "--model", "resnet50", "--tau", "paper"],
      "--tau paper: the official run scripts give τ only for resnet18, not for resnet50"),
     (["--protocol", "official"], "protocol 'official' is not valid; choose one of: clean, paper"),
+    (["--dataset", "cifar10", "--model", "resnet18", "--tau", "paper"],
+     "--tau paper (the official τ, a median of training-transform losses) needs --protocol paper; under the clean "
+     "protocol use --tau median"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message, tiny, tmp_path, monkeypatch):
     monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)

@@ -137,7 +137,7 @@ BASES = {
     "wiseft": ("gratings", "demo", "wiseft", {}),
     "lp": ("gratings", "demo", "lp", {}),
     "online": ("gratings", "demo", "flow", {"weighting": "flow-online", "tau": "0.5"}),
-    "imagenet": ("cifar10", "resnet18", "flow+wiseft", {"tau": "paper", "weights": "/w/r18.safetensors"}),
+    "imagenet": ("cifar10", "resnet18", "flow+wiseft", {"tau": "0.5", "weights": "/w/r18.safetensors"}),
     "paper": ("gratings", "demo", "flow", {"protocol": "paper"}),
     "dogs": ("stanford_dogs", "resnet18", "flow", {"protocol": "paper", "tau": "paper"}),
 }
