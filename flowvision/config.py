@@ -60,7 +60,9 @@ class RunConfig:
     head_init: str = "probe"
     finetune: bool = True
     regularizer: str = "none"
-    l2sp_lambda: float = 0.01
+    l2sp_lambda: float = 0.01           # (λ/2)·Σ‖θ − θ_source‖² over the shared tensors. No published source: the paper
+    #                                     gives no vision λ (its language experiments used 1e-3); 0.01 is flowvision's
+    #                                     own untuned choice, so `flowvision frontier` sweeps it (× 0.1, 1, 10)
     refit: bool = True
     wise_alpha: Optional[float] = None
     wise_alphas: tuple = ()
