@@ -24,7 +24,7 @@ from typing import Optional
 from .errors import UserError
 from .files import stable_hash
 from .registry import METHODS, MODEL_TAGS  # noqa: F401 (MODEL_TAGS: source.py reads it from here)
-from .registry import PAPER_TAU_MODELS, PROTOCOLS, default_model, model_alias
+from .registry import DOGS_SPLITS, PAPER_SPLITS, PAPER_TAU_MODELS, PROTOCOLS, default_model, model_alias
 from .registry import REAL_DATASETS as REAL_TASKS
 from .registry import SYNTHETIC_DATASETS as SYNTHETIC_TASKS
 
@@ -52,6 +52,8 @@ class RunConfig:
     method: str = _where("flow")        # a name for a preset of the knobs below; stages read the knobs
     seed: int = 0
     protocol: str = "clean"             # clean (ours) | paper (the official code's choices; registry.PROTOCOLS)
+    dogs_split: Optional[str] = None    # stanford_dogs under --protocol paper: per-stage (default: one split per
+    #                                     official script, as the official code drew them) | single; none elsewhere
     # method knobs (set by the preset; an explicit value wins)
     weighting: str = "flow"
     tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau, kept as the rule; paper protocol only)
@@ -300,6 +302,8 @@ def resolve(dataset: Optional[str] = "gratings", model: Optional[str] = None, me
     real = dataset in REAL_TASKS
     if values.get("data_path") is None:
         values["data_path"] = "device" if real else "pil"
+    if values.get("dogs_split") is None and dataset in PAPER_SPLITS and values.get("protocol") == "paper":
+        values["dogs_split"] = DOGS_SPLITS[0]  # docs/protocols.md says why per-stage is the paper protocol's
     if values.get("num_workers") is None:  # decoding JPEGs needs every core; arrays in memory need none
         values["num_workers"] = min(8, os.cpu_count() or 1) if real and values["data_path"] == "pil" else 0
     cfg = RunConfig(**values)
@@ -339,6 +343,11 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"--model demo is the synthetic 32-px demo network and cannot be fine-tuned on "
                         f"{cfg.dataset}; use --model resnet18 (the default for real data sets) or resnet50")
     choice("protocol", PROTOCOLS)
+    if cfg.dogs_split is not None:
+        if cfg.dataset not in PAPER_SPLITS or cfg.protocol != "paper":
+            raise UserError(f"dogs_split applies to {' and '.join(PAPER_SPLITS)} under --protocol paper only (the clean "
+                            "protocol uses the official train/test lists); drop --set dogs_split or add --protocol paper")
+        choice("dogs_split", DOGS_SPLITS)
     choice("weighting", WEIGHTINGS)
     choice("head_init", HEAD_INITS)
     choice("regularizer", REGULARIZERS)

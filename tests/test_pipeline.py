@@ -26,7 +26,7 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
         ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "probe_test", "forgetting"], "computed")
     assert saved["hard10_n"] == hard_count(tiny["n_test"]) and 0.0 <= saved["hard10_acc"] <= 1.0
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
-    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 4
+    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 5
     assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
     assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
     assert saved["source_eval_images"] == tiny["n_test"] and saved["source_eval_classes"] >= 2
@@ -156,7 +156,7 @@ ALTERNATIVES = {
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
     "imagenet_transform": ["timm"], "restore": ["none"], "task_specific": ["head"], "demo_arch": ["resnet10t"],
     "demo_epochs": [9], "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "amp": [True],
-    "data_path": ["device", "pil"],
+    "data_path": ["device", "pil"], "dogs_split": ["single", "per-stage"],
 }
 
 
@@ -259,3 +259,32 @@ def test_dry_run_plans_the_keys_a_run_uses_and_sees_its_cached_stages(tiny):
     after = {r["stage"]: r for r in dryrun.plan_rows(cfg, dryrun.fingerprints(cfg))}
     assert {name: r["key"] for name, r in after.items()} == done["stage_keys"]
     assert {name for name, r in after.items() if r["status"] == "cached"} == set(done["stages"])
+
+
+def test_each_training_stage_reads_its_own_split_and_the_run_is_measured_on_the_last_ones_test_set(tiny):
+    """A task carrying one split per official script (Stanford Dogs under the paper protocol): the loss
+    pass and FLOW's fine-tuning read round 1's training set, the target evaluations and Table 5 round 2's
+    test set (the refit's); sizes tell the splits apart."""
+    import dataclasses
+
+    from flowvision.data.synthetic import load_synthetic_task
+    from flowvision.stages import Run, Store
+
+    def task(i):
+        own = load_synthetic_task("gratings", image_size=16, n_train=48, n_test=32)
+        splits = {"round1": load_synthetic_task("gratings", seed=1, image_size=16, n_train=40, n_test=24),
+                  "round2": load_synthetic_task("gratings", seed=2, image_size=16, n_train=32, n_test=16)}
+        return dataclasses.replace(own, splits=splits)
+
+    stages = dict(pipeline.STAGES, task=dataclasses.replace(pipeline.STAGES["task"], compute=task))
+    cfg = config.resolve("gratings", "demo", "flow", tiny)
+    r = Run(cfg, stages, Store(Path(tiny["results_dir"]) / "cache"))
+    assert len(r["losses"]["losses"]) == 40  # round 1's training set: static weights index its samples
+    assert (r["finetune"].split, r["refit"].split, r["final"].split) == ("round1", "round2", "round2")
+    assert r["target_eval"]["n"] == 16 and r["hard"]["n"] == hard_count(16)
+    assert {k: len(v["losses"]) for k, v in r["probe_test"]["splits"].items()} == {"round1": 24, "round2": 16}
+    assert len(r["probe_test"]["losses"]) == 32  # the probe's own split
+    ft = config.resolve("gratings", "demo", "ft", tiny)
+    assert pipeline.training_splits(ft) == [("probe", "probe"), ("finetune", "probe")]  # standard_ft.py's split
+    lp = config.resolve("gratings", "demo", "lp", tiny)
+    assert pipeline.training_splits(lp) == [("probe", "probe")]
