@@ -384,6 +384,20 @@ def test_dogs_per_stage_splits_are_independent_draws_over_one_set_of_images(all_
     assert folder_relpaths(images) == [Path(p).relative_to(images).as_posix() for p, _ in pool.samples]
 
 
+def test_dogs_per_stage_splits_on_the_device_path_decode_the_images_once(tmp_path):
+    write_dogs(tmp_path)  # 240 tiny images, no lists: the paper protocol needs none
+    task = load_real_task("stanford_dogs", tmp_path, image_size=8, protocol="paper", data_path="device",
+                          cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("decoded/*/images.npy"))) == 1 and task.info["decoded_all"]
+    parts = [task, *task.splits.values()]
+    assert all(t.train.base is task.train.base and t.test.base is task.train.base for t in parts)  # one array
+    assert [(len(t.train), len(t.test)) for t in parts] == [(192, 48)] * 3
+    assert len({tuple(t.test.indices) for t in parts}) == 3  # three draws
+    x, label, index = task.splits["round2"].test[5]
+    assert x.dtype == torch.uint8 and index == 5
+    assert label == task.train.base.labels[task.splits["round2"].test.indices[5]]
+
+
 def test_dry_run_prints_the_per_stage_dogs_splits_and_their_overlap(all_dogs):
     from typer.testing import CliRunner
 
