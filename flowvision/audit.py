@@ -167,23 +167,24 @@ def run_audit(cfg, k: int = 16) -> dict:
     from .registry import dataset_slug
     from .data import class_names, display_image
     from .files import atomic_write_text
-    from .pipeline import start
+    from .pipeline import stage_split, start
     from .weighting import weight_stats
 
     r = start(cfg)
     w = r["weights"]
+    task = r["task"].of_split(stage_split("losses", cfg))  # the training set the losses are indexed by
     if w["weights"] is None:  # online weights with a numeric τ never need every sample's loss
         raise UserError("the sample audit needs every training sample's weight: it uses static FLOW weights "
                         "(drop --set weighting=… and --set protocol=paper for the audit)")
     tau_tag = cfg.tau.replace(".", "_")
     folder = (Path(cfg.results_dir) / "audit"
               / f"{dataset_slug(cfg.dataset)}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}-{config_id(cfg)}")
-    noisy = r["task"].noisy
+    noisy = task.noisy
     write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"], noisy)
     frame = pd.DataFrame({"index": range(len(w["losses"])), "label": w["labels"].numpy(),
                           "loss": w["losses"].numpy(), "weight": w["weights"].numpy(),
                           **({"noisy": noisy.numpy()} if noisy is not None else {})})
-    per_class = sample_audit(frame, lambda i: display_image(r["task"], i), class_names(r["task"]), k,
+    per_class = sample_audit(frame, lambda i: display_image(task, i), class_names(task), k,
                              folder / "samples.png")
     atomic_write_text(folder / "per_class.csv", per_class.to_csv(index=False))
     return {"folder": str(folder), "png": str(folder / "samples.png"), "per_class": per_class, "tau": w["tau"],

@@ -53,7 +53,7 @@ def finetune(
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     method: str = typer.Option("flow", help=f"One of: {', '.join(METHODS)}."),
     tau: Optional[str] = typer.Option(None, help="FLOW temperature: a number > 0, 'median', a percentile like p25, "
-                                                 "or 'paper' (the official script's, resnet18 only)."),
+                                                 "or 'paper' (the official script's; resnet18 and --protocol paper only)."),
     protocol: Optional[str] = typer.Option(None, help=PROTOCOL_HELP),
     seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation)."),
     epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the config file's)."),
@@ -124,6 +124,8 @@ def frontier(
     lrs: Optional[str] = typer.Option(None, help="FT learning rates, comma-separated (default: the config's × 0.1, 0.3, 1)."),
     epochs: Optional[str] = typer.Option(None, help="FT epochs, comma-separated (default: 1 and the config's)."),
     taus: Optional[str] = typer.Option(None, help="FLOW τ rules, comma-separated (default: p10,p25,median,p75,p90)."),
+    l2sp_lambdas: Optional[str] = typer.Option(None, "--l2sp-lambdas", help="ℓ2-SP strengths λ, comma-separated "
+                                               "(default: the config's l2sp_lambda × 0.1, 1, 10)."),
     weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
@@ -132,8 +134,8 @@ def frontier(
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
 ):
-    """Trade-off frontiers: FT over learning rates and epochs, WiSE-FT over α, FLOW over τ, FLOW+WiSE-FT
-    over α; a PNG of target vs source accuracy with each method's Pareto front, and a table."""
+    """Trade-off frontiers: FT over learning rates and epochs, ℓ2-SP over λ, WiSE-FT over α, FLOW over τ,
+    FLOW+WiSE-FT over α; a PNG of target vs source accuracy with each method's Pareto front, and a table."""
     with user_errors():
         from .frontier import frontier as run_frontier
         from .tables import render
@@ -153,7 +155,8 @@ def frontier(
                                                       source_eval_dir=source_eval, results_dir=results_dir,
                                                       cache_dir=cache_dir, sets=sets),
                            list(range(seeds)), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
-                           taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None)
+                           taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
+                           l2sp_lambdas=numbers(l2sp_lambdas, float, "l2sp-lambdas"))
         table = res["summary"].astype(str)
         table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds]. "
                                "dominated area: of the 100 × 100 square (source %, target %) under each seed's front, "

@@ -25,7 +25,8 @@ from typing import Optional
 from .errors import UserError
 from .files import stable_hash
 from .registry import METHODS, MODEL_TAGS  # noqa: F401 (MODEL_TAGS: source.py reads it from here)
-from .registry import PAPER_TAU_MODELS, PROTOCOLS, dataset_slug, default_model, folder_dataset, is_folder, model_alias
+from .registry import (DOGS_SPLITS, PAPER_SPLITS, PAPER_TAU_MODELS, PROTOCOLS, dataset_slug, default_model, folder_dataset,
+                       is_folder, model_alias)
 from .registry import REAL_DATASETS as REAL_TASKS
 from .registry import SYNTHETIC_DATASETS as SYNTHETIC_TASKS
 
@@ -53,15 +54,19 @@ class RunConfig:
     method: str = _where("flow")        # a name for a preset of the knobs below; stages read the knobs
     seed: int = 0
     protocol: str = "clean"             # clean (ours) | paper (the official code's choices; registry.PROTOCOLS)
+    dogs_split: Optional[str] = None    # stanford_dogs under --protocol paper: per-stage (default: one split per
+    #                                     official script, as the official code drew them) | single; none elsewhere
     # method knobs (set by the preset; an explicit value wins)
     weighting: str = "flow"
-    tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau, kept as the rule)
+    tau: str = "median"                 # a number > 0 | median | pNN | paper (= paper_tau, kept as the rule; paper protocol only)
     paper_tau: Optional[float] = None   # the official run script's τ for this model and data set
     normalize: str = "mean"             # mean: mean(w·ℓ) (official) | sum: Σwℓ/Σw
     head_init: str = "probe"
     finetune: bool = True
     regularizer: str = "none"
-    l2sp_lambda: float = 0.01
+    l2sp_lambda: float = 0.01           # (λ/2)·Σ‖θ − θ_source‖² over the shared tensors. No published source: the paper
+    #                                     gives no vision λ (its language experiments used 1e-3); 0.01 is flowvision's
+    #                                     own untuned choice, so `flowvision frontier` sweeps it (× 0.1, 1, 10)
     refit: bool = True
     wise_alpha: Optional[float] = None
     wise_alphas: tuple = ()
@@ -308,6 +313,8 @@ def resolve(dataset: Optional[str] = "gratings", model: Optional[str] = None, me
     real = dataset in REAL_TASKS or is_folder(dataset)
     if values.get("data_path") is None:
         values["data_path"] = "device" if real else "pil"
+    if values.get("dogs_split") is None and dataset in PAPER_SPLITS and values.get("protocol") == "paper":
+        values["dogs_split"] = DOGS_SPLITS[0]  # docs/protocols.md says why per-stage is the paper protocol's
     if values.get("num_workers") is None:  # decoding JPEGs needs every core; arrays in memory need none
         values["num_workers"] = min(8, os.cpu_count() or 1) if real and values["data_path"] == "pil" else 0
     cfg = RunConfig(**values)
@@ -351,6 +358,11 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"--model demo is the synthetic 32-px demo network and cannot be fine-tuned on "
                         f"{cfg.dataset}; use --model resnet18 (the default for real data sets) or resnet50")
     choice("protocol", PROTOCOLS)
+    if cfg.dogs_split is not None:
+        if cfg.dataset not in PAPER_SPLITS or cfg.protocol != "paper":
+            raise UserError(f"dogs_split applies to {' and '.join(PAPER_SPLITS)} under --protocol paper only (the clean "
+                            "protocol uses the official train/test lists); drop --set dogs_split or add --protocol paper")
+        choice("dogs_split", DOGS_SPLITS)
     choice("weighting", WEIGHTINGS)
     choice("head_init", HEAD_INITS)
     choice("regularizer", REGULARIZERS)
@@ -374,6 +386,11 @@ def validate(cfg: RunConfig) -> None:
         if is_paper_tau(cfg.tau) and model_alias(cfg.model) not in PAPER_TAU_MODELS:
             raise UserError(f"--tau paper: the official run scripts give τ only for {', '.join(PAPER_TAU_MODELS)}, "
                             f"not for {cfg.model}; use --tau median (the paper's rule) or a number")
+        if is_paper_tau(cfg.tau) and cfg.protocol != "paper":
+            # The official τ is the median probe loss under the *training* transforms; the clean protocol
+            # weights with eval-transform losses, which are smaller, so that τ is too large for them.
+            raise UserError("--tau paper (the official τ, a median of training-transform losses) needs --protocol "
+                            "paper; under the clean protocol use --tau median")
         parse_tau(cfg.tau, cfg.paper_tau)
     for key in ("epochs", "probe_epochs", "refit_epochs", "demo_epochs"):
         if getattr(cfg, key) < 0:

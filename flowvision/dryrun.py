@@ -2,7 +2,7 @@
 
     sources = {}
     cfg = config.resolve("cifar10", None, "flow", {"tau": "1.0"}, trace=sources)
-    report = dry_run(cfg, sources)    # {"run", "config", "files", "plan", "notes"}
+    report = dry_run(cfg, sources)    # {"run", "config", "files", "plan", "splits", "notes"}
 
 It reads no image and loads no model. It gives the resolved config with where each value came from
 (default, config file, preset, command line), the files the run would read (target data, pre-trained
@@ -12,7 +12,9 @@ what is cheap to have: the pre-trained weights' identity (timm tag, file digest,
 the data's (file lists and counts) only by loading it. So for a real data set the stages downstream
 of ``task`` (and ``source_eval``, downstream of the ImageNet file count and transform) are listed as
 keyed when the data loads, and torch is never imported; for a synthetic task the images are
-generated (they are small; this imports torch) and every stage is keyed exactly.
+generated (they are small; this imports torch) and every stage is keyed exactly. For Stanford Dogs under the paper protocol it draws the splits from the file list
+(``splits``: each training stage's split, its sizes and how many of its test images an earlier stage
+trained on), still without reading an image.
 """
 from __future__ import annotations
 
@@ -145,6 +147,23 @@ def fingerprints(cfg: RunConfig) -> dict:
     return found
 
 
+def split_report(cfg: RunConfig) -> Optional[dict]:
+    """Stanford Dogs under the paper protocol: {"dogs_split", "seed", "images", "folder", "stages":
+    ``data.real.seen_shares`` for the run's training stages (None when the images are not there)};
+    None for any other run. Lists the files under Images/ (no image is read, torch is not imported)."""
+    if cfg.dogs_split is None:
+        return None
+    from .data.fetch import resolve_data_root
+    from .data.real import data_folder, folder_relpaths, paper_splits, seen_shares
+    from .pipeline import training_splits
+
+    images = data_folder(cfg.dataset, resolve_data_root(cfg.data_root)) / "Images"
+    relpaths = folder_relpaths(images) if images.is_dir() else []
+    stages = seen_shares(training_splits(cfg), paper_splits(relpaths, cfg.data_seed, cfg.dogs_split)) if relpaths else None
+    return {"dogs_split": cfg.dogs_split, "seed": cfg.data_seed, "images": len(relpaths), "folder": str(images),
+            "stages": stages}
+
+
 def plan_rows(cfg: RunConfig, found: dict) -> list[dict]:
     """One row per stage the run reaches, upstream first: stage, key (None: known once the data
     loads) and status: cached | to compute | what an uncached stage does."""
@@ -192,6 +211,10 @@ def dry_run(cfg: RunConfig, sources: dict) -> dict:
                     and where.split(" (")[0].endswith(f"/{DEFAULT_CONFIG}")), None)
     if default:
         notes.append(f"no config file names {cfg.dataset}: the values marked '{default.split(' (')[0]}' apply")
+    splits = split_report(cfg)
+    if splits and splits["stages"] is None:
+        notes.append(f"Stanford Dogs splits (dogs_split={cfg.dogs_split}): drawn from the file list once the images "
+                     f"are under {splits['folder']}")
     return {"run": {"run_id": rid, "finished": finished, "folder": str(Path(cfg.results_dir) / "runs" / rid)},
             "config": config_rows(cfg, sources), "files": file_rows(cfg),
-            "plan": plan_rows(cfg, fingerprints(cfg)), "notes": notes}
+            "plan": plan_rows(cfg, fingerprints(cfg)), "splits": splits, "notes": notes}

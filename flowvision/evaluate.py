@@ -69,9 +69,11 @@ def agreement_kl(reference: torch.Tensor, logprobs: torch.Tensor) -> tuple[float
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = CPU,
-            desc: str = "eval", keep_logprobs: bool = False) -> Predictions:
+            desc: str = "eval", keep_logprobs: bool = False, draw_seed: int = 0) -> Predictions:
     """Run ``model`` in eval mode over ``dataset`` (yielding (image, label, index); label -1 for an
     unlabelled image). keep_logprobs: also return every sample's log-softmax (N × classes floats).
+    A data set read with random (training) transforms on the host draws each sample's augmentation
+    from (``draw_seed``, index): every pass sees the same images, for any number of workers.
 
     Under several processes (``distributed``) process r runs batches r, r + N, ... of the one-process
     batch sequence and the results are gathered by sample index: each sample is counted once, and its
@@ -91,7 +93,7 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
         batches = [list(range(b * batch_size, min(n, (b + 1) * batch_size)))
                    for b in range(distributed.rank(), -(-n // batch_size), distributed.world())]
     loader = make_loader(dataset, batch_size, num_workers=hw.num_workers,
-                         pin_memory=hw.device.type == "cuda", batches=batches)
+                         pin_memory=hw.device.type == "cuda", batches=batches, draw_seed=draw_seed)
     with progress() as bar:
         task = bar.add_task(desc, total=len(loader), info="")
         for x, y, idx in loader:

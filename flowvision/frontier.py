@@ -1,17 +1,21 @@
 """Trade-off frontiers: is FLOW better than simply fine-tuning less?
 
-    flowvision frontier --dataset gratings --model demo     # ~10 fine-tunings, then a PNG and a table
+    flowvision frontier --dataset gratings --model demo     # ~14 fine-tunings, then a PNG and a table
 
 One point per method cannot answer a sceptic: standard FT with a smaller learning rate, fewer epochs
 or WiSE-FT's α also trades target accuracy for source accuracy. This sweeps each method's own knob
 through the ordinary pipeline (the same cached stages, ordinary run folders):
 
     FT            learning rate × epochs          (default: the config's lr × 0.1, 0.3, 1; 1 and the config's epochs)
+    ℓ2-SP         λ, at FT's lr and epochs        (default: the config's l2sp_lambda × 0.1, 1, 10)
     WiSE-FT       α over the config's wise_alphas (one fine-tuning: the FT run at the config's lr and epochs)
     FLOW          τ over quantiles of the probe's losses (default: p10, p25, median, p75, p90)
     FLOW+WiSE-FT  α, on the FLOW run at the config's τ
 
-and plots target accuracy against source accuracy with each method's Pareto front (``stats``); on
+The ℓ2 baseline is swept because its default strength (l2sp_lambda = 0.01) is not a published
+number (``config.RunConfig``): judged at one arbitrary λ it would be judged at a guess.
+
+It then plots target accuracy against source accuracy with each method's Pareto front (``stats``); on
 unlabelled source images (``--source-eval`` photos) the source axis is the label-free measure instead,
 the agreement with the pre-trained model's top-1 class (the pre-trained model is at 100 %). The
 table gives the area each front dominates (from the origin, in percent of the 100 × 100 square: a
@@ -29,16 +33,18 @@ import pandas as pd
 from . import config
 from .console import console
 
-METHODS = ("ft", "wiseft", "flow", "flow+wiseft")
-LABELS = {"ft": "FT (lr × epochs)", "wiseft": "WiSE-FT (α)", "flow": "FLOW (τ)", "flow+wiseft": "FLOW+WiSE-FT (α)"}
+METHODS = ("ft", "l2sp", "wiseft", "flow", "flow+wiseft")
+LABELS = {"ft": "FT (lr × epochs)", "l2sp": "ℓ2-SP (λ)", "wiseft": "WiSE-FT (α)", "flow": "FLOW (τ)",
+          "flow+wiseft": "FLOW+WiSE-FT (α)"}
 LR_SCALES = (0.1, 0.3, 1.0)
+L2SP_SCALES = (0.1, 1.0, 10.0)
 TAUS = ("p10", "p25", "median", "p75", "p90")
 SWEEP = "frontier"
 
 
 def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,),
           lrs: Optional[Sequence[float]] = None, epochs: Optional[Sequence[int]] = None,
-          taus: Optional[Sequence[str]] = None) -> list:
+          taus: Optional[Sequence[str]] = None, l2sp_lambdas: Optional[Sequence[float]] = None) -> list:
     """-> [RunConfig]: every run of the sweep (see the module docstring); a run whose numbers are its
     method's defaults is the method's ordinary run (no ``sweep`` tag), any other is tagged."""
     from .config import run_id
@@ -57,6 +63,9 @@ def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,)
         for lr in lrs or [round(ft.lr * s, 12) for s in LR_SCALES]:
             for ep in epochs or sorted({1, ft.epochs}):
                 add("ft", seed, lr=lr, epochs=ep)
+        l2sp = config.resolve(dataset, model, "l2sp", dict(overrides, seed=seed))
+        for lam in l2sp_lambdas or [round(l2sp.l2sp_lambda * s, 12) for s in L2SP_SCALES]:
+            add("l2sp", seed, l2sp_lambda=lam)
         add("wiseft", seed)
         for tau in taus or TAUS:
             add("flow", seed, tau=tau)
@@ -82,6 +91,9 @@ def seed_points(records: Sequence[dict]) -> pd.DataFrame:
             for p in r["wise"]:
                 rows.append({"method": r["method"], "setting": f"α={p['alpha']:g}", "order": p["alpha"],
                              "source": p[measure], "target": p["target_acc"], "seed": r["seed"]})
+        elif r["method"] == "l2sp":
+            rows.append({"method": "l2sp", "setting": f"λ={r['l2sp_lambda']:g}", "order": r["l2sp_lambda"],
+                         "source": r[measure], "target": r["target_acc"], "seed": r["seed"]})
         elif r["method"] == "ft":
             rows.append({"method": "ft", "setting": f"lr={r['lr']:g}, {r['epochs']} ep",
                          "order": r["lr"] * r["epochs"], "source": r[measure], "target": r["target_acc"],
@@ -195,7 +207,9 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     t0, records = time.time(), []
     for i, cfg in enumerate(cfgs):
         console.print(f"[bold]frontier run {i + 1}/{len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, {cfg.epochs} epochs, "
-                      f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}, seed {cfg.seed}", highlight=False)
+                      f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}"
+                      + (f", λ {cfg.l2sp_lambda:g}" if cfg.regularizer == "l2sp" else "") + f", seed {cfg.seed}",
+                      highlight=False)
         records.append(run(cfg))
     per_seed = seed_points(records)
     pts = points(records)

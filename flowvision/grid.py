@@ -130,7 +130,8 @@ def check_inputs(cells: list) -> list[str]:
             from .data.real import load_real_splits
 
             root = resolve_data_root(cfg.data_root)
-            check(("data", cfg.dataset, str(root)), lambda: load_real_splits(cfg.dataset, root))  # its error says how
+            check(("data", cfg.dataset, str(root), cfg.protocol),  # its error says how; the paper protocol's
+                  lambda: load_real_splits(cfg.dataset, root, protocol=cfg.protocol))  # Dogs split needs no lists
         elif is_folder(cfg.dataset):
             from .data.folder import scan
 

@@ -10,7 +10,10 @@ and one loss pass). Which stages a run reaches follows from its method's knobs.
 
 The protocol (``clean`` | ``paper``) is read by the stages it changes: ``paper`` keeps the best
 *test* epoch at the probe, fine-tuning and refit (one test pass per epoch), weights FLOW online,
-takes τ's quantile over training-transform losses, and splits Stanford Dogs as the official code.
+takes τ's quantile over training-transform losses, and splits Stanford Dogs as the official code:
+with ``dogs_split=per-stage`` the task carries one split per official script and each training stage
+reads its own (``stage_split``); the evaluations read the split of the stage that trained the reported
+model last.
 Importing this module does not import torch (``flowvision finetune --dry-run`` plans with it).
 This file is the stage list and nothing else: the run folder and its files are ``run.py``'s, the
 record's assembly ``record.py``'s, the sample audit ``audit.py``'s.
@@ -37,10 +40,12 @@ OPTIM = ("batch_size", "momentum", "weight_decay", "seed")  # every training sta
 
 @dataclass
 class Trained:
-    """A trained model stage's value: the model (CPU) and its per-epoch rows."""
+    """A trained model stage's value: the model (CPU), its per-epoch rows and the name of the split it
+    trained on (``stage_split``)."""
 
     model: nn.Module
     rows: list
+    split: str = "probe"
 
 
 def _saved(model: nn.Module, rows: list) -> dict:
@@ -49,13 +54,36 @@ def _saved(model: nn.Module, rows: list) -> dict:
     return {"model": models.clone_state(model), "rows": rows}
 
 
-def _trained(template):
+def _trained(template, stage: str):
     """Stage ``load``: a saved {"model", "rows"} as a Trained shaped like ``template(inputs)``."""
     def load(saved, i) -> Trained:
         model = template(i)
         model.load_state_dict(saved["model"])
-        return Trained(model, saved["rows"])
+        return Trained(model, saved["rows"], stage_split(stage, i.cfg))
     return load
+
+
+# ---- which split each stage reads -----------------------------------------------------------------
+def stage_split(stage: str, cfg) -> str:
+    """The split a training stage reads where the task carries one per official script (Stanford Dogs,
+    paper protocol, dogs_split=per-stage; ``data.real.STAGE_SPLITS``), else the task's one split: the
+    probe and standard fine-tuning share linear_probing.py's, FLOW's fine-tuning (round 1) and refit
+    (round 2) each have their own. The loss pass reads round 1's, the training set whose τ it gives
+    (the official temperature script drew a fourth split and used only its training part)."""
+    if stage == "finetune":
+        return "round1" if cfg.weighting != "uniform" else "probe"
+    return {"probe": "probe", "losses": "round1", "refit": "round2"}[stage]
+
+
+def training_splits(cfg: RunConfig) -> list:
+    """[(stage, split)]: the training stages this config reaches, in the order they train."""
+    stages = ["probe"] + (["finetune"] if cfg.finetune else []) + (["refit"] if _refits(cfg) else [])
+    return [(name, stage_split(name, cfg)) for name in stages]
+
+
+def _final_task(i):
+    """The task as split for the reported model's last training stage: its test set is the run's."""
+    return i["task"].of_split(i["final"].split)
 
 
 def _target_shaped(i) -> nn.Module:
@@ -73,8 +101,10 @@ def _task(i):
 
 def _task_reads(cfg) -> tuple:
     common = ("dataset", "image_size", "data_seed", "augment", "data_path")
+    paper_split = cfg.dataset in PAPER_SPLITS and cfg.protocol == "paper"
     return (common + (("n_train", "n_test") if cfg.synthetic else ())
-            + (("protocol",) if cfg.dataset in PAPER_SPLITS else ()) + (("split_ratio",) if is_folder(cfg.dataset) else ()))
+            + (("protocol",) if cfg.dataset in PAPER_SPLITS else ()) + (("dogs_split",) if paper_split else ())
+            + (("split_ratio",) if is_folder(cfg.dataset) else ()))
 
 
 def _source(i):
@@ -86,16 +116,15 @@ def _source_data(i):
 
 
 # ---- checkpoint selection (paper protocol) -------------------------------------------------------------
-def _selector(i):
+def _selector(i, task):
     """The paper protocol's checkpoint rule, as the official code: after every epoch the target *test*
-    accuracy (one pass over the test set), the best epoch kept. None under the clean protocol (the
-    last epoch: no checkpoint is chosen on test data)."""
+    accuracy (one pass over the test set of the stage's own split, ``task``), the best epoch kept. None
+    under the clean protocol (the last epoch: no checkpoint is chosen on test data)."""
     if i.cfg.protocol != "paper":
         return None
     from .evaluate import predict
 
-    test = i["task"].test
-    return lambda m: predict(m, test, hw=i.hw, desc="test accuracy (epoch selection)").acc
+    return lambda m: predict(m, task.test, hw=i.hw, desc="test accuracy (epoch selection)").acc
 
 
 # ---- probe, losses, weights -------------------------------------------------------------------------
@@ -106,11 +135,12 @@ def _probe(i):
     from .train import Schedule, train
 
     cfg = i.cfg
-    m = models.with_new_head(i["source"].model, i["task"].num_classes, cfg.seed)
-    rows = train(m, i["task"].train, Schedule(cfg.probe_epochs, cfg.probe_lr, cfg.batch_size, momentum=cfg.momentum,
-                                              weight_decay=cfg.weight_decay, cosine=False, head_only=True,
-                                              bn_train=cfg.probe_bn_train),
-                 seed=cfg.seed * 10 + 1, hw=i.hw, select=_selector(i), desc="probe")
+    task = i["task"].of_split(stage_split("probe", cfg))
+    m = models.with_new_head(i["source"].model, task.num_classes, cfg.seed)
+    rows = train(m, task.train, Schedule(cfg.probe_epochs, cfg.probe_lr, cfg.batch_size, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, cosine=False, head_only=True,
+                                         bn_train=cfg.probe_bn_train),
+                 seed=cfg.seed * 10 + 1, hw=i.hw, select=_selector(i, task), desc="probe")
     return _saved(m, rows)
 
 
@@ -124,12 +154,14 @@ def _losses(i):
     from .evaluate import predict
 
     probe = i["probe"].model
+    task = i["task"].of_split(stage_split("losses", i.cfg))
+    draws = i.cfg.seed * 10 + 4 if i.cfg.protocol == "paper" else 0
     if i.cfg.protocol == "paper":
-        torch.manual_seed(i.cfg.seed * 10 + 4)
-        data, desc = i["task"].train, "losses (probe model, training transforms)"
+        torch.manual_seed(draws)  # device-side draws; host-side ones come from (draws, index)
+        data, desc = task.train, "losses (probe model, training transforms)"
     else:
-        data, desc = i["task"].train_eval, "losses (probe model)"
-    p = predict(probe, data, hw=i.hw, desc=desc)
+        data, desc = task.train_eval, "losses (probe model)"
+    p = predict(probe, data, hw=i.hw, desc=desc, draw_seed=draws)
     probe.cpu()
     return {"losses": p.losses, "labels": p.labels}
 
@@ -172,8 +204,9 @@ def _finetune(i):
     from .train import L2SP, OnlineWeights, Schedule, StaticWeights, train
 
     cfg, hw = i.cfg, i.hw
+    task = i["task"].of_split(stage_split("finetune", cfg))
     m = (copy.deepcopy(i["probe"].model) if cfg.head_init == "probe"
-         else models.with_new_head(i["source"].model, i["task"].num_classes, cfg.seed))
+         else models.with_new_head(i["source"].model, task.num_classes, cfg.seed))
     weigher = None
     if applied_weighting(cfg) == "flow":
         weigher = StaticWeights(i["weights"]["losses"], i["weights"]["tau"])
@@ -183,11 +216,11 @@ def _finetune(i):
     if cfg.regularizer == "l2sp":
         reference = {k: v.to(hw.device) for k, v in models.clone_state(i["source"].model).items()}
         reg = L2SP(m, reference, cfg.l2sp_lambda, cfg.task_specific)
-    rows = train(m, i["task"].train, Schedule(cfg.epochs, cfg.lr, cfg.batch_size, momentum=cfg.momentum,
-                                              weight_decay=cfg.weight_decay, cosine=True),
+    rows = train(m, task.train, Schedule(cfg.epochs, cfg.lr, cfg.batch_size, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, cosine=True),
                  seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher,
                  normalize=cfg.normalize if weigher is not None else "mean", regularizer=reg,
-                 select=_selector(i), checkpoint=i.checkpoint, desc="finetune")
+                 select=_selector(i, task), checkpoint=i.checkpoint, desc="finetune")
     return _saved(m, rows)
 
 
@@ -209,11 +242,11 @@ def _refit(i):
     from .train import Schedule, train
 
     cfg = i.cfg
+    task = i["task"].of_split(stage_split("refit", cfg))
     m = copy.deepcopy(i["finetune"].model)
-    rows = train(m, i["task"].train, Schedule(cfg.refit_epochs, cfg.refit_lr, cfg.batch_size, momentum=cfg.momentum,
-                                              weight_decay=cfg.weight_decay, cosine=False, head_only=True,
-                                              bn_train=True),
-                 seed=cfg.seed * 10 + 3, hw=i.hw, select=_selector(i), desc="refit head")
+    rows = train(m, task.train, Schedule(cfg.refit_epochs, cfg.refit_lr, cfg.batch_size, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, cosine=False, head_only=True, bn_train=True),
+                 seed=cfg.seed * 10 + 3, hw=i.hw, select=_selector(i, task), desc="refit head")
     return _saved(m, rows)
 
 
@@ -227,23 +260,30 @@ def _final_needs(cfg) -> tuple:
 
 # ---- evaluations ---------------------------------------------------------------------------------------
 def _target_eval(i):
-    """Target accuracy, and every test sample's top-1 correctness (N,) bool for Table 5."""
+    """Target accuracy, and every test sample's top-1 correctness (N,) bool for Table 5, on the test set
+    of the reported model's split."""
     from .evaluate import accuracy
 
-    return accuracy(i["final"].model, i["task"].test, i.hw, "target accuracy", keep_correct=True)
+    return accuracy(i["final"].model, _final_task(i).test, i.hw, "target accuracy", keep_correct=True)
 
 
 def _probe_test(i):
     """Table 5's difficulty: the pre-trained model's loss on every test sample, i.e. the linear probe
     (pre-trained backbone, head fitted to the task; Algorithm 1's θ*), eval transforms, by index:
     losses (N,) float32. One inference pass, shared by every method of a seed through the probe's key
-    (standard FT uses no probe otherwise; it is trained for this table)."""
+    (standard FT uses no probe otherwise; it is trained for this table). A task with a split per
+    official script gets the losses on every split's test set, under "splits" (the reported model may
+    end on any of them)."""
     from .evaluate import predict
 
-    probe = i["probe"].model
-    p = predict(probe, i["task"].test, hw=i.hw, desc="test losses (probe model)")
+    probe, task = i["probe"].model, i["task"]
+    p = predict(probe, task.test, hw=i.hw, desc="test losses (probe model)")
+    splits = {}
+    for name, part in task.splits.items():
+        q = predict(probe, part.test, hw=i.hw, desc=f"test losses (probe model, split {name})")
+        splits[name] = {"losses": q.losses, "labels": q.labels}
     probe.cpu()
-    return {"losses": p.losses, "labels": p.labels}
+    return {"losses": p.losses, "labels": p.labels, "splits": splits}
 
 
 def _hard(i):
@@ -251,7 +291,8 @@ def _hard(i):
     of the reported model, and of every WiSE-FT point. Cheap and pure: recomputed, never stored."""
     from .evaluate import hard_accuracy
 
-    losses = i["probe_test"]["losses"]
+    test = i["probe_test"]
+    losses = test.get("splits", {}).get(i["final"].split, test)["losses"]  # the reported model's test set
     out = hard_accuracy(losses, i["target_eval"]["correct"])
     wise = i.up.get("wise")
     out["wise"] = ({p["alpha"]: hard_accuracy(losses, c)["acc"] for p, c in zip(wise["points"], wise["target_correct"])}
@@ -320,7 +361,7 @@ def _wise(i):
     points, correct = [], []
     for alpha in wise_alphas(i.cfg):
         m = models.interpolate_shared(i["source"].model, i["final"].model, alpha, i.cfg.task_specific)
-        tgt = i["target_eval"] if alpha == 1 else accuracy(m, i["task"].test, i.hw, f"target accuracy α={alpha:g}",
+        tgt = i["target_eval"] if alpha == 1 else accuracy(m, _final_task(i).test, i.hw, f"target accuracy α={alpha:g}",
                                                            keep_correct=True)
         correct.append(tgt["correct"])
         if alpha == 1:
@@ -347,15 +388,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("source_eval", _source_eval, needs=("source", "source_data"), hardware=True, version=2,
           doc="source accuracy and predictions of the pre-trained model"),
     Stage("probe", _probe, reads=("probe_epochs", "probe_lr", "probe_bn_train", "protocol", *OPTIM),
-          needs=("source", "task"), hardware=True, load=_trained(_target_shaped), doc="linear probe"),
+          needs=("source", "task"), hardware=True, load=_trained(_target_shaped, "probe"), doc="linear probe"),
     Stage("losses", _losses, reads=_losses_reads, needs=("probe", "task"), hardware=True,
           doc="per-sample losses of the probe model"),
     Stage("weights", _weights, reads=_weights_reads,
           needs=_weights_needs, cached=False, doc="τ and the FLOW weights"),
     Stage("finetune", _finetune, reads=_finetune_reads, needs=_finetune_needs, hardware=True, resumable=True,
-          load=_trained(_target_shaped), doc="fine-tuning of every parameter"),
+          load=_trained(_target_shaped, "finetune"), doc="fine-tuning of every parameter"),
     Stage("refit", _refit, reads=("refit_epochs", "refit_lr", "protocol", *OPTIM), needs=("finetune", "source", "task"),
-          hardware=True, load=_trained(_target_shaped), doc="head refit (Appendix B)"),
+          hardware=True, load=_trained(_target_shaped, "refit"), doc="head refit (Appendix B)"),
     Stage("final", lambda i: next(iter(i.up.values())), reads=("finetune", "refit", "refit_epochs"),
           needs=_final_needs, cached=False,
           doc="the model the run reports"),
@@ -369,7 +410,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           needs=("final", "source", "task", "source_data", "target_eval", "forgetting", "source_eval"),
           hardware=True, version=3, doc="WiSE-FT points"),
     Stage("hard", _hard, reads=("wise_alphas", "wise_alpha"),
-          needs=lambda cfg: ("probe_test", "target_eval") + (("wise",) if wise_alphas(cfg) else ()),
+          needs=lambda cfg: ("probe_test", "target_eval", "final") + (("wise",) if wise_alphas(cfg) else ()),
           cached=False, doc="accuracy on the hardest 10% of test samples (Table 5)"),
 )}
 

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Optional
 
 from .config import config_id, keyed_values
 from .files import git_sha, versions
+from .registry import PAPER_SPLITS
 
 if TYPE_CHECKING:
     from .stages import Run
 
-SCHEMA_VERSION = 5  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic, amp,
-#                     channels_last; 5: config (every field that can change a number, but the seed)
+SCHEMA_VERSION = 5  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
+#                     amp, channels_last; 5: config (every field that can change a number, but the seed), dogs_split,
+#                     split_overlap
 
 
 @dataclass
@@ -44,6 +46,11 @@ class RunRecord:
     created: Optional[str] = None          # ISO 8601, UTC
     protocol: Optional[str] = None         # clean | paper (registry.PROTOCOLS); records before schema 3 are clean
     best_epochs: dict = field(default_factory=dict)  # paper protocol: stage -> the epoch kept (best test accuracy)
+    dogs_split: Optional[str] = None       # stanford_dogs under the paper protocol: per-stage | single (before schema 5: single)
+    # stanford_dogs under the paper protocol: per training stage that ran, its split ("probe": linear_probing.py's and
+    # standard_ft.py's, "round1": FLOW_ft.py's, "round2": FLOW_taskspecific_ft.py's), its sizes, and the share of its
+    # test images an earlier stage trained on: {stage: {split, n_train, n_test, seen: {stage: share, "any": share}}}
+    split_overlap: dict = field(default_factory=dict)
     hparams_note: Optional[str] = None     # e.g. ResNet-50: "ResNet-18 hyper-parameters (... not published)"
     sweep: Optional[str] = None            # "frontier": a sweep point off its method's defaults (not pooled in tables)
     weights: Optional[str] = None          # timm tag, "file:<name>@<digest>" or "demo:<hash>"
@@ -154,6 +161,10 @@ def from_dict(obj, where: str = "record") -> tuple[RunRecord, list[str]]:
     if values["schema_version"] < 3:  # before protocols existed every run was a clean one
         values.setdefault("protocol", "clean")
         absent = [k for k in absent if k not in ("protocol", "best_epochs", "hparams_note")]
+    if values["schema_version"] < 5:  # before dogs_split a paper-protocol Dogs run had one split for every stage
+        if values.get("dataset") in PAPER_SPLITS and values.get("protocol") == "paper":
+            values.setdefault("dogs_split", "single")
+        absent = [k for k in absent if k not in ("dogs_split", "split_overlap")]
     if values.get("source_eval_name") is None and values.get("source_eval"):
         values["source_eval_name"] = source_eval_name(values["source_eval"])
         absent = [k for k in absent if k != "source_eval_name"]
@@ -209,6 +220,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         run_id=rid, config_id=config_id(cfg), config=keyed_values(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
         protocol=cfg.protocol, best_epochs={k: v for k, v in best.items() if v is not None},
+        dogs_split=cfg.dogs_split, split_overlap=split_overlap(r["task"], cfg),
         hparams_note=cfg.hparams_note, sweep=cfg.sweep,
         synthetic=cfg.synthetic, weighting=applied_weighting(cfg), tau_rule=w["rule"] if w else None,
         tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
@@ -224,6 +236,18 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         device=r.device, deterministic=cfg.deterministic, amp=cfg.amp, channels_last=cfg.channels_last, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
         wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
         source_info={**src.info, **data.info})
+
+
+def split_overlap(task, cfg) -> dict:
+    """``data.real.seen_shares`` for the run's training stages, on a task whose splits index one pool of
+    images (Stanford Dogs under the paper protocol); {} for any other task."""
+    if cfg.dogs_split is None:
+        return {}
+    from .data.real import seen_shares
+    from .pipeline import training_splits
+
+    positions = {name: (part.train.indices, part.test.indices) for name, part in {"probe": task, **task.splits}.items()}
+    return seen_shares(training_splits(cfg), positions)
 
 
 def _drop(before, after):

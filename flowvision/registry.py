@@ -68,6 +68,10 @@ PAPER_TAU_MODELS = ("resnet18",)
 # paper: what the official vision code does (best-test-epoch checkpoints, online weights, τ from
 #        train-transform losses, its Stanford Dogs split). Never pooled in a table.
 PROTOCOLS = ("clean", "paper")
+PAPER_SPLITS = ("stanford_dogs",)      # data sets whose split differs under the paper protocol
+# dogs_split under the paper protocol (data/real.py): one seeded 80/20 split per official script, as the
+# official scripts each drew their own (the default), or a single one every stage shares.
+DOGS_SPLITS = ("per-stage", "single")
 
 
 # -------------------------------------------------------------------------- experiment trackers

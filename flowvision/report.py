@@ -33,12 +33,22 @@ def result_table(r: dict) -> Table:
     if r.get("protocol"):
         best = ", ".join(f"{k} epoch {v}" for k, v in (r.get("best_epochs") or {}).items())
         t.add_row("protocol", r["protocol"] + (f" (kept the best test epoch: {best})" if best else ""))
+    if r.get("dogs_split"):
+        t.add_row("Stanford Dogs splits", f"{r['dogs_split']}: " + overlap_text(r.get("split_overlap") or {}))
     if r.get("hparams_note"):
         t.add_row("hyper-parameters", r["hparams_note"])
     t.add_row("stages", ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
     t.add_row("wall time", f"{r['wall_seconds']:.1f} s on {r['device']}")
     t.add_row("run folder", r.get("run_dir", ""))
     return t
+
+
+def overlap_text(stages: dict) -> str:
+    """A run's split overlap (record.split_overlap) in one line: per stage, the share of its test images
+    that an earlier stage trained on."""
+    parts = [f"{stage} tested on {', '.join(f'{100 * v:.1f}% ({who})' for who, v in row['seen'].items())}"
+             for stage, row in stages.items() if row["seen"]]
+    return "; ".join(parts) + " of its test images trained an earlier stage" if parts else "one stage, no overlap"
 
 
 def noise_text(n: dict) -> str:
@@ -75,7 +85,28 @@ def dry_run_tables(report: dict) -> list:
         plan.add_column(col)
     for row in report["plan"]:
         plan.add_row(row["stage"], row["key"] or "—", row["status"], row["doc"])
-    return [config, files, plan]
+    splits = report.get("splits")
+    return [config, files, plan] + ([split_table(splits)] if splits and splits["stages"] else [])
+
+
+def split_table(splits: dict) -> Table:
+    """The Stanford Dogs splits of a paper-protocol run (dryrun.split_report): per training stage, the
+    official script whose split it reads, the sizes, and the share of its test images that an earlier
+    stage trained on."""
+    from .data.real import STAGE_SPLITS
+
+    t = Table(title=f"Stanford Dogs splits — dogs_split={splits['dogs_split']}, data_seed {splits['seed']}, "
+                    f"{splits['images']:,} images", title_justify="left")
+    for col in ("stage", "split (official script)", "train", "test", "its test images an earlier stage trained on"):
+        t.add_column(col, justify="right" if col in ("train", "test") else "left")
+    for stage, row in splits["stages"].items():
+        seen = row["seen"]
+        text = ", ".join(f"{100 * share:.1f}% by {'any earlier stage' if who == 'any' else who}"
+                         for who, share in seen.items()) or "— (the first stage)"
+        split = (f"{row['split']} ({STAGE_SPLITS[row['split']]})" if splits["dogs_split"] == "per-stage"
+                 else "the one split of every stage")
+        t.add_row(stage, split, f"{row['n_train']:,}", f"{row['n_test']:,}", text)
+    return t
 
 
 def demo_table(results: list[dict]) -> Table:

@@ -42,7 +42,7 @@ def reads(cfg) -> tuple:
     return DEMO_READS if cfg.model == "demo" else ("model", "weights")
 
 
-DEMO_VERSION = 2  # bump when demo training changes
+DEMO_VERSION = 3  # bump when demo training changes (3: per-sample augmentation draws)
 
 
 def demo_key(cfg: RunConfig) -> str:

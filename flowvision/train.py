@@ -6,7 +6,10 @@ per-sample losses of a batch are reduced (uniform mean, FLOW weights, plus an op
 
 Resume: after every epoch the loop writes model, optimiser and scheduler state to ``checkpoint``.
 Every epoch's shuffling and augmentation are seeded from (seed, epoch), so a run killed after
-epoch k and resumed gives the same weights as one that was never interrupted.
+epoch k and resumed gives the same weights as one that was never interrupted. Host-side augmentation
+(the PIL path) is drawn per sample from (seed, epoch, sample index) (``data.base.SeededDraws``), so
+it is the same for any ``num_workers``; device-side augmentation draws from torch's generator,
+seeded per epoch (and per rank under DDP).
 
 Checkpoint selection: by default the model is the last epoch's. With ``select`` (the paper protocol:
 target *test* accuracy after each epoch, as the official code) the model ends at the epoch with the
@@ -180,11 +183,12 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 # order, a function of (seed, epoch)); every sample keeps its index
                 sampler = step_share(dataset, sched.batch_size, n_proc, distributed.rank(), seed * 100_003)
                 sampler.set_epoch(epoch)
-                loader = make_loader(dataset, local_batch, sampler=sampler, **loading)
-                torch.manual_seed(epoch_seed + distributed.rank() * 2 ** 50)  # augmentation draws, one stream per rank
+                loader = make_loader(dataset, local_batch, sampler=sampler, draw_seed=epoch_seed, **loading)
+                torch.manual_seed(epoch_seed + distributed.rank() * 2 ** 50)  # device-side draws, one stream per rank
             else:
-                torch.manual_seed(epoch_seed)  # augmentation draws
-                loader = make_loader(dataset, sched.batch_size, shuffle=True, seed=epoch_seed, **loading)
+                torch.manual_seed(epoch_seed)  # device-side draws
+                loader = make_loader(dataset, sched.batch_size, shuffle=True, seed=epoch_seed, draw_seed=epoch_seed,
+                                     **loading)
             model.train(sched.bn_train)
             lr = opt.param_groups[0]["lr"]
             t0, data_time, tot_loss, tot_ce, tot_correct, seen = time.time(), 0.0, 0.0, 0.0, 0, 0

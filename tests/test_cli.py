@@ -131,6 +131,9 @@ def _table_rows(output: str) -> list[list[str]]:
     (["--dataset", "cifar10", "--model", "resnet50", "--tau", "paper"],
      "--tau paper: the official run scripts give τ only for resnet18, not for resnet50"),
     (["--protocol", "official"], "protocol 'official' is not valid; choose one of: clean, paper"),
+    (["--dataset", "cifar10", "--model", "resnet18", "--tau", "paper"],
+     "--tau paper (the official τ, a median of training-transform losses) needs --protocol paper; under the clean "
+     "protocol use --tau median"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message, tiny, tmp_path, monkeypatch):
     monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)
@@ -205,23 +208,26 @@ def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny)
     assert json.loads(path.read_text())["deterministic"] is False
 
 
-@pytest.mark.slow  # 4 fine-tunings and 5 evaluations each: ~14 s on 2 shared cores
+@pytest.mark.slow  # 6 fine-tunings and 5 evaluations each: 58 s on 2 cores shared with another torch process
 def test_frontier_command_runs_the_sweep_and_tags_the_off_default_runs(tiny):
     from flowvision import runs as runframe
 
     res = runner.invoke(app, ["frontier", "--dataset", "gratings", "--lrs", "0.01,0.003", "--epochs", "1",
-                              "--taus", "p25,median", *_sets(tiny), "--set", "wise_alphas=0,1"])
+                              "--taus", "p25,median", "--l2sp-lambdas", "0.01,1", *_sets(tiny),
+                              "--set", "wise_alphas=0,1"])
     assert res.exit_code == 0, res.output
     folder = Path(tiny["results_dir"]) / "frontier" / "gratings-demo"
     assert (folder / "frontier.png").stat().st_size > 0
     pts = pd.read_csv(folder / "points.csv")
-    assert pts.groupby("method").size().to_dict() == {"ft": 2, "wiseft": 3, "flow": 2, "flow+wiseft": 3}
+    assert pts.groupby("method").size().to_dict() == {"ft": 2, "l2sp": 2, "wiseft": 3, "flow": 2, "flow+wiseft": 3}
+    assert sorted(pts.loc[pts["method"] == "l2sp", "setting"]) == ["λ=0.01", "λ=1"]
     records = [json.loads(p.read_text()) for p in Path(tiny["results_dir"]).glob("runs/*/result.json")]
-    tagged = {(r["method"], r["lr"], r["tau_rule"]) for r in records if r["sweep"] == "frontier"}
-    assert tagged == {("ft", 0.003, None), ("flow", 0.01, "p25")}  # the defaults are the methods' own runs
+    tagged = {(r["method"], r["lr"], r["tau_rule"], r["l2sp_lambda"]) for r in records if r["sweep"] == "frontier"}
+    # the defaults are the methods' own runs
+    assert tagged == {("ft", 0.003, None, None), ("flow", 0.01, "p25", None), ("l2sp", 0.01, None, 1.0)}
     kept = runframe.dedupe_runs(runframe.load_runs(Path(tiny["results_dir"])))
-    assert sorted(kept["method"]) == ["flow", "flow+wiseft", "ft", "wiseft"]
+    assert sorted(kept["method"]) == ["flow", "flow+wiseft", "ft", "l2sp", "wiseft"]
     rows = {r[0]: r for r in _table_rows(res.output)}
-    assert set(rows) == {"FT (lr × epochs)", "WiSE-FT (α)", "FLOW (τ)", "FLOW+WiSE-FT (α)"}
+    assert set(rows) == {"FT (lr × epochs)", "ℓ2-SP (λ)", "WiSE-FT (α)", "FLOW (τ)", "FLOW+WiSE-FT (α)"}
     best = pts.loc[pts[pts["method"] == "flow"]["average"].idxmax()]
     assert rows["FLOW (τ)"][4] == str(round(best["average"], 2))

@@ -82,4 +82,4 @@ def test_resnet50_configs_say_whose_hyper_parameters_they_are_and_have_no_offici
         assert cfg.paper_tau is None, path
         with pytest.raises(UserError, match="only for resnet18, not for resnet50"):
             config.resolve(path.stem, "resnet50", "flow", {"tau": "paper"})
-    assert config.resolve("cifar10", "resnet18.tv_in1k", "flow", {"tau": "paper"}).paper_tau == 0.1041
+    assert config.resolve("cifar10", "resnet18.tv_in1k", "flow", {"tau": "paper", "protocol": "paper"}).paper_tau == 0.1041

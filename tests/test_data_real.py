@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -88,6 +89,38 @@ def test_eval_recipes_follow_the_official_code(name, ops, resize):
     train, _ = build_transforms(name, image_size=16)
     jitter = any(type(t).__name__ == "ColorJitter" for t in train.transforms)
     assert jitter == (name not in ("cifar10", "flowers102"))
+
+
+def _epoch(dataset, workers: int, draw_seed):
+    from flowvision.data.base import make_loader
+
+    batches = make_loader(dataset, 4, shuffle=True, seed=5, num_workers=workers, draw_seed=draw_seed)
+    return [(x, idx) for x, _, idx in batches]
+
+
+def test_host_augmentation_is_the_same_for_any_number_of_workers():
+    """On the PIL path each sample's crop, flip and jitter come from (seed, index), not from whichever
+    worker process happened to load it: 0 and 2 workers give the same epoch, bit for bit."""
+    from flowvision.data.base import Indexed
+    from flowvision.data.real import Transformed
+
+    rng = np.random.default_rng(0)
+    images = [(Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)), 0) for _ in range(12)]
+    train, _ = build_transforms("caltech101", image_size=8)  # RandomResizedCrop, flip, ColorJitter
+    data = Indexed(Transformed(images, train))
+    torch.manual_seed(0)
+    main = _epoch(data, 0, draw_seed=5)
+    after = torch.rand(3)
+    two = _epoch(data, 2, draw_seed=5)
+    assert [idx.tolist() for _, idx in main] == [idx.tolist() for _, idx in two]
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(main, two))
+    torch.manual_seed(0)
+    _epoch(data, 0, draw_seed=5)
+    assert torch.equal(torch.rand(3), after)  # the caller's generator is untouched by the draws
+    other = _epoch(data, 0, draw_seed=6)  # another epoch's draws (same order: the order has its own seed)
+    assert not any(torch.equal(a, b) for (a, _), (b, _) in zip(main, other))
+    unseeded = [_epoch(data, w, draw_seed=None) for w in (0, 2)]  # without it, the workers' seeds decide
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(*unseeded))
 
 
 def test_augment_false_gives_train_the_eval_transform():
@@ -308,20 +341,102 @@ def all_dogs(tmp_path_factory):
 def test_dogs_paper_split_is_a_seeded_80_20_of_all_images_tested_with_training_transforms(all_dogs):
     from flowvision.data.real import load_real_splits
 
-    task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper")
-    assert (len(task.train), len(task.test)) == (16_464, 4_116)
+    task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper", dogs_split="single")
+    assert (len(task.train), len(task.test)) == (16_464, 4_116) and task.splits == {}
     assert task.test.base.transform is task.train.base.transform  # the official test set is augmented
     assert task.train_eval.base.transform is not task.train.base.transform
     assert task.info["n_train"] == 16_464 and "paper protocol" in task.info["split"]
-    train, test = task.train.base.base, task.test.base.base  # Indexed(Transformed(Subset))
-    assert not set(train.indices) & set(test.indices) and len(set(train.indices) | set(test.indices)) == 20_580
+    assert task.info["dogs_split"] == "single"
+    train, test = task.train.indices, task.test.indices  # positions into one ImageFolder of all images
+    assert not set(train) & set(test) and len(set(train) | set(test)) == 20_580
     again, _, _ = load_real_splits("stanford_dogs", all_dogs, protocol="paper")
     other, _, _ = load_real_splits("stanford_dogs", all_dogs, seed=1, protocol="paper")
-    assert again.indices == train.indices and other.indices != train.indices
-    labels = Counter(train.dataset.targets[i] for i in train.indices)
+    assert again.indices == train and other.indices != train
+    labels = Counter(task.train.base.base.targets[i] for i in train)
     assert len(labels) == 120 and 100 < min(labels.values())  # random, not class by class
     with pytest.raises(UserError, match="no train_list.txt"):  # the clean protocol still needs the official lists
         load_real_task("stanford_dogs", all_dogs)
+
+
+def test_dogs_per_stage_splits_are_independent_draws_over_one_set_of_images(all_dogs):
+    """As the official scripts, each of which drew its own 80/20 split: the probe's (also standard FT's),
+    FLOW round 1's and round 2's, so ~80% of a later split's test images trained an earlier stage."""
+    from flowvision.data.real import folder_relpaths, seen_shares
+
+    task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper")  # per-stage: the default
+    single = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper", dogs_split="single")
+    assert task.info["dogs_split"] == "per-stage" and set(task.splits) == {"round1", "round2"}
+    assert task.train.indices == single.train.indices  # the probe's split is the single one
+    pool = task.train.base.base
+    for part in task.splits.values():
+        assert (len(part.train), len(part.test)) == (16_464, 4_116) and part.train.base.base is pool
+        assert part.test.base.transform is part.train.base.transform
+    assert task.of_split("round1") is task.splits["round1"] and task.of_split("probe") is task
+    assert single.of_split("round2") is single
+    positions = {name: (t.train.indices, t.test.indices) for name, t in {"probe": task, **task.splits}.items()}
+    seen = seen_shares([("probe", "probe"), ("finetune", "round1"), ("refit", "round2")], positions)
+    assert seen["probe"]["seen"] == {} and set(seen["refit"]["seen"]) == {"probe", "finetune", "any"}
+    for share in (seen["finetune"]["seen"]["probe"], seen["refit"]["seen"]["probe"], seen["refit"]["seen"]["finetune"]):
+        assert 0.78 < share < 0.82  # 0.8 expected for independent draws (sd 0.006)
+    assert 0.95 < seen["refit"]["seen"]["any"] < 0.97  # 1 - 0.2 · 0.2
+    assert seen_shares([("probe", "probe"), ("finetune", "probe")], positions)["finetune"]["seen"] == {"probe": 0.0}
+    images = all_dogs / "stanford_dogs" / "Images"
+    assert folder_relpaths(images) == [Path(p).relative_to(images).as_posix() for p, _ in pool.samples]
+
+
+def test_dogs_per_stage_splits_on_the_device_path_decode_the_images_once(tmp_path):
+    write_dogs(tmp_path)  # 240 tiny images, no lists: the paper protocol needs none
+    task = load_real_task("stanford_dogs", tmp_path, image_size=8, protocol="paper", data_path="device",
+                          cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("decoded/*/images.npy"))) == 1 and task.info["decoded_all"]
+    parts = [task, *task.splits.values()]
+    assert all(t.train.base is task.train.base and t.test.base is task.train.base for t in parts)  # one array
+    assert [(len(t.train), len(t.test)) for t in parts] == [(192, 48)] * 3
+    assert len({tuple(t.test.indices) for t in parts}) == 3  # three draws
+    x, label, index = task.splits["round2"].test[5]
+    assert x.dtype == torch.uint8 and index == 5
+    assert label == task.train.base.labels[task.splits["round2"].test.indices[5]]
+
+
+def test_dry_run_prints_the_per_stage_dogs_splits_and_their_overlap(all_dogs):
+    from typer.testing import CliRunner
+
+    from flowvision.cli import app
+
+    args = ["finetune", "--dataset", "stanford_dogs", "--protocol", "paper", "--data-root", str(all_dogs), "--dry-run"]
+    res = CliRunner().invoke(app, args + ["--set", "dogs_split=per-stage"])
+    assert res.exit_code == 0, res.output
+    assert "Stanford Dogs splits — dogs_split=per-stage, data_seed 0, 20,580 images" in res.output
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in res.output.splitlines() if line.startswith("│ ") and "16,464" in line}
+    assert rows["probe"] == ["probe (linear_probing.py, standard_ft.py)", "16,464", "4,116", "— (the first stage)"]
+    assert rows["finetune"][:3] == ["round1 (FLOW_ft.py)", "16,464", "4,116"]
+    assert rows["refit"][:3] == ["round2 (FLOW_taskspecific_ft.py)", "16,464", "4,116"]
+    shares = [float(x) for x in re.findall(r"([\d.]+)% by", rows["refit"][3])]
+    assert re.fullmatch(r"\d\d\.\d% by probe", rows["finetune"][3]) and len(shares) == 3
+    assert all(78 < x < 82 for x in shares[:2]) and 95 < shares[2] < 97  # probe, finetune; any earlier stage
+    single = CliRunner().invoke(app, args + ["--set", "dogs_split=single"])
+    assert single.exit_code == 0 and single.output.count("0.0% by probe") == 2, single.output
+
+
+def test_a_dogs_record_carries_its_split_overlap_and_older_records_read_as_single(all_dogs):
+    from flowvision import config
+    from flowvision.record import from_dict, split_overlap
+
+    task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper")
+    flow = split_overlap(task, config.resolve("stanford_dogs", "resnet18", "flow", {"protocol": "paper"}))
+    assert [(stage, row["split"]) for stage, row in flow.items()] == [("probe", "probe"), ("finetune", "round1"),
+                                                                      ("refit", "round2")]
+    assert 0.78 < flow["finetune"]["seen"]["probe"] < 0.82 and 0.95 < flow["refit"]["seen"]["any"] < 0.97
+    ft = split_overlap(task, config.resolve("stanford_dogs", "resnet18", "ft", {"protocol": "paper"}))
+    assert ft["finetune"] == {"split": "probe", "n_train": 16_464, "n_test": 4_116, "seen": {"probe": 0.0}}
+    assert split_overlap(task, config.resolve("cifar10", "resnet18", "flow", {"protocol": "paper"})) == {}
+    old = {"run_id": "r", "dataset": "stanford_dogs", "model": "resnet18", "method": "flow", "seed": 0,
+           "target_acc": 0.5, "schema_version": 4, "protocol": "paper"}
+    record, notes = from_dict(old)
+    assert record.dogs_split == "single" and record.split_overlap == {}
+    assert not any("dogs_split" in n or "split_overlap" in n for n in notes)
+    assert from_dict(dict(old, dataset="cifar10"))[0].dogs_split is None
 
 
 def test_dogs_list_naming_a_missing_image_is_a_user_error(tmp_path):

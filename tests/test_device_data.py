@@ -26,7 +26,7 @@ def _photos(root: Path, n=6, size=(300, 260)) -> Path:
     return root
 
 
-def test_decoded_imagenet_pixels_equal_the_official_pil_transform_exactly(tmp_path):
+def test_decoded_imagenet_pixels_equal_the_official_transforms_exactly(tmp_path):
     from torchvision.datasets import ImageFolder
 
     folder = ImageFolder(str(_photos(tmp_path / "val")))
@@ -41,6 +41,24 @@ def test_decoded_imagenet_pixels_equal_the_official_pil_transform_exactly(tmp_pa
         assert x.dtype == torch.uint8 and y == label
         assert torch.equal(x, pixels(image))  # the stored pixels are the official transform's, exactly
         assert torch.allclose(eval_tf(x[None])[0], reference(image), atol=1e-6)  # normalised: float rounding only
+
+
+@pytest.mark.parametrize("recipe", ["imagenet", "square_crop_jitter", "crop_jitter", "resize_square"])
+def test_cached_eval_pixels_are_within_one_level_of_a_pil_resize(recipe, tmp_path):
+    """The cache resizes the decoded uint8 tensor; the official code (and the PIL path of the target sets)
+    the PIL image: the same geometry, and pixels at most one level apart (docs/protocols.md)."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    folder = ImageFolder(str(_photos(tmp_path / "photos")))
+    big = 256
+    pil = {"imagenet": [v2.Resize(256), v2.CenterCrop(224)], "square_crop_jitter": [v2.Resize((big, big)), v2.CenterCrop(224)],
+           "crop_jitter": [v2.Resize(big), v2.CenterCrop(224)], "resize_square": [v2.Resize((224, 224))]}[recipe]
+    pil = v2.Compose(pil + [v2.PILToTensor()])
+    store = stored(recipe, 224)
+    diff = torch.stack([(pil(image).int() - v2.functional.center_crop(store.prepare(image), [224, 224]).int()).abs()
+                        for image, _ in folder])
+    assert diff.max() <= 1 and diff.float().mean() < 0.05
 
 
 def test_the_imagenet_eval_set_takes_the_decoded_path_and_labels_follow_the_synsets(tmp_path):

@@ -137,7 +137,7 @@ BASES = {
     "wiseft": ("gratings", "demo", "wiseft", {}),
     "lp": ("gratings", "demo", "lp", {}),
     "online": ("gratings", "demo", "flow", {"weighting": "flow-online", "tau": "0.5"}),
-    "imagenet": ("cifar10", "resnet18", "flow+wiseft", {"tau": "paper", "weights": "/w/r18.safetensors"}),
+    "imagenet": ("cifar10", "resnet18", "flow+wiseft", {"tau": "0.5", "weights": "/w/r18.safetensors"}),
     "paper": ("gratings", "demo", "flow", {"protocol": "paper"}),
     "dogs": ("stanford_dogs", "resnet18", "flow", {"protocol": "paper", "tau": "paper"}),
     "folder": ("folder:/data/birds", "resnet18", "flow", {"weights": "/w/r18.safetensors"}),
@@ -157,7 +157,7 @@ ALTERNATIVES = {
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
     "imagenet_transform": ["timm"], "restore": ["none"], "task_specific": ["head"], "demo_arch": ["resnet10t"],
     "demo_epochs": [9], "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "amp": [True],
-    "data_path": ["device", "pil"], "split_ratio": [0.5],
+    "data_path": ["device", "pil"], "split_ratio": [0.5], "dogs_split": ["single", "per-stage"],
 }
 
 
@@ -260,3 +260,32 @@ def test_dry_run_plans_the_keys_a_run_uses_and_sees_its_cached_stages(tiny):
     after = {r["stage"]: r for r in dryrun.plan_rows(cfg, dryrun.fingerprints(cfg))}
     assert {name: r["key"] for name, r in after.items()} == done["stage_keys"]
     assert {name for name, r in after.items() if r["status"] == "cached"} == set(done["stages"])
+
+
+def test_each_training_stage_reads_its_own_split_and_the_run_is_measured_on_the_last_ones_test_set(tiny):
+    """A task carrying one split per official script (Stanford Dogs under the paper protocol): the loss
+    pass and FLOW's fine-tuning read round 1's training set, the target evaluations and Table 5 round 2's
+    test set (the refit's); sizes tell the splits apart."""
+    import dataclasses
+
+    from flowvision.data.synthetic import load_synthetic_task
+    from flowvision.stages import Run, Store
+
+    def task(i):
+        own = load_synthetic_task("gratings", image_size=16, n_train=48, n_test=32)
+        splits = {"round1": load_synthetic_task("gratings", seed=1, image_size=16, n_train=40, n_test=24),
+                  "round2": load_synthetic_task("gratings", seed=2, image_size=16, n_train=32, n_test=16)}
+        return dataclasses.replace(own, splits=splits)
+
+    stages = dict(pipeline.STAGES, task=dataclasses.replace(pipeline.STAGES["task"], compute=task))
+    cfg = config.resolve("gratings", "demo", "flow", tiny)
+    r = Run(cfg, stages, Store(Path(tiny["results_dir"]) / "cache"))
+    assert len(r["losses"]["losses"]) == 40  # round 1's training set: static weights index its samples
+    assert (r["finetune"].split, r["refit"].split, r["final"].split) == ("round1", "round2", "round2")
+    assert r["target_eval"]["n"] == 16 and r["hard"]["n"] == hard_count(16)
+    assert {k: len(v["losses"]) for k, v in r["probe_test"]["splits"].items()} == {"round1": 24, "round2": 16}
+    assert len(r["probe_test"]["losses"]) == 32  # the probe's own split
+    ft = config.resolve("gratings", "demo", "ft", tiny)
+    assert pipeline.training_splits(ft) == [("probe", "probe"), ("finetune", "probe")]  # standard_ft.py's split
+    lp = config.resolve("gratings", "demo", "lp", tiny)
+    assert pipeline.training_splits(lp) == [("probe", "probe")]

@@ -39,7 +39,7 @@ def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(tm
     data = write_cars(tmp_path / "data")
     val = write_val(tmp_path / "imagenet" / "val", imagenet_synsets(), per_class=1)
     args = ["finetune", "--dataset", "stanford_cars", "--model", "resnet18", "--weights", str(weights_file),
-            "--method", "flow", "--tau", "paper", "--data-root", str(data), "--imagenet", str(val),
+            "--method", "flow", "--tau", "paper", "--protocol", "paper", "--data-root", str(data), "--imagenet", str(val),
             "--imagenet-subset", "40", "--results-dir", str(tmp_path / "results"), "--device", "cpu",
             "--set", "image_size=16", "--set", "epochs=1", "--set", "probe_epochs=1", "--set", "refit_epochs=1",
             "--set", "batch_size=64"]

@@ -33,8 +33,25 @@ def test_frontier_sweep_tags_only_runs_off_a_methods_defaults():
 
     cfgs = sweep("gratings", "demo", {}, seeds=(0,))
     ft = [c for c in cfgs if c.method == "ft"]
-    assert len(ft) == 6 and len(cfgs) == 6 + 1 + 5 + 1  # lr × 0.1, 0.3, 1 by epochs 1, 3; α and τ sweeps
+    assert len(ft) == 6 and len(cfgs) == 6 + 3 + 1 + 5 + 1  # lr × 0.1, 0.3, 1 by epochs 1, 3; λ, α and τ sweeps
     untagged = [(c.method, c.lr, c.epochs, c.tau) for c in cfgs if c.sweep is None]
-    assert untagged == [("ft", 0.01, 3, "median"), ("wiseft", 0.01, 3, "median"), ("flow", 0.01, 3, "median"),
-                        ("flow+wiseft", 0.01, 3, "median")]
+    assert untagged == [("ft", 0.01, 3, "median"), ("l2sp", 0.01, 3, "median"), ("wiseft", 0.01, 3, "median"),
+                        ("flow", 0.01, 3, "median"), ("flow+wiseft", 0.01, 3, "median")]
     assert {c.tau for c in cfgs if c.method == "flow"} == {"p10", "p25", "median", "p75", "p90"}
+
+
+def test_frontier_sweeps_l2sp_over_lambda_at_ft_settings():
+    """The ℓ2 baseline has no published λ, so the frontier sweeps it like FT's learning rate: the
+    config's λ × 0.1, 1, 10 at FT's lr and epochs, the config's own λ being the method's ordinary run."""
+    from flowvision import config
+    from flowvision.frontier import sweep
+
+    overrides = {"lr": 0.02, "epochs": 2}
+    l2sp = [c for c in sweep("gratings", "demo", overrides, seeds=(0,)) if c.method == "l2sp"]
+    ft = config.resolve("gratings", "demo", "ft", overrides)
+    assert [c.l2sp_lambda for c in l2sp] == [0.001, 0.01, 0.1]
+    assert all((c.regularizer, c.weighting, c.lr, c.epochs) == ("l2sp", "uniform", ft.lr, ft.epochs) for c in l2sp)
+    assert [c.sweep for c in l2sp] == ["frontier", None, "frontier"]
+    given = sweep("gratings", "demo", {}, seeds=(0, 1), l2sp_lambdas=[0.5])
+    assert [(c.seed, c.l2sp_lambda, c.sweep) for c in given if c.method == "l2sp"] == [(0, 0.5, "frontier"),
+                                                                                       (1, 0.5, "frontier")]

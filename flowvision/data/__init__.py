@@ -21,7 +21,8 @@ def __getattr__(name: str):
 
 def load_task(cfg) -> TaskData:
     """The target task of a RunConfig (its dataset, image size, augmentation, data seed, root and,
-    for the data sets in ``real.PAPER_SPLITS``, the protocol; for a folder, its split ratio)."""
+    for the data sets in ``real.PAPER_SPLITS``, the protocol and, under the paper protocol, dogs_split; for a
+    folder, its split ratio)."""
     if is_synthetic(cfg.dataset):
         from .synthetic import load_synthetic_task
 
@@ -39,10 +40,11 @@ def load_task(cfg) -> TaskData:
     from .fetch import resolve_data_root
     from .real import PAPER_SPLITS, load_real_task
 
+    paper = cfg.dataset in PAPER_SPLITS and cfg.protocol == "paper"
     return load_real_task(cfg.dataset, resolve_data_root(cfg.data_root), image_size=cfg.image_size or 224,
                           augment=cfg.augment, seed=cfg.data_seed, data_path=cfg.data_path,
                           cache_dir=Path(cfg.cache_dir or default_cache_dir()),
-                          protocol=cfg.protocol if cfg.dataset in PAPER_SPLITS else "clean")
+                          protocol="paper" if paper else "clean", **({"dogs_split": cfg.dogs_split} if paper else {}))
 
 
 def normalisation(name: str) -> tuple[tuple, tuple]:

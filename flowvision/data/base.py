@@ -2,10 +2,15 @@
 
 Every sample carries its index, ``(image, label, index)``, so per-sample losses and FLOW weights
 stay aligned under shuffling, subsetting and a DistributedSampler.
+
+Random augmentation on the host (the PIL path) is drawn per sample from (seed, sample index)
+(``SeededDraws``, applied by ``make_loader``), so the images of an epoch are the same whichever
+worker process loads them: for any ``num_workers``, on any machine.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from torch.utils.data import Dataset
@@ -57,17 +62,62 @@ class TaskData:
     test: Dataset
     info: Any = None  # free-form description recorded in results (source of the files, split rule)
     noisy: Any = None
+    splits: dict = field(default_factory=dict)  # other training stages' own splits, by name (of_split)
+
+    def of_split(self, name: str) -> "TaskData":
+        """The task as split ``name`` sees it: its own TaskData where the data set draws a separate split
+        for it (Stanford Dogs under the paper protocol, ``data/real.py``), else this one, whose split
+        every stage shares."""
+        return self.splits.get(name, self)
+
+
+# In the fingerprint of every task whose augmentation runs on the host: the PIL path's draws became
+# per-sample ones (SeededDraws), so the stages downstream of such a task are keyed apart from those of
+# earlier draws, and the device path's keys, whose draws did not change, stay.
+HOST_DRAWS = "per-sample"
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A 64-bit seed for sample ``index`` under ``seed``, the same on every machine and process."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest(), "little")
+
+
+class SeededDraws(Dataset):
+    """``dataset`` whose sample ``i`` draws its random augmentation from torch's CPU generator seeded
+    with ``sample_seed(seed, i)``: the same image in the main process and in any worker, so a loader's
+    images do not depend on ``num_workers``. torchvision's transforms draw from that global generator,
+    which no transform takes as an argument; its state is saved and restored around each sample, so the
+    caller's stream (dropout, the device-side draws) is untouched, and the CUDA generators are not seeded."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(sample_seed(self.seed, i))
+            return self.dataset[i]
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                num_workers: int = 0, pin_memory: bool = False, sampler=None, batches=None):
+                num_workers: int = 0, pin_memory: bool = False, sampler=None, batches=None,
+                draw_seed: Optional[int] = None):
     """The one DataLoader recipe: a seeded generator when shuffling, so an epoch's order is a pure
     function of ``seed`` (a resumed run sees the same batches as an uninterrupted one).
     ``sampler`` (a DistributedSampler: this process's share of an epoch) replaces the shuffling;
-    ``batches`` (lists of positions) replaces ``batch_size`` and the order altogether."""
+    ``batches`` (lists of positions) replaces ``batch_size`` and the order altogether.
+    ``draw_seed``: samples transformed on the host draw their augmentation from (draw_seed, index)
+    (``SeededDraws``); a data set with a ``batch_transform`` draws on the device instead, in the
+    loop's process, where ``num_workers`` cannot reach."""
     from torch.utils.data import DataLoader
     import torch
 
+    if draw_seed is not None and getattr(dataset, "batch_transform", None) is None:
+        dataset = SeededDraws(dataset, draw_seed)
     common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
     if batches is not None:
         return DataLoader(dataset, batch_sampler=batches, **common)

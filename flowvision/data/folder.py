@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Optional
 
 from ..errors import UserError
 from ..registry import folder_path
-from .real import IMAGENET_MEAN, IMAGENET_STD, RealSpec, hash_rank, make_task, saved_split, split_file_candidates
+from .real import (IMAGENET_MEAN, IMAGENET_STD, TWO_SPLITS, RealSpec, hash_rank, make_task, saved_split,
+                   split_file_candidates)
 
 if TYPE_CHECKING:
     from .base import TaskData
@@ -326,10 +327,10 @@ def load_folder_task(name: str, *, image_size: int = 224, augment: bool = True, 
             "n_train": len(train), "n_test": len(test), "image_size": image_size, "augment": augment,
             "data_path": data_path, "ignored_files": listing.ignored}
     extra = {"split": stable_hash(train, test)}  # which images each split holds: keys the decoded caches
-    return make_task(name, spec, FolderImages(listing.root, train, listing.classes),
-                     FolderImages(listing.root, test, listing.classes), info, files=listing.fingerprint,
-                     extra=extra, image_size=image_size, augment=augment, data_path=data_path,
-                     cache_dir=Path(cache_dir))
+    pools = {"train": FolderImages(listing.root, train, listing.classes),
+             "test": FolderImages(listing.root, test, listing.classes)}
+    return make_task(name, spec, pools, TWO_SPLITS, info, files=listing.fingerprint, extra=extra,
+                     image_size=image_size, augment=augment, data_path=data_path, cache_dir=Path(cache_dir))
 
 
 def folder_status(name: str, ratio: float = 0.8, seed: int = 0) -> dict:

@@ -26,7 +26,12 @@ Deliberate differences from the official code:
   *training* transforms (the official test set is a view of the same augmented data set). The
   official ``random_split`` draws from whatever RNG state its script had reached, so its exact split
   cannot be recovered; ours is seeded (``data_seed``) by a hash of each path, the same on every
-  machine and run. ``PAPER_SPLITS`` names the data sets whose split the protocol changes.
+  machine and run. Each official script reached a different RNG state (it builds a different number
+  of models first), so the linear probe (with standard FT), FLOW round 1 and round 2 each drew their
+  own split, and about 80 % of a later script's test images were an earlier one's training images.
+  ``dogs_split="per-stage"`` draws one split per script (``STAGE_SPLITS``; the probe's is the single
+  split), ``"single"`` one split for every stage; ``seen_shares`` measures the overlap.
+  ``PAPER_SPLITS`` names the data sets whose split the protocol changes.
 * Caltech-101 has no official split; the official code read a pre-made train/test ImageFolder whose
   origin is not given. We use the standard Caltech-101 protocol: 30 training images per class, the
   rest for testing (3,060 / 6,084 images), chosen by a seeded hash of each file name, written once
@@ -47,12 +52,12 @@ import hashlib
 import json
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ..registry import REAL_DATASETS, check_dataset, is_real  # noqa: F401 (is_real: part of this module's API)
+from ..registry import DOGS_SPLITS, PAPER_SPLITS, REAL_DATASETS, check_dataset, is_real  # noqa: F401 (API)
 
 if TYPE_CHECKING:
     from .base import TaskData
@@ -63,8 +68,12 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
 CALTECH_TRAIN_PER_CLASS = 30
-PAPER_SPLITS = ("stanford_dogs",)   # data sets whose split differs under protocol="paper"
 PAPER_TRAIN_FRACTION = 0.8          # the official Stanford Dogs split: int(0.8 * N) train, the rest test
+# The official scripts whose Stanford Dogs splits differ (dogs_split="per-stage"), by the name of the split:
+# the probe's is also standard FT's (the two scripts build the same models before splitting).
+STAGE_SPLITS = {"probe": "linear_probing.py, standard_ft.py", "round1": "FLOW_ft.py",
+                "round2": "FLOW_taskspecific_ft.py"}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 
 
 @dataclass(frozen=True)
@@ -349,27 +358,82 @@ def _read_list(name: str, root: Path, folder: Path, split: str) -> list[str]:
     return [p[len("Images/"):] if p.startswith("Images/") else p for p in paths]
 
 
-def paper_split(relpaths: list[str], seed: int) -> tuple[list[int], list[int]]:
+def paper_split(relpaths: list[str], seed: int, draw: str = "probe") -> tuple[list[int], list[int]]:
     """The official code's Stanford Dogs split, seeded: int(0.8 N) positions train, the rest test,
-    in a random order fixed by ``seed`` and the paths alone (not by the listing order or an RNG)."""
-    order = sorted(range(len(relpaths)), key=lambda i: hash_rank(seed, relpaths[i]))
+    in a random order fixed by ``seed``, ``draw`` (a name in ``STAGE_SPLITS``: each is an independent
+    draw) and the paths alone (not by the listing order or an RNG)."""
+    salt = "" if draw == "probe" else f"{draw}/"
+    order = sorted(range(len(relpaths)), key=lambda i: hash_rank(seed, salt + relpaths[i]))
     n_train = int(PAPER_TRAIN_FRACTION * len(relpaths))
     return sorted(order[:n_train]), sorted(order[n_train:])
 
 
-def _dogs(name: str, root: Path, protocol: str = "clean", seed: int = 0):
-    from torch.utils.data import Subset
+def paper_splits(relpaths: list[str], seed: int, dogs_split: str) -> dict[str, tuple[list[int], list[int]]]:
+    """{split name: (train positions, test positions)}: one per official script (``STAGE_SPLITS``) for
+    ``dogs_split="per-stage"``, the probe's alone for ``"single"``."""
+    if dogs_split not in DOGS_SPLITS:
+        raise ValueError(f"dogs_split must be one of {DOGS_SPLITS}, got {dogs_split!r}")
+    names = STAGE_SPLITS if dogs_split == "per-stage" else ("probe",)
+    return {name: paper_split(relpaths, seed, name) for name in names}
 
+
+def seen_shares(order: list[tuple[str, str]], splits: dict) -> dict:
+    """What each training stage was tested on that an earlier one trained on. ``order``: the run's
+    training stages in the order they train, each with the split it reads, [(stage, split name)];
+    ``splits``: {split name: (train positions, test positions)}, positions into one list of images; a
+    split not drawn separately is the probe's (dogs_split="single").
+    -> {stage: {"split", "n_train", "n_test", "seen": {earlier stage: the share (0..1) of this stage's
+    test images that stage trained on, "any": by any earlier stage (with two or more)}}}."""
+    out, trained = {}, []
+    for stage, name in order:
+        name = name if name in splits else "probe"
+        train, test = splits[name]
+        tested = set(test)
+        seen = {earlier: len(tested & images) / len(test) for earlier, images in trained}
+        if len(trained) > 1:
+            seen["any"] = len(tested & set().union(*(images for _, images in trained))) / len(test)
+        out[stage] = {"split": name, "n_train": len(train), "n_test": len(test), "seen": seen}
+        trained.append((stage, set(train)))
+    return out
+
+
+def folder_relpaths(folder: Path) -> list[str]:
+    """The images of an ImageFolder tree, relative to ``folder``, in ImageFolder's order, listed
+    without importing torch (``--dry-run`` draws the Stanford Dogs splits from it)."""
+    rels = []
+    for cls in sorted(e.name for e in os.scandir(folder) if e.is_dir()):
+        for dirpath, _, names in sorted(os.walk(folder / cls, followlinks=True)):
+            rels += [(Path(dirpath) / n).relative_to(folder).as_posix() for n in sorted(names)
+                     if n.lower().endswith(IMAGE_EXTENSIONS)]
+    return rels
+
+
+def _dogs_images(name: str, root: Path):
+    """Stanford Dogs' ImageFolder of every image under Images/ (untransformed), its classes checked."""
     folder = data_folder(name, root)
     if not folder.is_dir():
         raise _missing(name, root)
     images = _image_folder(name, root, folder / "Images")
     _check_classes(name, root, images.classes)
-    if protocol == "paper":
-        train, test = paper_split(_relpaths(images), seed)
-        return Subset(images, train), Subset(images, test), {
-            "split": f"paper protocol: seeded random 80/20 of all images ({len(train)} / {len(test)}, "
-                     f"seed {seed}), test read with the training transforms"}
+    return images
+
+
+def _paper_dogs(name: str, root: Path, seed: int, dogs_split: str):
+    """(ImageFolder of all images, paper_splits(...), extra info) for the paper protocol."""
+    images = _dogs_images(name, root)
+    splits = paper_splits(_relpaths(images), seed, dogs_split)
+    n_train, n_test = (len(p) for p in splits["probe"])
+    drawn = "one draw per official script" if len(splits) > 1 else "one draw for every stage"
+    return images, splits, {
+        "split": f"paper protocol: seeded random 80/20 of all images ({n_train} / {n_test}, seed {seed}, {drawn}), "
+                 f"test read with the training transforms", "dogs_split": dogs_split}
+
+
+def _dogs(name: str, root: Path):
+    from torch.utils.data import Subset
+
+    folder = data_folder(name, root)
+    images = _dogs_images(name, root)
     position = {p: i for i, p in enumerate(_relpaths(images))}
     splits = {}
     for split in ("train", "test"):
@@ -480,19 +544,24 @@ _LOADERS = {"cifar10": _cifar, "cifar100": _cifar, "flowers102": _flowers, "dtd"
 
 def load_real_splits(name: str, root: Path, *, seed: int = 0, protocol: str = "clean"):
     """(train, test, extra_info): untransformed ``(PIL image, label)`` data sets for ``name``;
-    ``protocol`` matters only for the data sets in ``PAPER_SPLITS``."""
+    ``protocol`` matters only for the data sets in ``PAPER_SPLITS`` (whose paper split here is the
+    probe's, which every stage shares under ``dogs_split="single"``)."""
     check_dataset(name, REAL_DATASETS)
     root = Path(root)
     if name == "caltech101":
         return _caltech(name, root, seed)
-    if name in PAPER_SPLITS:
-        return _LOADERS[name](name, root, protocol, seed)
+    if name in PAPER_SPLITS and protocol == "paper":
+        from torch.utils.data import Subset
+
+        images, splits, extra = _paper_dogs(name, root, seed, "single")
+        train, test = splits["probe"]
+        return Subset(images, train), Subset(images, test), extra
     return _LOADERS[name](name, root)
 
 
 def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: bool = True,
                    seed: int = 0, data_path: str = "pil", cache_dir: Path | None = None,
-                   protocol: str = "clean") -> "TaskData":
+                   protocol: str = "clean", dogs_split: str = DOGS_SPLITS[0]) -> "TaskData":
     """The task ``name`` read from ``<root>/<name>/``, with the official split and transforms.
 
     train / train_eval: the same samples in the same order (indices 0..N-1), with the training /
@@ -503,32 +572,52 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
     ``seed`` picks the split where the data set has none (caltech101; stanford_dogs under the paper
     protocol); keep it fixed (0) across runs so that different training seeds share one split.
     ``protocol="paper"``: the official split where it differs (``PAPER_SPLITS``), its test part
-    read with the training transforms as the official code does.
+    read with the training transforms as the official code does; ``dogs_split`` "per-stage" gives the
+    task the official scripts' other splits too (``TaskData.splits``: "round1", "round2"; the task
+    itself is the probe's split), all views of one set of images, decoded once.
     """
-    train_base, test_base, extra = load_real_splits(name, root, seed=seed, protocol=protocol)
+    root = Path(root)
+    # The official split: one pool of all images, each split a pair of position lists into it, and the
+    # test part read with the training transforms (the official test set is a view of the augmented set).
+    paper = protocol == "paper" and name in PAPER_SPLITS
+    if paper:
+        images, splits, extra = _paper_dogs(name, root, seed, dogs_split)
+        pools = {"all": images}
+        parts = {split: (("all", train), ("all", test)) for split, (train, test) in splits.items()}
+    else:
+        train_base, test_base, extra = load_real_splits(name, root, seed=seed, protocol=protocol)
+        pools, parts = {"train": train_base, "test": test_base}, TWO_SPLITS
     spec = REAL_TASKS[name]
-    info = {"dataset": name, "path": str(data_folder(name, Path(root))), "split": spec.split,
-            "recipe": spec.recipe,
-            "n_train": len(train_base), "n_test": len(test_base), "image_size": image_size,
-            "augment": augment, "data_path": data_path, **extra}
-    official_test = protocol == "paper" and name in PAPER_SPLITS  # the official test part: training transforms
+    info = {"dataset": name, "path": str(data_folder(name, root)), "split": spec.split, "recipe": spec.recipe,
+            "n_train": _size(pools, parts["probe"][0]), "n_test": _size(pools, parts["probe"][1]),
+            "image_size": image_size, "augment": augment, "data_path": data_path, **extra}
     files = None
     if data_path == "device":  # the decoded caches' key: a listing of every file (the PIL path reads none)
         from .decoded import folder_fingerprint
 
-        files = folder_fingerprint(data_folder(name, Path(root)))
-    return make_task(name, spec, train_base, test_base, info, files=files, extra=extra, image_size=image_size,
-                     augment=augment, data_path=data_path, cache_dir=cache_dir, official_test=official_test)
+        files = folder_fingerprint(data_folder(name, root))
+    return make_task(name, spec, pools, parts, info, files=files, extra=extra, image_size=image_size,
+                     augment=augment, data_path=data_path, cache_dir=cache_dir, official_test=paper)
 
 
-def make_task(name: str, spec, train_base, test_base, info: dict, *, files, extra: dict, image_size: int,
+TWO_SPLITS = {"probe": (("train", None), ("test", None))}  # a train pool and a test pool, every stage shares them
+
+
+def _size(pools: dict, part) -> int:
+    pool, positions = part
+    return len(pools[pool]) if positions is None else len(positions)
+
+
+def make_task(name: str, spec, pools: dict, parts: dict, info: dict, *, files, extra: dict, image_size: int,
               augment: bool, data_path: str, cache_dir, official_test: bool = False) -> "TaskData":
-    """The TaskData of two untransformed ``(PIL image, label)`` splits with ``spec``'s recipe,
-    normalisation and class count, by either data path (see ``load_real_task``); ``info`` gets the
-    decoded caches' keys. ``files`` (the fingerprint of the files the splits read; device path) and
-    ``extra`` (what else decides the splits' contents) key the decoded caches. ``official_test``:
-    the test split gets the training transforms (the paper protocol's Stanford Dogs)."""
-    from .base import Indexed, TaskData
+    """The TaskData of untransformed ``(PIL image, label)`` data sets with ``spec``'s recipe, normalisation
+    and class count, by either data path (see ``load_real_task``). ``pools``: name -> data set;
+    ``parts``: split -> ((pool, positions or None: all), (pool, positions)) for its train and test part;
+    the split "probe" is the task itself, any other goes to ``TaskData.splits`` (``TWO_SPLITS``: one train
+    and one test pool). ``info`` gets the decoded caches' keys. ``files`` (the fingerprint of the files the
+    pools read; device path) and ``extra`` (what else decides the pools' contents) key the decoded caches.
+    ``official_test``: the test parts get the training transforms (the paper protocol's Stanford Dogs)."""
+    from .base import HOST_DRAWS, Indexed, TaskData
 
     if data_path == "device":
         from .decoded import decoded, stored
@@ -536,23 +625,31 @@ def make_task(name: str, spec, train_base, test_base, info: dict, *, files, extr
 
         native = None
         if spec.recipe == "resize":
-            w, h = train_base[0][0].size
+            w, h = next(iter(pools.values()))[0][0].size
             native = (h, w)
         store = stored(spec.recipe, image_size, native)
-        splits = {}
-        for split, base in (("train", train_base), ("test", test_base)):
-            identity = {"dataset": name, "split": split, "files": files, "n": len(base), "extra": extra}
-            splits[split], info[f"decoded_{split}"] = decoded(base, store.prepare, store.size, identity, cache_dir,
-                                                             f"decoding {name} {split} ({len(base)} images)")
-        train_b, eval_b = recipe_transforms(spec.recipe, image_size, spec.mean, spec.std)
-        train_b = train_b if augment else eval_b
-        return TaskData(name=name, num_classes=spec.num_classes,
-                        train=Indexed(splits["train"], batch_transform=train_b),
-                        train_eval=Indexed(splits["train"], batch_transform=eval_b),
-                        test=Indexed(splits["test"], batch_transform=train_b if official_test else eval_b),
+        arrays = {}
+        for pool, base in pools.items():
+            identity = {"dataset": name, "split": pool, "files": files, "n": len(base),
+                        "extra": {} if pool == "all" else extra}  # "all": every image, whatever the split
+            arrays[pool], info[f"decoded_{pool}"] = decoded(base, store.prepare, store.size, identity, cache_dir,
+                                                            f"decoding {name} {pool} ({len(base)} images)")
+        train_x, eval_x = recipe_transforms(spec.recipe, image_size, spec.mean, spec.std)
+        train_x = train_x if augment else eval_x
+
+        def view(part, transform):
+            return Indexed(arrays[part[0]], indices=part[1], batch_transform=transform)
+    else:
+        info["draws"] = HOST_DRAWS
+        train_x, eval_x = recipe_pil_transforms(spec.recipe, spec.mean, spec.std, image_size, augment)
+
+        def view(part, transform):
+            return Indexed(Transformed(pools[part[0]], transform), indices=part[1])
+
+    def task(train, test) -> TaskData:
+        return TaskData(name=name, num_classes=spec.num_classes, train=view(train, train_x),
+                        train_eval=view(train, eval_x), test=view(test, train_x if official_test else eval_x),
                         info=info)
-    train_tf, eval_tf = recipe_pil_transforms(spec.recipe, spec.mean, spec.std, image_size, augment)
-    return TaskData(name=name, num_classes=spec.num_classes,
-                    train=Indexed(Transformed(train_base, train_tf)),
-                    train_eval=Indexed(Transformed(train_base, eval_tf)),
-                    test=Indexed(Transformed(test_base, train_tf if official_test else eval_tf)), info=info)
+
+    tasks = {split: task(*part) for split, part in parts.items()}
+    return replace(tasks.pop("probe"), splits=tasks)

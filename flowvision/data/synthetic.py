@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..registry import SOURCE_TASK  # noqa: F401 (source.py reads it from here)
-from .base import Indexed, TaskData
+from .base import HOST_DRAWS, Indexed, TaskData
 
 # Normalisation for every synthetic task (pixels are roughly uniform on [0, 1]).
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -192,7 +192,7 @@ def load_synthetic_task(name: str, *, seed: int = 0, image_size: int | None = No
         train_eval=Indexed(TensorImages(x_tr, y_tr, eval_t)),
         test=load_held_out(name, seed=seed, image_size=size, n=n_test).dataset,
         info=f"synthetic:{name}(seed={seed},size={size},train={n_train},test={n_test},"
-             f"label_noise={spec.label_noise})",
+             f"label_noise={spec.label_noise},draws={HOST_DRAWS})",
         noisy=noisy,
     )
 
