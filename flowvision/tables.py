@@ -149,7 +149,9 @@ def _model_tables(runs: pd.DataFrame, paper: PaperNumbers, model: str) -> list:
 
 
 _PROTOCOL_NOTE = (" clean: the last epoch, static weights, official split lists; paper protocol: the official "
-                  "code's choices (the best-test-epoch checkpoint, online weights); never pooled.")
+                  "code's choices (the best-test-epoch checkpoint, online weights; on Stanford Dogs one random split "
+                  "per official script, so later stages test on images earlier ones trained on — runs with "
+                  "dogs_split=single are listed apart); never pooled.")
 
 
 def _table3(runs: pd.DataFrame, paper: PaperNumbers) -> Table:
