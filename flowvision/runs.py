@@ -172,13 +172,14 @@ def _settings_dict(config, run_dir: Path) -> Optional[dict]:
 
 
 @functools.lru_cache(maxsize=None)
-def _defaults(dataset: str, model: str, method: str) -> Optional[dict]:
-    """The method's own configuration for this data set and model (configs/ + its preset), or None where
-    it cannot be resolved (a name this flowvision does not know)."""
+def _defaults(dataset: str, model: str, method: str, protocol: str) -> Optional[dict]:
+    """The method's own configuration for this data set, model and protocol (configs/ + its preset; the
+    protocol decides defaults such as Stanford Dogs' split), or None where it cannot be resolved (a name
+    this flowvision does not know)."""
     from .config import keyed_values, resolve
 
     try:
-        return keyed_values(resolve(dataset, model, method))
+        return keyed_values(resolve(dataset, model, method, {"protocol": protocol}))
     except (UserError, TypeError, ValueError):
         return None
 
@@ -197,7 +198,8 @@ def _settings(df: pd.DataFrame) -> pd.Series:
         by_config = {}
         for index, row in group.iterrows():
             config = row["config"] if isinstance(row["config"], dict) else None
-            defaults = _defaults(str(row["dataset"]), str(row["model"]), str(row["method"])) if config else None
+            defaults = (_defaults(str(row["dataset"]), str(row["model"]), str(row["method"]), str(row["protocol"]))
+                        if config else None)
             if config is None or defaults is None:
                 label = None  # unknown: named by its id when it has a sibling
             else:

@@ -445,3 +445,15 @@ def test_a_set_key_given_twice_is_an_error_naming_both_values():
 
 
 
+
+
+def test_paper_protocol_dogs_runs_at_the_per_stage_default_count_and_single_split_runs_are_listed_apart(tmp_path):
+    for split, acc in (("per-stage", 0.8), ("single", 0.6)):
+        cfg, cid = _configured("stanford_dogs", "resnet50", "flow", protocol="paper", dogs_split=split)
+        write_run(tmp_path, f"dogs-{split}", dataset="stanford_dogs", protocol="paper", config=cfg, config_id=cid,
+                  target_acc=acc)
+    tabs = tables.paper_tables(runframe.load_runs(tmp_path))
+    per_set = frame(tabs, "resnet50: per data set vs paper")
+    assert cell(per_set, "target (ours, paper protocol)", method="flow", dataset="stanford_dogs") == "80.00 ± –"
+    off = frame(tabs, "paper grid runs off the paper's settings (left out of the paper tables)")
+    assert list(off["settings"]) == ["dogs_split=single"]
