@@ -34,7 +34,8 @@ def load_task(cfg) -> TaskData:
     return load_real_task(cfg.dataset, resolve_data_root(cfg.data_root), image_size=cfg.image_size or 224,
                           augment=cfg.augment, seed=cfg.data_seed, data_path=cfg.data_path,
                           cache_dir=Path(cfg.cache_dir or default_cache_dir()),
-                          protocol=cfg.protocol if cfg.dataset in PAPER_SPLITS else "clean")
+                          protocol=cfg.protocol if cfg.dataset in PAPER_SPLITS else "clean",
+                          skip_bad=cfg.skip_bad_images)
 
 
 def normalisation(name: str) -> tuple[tuple, tuple]:

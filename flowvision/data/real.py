@@ -40,6 +40,11 @@ Deliberate differences from the official code:
   Resize(256), CenterCrop(224)) with ImageNet mean/std; Pets trains on ``trainval``.
 * CIFAR files are checked for presence and parsed, not md5-hashed at every load (torchvision hashes
   180 MB each time); ``flowvision data download`` checks the archive's md5 when it fetches it.
+
+Every other data set is a list of image files: torchvision's class for it finds them and their labels,
+then each file is checked (``images.check_images``) and read by ``images.read_image`` (the pixels
+torchvision's own loader gives). An unreadable file stops the run in one line, or with ``skip_bad``
+is left out and listed in ``info["skipped_images"]``.
 """
 from __future__ import annotations
 
@@ -453,9 +458,48 @@ def load_real_splits(name: str, root: Path, *, seed: int = 0, protocol: str = "c
     return _LOADERS[name](name, root)
 
 
+def image_samples(ds) -> list | None:
+    """``(path, label)`` of every image of a torchvision split, in its order; None when its images
+    are not files (CIFAR's arrays). Knows ImageFolder, Subset and ConcatDataset of them, and the
+    file lists of Flowers102 and DTD (``_image_files``) and OxfordIIITPet (``_images``)."""
+    from torch.utils.data import ConcatDataset, Subset
+
+    if isinstance(ds, Subset):
+        inner = image_samples(ds.dataset)
+        return None if inner is None else [inner[i] for i in ds.indices]
+    if isinstance(ds, ConcatDataset):
+        parts = [image_samples(d) for d in ds.datasets]
+        return None if any(p is None for p in parts) else [s for p in parts for s in p]
+    if hasattr(ds, "samples"):
+        return [(str(p), int(label)) for p, label in ds.samples]
+    files = getattr(ds, "_image_files", None) or getattr(ds, "_images", None)
+    if files is not None:
+        return [(str(p), int(label)) for p, label in zip(files, ds._labels, strict=True)]
+    return None
+
+
+def _checked_files(name: str, root: Path, splits: dict, skip_bad: bool) -> tuple[dict, list]:
+    """Each split of image files as an ``ImageFiles`` of its usable files (``images.check_images``,
+    over all splits at once); -> (splits, skipped). Splits that are not files stay as they are."""
+    from .images import ImageFiles, check_images
+
+    samples = {k: image_samples(ds) for k, ds in splits.items()}
+    if any(s is None for s in samples.values()):
+        return splits, []
+    every = [s for k in splits for s in samples[k]]
+    checked = check_images([p for p, _ in every], skip_bad=skip_bad, where=f"{name} under {data_folder(name, root)}",
+                           root=data_folder(name, root))
+    keep, out, start = set(checked.keep), {}, 0
+    for k in splits:
+        n = len(samples[k])
+        out[k] = ImageFiles([s for i, s in enumerate(samples[k], start) if i in keep])
+        start += n
+    return out, checked.skipped
+
+
 def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: bool = True,
                    seed: int = 0, data_path: str = "pil", cache_dir: Path | None = None,
-                   protocol: str = "clean") -> "TaskData":
+                   protocol: str = "clean", skip_bad: bool = False) -> "TaskData":
     """The task ``name`` read from ``<root>/<name>/``, with the official split and transforms.
 
     train / train_eval: the same samples in the same order (indices 0..N-1), with the training /
@@ -467,10 +511,23 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
     protocol); keep it fixed (0) across runs so that different training seeds share one split.
     ``protocol="paper"``: the official split where it differs (``PAPER_SPLITS``), its test part
     read with the training transforms as the official code does.
+    ``skip_bad``: leave unreadable image files out (listed in ``info["skipped_images"]``) instead of
+    stopping with a UserError that names them.
     """
     from .base import Indexed, TaskData
 
     train_base, test_base, extra = load_real_splits(name, root, seed=seed, protocol=protocol)
+    bases, skipped = _checked_files(name, Path(root), {"train": train_base, "test": test_base}, skip_bad)
+    train_base, test_base = bases["train"], bases["test"]
+    if skipped:  # only then: a folder without a bad file keeps the fingerprint (and the stage keys) it had
+        from rich.markup import escape
+
+        from ..console import console
+        from .images import cut
+
+        extra = {**extra, "skipped_images": skipped}
+        console.print(f"[yellow]warning:[/] left out {len(skipped)} unreadable images of {name} (skip_bad_images): "
+                      f"{escape(cut(skipped))}", highlight=False, soft_wrap=True)
     spec = REAL_TASKS[name]
     info = {"dataset": name, "path": str(data_folder(name, Path(root))), "split": spec.split,
             "recipe": spec.recipe,
@@ -489,7 +546,8 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
         files = folder_fingerprint(data_folder(name, Path(root)))
         splits = {}
         for split, base in (("train", train_base), ("test", test_base)):
-            identity = {"dataset": name, "split": split, "files": files, "n": len(base), "extra": extra}
+            identity = {"dataset": name, "split": split, "recipe": spec.recipe, "image_size": image_size,
+                        "files": files, "n": len(base), "extra": extra}
             splits[split], info[f"decoded_{split}"] = decoded(base, store.prepare, store.size, identity, cache_dir,
                                                              f"decoding {name} {split} ({len(base)} images)")
         train_b, eval_b = recipe_transforms(spec.recipe, image_size, spec.mean, spec.std)
