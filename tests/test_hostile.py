@@ -324,7 +324,7 @@ def _resnet(tmp_path, tiny, *extra, real=False):
     stub = tmp_path / "w.safetensors"
     stub.write_bytes(b"never read")
     return [*_base(tmp_path, tiny, ("n_train", "n_test") if real else ()), "--model", "resnet18", "--weights",
-            str(stub), *extra]
+            str(stub), "--device", "cpu", *extra]
 
 
 @pytest.mark.parametrize("kind", _KINDS)
@@ -544,7 +544,7 @@ def test_weights_that_are_not_finite_floats_are_one_line(kind, message, tmp_path
     path = tmp_path / "w.pth"
     torch.save(_spoiled(r18_state, kind), path)
     _fails_cleanly([*_base(tmp_path, tiny), "--model", "resnet18", "--weights", str(path), "--imagenet",
-                    str(imagenet)], message, tmp_path)
+                    str(imagenet), "--device", "cpu"], message, tmp_path)
 
 
 def test_a_nan_in_the_weights_cache_is_one_line(tmp_path, tiny, imagenet, r18_state):
@@ -554,7 +554,7 @@ def test_a_nan_in_the_weights_cache_is_one_line(tmp_path, tiny, imagenet, r18_st
     cache.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in _spoiled(r18_state, "nan").items()},
               str(cache / "resnet18.tv_in1k.safetensors"))
-    _fails_cleanly([*_base(tmp_path, tiny), "--model", "resnet18", "--imagenet", str(imagenet),
+    _fails_cleanly([*_base(tmp_path, tiny), "--model", "resnet18", "--imagenet", str(imagenet), "--device", "cpu",
                     "--set", f"cache_dir={tmp_path / 'cache'}"], "holds 1 NaN or infinite value", tmp_path)
 
 
