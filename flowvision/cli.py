@@ -110,9 +110,10 @@ def demo(
 ):
     """The offline demo: standard fine-tuning vs FLOW on a synthetic task, over several seeds."""
     with user_errors():
+        from .config import seed_list
         from .report import run_demo
 
-        run_demo(dataset, seeds, [m.strip() for m in methods.split(",") if m.strip()],
+        run_demo(dataset, len(seed_list(seeds)), [m.strip() for m in methods.split(",") if m.strip()],
                  _overrides(results_dir=results_dir, cache_dir=cache_dir, sets=sets))
 
 
@@ -148,13 +149,14 @@ def frontier(
             except ValueError:
                 raise UserError(f"--{name} {text!r}: expected comma-separated {kind.__name__}s") from None
 
+        from .config import seed_list
         from .registry import dataset_slug, default_model
 
         model = model or default_model(dataset)
         res = run_frontier(dataset, model, _overrides(weights=weights_file, data_root=data_root, imagenet=imagenet,
                                                       source_eval_dir=source_eval, results_dir=results_dir,
                                                       cache_dir=cache_dir, sets=sets),
-                           list(range(seeds)), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
+                           seed_list(seeds), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
                            taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
                            l2sp_lambdas=numbers(l2sp_lambdas, float, "l2sp-lambdas"))
         table = res["summary"].astype(str)
@@ -324,10 +326,17 @@ def reproduce(
             minutes(time_limit)
         else:
             slots(jobs, gpus)
-        cells = grid(model, resolve_dataset_group(datasets), [m.strip() for m in methods.split(",") if m.strip()],
-                     list(range(seeds)), _overrides(weights=weights, data_root=data_root, imagenet=imagenet,
-                                                    source_eval_dir=source_eval, results_dir=results_dir,
-                                                    device=device, log=log, sets=sets))
+        from .config import seed_list
+
+        names = resolve_dataset_group(datasets)
+        method_names = [m.strip() for m in methods.split(",") if m.strip()]
+        if not names or not method_names:
+            option, text = ("--datasets", datasets) if not names else ("--methods", methods)
+            raise UserError(f"{option} {text!r} names nothing to run; give comma-separated names, e.g. "
+                            + ("--datasets paper or --datasets cifar10,flowers102" if not names else "--methods ft,flow"))
+        cells = grid(model, names, method_names, seed_list(seeds),
+                     _overrides(weights=weights, data_root=data_root, imagenet=imagenet, source_eval_dir=source_eval,
+                                results_dir=results_dir, device=device, log=log, sets=sets))
         if dry_run:
             summary = run_grid(cells, dry_run=True)
             problems = check_inputs(cells)
@@ -496,8 +505,8 @@ def _refuse_torchrun() -> None:
 
 
 def main() -> None:
-    _refuse_torchrun()
     try:
+        _refuse_torchrun()
         app()
     except UserError as e:  # raised outside a command's own handler (e.g. while mounting sub-apps)
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)

@@ -98,6 +98,9 @@ class RunConfig:
     imagenet_transform: str = "auto"    # official: bilinear Resize(256)+CenterCrop(224) | timm: the weights' own |
     #                                     auto: official for the paper's two tags, the weights' own otherwise
     source_eval_dir: Optional[str] = _where(None)  # any folder of images (labelled synset folders or not) instead of --imagenet
+    # an unreadable image file (data/images.py) stops the run; true: leave it out and go on. Not keyed by
+    # itself: the files left out join the data's fingerprint, and so every stage key after it
+    skip_bad_images: bool = _where(False)
     restore: str = "task-specific"      # forgetting model: head + every BN from the source (Appendix B) | none: source head only
     task_specific: str = "auto"         # which parts are task-specific: auto (per timm family) | head | head+bn | head+norms
     # the demo source model (trained once on the synthetic source task, cached)
@@ -231,7 +234,14 @@ def _yaml_loader():
 def read_config_file(path: Path) -> dict:
     """A config file's mapping, or a one-line UserError naming the file and what is wrong with it:
     missing, not a regular file, too large, not UTF-8 text, empty, not YAML, aliases, too deep,
-    not a mapping, or a ``methods`` section that is not a mapping of method names to mappings."""
+    not a mapping, a ``methods`` section that is not a mapping of method names to mappings, or no
+    newline at its end.
+
+    A file cut short mid-way often still parses (``lr: 0.0`` from ``lr: 0.01``), and the keys it lost
+    would silently keep their defaults. What can be told from the file alone is its end: every editor
+    and ``yaml.safe_dump`` end a file with a newline, a cut rarely falls right after one, so a missing
+    final newline is refused (a cut right after a line's end, or inside a number, cannot be seen).
+    A key left without a value is refused where the key needs one (``_coerce``)."""
     import yaml
 
     path = Path(path)
@@ -267,6 +277,10 @@ def read_config_file(path: Path) -> dict:
             raise UserError(f"config file {path}: methods.{name} is not a method; choose among {', '.join(METHODS)}")
         if not isinstance(values, dict):
             raise UserError(f"config file {path}: methods.{name} must be a mapping of keys to values")
+    if not text.endswith("\n"):
+        last = text.rstrip().splitlines()[-1].strip()
+        raise UserError(f"config file {path} does not end with a newline, as a file cut short would not (its last "
+                        f"line: {last[:60]!r}); check that line and end the file with a newline")
     return data
 
 
@@ -345,6 +359,8 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"{f.name} must be a finite number, got {value}")
         if isinstance(value, str) and not value.strip() and f.name != "tau":
             raise UserError(f"{f.name} cannot be empty" + (" (use '.' for the current folder)" if f.name.endswith("_dir") else ""))
+        if isinstance(value, str) and "\0" in value:
+            raise UserError(f"{f.name} holds a NUL byte ({value[:40]!r}); no path or name can hold one")
     for key in ("seed", "data_seed"):
         if not 0 <= getattr(cfg, key) < MAX_SEED:
             raise UserError(f"{key} must lie in 0 … {MAX_SEED - 1} (a 32-bit seed), got {getattr(cfg, key)}")
@@ -429,12 +445,20 @@ def check_log(name: str) -> None:
 
 
 MAX_SEED = 2 ** 32
+MAX_SEEDS = 1000  # seeds in one grid or demo (the paper uses 3)
 MIN_IMAGE_SIZE = 8
 # Sizes past these cannot finish or fit on one machine (the synthetic tasks hold every image in memory:
 # 200,000 images at 32 px are 0.6 GB); the message names the limit.
 LIMITS = {"epochs": 10_000, "probe_epochs": 10_000, "refit_epochs": 10_000, "demo_epochs": 10_000,
           "batch_size": 65_536, "demo_batch_size": 65_536, "image_size": 1024, "n_train": 200_000,
           "n_test": 200_000, "demo_n_train": 200_000, "imagenet_subset": 50_000, "num_workers": 256}
+
+
+def seed_list(n: int, option: str = "--seeds") -> list[int]:
+    """Seeds 0..n-1 for a grid, the demo or a frontier; a count no machine could run is one line."""
+    if not 1 <= n <= MAX_SEEDS:
+        raise UserError(f"{option} {n}: give a count of seeds from 1 to {MAX_SEEDS} (the paper uses 3)")
+    return list(range(n))
 
 
 def check_model_name(model: str) -> None:

@@ -39,12 +39,21 @@ def progress():
     """A progress bar with count, elapsed time and ETA on a terminal; elsewhere ``PlainProgress``
     lines. FLOWVISION_QUIET=1 hides both (tests)."""
     if plain():
-        return PlainProgress(every=int(os.environ.get("FLOWVISION_LOG_STEPS", 100)), disable=_quiet())
+        return PlainProgress(every=log_steps(), disable=_quiet())
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
         console=console, transient=False, disable=_quiet(),
     )
+
+
+def log_steps() -> int:
+    """FLOWVISION_LOG_STEPS: steps between two progress lines in a log (default 100); anything but a
+    whole number ≥ 1 is a UserError."""
+    from .errors import env_number
+
+    return env_number("FLOWVISION_LOG_STEPS", 100, "give a whole number of steps ≥ 1 between progress lines in a "
+                      "log (default 100), or unset it")
 
 
 def log_line(text: str) -> None:

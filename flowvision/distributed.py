@@ -15,9 +15,18 @@ order; what differs is who does which share and who writes:
   pre-trained weights) runs on rank 0 first, alone (``rank0_first``), then on the others, which find
   what rank 0 wrote.
 
-Backends: nccl on CUDA (process r uses ``cuda:<LOCAL_RANK>``), gloo on the CPU. Barriers and small
-objects go through a gloo group whose timeout (``FLOWVISION_DIST_TIMEOUT_S``, default 24 h) covers
-rank 0 waiting for a stage another run is computing.
+Backends: nccl on CUDA (process r uses ``cuda:<LOCAL_RANK>``), gloo on the CPU. Two timeouts:
+
+- start-up, ``FLOWVISION_DIST_START_TIMEOUT_S`` (default 600 s, torch's own for nccl): how long the
+  processes wait for each other to form the group, and how long a collective of the training and
+  evaluation steps may wait. A rank that never joins (or a rendezvous address nobody answers) ends
+  every rank that did start with one line after this long, not after a day.
+- long waits, ``FLOWVISION_DIST_TIMEOUT_S`` (default 24 h): barriers and small objects go through a
+  gloo group of their own with this timeout, which covers rank 0 waiting for a stage another run is
+  computing.
+
+``WORLD_SIZE`` > 1 without ``RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` (what torchrun sets) is a
+one-line error before anything starts.
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import sys
 from datetime import timedelta
 from typing import Optional
 
-from .errors import UserError
+from .errors import UserError, env_number
 
 _cpu_group = None   # gloo group for barriers and objects (None: not distributed)
 _device = None      # where tensors are gathered: cuda:<local rank> under nccl, else cpu
@@ -35,11 +44,35 @@ _suspended = 0      # > 0 inside rank0_first: this process works alone
 
 
 def env_world() -> int:
-    """The process count torchrun (or any launcher setting WORLD_SIZE) asked for; 1 when none."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
+    """The process count torchrun (or any launcher setting WORLD_SIZE) asked for; 1 when none. A
+    WORLD_SIZE that is not a whole number ≥ 1 is a UserError."""
+    return env_number("WORLD_SIZE", 1, "give a process count ≥ 1 (torchrun sets it), or unset it to run one process")
+
+
+def check_rendezvous() -> None:
+    """Under WORLD_SIZE > 1: RANK, MASTER_ADDR and MASTER_PORT, as torchrun sets them, and sane; a
+    one-line UserError naming what is missing otherwise (before any process waits for another)."""
+    n = env_world()
+    if n == 1:
+        return
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v, "").strip()]
+    if missing:
+        raise UserError(f"WORLD_SIZE={n} asks for {n} processes, but {', '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} not set: start the processes with torchrun "
+                        "(which sets them all), or unset WORLD_SIZE to run one process")
+    rank_, port = os.environ["RANK"].strip(), os.environ["MASTER_PORT"].strip()
+    if not rank_.isdigit() or int(rank_) >= n:
+        raise UserError(f"RANK={rank_[:20]!r} is not a rank of WORLD_SIZE={n} (0 … {n - 1}); torchrun sets it")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"MASTER_PORT={port[:20]!r} is not a port (1 … 65535); torchrun sets it")
+
+
+def _seconds(name: str, default: float) -> float:
+    return env_number(name, default, f"give a number of seconds > 0 (default {default:g})", float, below=1e9)
+
+
+START_TIMEOUT_S = 600.0  # torch's own default for nccl; a rank that never starts is known within it
+LONG_TIMEOUT_S = 24 * 3600.0
 
 
 def initialised() -> bool:
@@ -81,10 +114,13 @@ def local_rank() -> int:
 
 
 def _timeout() -> timedelta:
-    try:
-        return timedelta(seconds=float(os.environ.get("FLOWVISION_DIST_TIMEOUT_S", 24 * 3600)))
-    except ValueError:
-        raise UserError("FLOWVISION_DIST_TIMEOUT_S must be a number of seconds") from None
+    """The long waits' timeout (barriers and small objects: rank 0 computing a stage alone)."""
+    return timedelta(seconds=_seconds("FLOWVISION_DIST_TIMEOUT_S", LONG_TIMEOUT_S))
+
+
+def start_timeout() -> timedelta:
+    """How long the processes wait for each other to form the group (and a step's collective waits)."""
+    return timedelta(seconds=_seconds("FLOWVISION_DIST_START_TIMEOUT_S", START_TIMEOUT_S))
 
 
 def check_batch(batch_size: int, what: str = "batch_size") -> None:
@@ -107,6 +143,8 @@ def session(device: str, batch_size: Optional[int] = None):
     if batch_size is not None:
         check_batch(batch_size)  # before joining: a wrong batch size costs no rendezvous
     if not initialised() and env_world() > 1:
+        check_rendezvous()
+        start, long = start_timeout(), _timeout()
         dev = resolve_device(device)
         if dev.type == "cuda":
             if dev.index is not None:
@@ -116,13 +154,28 @@ def session(device: str, batch_size: Optional[int] = None):
                 raise UserError(f"torchrun started local rank {local_rank()} but {torch.cuda.device_count()} GPUs are "
                                 "visible here; use --nproc-per-node up to the GPU count")
             torch.cuda.set_device(local_rank())
-        # gloo (CPU) carries the long waits itself; nccl keeps torch's own timeout, the waits go to a gloo group
+        # the group forms within the start-up timeout; the long waits go to a gloo group of their own
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=_timeout() if backend == "gloo" else None)
+        try:
+            if os.environ["RANK"].strip() != "0":
+                _reach_master(start.total_seconds())
+            dist.init_process_group(backend, timeout=start)
+            _cpu_group = dist.new_group(backend="gloo", timeout=long)
+        except (RuntimeError, ValueError, OSError) as e:  # torch's DistError (a timeout, a refused connection) included
+            if initialised():
+                dist.destroy_process_group()
+            _cpu_group = None
+            where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise UserError(f"rank {os.environ['RANK']} of {env_world()}: the processes did not all join at {where} "
+                            f"within {start.total_seconds():g} s ({reason}); start every rank (torchrun does), or "
+                            "give slow starts more time with FLOWVISION_DIST_START_TIMEOUT_S") from None
         own = True
-    if initialised() and _cpu_group is None:
+    if initialised() and _cpu_group is None:  # a group the caller set up (tests)
         backend = dist.get_backend()
         _cpu_group = dist.new_group(backend="gloo", timeout=_timeout()) if backend != "gloo" else dist.group.WORLD
+    if initialised() and _device is None:
+        backend = dist.get_backend()
         _device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
     try:
         yield
@@ -132,6 +185,24 @@ def session(device: str, batch_size: Optional[int] = None):
         _cpu_group = _device = None
         if own:
             dist.destroy_process_group()
+
+
+def _reach_master(seconds: float) -> None:
+    """Wait until the rendezvous address answers (at most ``seconds``): a rank 0 that never started is
+    then a plain TimeoutError, not torch's client retrying (and logging each try) until it gives up."""
+    import socket
+    import time
+
+    addr, port = os.environ["MASTER_ADDR"].strip(), int(os.environ["MASTER_PORT"])
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((addr, port), timeout=max(0.1, min(1.0, deadline - time.monotonic()))).close()
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError("no answer there") from None
+            time.sleep(0.2)
 
 
 def resolve_device(name: str):

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import tempfile
 import time
@@ -62,8 +63,10 @@ def _atomic(path: Path, write, size: int = 0) -> None:
             need = f" (this file needs {size / 2**20:.1f} MiB)" if size else ""
             raise UserError(f"no space left on the disk of {path.parent} while writing {path.name}{need}; "
                             "free space there (e.g. `flowvision cache --prune`) and run again") from None
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):  # ENOENT: /proc takes no new file
             raise UserError(f"cannot write into {path.parent}: {e.strerror}; choose a folder you can write") from None
+        if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+            raise UserError(f"cannot write {path}: a folder of that name is in the way; choose another name") from None
         raise
     except BaseException:
         if tmp and os.path.exists(tmp):
@@ -86,6 +89,25 @@ def remove_orphans(folder: Path, names: list[str]) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def read_json_file(path: Path, limit: int):
+    """The JSON value in ``path``, read only when it is a regular file of at most ``limit`` bytes (a
+    FIFO is never opened, megabytes are never parsed); ValueError naming what is wrong otherwise,
+    OSError when it cannot be read. NaN and Infinity parse (as Python's json does): callers check."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a device is never opened
+        raise ValueError("not a regular file")
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+        st = os.fstat(f.fileno())  # what was opened, should the path have changed since
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"{st.st_size / 2**20:.1f} MiB, more than such a file ever holds ({limit / 2**20:g} MiB)")
+        data = f.read(limit + 1)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply to be JSON flowvision wrote") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

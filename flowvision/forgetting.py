@@ -108,6 +108,8 @@ def imagenet_eval_set(cfg) -> EvalSet:
     checked before anything is read."""
     import warnings
 
+    from rich.markup import escape
+
     from .console import console
     from .data.imagenet import (check_classes, describe, imagenet_synsets, imagenet_transform, is_synset_folder,
                                 load_image_folder, load_imagenet_eval)
@@ -116,8 +118,9 @@ def imagenet_eval_set(cfg) -> EvalSet:
     tag, _ = model_tag(cfg.model)
     root = imagenet_root(cfg)
     labelled = not cfg.source_eval_dir or is_synset_folder(root)
+    flag = "--source-eval" if cfg.source_eval_dir else "--imagenet"
     if labelled:
-        check_classes(root, imagenet_synsets())
+        check_classes(root, imagenet_synsets(), flag)
     how = transform_name(cfg, tag)
     if how == "official":
         transform = official_imagenet_transform()
@@ -128,10 +131,11 @@ def imagenet_eval_set(cfg) -> EvalSet:
     decode = cfg.data_path == "device" and how == "official" and labelled
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the count warning is printed below, once, without a file:line
-        data = (load_imagenet_eval(root, None if decode else transform, subset=cfg.imagenet_subset, seed=cfg.data_seed)
-                if labelled else load_image_folder(root, transform))
+        data = (load_imagenet_eval(root, None if decode else transform, subset=cfg.imagenet_subset, seed=cfg.data_seed,
+                                   skip_bad=cfg.skip_bad_images, flag=flag)
+                if labelled else load_image_folder(root, transform, skip_bad=cfg.skip_bad_images))
     for note in data.warnings:
-        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     dataset, decoded_key = data, None
     if decode:  # the official transform's pixels, decoded once; only the normalisation runs per batch
         from .config import default_cache_dir
@@ -140,17 +144,21 @@ def imagenet_eval_set(cfg) -> EvalSet:
         from .data.device import recipe_transforms
 
         store = stored("imagenet", 224)
-        identity = {"imagenet": folder_fingerprint(root), "subset": cfg.imagenet_subset, "seed": cfg.data_seed,
-                    "n": len(data)}
+        identity = {"dataset": "imagenet-val", "split": "val", "recipe": "imagenet", "image_size": 224,
+                    "files": folder_fingerprint(root), "skipped": data.skipped, "subset": cfg.imagenet_subset,
+                    "seed": cfg.data_seed, "n": len(data)}
         cache, decoded_key = decoded(_Pairs(data), store.prepare, store.size, identity,
                                      Path(cfg.cache_dir or default_cache_dir()), f"decoding IN-1K val ({len(data)} images)")
         dataset = Indexed(cache, batch_transform=recipe_transforms("imagenet", 224, IMAGENET_MEAN, IMAGENET_STD)[1])
     # the resolved transform's name (not 'auto'): the paper's tags keep the keys they had
+    # the files left out change the images: they join the fingerprint (only when there are some, so a
+    # folder without a bad file keeps the keys it had)
     fingerprint = stable_hash(str(root.resolve()), data.n_found, cfg.imagenet_subset if labelled else None,
-                              cfg.data_seed, how, repr(transform), decoded_key)
+                              cfg.data_seed, how, repr(transform), decoded_key, *([data.skipped] if data.skipped else []))
     return EvalSet(dataset, "IN-1K val" if labelled else "source images", f"{describe(data)}, {how} transform",
                    fingerprint, info={"imagenet_root": str(root), "imagenet_found": data.n_found,
-                                      "imagenet_warnings": list(data.warnings), "imagenet_decoded": decoded_key},
+                                      "imagenet_warnings": list(data.warnings), "imagenet_decoded": decoded_key,
+                                      "imagenet_skipped": data.skipped},
                    n_classes=data.n_classes, n_images=len(data), partial=data.partial)
 
 

@@ -176,7 +176,7 @@ def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path,
                     label=f"{LABELS[method]}, {seeds} seed{'s' if seeds != 1 else ''}")
         front = own.loc[pareto_front(list(zip(own["source"], own["target"])))]
         ax.step(front["source"], front["target"], where="pre", color=look["color"], lw=1.4)
-        short = {"ft": "FT", "wiseft": "WiSE", "flow": "FLOW", "flow+wiseft": "FLOW+WiSE"}[method]
+        short = LABELS[method].split(" (")[0]
         for _, row in own.iterrows():
             xs.append(row["source"]), ys.append(row["target"]), colors.append(look["color"])
             labels.append(f"{short} {row['setting']}")

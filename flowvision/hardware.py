@@ -74,6 +74,9 @@ def start(cfg) -> str:
     rank 0's GPU and the process count, e.g. 'cuda:0 (NVIDIA H200) × 4 processes (DDP)' (rank 0 says it)."""
     import os
 
+    from .console import log_steps
+
+    log_steps()  # a bad FLOWVISION_LOG_STEPS is said now, not at the first progress line
     dev = distributed.device(resolve_device(cfg.device))
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS needs it

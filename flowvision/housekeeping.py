@@ -12,13 +12,27 @@ from .record import read_record
 from .stages import STORE_VERSION
 
 
+_WARNED: set = set()  # files already named in a warning (the listing and pruning both read the records)
+
+
 def _referenced(results_dir: Path) -> set:
-    """File names of the stage outputs some run record refers to."""
+    """File names of the stage outputs some run record refers to. A file that cannot be a record is
+    skipped with one warning naming it (the stage files only it named count as unreferenced)."""
+    from rich.markup import escape
+
+    from .console import console
+
     names = set()
-    for path in Path(results_dir).glob("runs/*/result.json"):
+    for path in sorted(Path(results_dir).glob("runs/*/result.json")):
         try:
             record, _ = read_record(path)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            if path in _WARNED:
+                continue
+            _WARNED.add(path)
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
+            console.print(f"[yellow]warning:[/] skipping unreadable run record {escape(str(path))} ({escape(reason)}); "
+                          "the stage files only it names count as unreferenced", highlight=False, soft_wrap=True)
             continue
         names |= {f"{stage}-{key}.pt" for stage, key in record.stage_keys.items()}
     return names

@@ -16,10 +16,14 @@ and the mapping is refused unless it is certain:
   order, so it is mapped only when its names already are timm's.
 
 A mapping that passes loads strictly into the timm model (``load_state_dict(strict=True)``) before
-the file is written; the written file holds exactly the source's tensors under timm's names.
+the file is written; the written file holds exactly the source's tensors under timm's names, every
+floating-point value finite (``source.check_numbers``). ``--out`` is a new ``.safetensors`` file or
+one this command wrote before; a folder or any other existing file there is refused before anything
+is read.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import UserError
@@ -53,6 +57,33 @@ def map_by_order(foreign: dict, own: dict, source: str, arch: str) -> dict:
     return mapped
 
 
+def check_out(out: Path) -> None:
+    """``--out`` names a new .safetensors file, or one import-weights wrote (its metadata says how it
+    was mapped): a folder or any other existing file there is a UserError, so nothing is overwritten."""
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: write a .safetensors file")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the name of a new .safetensors file")
+    if out.exists() or out.is_symlink():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(out), "pt") as f:
+                ours = "mapped_by" in (f.metadata() or {})
+        except Exception:  # noqa: BLE001 — any file safetensors cannot open is not one we wrote
+            ours = False
+        if not ours:
+            raise UserError(f"--out {out} exists and is not a file import-weights wrote; choose a new name "
+                            "(or remove it yourself)")
+    for parent in out.parents:  # the nearest folder that exists must take a new file
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {out}: {parent} is a file, not a folder; choose another place")
+            if not os.access(parent, os.W_OK):
+                raise UserError(f"--out {out}: cannot write into {parent}; choose a folder you can write")
+            break
+
+
 def import_weights(path: Path, arch: str, out: Path) -> dict:
     """Write ``out`` (.safetensors): the checkpoint at ``path`` under timm's names for ``arch``.
     Returns {"tensors", "renamed", "out", "arch"}."""
@@ -61,14 +92,13 @@ def import_weights(path: Path, arch: str, out: Path) -> dict:
 
     from .files import atomic_write_bytes
     from .models import is_arch
-    from .source import read_weights_file
+    from .source import check_numbers, read_weights_file
 
     path, out = Path(path).expanduser(), Path(out).expanduser()
     if not is_arch(arch):
         raise UserError(f"--arch {arch} is not a timm architecture (see timm.list_models()); "
                         "e.g. tf_efficientnet_lite0")
-    if out.suffix != ".safetensors":
-        raise UserError(f"--out {out}: write a .safetensors file")
+    check_out(out)
     foreign = read_weights_file(path)
     model = timm.create_model(arch, pretrained=False)
     own = model.state_dict()
@@ -84,6 +114,7 @@ def import_weights(path: Path, arch: str, out: Path) -> dict:
                         "another library's names cannot be mapped by order; import the .pth/.bin it came from")
     else:
         mapped = map_by_order(foreign, own, str(path), arch)
+    check_numbers(mapped, own, path, arch)
     model.load_state_dict(mapped, strict=True)
     atomic_write_bytes(out, save({k: v.contiguous() for k, v in mapped.items()},
                                  metadata={"arch": arch, "source": path.name, "mapped_by": "name" if by_name else "order"}))

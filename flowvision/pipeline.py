@@ -379,11 +379,11 @@ def _wise(i):
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("task", _task, reads=_task_reads, uses=("data_root", "cache_dir"), cached=False,
+    Stage("task", _task, reads=_task_reads, uses=("data_root", "cache_dir", "skip_bad_images"), cached=False,
           fingerprint=lambda task: task.info, doc="the target data set"),
     Stage("source", _source, reads=source.reads, uses=("cache_dir",), hardware=True, cached=False,
           fingerprint=lambda src: src.key, doc="the pre-trained model"),
-    Stage("source_data", _source_data, reads=forgetting.reads, uses=("imagenet", "source_eval_dir", "cache_dir"),
+    Stage("source_data", _source_data, reads=forgetting.reads, uses=("imagenet", "source_eval_dir", "cache_dir", "skip_bad_images"),
           cached=False, fingerprint=lambda data: data.fingerprint, doc="the images forgetting is measured on"),
     Stage("source_eval", _source_eval, needs=("source", "source_data"), hardware=True, version=2,
           doc="source accuracy and predictions of the pre-trained model"),

@@ -6,12 +6,16 @@ demo report and the tests. One typed schema with a version; accuracies are fract
 
 A record written by an older flowvision lacks some fields: it is read with those fields at their
 defaults (None) and a note that names them, never a KeyError. A field of the wrong type (a
-hand-edited file) is treated the same way. Only the identity fields are required.
+hand-edited file), a NaN or infinite number, text longer than ``MAX_TEXT`` or a value nested deeper
+than ``MAX_DEPTH`` is treated the same way (inside ``wise`` and the other dict and list fields, a NaN or
+infinity becomes None, with a note). Only the identity fields are required. A file that is not a
+regular file or is larger than ``MAX_RECORD_BYTES`` is not read at all (ValueError): every reader
+(tables, plots, the ledger, the cache command) skips it with a warning that names it.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from .config import config_id, keyed_values
-from .files import git_sha, versions
+from .files import git_sha, read_json_file, versions
 from .registry import PAPER_SPLITS
 
 if TYPE_CHECKING:
@@ -118,16 +122,72 @@ _HINTS = typing.get_type_hints(RunRecord)
 COLUMNS = tuple(name for name in FIELDS if _HINTS[name] is not dict and _HINTS[name] != Optional[dict])
 
 
+MAX_RECORD_BYTES = 4 << 20  # records are tens of KB
+MAX_DEPTH = 8               # the deepest field of a record (wise: a list of dicts) is 3 levels
+MAX_TEXT = 4096             # characters of one text value
+
+
 def _fits(value, hint) -> bool:
-    """Whether a JSON value fits a field's type (int fits float; bool fits neither)."""
+    """Whether a JSON value fits a field's type (int fits float; bool fits neither; a float is finite,
+    text is at most MAX_TEXT characters, a dict or list at most MAX_DEPTH levels deep)."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) is typing.Union:
         return value is None or any(_fits(value, a) for a in args if a is not type(None))
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
+    if hint is str:
+        return isinstance(value, str) and len(value) <= MAX_TEXT
+    return isinstance(value, hint) and _depth(value) <= MAX_DEPTH
+
+
+WISE_NUMBERS = ("target_acc", "source_acc_after", "source_top5_after", "source_agreement", "source_kl",
+                "source_drop", "hard10_acc")
+
+
+def _shaped(key: str, value) -> bool:
+    """Whether a field's value has the shape its readers rely on (beyond its type): every WiSE-FT
+    point is an object with a finite ``alpha`` and numbers (or null) for its metrics."""
+    if key != "wise":
+        return True
+    return all(isinstance(p, dict) and _fits(p.get("alpha"), float)
+               and all(p.get(m) is None or _fits(p[m], float) or isinstance(p[m], float) for m in WISE_NUMBERS)
+               for p in value)
+
+
+def _why(value, hint) -> str:
+    """Why a value does not fit its field (``_fits`` or ``_shaped`` is False)."""
+    if isinstance(value, list) and _fits(value, hint):
+        return "wrong shape"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN or infinite"
+    if isinstance(value, str) and len(value) > MAX_TEXT and _fits(value[:MAX_TEXT], hint):
+        return "too long"
+    if isinstance(value, (dict, list)) and _depth(value) > MAX_DEPTH and _fits(type(value)(), hint):
+        return "nested too deeply"
+    return "wrong type"
+
+
+def _depth(value, level: int = 0) -> int:
+    """How deep dicts and lists nest in ``value`` (descending no further than MAX_DEPTH + 1)."""
+    if level > MAX_DEPTH or not isinstance(value, (dict, list)):
+        return level
+    items = value.values() if isinstance(value, dict) else value
+    return max((_depth(v, level + 1) for v in items), default=level + 1)
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float inside it replaced by None -> (value, how many)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, 1
+    if isinstance(value, dict):
+        pairs = [(k, _finite(v)) for k, v in value.items()]
+        return {k: v for k, (v, _) in pairs}, sum(n for _, (_, n) in pairs)
+    if isinstance(value, list):
+        pairs = [_finite(v) for v in value]
+        return [v for v, _ in pairs], sum(n for _, n in pairs)
+    return value, 0
 
 
 def source_eval_name(desc: Optional[str]) -> Optional[str]:
@@ -150,13 +210,16 @@ def from_dict(obj, where: str = "record") -> tuple[RunRecord, list[str]]:
         raise ValueError(f"missing {', '.join(missing)}")
     wrong = [k for k in REQUIRED if not _fits(obj[k], _HINTS[k])]
     if wrong:
-        raise ValueError(f"{', '.join(f'{k}={obj[k]!r}' for k in wrong)}: wrong type")
+        raise ValueError(f"{', '.join(f'{k}={str(obj[k])[:40]!r}' for k in wrong)}: wrong type, not a finite "
+                         "number, or too long")
     values, notes = {}, []
     absent = [k for k in FIELDS if k not in obj and k != "schema_version"]
-    bad = [k for k in FIELDS if k in obj and not _fits(obj[k], _HINTS[k])]
+    bad = [k for k in FIELDS if k in obj and not (_fits(obj[k], _HINTS[k]) and _shaped(k, obj[k]))]
+    cleaned = []
     for key in FIELDS:
         if key in obj and key not in bad:
-            values[key] = obj[key]
+            values[key], n = _finite(obj[key])
+            cleaned += [key] if n else []
     values.setdefault("schema_version", 1)  # schema 1 had no version field
     if values["schema_version"] < 3:  # before protocols existed every run was a clean one
         values.setdefault("protocol", "clean")
@@ -170,14 +233,18 @@ def from_dict(obj, where: str = "record") -> tuple[RunRecord, list[str]]:
         absent = [k for k in absent if k != "source_eval_name"]
     if absent:
         notes.append(f"{where} (schema {values['schema_version']}) has no {', '.join(absent)}: shown as unknown")
-    if bad:
-        notes.append(f"{where}: ignored {', '.join(bad)} (wrong type)")
+    for why in ("wrong type", "wrong shape", "NaN or infinite", "too long", "nested too deeply"):
+        named = [k for k in bad if _why(obj[k], _HINTS[k]) == why]
+        if named:
+            notes.append(f"{where}: ignored {', '.join(named)} ({why})")
+    if cleaned:
+        notes.append(f"{where}: NaN or infinite numbers inside {', '.join(cleaned)} shown as unknown")
     return RunRecord(**values), notes
 
 
 def read_record(path: Path) -> tuple[RunRecord, list[str]]:
     """Read ``result.json``; OSError/ValueError (with the reason) when it cannot be a record."""
-    return from_dict(json.loads(Path(path).read_text()), str(path))
+    return from_dict(read_json_file(path, MAX_RECORD_BYTES), str(path))
 
 
 def write_record(path: Path, record: RunRecord) -> None:

@@ -12,21 +12,32 @@ stage only once that stage is on disk.
 
 The pipeline makes one ``RunState`` active while a run is in progress; the training loop reports each
 finished epoch through ``epoch_done`` without knowing which run it serves.
+
+A state file is read only when it is a regular file of at most ``MAX_STATE_BYTES`` holding a JSON
+object whose fields have their types (``FIELD_TYPES``); text is cut to ``MAX_TEXT`` characters. Any
+other file (hand-edited, written by something else, megabytes of error text) is skipped with one
+warning naming it, and its run shows as incomplete.
 """
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .files import atomic_write_json
+from .files import atomic_write_json, read_json_file
 
 STATE_FILE = "state.json"
 STALE_S = 15 * 60  # no update for this long (epochs and stages update it) on another host: maybe gone
+MAX_STATE_BYTES = 1 << 20  # a state file is under 1 KB
+MAX_TEXT = 500             # characters of a text field shown (an error is one line)
+STATUSES = ("waiting", "running", "done", "failed")
+FIELD_TYPES = {"run_id": str, "dataset": str, "model": str, "method": str, "seed": int, "status": str,
+               "stage": str, "epoch": int, "epochs": int, "done": list, "error": str, "host": str, "pid": int,
+               "updated": float}
 
 
 class RunState:
@@ -95,10 +106,51 @@ def epoch_done(desc: str, rows: list, epochs: int) -> None:
         _active.epoch(desc, rows, epochs)
 
 
+def _checked(state) -> dict:
+    """``state`` with every field of its type (None allowed) and text cut; ValueError naming the
+    first field that is not."""
+    if not isinstance(state, dict):
+        raise ValueError("not a JSON object")
+    out = dict(state)
+    for key, kind in FIELD_TYPES.items():
+        value = state.get(key)
+        if value is None:
+            continue
+        fits = (isinstance(value, (int, float)) and math.isfinite(value) if kind is float else isinstance(value, kind))
+        if not fits or isinstance(value, bool):
+            raise ValueError(f"its field {key} is {type(value).__name__}, not {kind.__name__}")
+        if kind is str:
+            out[key] = value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
+        if key == "pid" and not 0 < value < 2 ** 31:
+            raise ValueError(f"its pid {value} is not a process id")
+    if out.get("status") is not None and out["status"] not in STATUSES:
+        raise ValueError(f"its status {out['status']!r} is not one of {', '.join(STATUSES)}")
+    if out.get("done") is not None and not all(isinstance(s, str) and len(s) < 100 for s in out["done"]):
+        raise ValueError("its field done is not a list of stage names")
+    return out
+
+
+_WARNED: set = set()
+
+
 def read_state(run_dir: Path) -> Optional[dict]:
+    """A run folder's state, or None when it has none or its file cannot be one (skipped with one
+    warning naming it, once per file and process)."""
+    path = Path(run_dir) / STATE_FILE
     try:
-        return json.loads((Path(run_dir) / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        return _checked(read_json_file(path, MAX_STATE_BYTES))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        if path not in _WARNED:
+            from rich.markup import escape
+
+            from .console import console
+
+            _WARNED.add(path)
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
+            console.print(f"[yellow]warning:[/] skipping {escape(str(path))} ({escape(reason)})", highlight=False,
+                          soft_wrap=True)
         return None
 
 

@@ -7,7 +7,9 @@ Two kinds of source, one interface:
             weights timm 0.4.12 — the official code's — loaded for ``resnet18``), from a local file
             (``--weights``) or the local Hugging Face cache.
 Weights are always read as tensors (safetensors, or torch.load with weights_only=True): loading a
-checkpoint never executes code.
+checkpoint never executes code. Before a model takes them, every tensor it holds as floating point
+must be floating point in the file and every floating-point value finite (``check_numbers``): an
+integer copy would load as zeros, and NaN weights fail later where they look like a learning rate's fault.
 """
 from __future__ import annotations
 
@@ -146,8 +148,28 @@ def read_weights_file(path: Path) -> dict:
     return state
 
 
+def check_numbers(state: dict, own: dict, path: Path, arch: str) -> None:
+    """Every tensor that ``own`` (the model's state dict) holds as floating point is floating point in
+    ``state``, and every floating-point value of ``state`` is finite; a UserError naming the first
+    tensor that is not (counters such as ``num_batches_tracked`` stay integers)."""
+    import torch
+
+    for key, value in state.items():
+        target = own.get(key)
+        if target is not None and target.is_floating_point() and not value.is_floating_point():
+            raise UserError(f"weights file {path}: tensor '{key}' holds {str(value.dtype).replace('torch.', '')}, not "
+                            f"floating-point numbers as {arch}'s does (an integer or quantised copy would load as other "
+                            "numbers); export the float weights")
+        if value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise UserError(f"weights file {path}: tensor '{key}' holds {bad} NaN or infinite value"
+                                f"{'s' if bad > 1 else ''} of {value.numel()}; the weights are damaged, use a sound copy")
+
+
 def _load_checked(model: nn.Module, state: dict, path: Path, arch: str) -> None:
-    """Load every tensor of ``state`` into ``model`` or say which key does not fit."""
+    """Load every tensor of ``state`` into ``model`` or say which key does not fit, which is not
+    floating point or which holds a NaN or infinity (``check_numbers``)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -156,6 +178,7 @@ def _load_checked(model: nn.Module, state: dict, path: Path, arch: str) -> None:
         first = (wrong or missing or unexpected)[0]
         raise UserError(f"weights file {path} does not fit {arch}: {len(missing)} missing, {len(unexpected)} "
                         f"unexpected, {len(wrong)} wrongly shaped tensors (first: {first}); is it a {arch} checkpoint?")
+    check_numbers(state, own, path, arch)
     model.load_state_dict(state)
 
 

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flowvision"
 # docs/architecture.md, "Floors", from the bottom; a new module joins one (the test names it otherwise).
 FLOORS = {
     0: ("", "errors", "registry", "files", "console", "distributed", "stats", "weighting", "config"),
-    1: ("hardware", "data", "data.base", "data.device", "data.synthetic", "data.decoded", "data.real",
+    1: ("hardware", "data", "data.base", "data.images", "data.device", "data.synthetic", "data.decoded", "data.real",
         "data.imagenet", "data.fetch", "data.folder", "models", "evaluate", "runstate", "trackers"),
     2: ("stages", "train", "source", "forgetting", "importing"),
     3: ("pipeline",),

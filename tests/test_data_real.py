@@ -243,8 +243,7 @@ def test_caltech_split_file_is_reused_not_recomputed(tmp_path):
     split_file.write_text(json.dumps(split))
     task = load_real_task("caltech101", tmp_path, image_size=8)
     assert len(task.train) == 3 * 30 + 99 + 1
-    assert Path(task.train.base.base.dataset.samples[task.train.base.base.indices[-1]][0]).as_posix() \
-        .endswith(moved)
+    assert Path(task.train.base.base.samples[-1][0]).as_posix().endswith(moved)  # Indexed(Transformed(ImageFiles))
     # new images make the saved split stale: say so instead of silently changing it
     write_image(tmp_path / "caltech101" / "101_ObjectCategories" / "zebra" / "image_9999.jpg", (0, 0, 0))
     with pytest.raises(UserError, match="does not match the images.*1 new.*delete it"):
@@ -319,9 +318,9 @@ def test_dogs_follow_the_official_lists_in_their_order(tmp_path):
 
 @pytest.fixture(scope="module")
 def all_dogs(tmp_path_factory):
-    """The full Stanford Dogs tree as empty files: 20,580 images over 120 breeds (ImageFolder only
-    lists names, so nothing is decoded), no train/test lists. On a RAM disk where there is one:
-    20,580 file creations take seconds on some disks and a quarter of a second there."""
+    """The full Stanford Dogs tree: 20,580 images over 120 breeds, hard links to one tiny JPEG (every
+    file is checked before use, none is decoded here), no train/test lists. On a RAM disk where there
+    is one: 20,580 file creations take seconds on some disks and a quarter of a second there."""
     import shutil
     import tempfile
 
@@ -329,11 +328,12 @@ def all_dogs(tmp_path_factory):
     root = Path(tempfile.mkdtemp(prefix="flowvision-dogs-", dir=shm)) if os.access(shm, os.W_OK) \
         else tmp_path_factory.mktemp("dogs")
     images = root / "stanford_dogs" / "Images"
+    write_image(root / "one.jpg", (1, 2, 3), size=(8, 8))
     for label in range(120):
         breed = images / f"n02{label:06d}-breed{label}"
         breed.mkdir(parents=True)
         for i in range(172 if label < 60 else 171):  # 60 * 172 + 60 * 171 = 20,580
-            os.close(os.open(f"{breed}/n02{label:06d}_{i}.jpg", os.O_CREAT | os.O_WRONLY, 0o644))
+            os.link(root / "one.jpg", f"{breed}/n02{label:06d}_{i}.jpg")
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -347,12 +347,14 @@ def test_dogs_paper_split_is_a_seeded_80_20_of_all_images_tested_with_training_t
     assert task.train_eval.base.transform is not task.train.base.transform
     assert task.info["n_train"] == 16_464 and "paper protocol" in task.info["split"]
     assert task.info["dogs_split"] == "single"
-    train, test = task.train.indices, task.test.indices  # positions into one ImageFolder of all images
+    train, test = task.train.indices, task.test.indices  # positions into one pool of all images
     assert not set(train) & set(test) and len(set(train) | set(test)) == 20_580
     again, _, _ = load_real_splits("stanford_dogs", all_dogs, protocol="paper")
     other, _, _ = load_real_splits("stanford_dogs", all_dogs, seed=1, protocol="paper")
     assert again.indices == train and other.indices != train
-    labels = Counter(task.train.base.base.targets[i] for i in train)
+    pool = task.train.base.base  # Indexed(Transformed(ImageFiles)): the checked files of the pool
+    assert [again.dataset.samples[i] for i in again.indices] == [pool.samples[i] for i in train]
+    labels = Counter(pool.samples[i][1] for i in train)
     assert len(labels) == 120 and 100 < min(labels.values())  # random, not class by class
     with pytest.raises(UserError, match="no train_list.txt"):  # the clean protocol still needs the official lists
         load_real_task("stanford_dogs", all_dogs)

@@ -5,6 +5,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -122,8 +123,8 @@ def _fails_cleanly(args, message, tmp_path, inputs=()):
     return text
 
 
-def _base(tmp_path, tiny):
-    sets = [a for k, v in tiny.items() if k not in ("results_dir", "device") for a in ("--set", f"{k}={v}")]
+def _base(tmp_path, tiny, leave_out=()):
+    sets = [a for k, v in tiny.items() if k not in ("results_dir", "device", *leave_out) for a in ("--set", f"{k}={v}")]
     return ["finetune", "--results-dir", str(tmp_path / "results"), *sets]
 
 
@@ -247,3 +248,578 @@ def test_pruning_beside_a_running_run_is_refused_and_a_text_pth_is_named(tmp_pat
     text.write_text("not weights at all\n")
     _fails_cleanly([*_base(tmp_path, tiny), "--model", "resnet18", "--weights", str(text), "--imagenet", str(imagenet)],
                    "it is not a torch file of tensors", tmp_path)
+
+
+# ==== second pass: images, decoded caches, weights, torchrun start-up, run folders, the smaller ones ====
+def _image(path: Path, colour=(10, 20, 30), size=(12, 10)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def _png_bomb() -> bytes:
+    """A valid PNG header claiming 30,000 × 30,000 pixels (10 bytes of data): PIL's decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+
+
+# kind -> (the file's name, what the one line says about it)
+BAD_IMAGES = {
+    "empty": ("bad.jpg", "bad.jpg (empty file)"),
+    "text": ("bad.jpg", "bad.jpg (not an image PIL can read)"),
+    "truncated": ("bad.jpg", "bad.jpg (cut short)"),
+    "bomb": ("bad.png", "over PIL's decompression-bomb limit of 89,478,485 pixels"),
+    "link-loop": ("bad.jpg", "bad.jpg (a link loop)"),
+    "link-to-device": ("bad.jpg", "bad.jpg (not a regular file (a device))"),
+    "dangling-link": ("bad.jpg", "bad.jpg (a dangling link, or gone)"),
+    "fifo": ("bad.jpg", "bad.jpg (not a regular file (a FIFO))"),
+    "unreadable": ("bad.jpg", "bad.jpg (cannot be opened: Permission denied)"),
+}
+
+
+def _bad_image(folder: Path, kind: str) -> Path:
+    from io import BytesIO
+
+    from PIL import Image
+
+    path = folder / BAD_IMAGES[kind][0]
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("these are not pixels\n")
+    elif kind == "truncated":
+        buf = BytesIO()
+        Image.new("RGB", (64, 48), (200, 10, 10)).save(buf, format="JPEG")
+        path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    elif kind == "bomb":
+        path.write_bytes(_png_bomb())
+    elif kind == "link-loop":
+        os.symlink(path.name, path)
+    elif kind == "link-to-device":
+        os.symlink("/dev/zero", path)
+    elif kind == "dangling-link":
+        os.symlink(folder / "nowhere.jpg", path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "unreadable":
+        _image(path)
+        path.chmod(0)
+    return path
+
+
+_KINDS = [pytest.param(k, marks=pytest.mark.skipif(k == "unreadable" and os.geteuid() == 0,
+                                                   reason="root reads a file of mode 000"))
+          for k in BAD_IMAGES]
+
+
+def _resnet(tmp_path, tiny, *extra, real=False):
+    """finetune with resnet18 from a weights file that is never read: every case below stops before.
+    ``real``: without the synthetic tasks' sizes."""
+    stub = tmp_path / "w.safetensors"
+    stub.write_bytes(b"never read")
+    return [*_base(tmp_path, tiny, ("n_train", "n_test") if real else ()), "--model", "resnet18", "--weights",
+            str(stub), "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_a_bad_image_in_a_source_eval_folder_is_one_line_naming_it(kind, tmp_path, tiny):
+    folder = tmp_path / "photos"
+    _image(folder / "a.jpg"), _image(folder / "b.jpg")
+    _bad_image(folder, kind)
+    text = _fails_cleanly(_resnet(tmp_path, tiny, "--source-eval", str(folder)), BAD_IMAGES[kind][1], tmp_path)
+    assert f"1 of 3 images in source images at {folder} cannot be read" in " ".join(text.split())
+    assert "skip_bad_images=true" in text and "--imagenet" not in text
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_a_bad_image_in_the_imagenet_folder_is_one_line_naming_it(kind, tmp_path, tiny):
+    synsets = imagenet_synsets()
+    val = tmp_path / "val"
+    _image(val / synsets[0] / "a.JPEG"), _image(val / synsets[1] / "b.JPEG")
+    _bad_image(val / synsets[1], kind)
+    text = _fails_cleanly(_resnet(tmp_path, tiny, "--imagenet", str(val)), BAD_IMAGES[kind][1], tmp_path)
+    assert f"1 of 3 images in ImageNet val at {val} cannot be read: {synsets[1]}/" in " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def cars(tmp_path_factory):
+    """A Stanford Cars tree (196 classes, one 12 × 10 JPEG per class and split), linked into each test."""
+    root = tmp_path_factory.mktemp("cars")
+    for split, blue in (("train", 40), ("test", 200)):
+        for c in range(196):
+            _image(root / "stanford_cars" / split / f"Car Model {c:03d}" / "0.jpg", ((c * 7) % 256, c % 256, blue))
+    return root
+
+
+def _linked(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst, copy_function=os.link)
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "link-to-device", "fifo"])
+def test_a_bad_image_in_a_target_data_set_is_one_line_naming_it(kind, tmp_path, tiny, cars):
+    data = _linked(cars, tmp_path / "data")
+    _bad_image(data / "stanford_cars" / "test" / "Car Model 007", kind)
+    args = _resnet(tmp_path, tiny, "--dataset", "stanford_cars", "--data-root", str(data), real=True)
+    text = _fails_cleanly(args, BAD_IMAGES[kind][1], tmp_path)
+    assert f"1 of 393 images in stanford_cars under {data / 'stanford_cars'} cannot be read: " \
+           f"test/Car Model 007/bad.jpg" in " ".join(text.split())
+
+
+def test_skipping_bad_images_goes_on_without_them_and_records_which(tmp_path, cars):
+    """A FIFO and a link to a device among the images: read with a timeout (a FIFO that was opened
+    would block for ever), skipped, named; the data sets hold the good images only."""
+    import signal
+
+    from flowvision import config, forgetting
+    from flowvision.data import load_task
+
+    photos = tmp_path / "photos"
+    _image(photos / "a.jpg"), _image(photos / "b.png", size=(30, 20))
+    _bad_image(photos, "fifo"), _bad_image(photos / "sub", "link-to-device")
+    data = _linked(cars, tmp_path / "data")
+    _bad_image(data / "stanford_cars" / "train" / "Car Model 001", "fifo")
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("reading the image folders hung"))
+    signal.alarm(60)
+    try:
+        cfg = config.resolve("stanford_cars", "resnet18", "ft", {
+            "source_eval_dir": str(photos), "data_root": str(data), "data_path": "pil", "image_size": 16,
+            "skip_bad_images": "true", "cache_dir": str(tmp_path / "cache"), "results_dir": str(tmp_path / "r")})
+        images = forgetting.eval_set(cfg)
+        assert [images.dataset[i][0].shape for i in range(len(images.dataset))] == [(3, 224, 224)] * 2
+        assert images.info["imagenet_skipped"] == ["bad.jpg (not a regular file (a FIFO))",
+                                                   "sub/bad.jpg (not a regular file (a device))"]
+        assert "left out 2 unreadable images" in images.info["imagenet_warnings"][0]
+        task = load_task(cfg)
+        assert (len(task.train), len(task.test)) == (196, 196) and task.train[0][0].shape == (3, 16, 16)
+        assert task.info["skipped_images"] == ["train/Car Model 001/bad.jpg (not a regular file (a FIFO))"]
+    finally:
+        signal.alarm(0)
+    assert "skip_bad_images" not in config.KEYED_FIELDS  # the files left out key the stages (above), not the switch
+
+
+def test_an_image_damaged_after_the_check_is_one_line_even_from_a_loader_worker(tmp_path):
+    """The check passed, then the file was cut: reading it in a DataLoader worker (where torch rebuilds
+    the exception from the worker's traceback text) still gives the one line naming the file."""
+    from torch.utils.data import DataLoader
+
+    from flowvision.data.images import ImageFiles, UnreadableImage, check_images
+
+    paths = [_image(tmp_path / "a.jpg"), _image(tmp_path / "b.jpg", size=(64, 48))]
+    assert check_images(paths, skip_bad=False, where="test").keep == [0, 1]
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2])
+    for workers in (0, 1):
+        with pytest.raises(UnreadableImage) as caught:
+            list(DataLoader(ImageFiles([(p, 0) for p in paths], transform=lambda im: torch.zeros(1)),
+                            num_workers=workers))
+        assert str(caught.value).splitlines() == [str(caught.value)] and "Traceback" not in str(caught.value)
+        assert str(caught.value).startswith(f"image {paths[1]} cannot be decoded (")
+
+
+def test_what_was_skipped_changes_the_evaluation_images_fingerprint(tmp_path):
+    from flowvision import config, forgetting
+
+    photos = tmp_path / "photos"
+    _image(photos / "a.jpg"), _image(photos / "b.jpg", colour=(1, 2, 3))
+    cfg = config.resolve("gratings", "resnet18", "ft", {"source_eval_dir": str(photos), "skip_bad_images": "true"})
+    clean = forgetting.eval_set(cfg).fingerprint
+    assert forgetting.eval_set(dataclasses_replace(cfg, skip_bad_images=False)).fingerprint == clean
+    _bad_image(photos, "empty")
+    assert forgetting.eval_set(cfg).fingerprint != clean
+
+
+def dataclasses_replace(cfg, **changes):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
+
+
+# ---- decoded caches --------------------------------------------------------------------------------------
+def test_a_decoded_cache_holding_another_split_is_moved_aside_and_rebuilt(tmp_path, tiny, cars, capsys):
+    """The train split's cache files replaced by the test split's: the header says so, the cache is
+    moved aside with one warning and rebuilt, and the run's numbers are those of an undamaged run."""
+    import json
+    import shutil
+
+    from flowvision import config, models
+    from flowvision.run import run as run_one
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in models.create("resnet18", 1000).state_dict().items()}, str(weights))
+    synsets = imagenet_synsets()
+    val = tmp_path / "val"
+    for i in range(4):
+        _image(val / synsets[i] / f"{i}.JPEG", (i * 50, 10, 10))
+
+    def run(results):
+        return run_one(config.resolve("stanford_cars", "resnet18", "lp", dict(
+            tiny, data_root=str(cars), data_path="device", image_size=16, cache_dir=str(tmp_path / "cache"),
+            weights=str(weights), imagenet=str(val), results_dir=str(tmp_path / results), n_train=None,
+            n_test=None)))
+    undamaged = run("one")
+    keys = undamaged["target_data"]["decoded_train"], undamaged["target_data"]["decoded_test"]
+    train, test = (tmp_path / "cache" / "decoded" / k for k in keys)
+    for name in ("images.npy", "labels.npy", "header.json"):
+        shutil.copyfile(test / name, train / name)
+    capsys.readouterr()
+    rebuilt = run("two")  # a fresh results folder: every stage is computed again from the cache
+    err = capsys.readouterr().err
+    for key in ("target_acc", "source_acc_before", "source_acc_after", "source_agreement", "hard10_acc"):
+        assert rebuilt[key] == undamaged[key], key
+    assert err.count("was damaged") == 1 and f"{keys[0]} was damaged (it holds split 'test', the run asked for " \
+                                                "'train')" in err
+    assert json.loads((train / "header.json").read_text())["identity"]["split"] == "train"
+    assert rebuilt["stages"]["probe"] == "computed"
+
+
+def test_a_decoded_cache_folder_that_is_a_file_is_healed_and_one_over_the_decoded_folder_is_one_line(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    from flowvision.data.decoded import decoded, stored
+    from flowvision.errors import UserError
+
+    for i in range(3):
+        _image(tmp_path / "photos" / f"c{i % 2}" / f"{i}.jpg", (i * 80, 0, 0))
+    folder, store = ImageFolder(str(tmp_path / "photos")), stored("resize_square", 16)
+    first, key = decoded(folder, store.prepare, store.size, {"split": "train"}, tmp_path / "cache", "t", workers=0)
+    expected = np.array(first.images)
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache" / "decoded" / key)
+    (tmp_path / "cache" / "decoded" / key).write_text("not a folder")
+    again, same = decoded(folder, store.prepare, store.size, {"split": "train"}, tmp_path / "cache", "t", workers=0)
+    assert same == key and np.array_equal(again.images, expected)
+    assert len(list((tmp_path / "cache" / "decoded").glob(f"{key}.damaged-*"))) == 1
+    shutil.rmtree(tmp_path / "cache" / "decoded")
+    (tmp_path / "cache" / "decoded").write_text("not a folder")
+    with pytest.raises(UserError, match="cannot make folder .*decoded: a part of that path is a file"):
+        decoded(folder, store.prepare, store.size, {"split": "train"}, tmp_path / "cache", "t", workers=0)
+
+
+def test_a_decoded_folder_that_is_a_file_is_one_line_through_the_cli(tmp_path, tiny, cars):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "decoded").write_text("a file")
+    args = _resnet(tmp_path, tiny, "--dataset", "stanford_cars", "--data-root", str(cars), "--set",
+                   f"cache_dir={tmp_path / 'cache'}", "--set", "data_path=device", real=True)
+    _fails_cleanly(args, f"cannot make folder {tmp_path / 'cache' / 'decoded'}: a part of that path is a file",
+                   tmp_path)
+
+
+# ---- weights: floating point, finite ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def r18_state():
+    from flowvision import models
+
+    torch.manual_seed(0)
+    return models.create("resnet18", 1000).state_dict()
+
+
+def _spoiled(state: dict, kind: str) -> dict:
+    state = {k: v.clone() for k, v in state.items()}
+    if kind == "ints":
+        return {k: (v * 100).to(torch.int32) if v.is_floating_point() else v for k, v in state.items()}
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = {"nan": float("nan"), "inf": float("inf"), "-inf": -float("inf")}[kind]
+    return state
+
+
+WEIGHTS = [("ints", "tensor 'conv1.weight' holds int32, not floating-point numbers as resnet18's does"),
+           ("nan", "tensor 'layer2.0.conv1.weight' holds 1 NaN or infinite value of 73728"),
+           ("inf", "tensor 'layer2.0.conv1.weight' holds 1 NaN or infinite value"),
+           ("-inf", "tensor 'layer2.0.conv1.weight' holds 1 NaN or infinite value")]
+
+
+@pytest.mark.parametrize("kind,message", WEIGHTS, ids=[w[0] for w in WEIGHTS])
+def test_weights_that_are_not_finite_floats_are_one_line(kind, message, tmp_path, tiny, imagenet, r18_state):
+    path = tmp_path / "w.pth"
+    torch.save(_spoiled(r18_state, kind), path)
+    _fails_cleanly([*_base(tmp_path, tiny), "--model", "resnet18", "--weights", str(path), "--imagenet",
+                    str(imagenet), "--device", "cpu"], message, tmp_path)
+
+
+def test_a_nan_in_the_weights_cache_is_one_line(tmp_path, tiny, imagenet, r18_state):
+    from safetensors.torch import save_file
+
+    cache = tmp_path / "cache" / "weights"
+    cache.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in _spoiled(r18_state, "nan").items()},
+              str(cache / "resnet18.tv_in1k.safetensors"))
+    _fails_cleanly([*_base(tmp_path, tiny), "--model", "resnet18", "--imagenet", str(imagenet), "--device", "cpu",
+                    "--set", f"cache_dir={tmp_path / 'cache'}"], "holds 1 NaN or infinite value", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["ints", "nan"])
+def test_import_weights_refuses_weights_that_are_not_finite_floats(kind, tmp_path, r18_state):
+    path = tmp_path / "ckpt.pth"
+    torch.save(_spoiled(r18_state, kind), path)
+    _fails_cleanly(["import-weights", str(path), "--arch", "resnet18", "--out", str(tmp_path / "results" / "o.safetensors")],
+                   dict(WEIGHTS)[kind].split(" as ")[0], tmp_path)
+    assert not (tmp_path / "results" / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize("where,message", [
+    ("folder", "is a folder; give the name of a new .safetensors file"),
+    ("unrelated", "exists and is not a file import-weights wrote"),
+    ("under-a-file", "is a file, not a folder; choose another place"),
+    ("proc", "cannot write into /proc"),
+])
+def test_import_weights_out_that_cannot_be_a_new_file_is_one_line(where, message, tmp_path, r18_state):
+    path = tmp_path / "ckpt.pth"
+    torch.save(r18_state, path)
+    out = {"folder": tmp_path / "o.safetensors", "unrelated": tmp_path / "notes.safetensors",
+           "under-a-file": tmp_path / "file" / "o.safetensors", "proc": Path("/proc/o.safetensors")}[where]
+    if where == "folder":
+        out.mkdir()
+    elif where == "unrelated":
+        out.write_text("my notes, not weights\n")
+    elif where == "under-a-file":
+        (tmp_path / "file").write_text("x")
+    before = out.read_bytes() if out.is_file() else None
+    _fails_cleanly(["import-weights", str(path), "--arch", "resnet18", "--out", str(out)], message, tmp_path)
+    assert before is None or out.read_bytes() == before
+
+
+def test_import_weights_may_overwrite_its_own_output(tmp_path, r18_state):
+    path = tmp_path / "ckpt.pth"
+    torch.save(r18_state, path)
+    args = ["import-weights", str(path), "--arch", "resnet18", "--out", str(tmp_path / "o.safetensors")]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "wrote" in again.output
+
+
+# ---- torchrun start-up ---------------------------------------------------------------------------------------
+def _free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+DIST = [
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 asks for 2 processes, but RANK, MASTER_ADDR, MASTER_PORT are not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "but MASTER_ADDR, MASTER_PORT are not set: start the processes with torchrun"),
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc': give a process count ≥ 1 (torchrun sets it)"),
+    ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"},
+     "RANK='5' is not a rank of WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"},
+     "MASTER_PORT='99999' is not a port"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+      "FLOWVISION_DIST_START_TIMEOUT_S": "soon"}, "FLOWVISION_DIST_START_TIMEOUT_S='soon': give a number of seconds"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "free",
+      "FLOWVISION_DIST_START_TIMEOUT_S": "0.5"}, "rank 1 of 2: the processes did not all join at 127.0.0.1:"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "free",
+      "FLOWVISION_DIST_START_TIMEOUT_S": "0.5"}, "rank 0 of 2: the processes did not all join at 127.0.0.1:"),
+]
+
+
+@pytest.mark.parametrize("env,message", DIST, ids=["no-rendezvous", "rank-only", "world-abc", "rank-5", "port",
+                                                   "timeout-words", "rank-0-never-started", "rank-1-never-joined"])
+def test_a_torchrun_environment_without_a_working_rendezvous_is_one_line(env, message, tmp_path, tiny, monkeypatch):
+    import time
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, _free_port() if value == "free" else value)
+    t0 = time.time()
+    text = _fails_cleanly(_base(tmp_path, tiny), message, tmp_path)
+    assert time.time() - t0 < 30 and "FLOWVISION_DIST_START_TIMEOUT_S" in text or "join" not in message
+    from flowvision import distributed
+
+    assert not distributed.initialised()
+
+
+def test_the_start_up_timeout_is_minutes_and_the_long_waits_keep_a_day(monkeypatch):
+    from flowvision import distributed
+
+    monkeypatch.delenv("FLOWVISION_DIST_START_TIMEOUT_S", raising=False)
+    monkeypatch.delenv("FLOWVISION_DIST_TIMEOUT_S", raising=False)
+    assert distributed.start_timeout().total_seconds() == 600 and distributed._timeout().total_seconds() == 86400
+    monkeypatch.setenv("FLOWVISION_DIST_START_TIMEOUT_S", "2.5")
+    assert distributed.start_timeout().total_seconds() == 2.5
+
+
+# ---- the smaller ones -----------------------------------------------------------------------------------------
+SMALL = [
+    (["demo", "--seeds", "1000000000000"], "--seeds 1000000000000: give a count of seeds from 1 to 1000"),
+    (["reproduce", "--model", "demo", "--datasets", "gratings", "--seeds", "99999999999", "--dry-run"],
+     "--seeds 99999999999: give a count of seeds"),
+    (["frontier", "--seeds", "100000000"], "--seeds 100000000: give a count of seeds"),
+    (["reproduce", "--model", "demo", "--datasets", "", "--dry-run"], "--datasets '' names nothing to run"),
+    (["reproduce", "--model", "demo", "--datasets", " , ", "--dry-run"], "--datasets ' , ' names nothing to run"),
+    (["reproduce", "--model", "demo", "--datasets", "gratings", "--methods", ",", "--dry-run"],
+     "--methods ',' names nothing to run"),
+]
+
+
+@pytest.mark.parametrize("args,message", SMALL, ids=[" ".join(a[:1] + a[-3:]) for a, _ in SMALL])
+def test_absurd_counts_and_empty_lists_are_one_line(args, message, tmp_path):
+    _fails_cleanly([*args, "--set", f"results_dir={tmp_path / 'results'}"] if args[0] != "frontier" else
+                   [*args, "--results-dir", str(tmp_path / "results")], message, tmp_path)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5"])
+def test_a_bad_log_steps_variable_is_one_line(value, tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("FLOWVISION_LOG_STEPS", value)
+    _fails_cleanly(_base(tmp_path, tiny), f"FLOWVISION_LOG_STEPS={value!r}: give a whole number of steps", tmp_path)
+
+
+@pytest.mark.parametrize("key", ["results_dir", "cache_dir", "weights", "imagenet", "data_root"])
+def test_a_nul_byte_in_a_path_is_one_line(key, tmp_path, tiny):
+    args = _base(tmp_path, tiny, (key,))
+    args = [args[0], *args[3:]] if key == "results_dir" else args  # no --results-dir: it is set below
+    _fails_cleanly([*args, "--set", f"{key}={tmp_path}/results/a\0b"], f"{key} holds a NUL byte", tmp_path)
+
+
+def test_a_nul_byte_in_a_config_files_path_value_is_one_line(tmp_path, tiny):
+    (tmp_path / "cfg.yaml").write_text('data_root: "/tmp/a\\0b"\n')
+    _fails_cleanly([*_base(tmp_path, tiny), "--config", str(tmp_path / "cfg.yaml")], "data_root holds a NUL byte",
+                   tmp_path)
+
+
+@pytest.mark.parametrize("content,last", [("epochs: 3\nlr: 0.0", "lr: 0.0"),
+                                          ("epochs: 2\nmethods:\n  flow:\n    lr: 0.01\n    tau: p", "tau: p"),
+                                          ("epochs: 2\nlr:", "lr:")])
+def test_a_config_file_cut_short_is_one_line(content, last, tmp_path, tiny):
+    (tmp_path / "cfg.yaml").write_text(content)
+    _fails_cleanly([*_base(tmp_path, tiny), "--config", str(tmp_path / "cfg.yaml")],
+                   f"does not end with a newline, as a file cut short would not (its last line: {last!r})", tmp_path)
+
+
+def test_sample_photos_onto_a_file_is_one_line(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "photos").write_text("a file")
+    _fails_cleanly(["data", "sample-photos", str(tmp_path / "results" / "photos")], "is a file, not a folder",
+                   tmp_path)
+
+
+@pytest.mark.parametrize("layout,message", [
+    ("extra-folder", "source images at {root} does not match the model's classes"),
+    ("empty-synset", "source images at {root} is incomplete (1 class folders hold no image"),
+])
+def test_source_eval_errors_speak_of_source_eval_not_imagenet(layout, message, tmp_path, tiny):
+    synsets = imagenet_synsets()
+    root = tmp_path / "mine"
+    _image(root / synsets[0] / "a.jpg")
+    if layout == "extra-folder":
+        _image(root / "holiday" / "b.jpg")
+    else:
+        (root / synsets[1]).mkdir()
+    text = _fails_cleanly(_resnet(tmp_path, tiny, "--source-eval", str(root)), message.format(root=root), tmp_path)
+    assert "--imagenet" not in text and "--source-eval" in text
+
+
+# ---- run folders written by something else: skipped with one warning, never a crash or a long print -----------
+STATES = {
+    "status-number": '{"status": 5}',
+    "updated-text": '{"status": "running", "updated": "yesterday", "host": "x", "pid": 1}',
+    "huge-error": '{"status": "failed", "error": "' + "x" * (2 << 20) + '"}',
+    "deep": "[" * 50_000 + "]" * 50_000,
+    "host-list": '{"status": "running", "host": ["a"]}',
+    "pid-huge": '{"status": "running", "pid": 100000000000000000000000000000, "host": "HERE"}',
+    "a-list": "[1, 2]",
+    "fifo": None,
+}
+
+
+@pytest.mark.parametrize("kind", list(STATES))
+def test_status_skips_a_state_file_of_the_wrong_shape_with_one_warning(kind, tmp_path):
+    import socket
+    import time
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    if STATES[kind] is None:
+        os.mkfifo(run / "state.json")
+    else:
+        (run / "state.json").write_text(STATES[kind].replace("HERE", socket.gethostname()))
+    t0 = time.time()
+    res = runner.invoke(app, ["status", "--results-dir", str(tmp_path), "--all"])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert time.time() - t0 < 10 and len(res.output) < 5000
+    warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "state.json" in " ".join(res.output.split()), res.output
+    assert "1 incomplete" in res.output
+
+
+RECORDS = {
+    "deep": "[" * 50_000 + "]" * 50_000,
+    "deep-field": None,  # a record whose weight_stats nests 500 levels
+    "wise-shape": None,  # a record whose WiSE-FT points are numbers, not objects
+    "huge": '{"run_id": "' + "x" * (5 << 20) + '"}',
+    "nan-target": None,
+    "fifo": None,
+}
+
+
+def _record(tmp_path: Path, kind: str) -> Path:
+    import json
+
+    from test_tables import write_run
+
+    write_run(tmp_path, "good", target_acc=0.5)
+    bad = write_run(tmp_path, "bad", seed=1, target_acc=0.6) / "result.json"
+    if kind == "fifo":
+        bad.unlink()
+        os.mkfifo(bad)
+    elif kind == "deep-field":
+        obj = json.loads(bad.read_text())
+        obj["weight_stats"] = json.loads('{"a": ' * 500 + "1" + "}" * 500)
+        bad.write_text(json.dumps(obj))
+    elif kind == "wise-shape":
+        obj = json.loads(bad.read_text())
+        obj["wise"] = [1, 2]
+        bad.write_text(json.dumps(obj))
+    elif kind == "nan-target":
+        bad.write_text(bad.read_text().replace('"target_acc": 0.6', '"target_acc": NaN'))
+    else:
+        bad.write_text(RECORDS[kind])
+    return bad
+
+
+@pytest.mark.parametrize("command", ["table", "plot", "cache"])
+@pytest.mark.parametrize("kind", list(RECORDS))
+def test_readers_of_run_records_skip_a_bad_one_with_one_warning(kind, command, tmp_path, caplog):
+    """table and plot warn through the runs frame's logger, cache on the console; a record whose only
+    fault is one field (nested too deeply, of the wrong shape) is read without it (the cache command
+    needs no note)."""
+    import time
+
+    bad = _record(tmp_path, kind)
+    t0 = time.time()
+    res = runner.invoke(app, [command, "--results-dir", str(tmp_path)])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert time.time() - t0 < 20 and len(res.output) < 100_000
+    said = (res.output + caplog.text).splitlines()
+    named = [line for line in said if str(bad) in line or "runs/bad/result.json" in line]
+    note = {"deep-field": "ignored weight_stats (nested too deeply)", "wise-shape": "ignored wise (wrong shape)"}
+    if kind in note:
+        assert len(named) == (0 if command == "cache" else 1) and all(note[kind] in n for n in named), said
+    else:
+        assert len(named) == 1 and "skipping" in named[0], said
+    assert " nan" not in res.output.lower() and "inf%" not in res.output
+
+
+def test_nan_and_inf_accuracies_in_a_record_are_named_not_shown(tmp_path):
+    from flowvision.record import read_record
+    from test_tables import write_run
+
+    path = write_run(tmp_path, "r", source_acc_after=0.5, wise=[{"alpha": 0.5, "target_acc": 0.4}]) / "result.json"
+    path.write_text(path.read_text().replace('"source_acc_after": 0.5', '"source_acc_after": Infinity')
+                    .replace('"target_acc": 0.4', '"target_acc": NaN'))
+    record, notes = read_record(path)
+    assert record.source_acc_after is None and record.wise[0]["target_acc"] is None
+    assert notes == [f"{path}: ignored source_acc_after (NaN or infinite)",
+                     f"{path}: NaN or infinite numbers inside wise shown as unknown"]

@@ -44,7 +44,8 @@ def load_task(cfg) -> TaskData:
     return load_real_task(cfg.dataset, resolve_data_root(cfg.data_root), image_size=cfg.image_size or 224,
                           augment=cfg.augment, seed=cfg.data_seed, data_path=cfg.data_path,
                           cache_dir=Path(cfg.cache_dir or default_cache_dir()),
-                          protocol="paper" if paper else "clean", **({"dogs_split": cfg.dogs_split} if paper else {}))
+                          protocol="paper" if paper else "clean", skip_bad=cfg.skip_bad_images,
+                          **({"dogs_split": cfg.dogs_split} if paper else {}))
 
 
 def normalisation(name: str) -> tuple[tuple, tuple]:

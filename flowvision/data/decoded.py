@@ -26,8 +26,11 @@ so crops never reach the ends of a long side (at most (w/h - 1)/2 of it on each 
 
 A cache lives in ``<cache_dir>/decoded/<key>/`` (images.npy, labels.npy, header.json); its key is
 derived from what it is made of: the data set's files (paths, sizes, modification times), the split,
-the stored size and the format, so a changed folder gives a new cache. The header holds the sha256
-of both arrays, verified before use; a damaged cache is moved aside with a warning and rebuilt.
+the recipe, the image size, the stored size and the format, so a changed folder gives a new cache.
+The header carries that identity, the key, the shape and the sha256 of both arrays; before use every
+one is verified against what the run asked for (its identity, its key, its image count and stored
+shape) and both arrays against their checksums. A cache that fails any of it (damaged, or another
+split's files copied in) is moved aside with one warning and rebuilt, the rule stage files follow.
 """
 from __future__ import annotations
 
@@ -44,17 +47,21 @@ from torch.utils.data import Dataset
 
 from ..files import DamagedFile, TMP_SUFFIX, make_folder, stable_hash
 
-FORMAT = 1
+FORMAT = 2  # 2: the header carries the cache's identity and key
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """A hash of every file under ``folder``: relative path, size and modification time."""
+    """A hash of every file under ``folder``: relative path, size and modification time (of the link
+    itself where a link leads nowhere: a loop or a dangling link is a file list entry, not an error)."""
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            st = path.stat()
+            try:
+                st = path.stat()
+            except OSError:
+                st = path.lstat()
             h.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
@@ -81,26 +88,52 @@ class Decoded(Dataset):
         return torch.from_numpy(np.array(self.images[i])), int(self.labels[i])  # a copy: the map is read-only
 
 
-def _read(folder: Path) -> Decoded:
+def _plain(value):
+    """``value`` as its JSON round trip (tuples become lists): how a header holds it."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _read(folder: Path, key: str, identity: dict, shape: list) -> Decoded:
+    """The cache in ``folder`` after checking that it is the one asked for (key, identity, shape:
+    [N, 3, H, W]) and that both arrays are whole; DamagedFile naming the first mismatch otherwise."""
     header_path = folder / "header.json"
     try:
         header = json.loads(header_path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise DamagedFile(header_path, "its header is missing or damaged") from None
+    if not isinstance(header, dict):
+        raise DamagedFile(header_path, "its header is not a JSON object")
+    if header.get("format") != FORMAT:
+        raise DamagedFile(header_path, f"it is of format {header.get('format')!r}, not {FORMAT}")
+    held = header.get("identity")
+    if held != _plain(identity):
+        diff = next((k for k in sorted(_plain(identity)) if not isinstance(held, dict) or held.get(k) != _plain(identity)[k]),
+                    "identity")
+        shown = held.get(diff) if isinstance(held, dict) else held
+        raise DamagedFile(header_path, f"it holds {diff} {str(shown)[:60]!r}, the run asked for "
+                                       f"{str(_plain(identity).get(diff))[:60]!r}")
+    if header.get("key") != key:
+        raise DamagedFile(header_path, f"it holds the cache {header.get('key')!r}, not {key!r}")
+    if header.get("shape") != list(shape):
+        raise DamagedFile(header_path, f"it holds images of shape {header.get('shape')}, the run asked for {list(shape)}")
     for name in ("images", "labels"):
         path = folder / f"{name}.npy"
         if not path.is_file() or path.stat().st_size != header.get(f"{name}_bytes"):
             raise DamagedFile(path, "missing or of the wrong size")
         if _sha256(path) != header.get(f"{name}_sha256"):
             raise DamagedFile(path, "its checksum does not match its header")
-    images = np.load(folder / "images.npy", mmap_mode="r")
-    labels = np.load(folder / "labels.npy")
-    if list(images.shape) != header.get("shape") or len(labels) != len(images):
+    try:
+        images = np.load(folder / "images.npy", mmap_mode="r")
+        labels = np.load(folder / "labels.npy")
+    except (OSError, ValueError) as e:
+        raise DamagedFile(folder / "images.npy", f"it cannot be read as an array ({str(e)[:60]})") from None
+    if list(images.shape) != header.get("shape") or images.dtype != np.uint8 or labels.shape != (len(images),):
         raise DamagedFile(folder / "images.npy", "its shape does not match its header")
     return Decoded(images, labels)
 
 
-def _build(folder: Path, source: Dataset, prepare: Callable, size: tuple, workers: int, desc: str) -> None:
+def _build(folder: Path, source: Dataset, prepare: Callable, size: tuple, workers: int, desc: str,
+           key: str, identity: dict) -> None:
     """Decode every ``(PIL image, label)`` of ``source`` through ``prepare`` (-> uint8 (3, H, W) of
     ``size``) into ``folder``; the header is written last, so a killed build is never taken as done."""
     from torch.utils.data import DataLoader
@@ -126,7 +159,7 @@ def _build(folder: Path, source: Dataset, prepare: Callable, size: tuple, worker
     del images
     os.replace(tmp, folder / "images.npy")
     np.save(folder / "labels.npy", labels)
-    header = {"format": FORMAT, "shape": [n, 3, *size], "what": desc}
+    header = {"format": FORMAT, "key": key, "identity": _plain(identity), "shape": [n, 3, *size], "what": desc}
     for name in ("images", "labels"):
         path = folder / f"{name}.npy"
         header[f"{name}_bytes"], header[f"{name}_sha256"] = path.stat().st_size, _sha256(path)
@@ -149,27 +182,35 @@ class _Prepared(Dataset):
 def decoded(source: Dataset, prepare: Callable, size: tuple, identity: dict, cache_dir: Path,
             desc: str, workers: Optional[int] = None) -> tuple[Decoded, str]:
     """The decoded cache of ``source`` (built once, under a lock): -> (Decoded, key). ``identity``
-    says what the split is made of (files fingerprint, split, data set); with ``size`` and FORMAT it
-    is the cache's key."""
+    says what the split is made of (data set, split, recipe, image size, files fingerprint, count);
+    with ``size`` and FORMAT it is the cache's key, and the header must hold it (``_read``)."""
+    import shutil
+
     from filelock import FileLock
 
     from ..files import move_aside
 
     key = stable_hash("decoded", FORMAT, identity, list(size))
     folder = Path(cache_dir) / "decoded" / key
+    shape = [len(source), 3, *size]
     make_folder(folder.parent)
     with FileLock(str(folder) + ".lock"):
-        if (folder / "header.json").exists():
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            move_aside(DamagedFile(folder, "a file where the cache's folder should be"))
+        elif (folder / "header.json").exists():
             try:
-                return _read(folder), key
+                return _read(folder, key, identity, shape), key
             except DamagedFile as err:
                 move_aside(DamagedFile(folder, err.reason))
         elif folder.exists():  # a build that was killed: nothing in it is trusted
             for leftover in folder.iterdir():
-                leftover.unlink()
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
-        _build(folder, source, prepare, size, workers, desc)
-        return _read(folder), key
+        _build(folder, source, prepare, size, workers, desc, key, identity)
+        return _read(folder, key, identity, shape), key
 
 
 def scaled(size: int, image_size: int) -> int:

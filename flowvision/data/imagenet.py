@@ -18,6 +18,9 @@ warning.
 
 Any other folder of images (no synset folders) is read unlabelled by ``load_image_folder``: on it,
 forgetting is the agreement and KL against the pre-trained model's predictions.
+
+Every image file is checked before use (``images.check_images``): a bad one stops the run in one line,
+or with ``skip_bad`` is left out, named in a warning and in ``skipped``.
 """
 from __future__ import annotations
 
@@ -29,25 +32,24 @@ from torchvision.datasets import ImageFolder
 
 from ..errors import UserError
 from .base import Indexed
+from .images import IMAGE_SUFFIXES, CheckedImages, ImageFiles, check_images, cut, read_image  # noqa: F401 (cut: part of this module's API)
 from .real import hash_rank
 
 N_VAL = 50_000
 LAYOUT_HELP = ("pass --imagenet DIR (or set FLOWVISION_IMAGENET) to the ILSVRC2012 validation set sorted "
                "into 1000 synset folders (n01440764/ ... n15075141/, 50 JPEGs each; e.g. with the "
                "common valprep.sh script)")
+SOURCE_EVAL_HELP = ("give --source-eval a folder of images: synset folders named after the model's classes "
+                    "(n01440764/, ...; some of them are enough) for accuracy, or any images for agreement and KL")
+
+
+def layout_help(flag: str) -> str:
+    """What to do, in the words of the option that named the folder (--imagenet or --source-eval)."""
+    return SOURCE_EVAL_HELP if flag == "--source-eval" else LAYOUT_HELP
 
 
 class ImageNetCountWarning(UserWarning):
     """The val folder does not hold the 50,000 images (or all 1000 classes) of the official set."""
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def cut(names: Sequence[str], k: int = 3) -> str:
-    """'a, b, c and 977 more': long lists in messages are cut."""
-    names = list(names)
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
 def imagenet_synsets() -> list[str]:
@@ -76,7 +78,12 @@ class _ClassListFolder(ImageFolder):
     def __init__(self, root: str, classes: Sequence[str], present: Sequence[str], transform=None):
         index = {c: i for i, c in enumerate(classes)}
         self._given = (list(present), {c: index[c] for c in present})
-        super().__init__(root, transform=transform)
+        super().__init__(root, transform=transform, loader=read_image)
+
+    def keep(self, checked: CheckedImages) -> None:
+        """Only the samples ``checked`` found usable."""
+        self.samples = [self.samples[i] for i in checked.keep]
+        self.imgs, self.targets = self.samples, [label for _, label in self.samples]
 
     def find_classes(self, directory):
         return self._given
@@ -85,15 +92,17 @@ class _ClassListFolder(ImageFolder):
 class ImageNetEval(Indexed):
     """The val set (or a subset) as ``(image, label, index)``; label = the model's class index.
 
-    root: the folder; n_found: images found there; subset: the requested subset size or None;
-    warnings: one line per oddity (e.g. a count other than 50,000), for the run record.
+    root: the folder; n_found: usable images found there; subset: the requested subset size or None;
+    warnings: one line per oddity (e.g. a count other than 50,000), for the run record; skipped:
+    the unreadable files left out (``skip_bad``), as ``"<path> (<reason>)"``.
     """
 
     def __init__(self, base, indices, *, root: Path, n_found: int, subset: Optional[int],
-                 warnings_: list[str], n_classes: Optional[int] = None, partial: bool = False):
+                 warnings_: list[str], n_classes: Optional[int] = None, partial: bool = False,
+                 skipped: Sequence[str] = ()):
         super().__init__(base, indices)
         self.root, self.n_found, self.subset, self.warnings = root, n_found, subset, warnings_
-        self.n_classes, self.partial = n_classes, partial
+        self.n_classes, self.partial, self.skipped = n_classes, partial, list(skipped)
 
 
 def describe(ds: ImageNetEval) -> str:
@@ -114,15 +123,20 @@ def class_folders(root: Path) -> list[str]:
     return sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
 
 
-def check_classes(root: Path, expected: Sequence[str]) -> list[str]:
+def _what(root: Path, flag: str) -> str:
+    return f"{'source images' if flag == '--source-eval' else 'ImageNet val'} at {root}"
+
+
+def check_classes(root: Path, expected: Sequence[str], flag: str = "--imagenet") -> list[str]:
     """The class folders under ``root`` (sorted), all of them in ``expected``; some of ``expected``
-    may be absent (a partial folder). UserError for a folder that is not an expected class."""
+    may be absent (a partial folder). UserError for a folder that is not an expected class; ``flag``
+    is the option that named the folder, which the message tells the user to fix."""
     if not root.is_dir():
-        raise UserError(f"ImageNet val not found at {root}: {LAYOUT_HELP}")
+        raise UserError(f"{_what(root, flag).replace(' at ', ' not found at ')}: {layout_help(flag)}")
     found = class_folders(root)
     if not found:
-        raise UserError(f"ImageNet val at {root} has no class folders (the raw val archive is flat): "
-                        f"{LAYOUT_HELP}")
+        raise UserError(f"{_what(root, flag)} has no class folders (the raw val archive is flat): "
+                        f"{layout_help(flag)}")
     expected_set, found_set = set(expected), set(found)
     extra = [f for f in found if f not in expected_set]
     if extra:
@@ -130,8 +144,8 @@ def check_classes(root: Path, expected: Sequence[str]) -> list[str]:
         parts = [f"{len(found)} class folders, expected {len(expected)}", f"first unexpected folder {extra[0]!r}"]
         if missing:
             parts.append(f"first missing {missing[0]!r}")
-        raise UserError(f"ImageNet val at {root} does not match the model's classes "
-                        f"({'; '.join(parts)}): {LAYOUT_HELP}")
+        raise UserError(f"{_what(root, flag)} does not match the model's classes "
+                        f"({'; '.join(parts)}): {layout_help(flag)}")
     return found
 
 
@@ -151,26 +165,31 @@ def balanced_subset(samples: Sequence[tuple[str, int]], subset: int, seed: int, 
 
 
 def load_imagenet_eval(root: Path, transform, *, subset: Optional[int] = None, seed: int = 0,
-                       expected_classes: Optional[list[str]] = None) -> ImageNetEval:
+                       expected_classes: Optional[list[str]] = None, skip_bad: bool = False,
+                       flag: str = "--imagenet") -> ImageNetEval:
     """The ImageNet-1K val set under ``root``; images go through ``transform`` (None: PIL images).
 
     expected_classes: the model's output classes in order (default: timm's 1000 synsets).
     subset: N -> a seeded class-balanced subset of N images (N/1000 per class).
+    skip_bad: leave unreadable image files out (named in a warning) instead of stopping.
+    flag: the option that named the folder (--imagenet or --source-eval), for the messages.
     """
     root = Path(root)
     expected = list(expected_classes) if expected_classes is not None else imagenet_synsets()
-    present = check_classes(root, expected)
+    present = check_classes(root, expected, flag)
     if subset is not None and subset < 1:
         raise UserError(f"ImageNet subset must be ≥ 1, got {subset}")
     try:
         base = _ClassListFolder(str(root), expected, present, transform=transform)
     except FileNotFoundError:  # synset folders without images; torchvision's message lists every one
         empty = [c for c in present if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (root / c).rglob("*"))]
-        raise UserError(f"ImageNet val at {root} is incomplete ({len(empty)} class folders hold no image: "
-                        f"{cut(empty)}): {LAYOUT_HELP}") from None
+        raise UserError(f"{_what(root, flag)} is incomplete ({len(empty)} class folders hold no image: "
+                        f"{cut(empty)}): {layout_help(flag)}") from None
+    checked = check_images([p for p, _ in base.samples], skip_bad=skip_bad, where=_what(root, flag), root=root)
+    base.keep(checked)
     n = len(base.samples)
     partial = len(present) < len(expected)
-    notes = []
+    notes = [_skipped_note(checked.skipped, root)] if checked.skipped else []
     if partial:
         notes.append(f"ImageNet folder at {root} holds {len(present)} of the {len(expected)} classes and {n} "
                      f"images: accuracy over these classes only (the model still chooses among all "
@@ -184,24 +203,12 @@ def load_imagenet_eval(root: Path, transform, *, subset: Optional[int] = None, s
     if subset is not None and subset < n:
         indices = balanced_subset(base.samples, subset, seed, root)
     return ImageNetEval(base, indices, root=root, n_found=n, subset=subset, warnings_=notes,
-                        n_classes=len(present), partial=partial)
+                        n_classes=len(present), partial=partial, skipped=checked.skipped)
 
 
-class _UnlabelledImages:
-    """Every image file under a folder, sorted by path, as (image, -1)."""
-
-    def __init__(self, paths: list[Path], transform=None):
-        self.samples = [(str(p), -1) for p in paths]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        from torchvision.datasets.folder import default_loader
-
-        image = default_loader(self.samples[i][0])
-        return (self.transform(image) if self.transform is not None else image), -1
+def _skipped_note(skipped: list[str], root: Path) -> str:
+    return (f"left out {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} under {root} "
+            f"(skip_bad_images): {cut(skipped)}")
 
 
 def is_synset_folder(root: Path, expected: Optional[Sequence[str]] = None) -> bool:
@@ -210,19 +217,23 @@ def is_synset_folder(root: Path, expected: Optional[Sequence[str]] = None) -> bo
     return root.is_dir() and any(name in names for name in class_folders(root))
 
 
-def load_image_folder(root: Path, transform) -> ImageNetEval:
-    """Every image under ``root`` (any depth, sorted), unlabelled (label -1): the images that
-    agreement and KL are measured on when no labels are at hand."""
+def load_image_folder(root: Path, transform, skip_bad: bool = False) -> ImageNetEval:
+    """Every image under ``root`` (any depth, sorted; every entry with an image suffix that is not a
+    folder, so that a FIFO or a device named ``x.jpg`` is named, not silently passed over), unlabelled
+    (label -1): the images that agreement and KL are measured on when no labels are at hand."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"source evaluation folder {root} does not exist; pass --source-eval DIR (a folder of images)")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not paths:
         raise UserError(f"source evaluation folder {root} holds no image ({', '.join(IMAGE_SUFFIXES)}); "
                         "pass --source-eval DIR (a folder of images)")
-    return ImageNetEval(_UnlabelledImages(paths, transform), None, root=root, n_found=len(paths), subset=None,
-                        warnings_=[], n_classes=None, partial=False)
+    checked = check_images(paths, skip_bad=skip_bad, where=f"source images at {root}", root=root)
+    paths = [paths[i] for i in checked.keep]
+    return ImageNetEval(ImageFiles([(p, -1) for p in paths], transform), None, root=root, n_found=len(paths),
+                        subset=None, warnings_=[_skipped_note(checked.skipped, root)] if checked.skipped else [],
+                        n_classes=None, partial=False, skipped=checked.skipped)
 
 
 # ---- a labelled sample of real photos, from a package -----------------------------------------------
@@ -254,6 +265,8 @@ def build_sample_folder(out: Path, photos: Optional[Path] = None) -> dict:
     if not files:
         raise UserError(f"no imagenet_XX_<label>.jpg photos in {photos}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder; choose a new folder for the sample")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} is not empty; choose a new folder for the sample")
     classes = set()

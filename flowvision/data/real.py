@@ -45,6 +45,11 @@ Deliberate differences from the official code:
   Resize(256), CenterCrop(224)) with ImageNet mean/std; Pets trains on ``trainval``.
 * CIFAR files are checked for presence and parsed, not md5-hashed at every load (torchvision hashes
   180 MB each time); ``flowvision data download`` checks the archive's md5 when it fetches it.
+
+Every other data set is a list of image files: torchvision's class for it finds them and their labels,
+then each file is checked (``images.check_images``) and read by ``images.read_image`` (the pixels
+torchvision's own loader gives). An unreadable file stops the run in one line, or with ``skip_bad``
+is left out and listed in ``info["skipped_images"]``.
 """
 from __future__ import annotations
 
@@ -559,9 +564,57 @@ def load_real_splits(name: str, root: Path, *, seed: int = 0, protocol: str = "c
     return _LOADERS[name](name, root)
 
 
+def image_samples(ds) -> list | None:
+    """``(path, label)`` of every image of a torchvision split, in its order; None when its images
+    are not files (CIFAR's arrays). Knows ImageFolder, Subset and ConcatDataset of them, and the
+    file lists of Flowers102 and DTD (``_image_files``) and OxfordIIITPet (``_images``)."""
+    from torch.utils.data import ConcatDataset, Subset
+
+    if isinstance(ds, Subset):
+        inner = image_samples(ds.dataset)
+        return None if inner is None else [inner[i] for i in ds.indices]
+    if isinstance(ds, ConcatDataset):
+        parts = [image_samples(d) for d in ds.datasets]
+        return None if any(p is None for p in parts) else [s for p in parts for s in p]
+    if hasattr(ds, "samples"):
+        return [(str(p), int(label)) for p, label in ds.samples]
+    files = getattr(ds, "_image_files", None) or getattr(ds, "_images", None)
+    if files is not None:
+        return [(str(p), int(label)) for p, label in zip(files, ds._labels, strict=True)]
+    return None
+
+
+def _checked_files(name: str, root: Path, pools: dict, skip_bad: bool) -> tuple[dict, dict, list]:
+    """Each pool of image files as an ``ImageFiles`` of its usable files (``images.check_images``, over all
+    pools at once); -> (pools, kept, skipped), ``kept``: pool -> the positions it kept. Pools that are not
+    files (CIFAR's arrays) stay as they are."""
+    from .images import ImageFiles, check_images
+
+    samples = {k: image_samples(ds) for k, ds in pools.items()}
+    if any(s is None for s in samples.values()):
+        return pools, {k: None for k in pools}, []
+    every = [s for k in pools for s in samples[k]]
+    checked = check_images([p for p, _ in every], skip_bad=skip_bad, where=f"{name} under {data_folder(name, root)}",
+                           root=data_folder(name, root))
+    keep, out, kept, start = set(checked.keep), {}, {}, 0
+    for k in pools:
+        kept[k] = [i for i in range(len(samples[k])) if start + i in keep]
+        out[k] = ImageFiles([samples[k][i] for i in kept[k]])
+        start += len(samples[k])
+    return out, kept, checked.skipped
+
+
+def _kept_positions(positions, kept):
+    """Positions into a pool, renumbered into the pool with only its ``kept`` files (None: the whole pool)."""
+    if positions is None or kept is None:
+        return positions
+    new = {old: i for i, old in enumerate(kept)}
+    return [new[p] for p in positions if p in new]
+
+
 def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: bool = True,
                    seed: int = 0, data_path: str = "pil", cache_dir: Path | None = None,
-                   protocol: str = "clean", dogs_split: str = DOGS_SPLITS[0]) -> "TaskData":
+                   protocol: str = "clean", dogs_split: str = DOGS_SPLITS[0], skip_bad: bool = False) -> "TaskData":
     """The task ``name`` read from ``<root>/<name>/``, with the official split and transforms.
 
     train / train_eval: the same samples in the same order (indices 0..N-1), with the training /
@@ -575,6 +628,8 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
     read with the training transforms as the official code does; ``dogs_split`` "per-stage" gives the
     task the official scripts' other splits too (``TaskData.splits``: "round1", "round2"; the task
     itself is the probe's split), all views of one set of images, decoded once.
+    ``skip_bad``: leave unreadable image files out (listed in ``info["skipped_images"]``) instead of
+    stopping with a UserError that names them.
     """
     root = Path(root)
     # The official split: one pool of all images, each split a pair of position lists into it, and the
@@ -587,6 +642,18 @@ def load_real_task(name: str, root: Path, *, image_size: int = 224, augment: boo
     else:
         train_base, test_base, extra = load_real_splits(name, root, seed=seed, protocol=protocol)
         pools, parts = {"train": train_base, "test": test_base}, TWO_SPLITS
+    pools, kept, skipped = _checked_files(name, root, pools, skip_bad)
+    if skipped:  # only then: a folder without a bad file keeps the fingerprint (and the stage keys) it had
+        from rich.markup import escape
+
+        from ..console import console
+        from .images import cut
+
+        parts = {split: tuple((pool, _kept_positions(positions, kept[pool])) for pool, positions in part)
+                 for split, part in parts.items()}
+        extra = {**extra, "skipped_images": skipped}
+        console.print(f"[yellow]warning:[/] left out {len(skipped)} unreadable images of {name} (skip_bad_images): "
+                      f"{escape(cut(skipped))}", highlight=False, soft_wrap=True)
     spec = REAL_TASKS[name]
     info = {"dataset": name, "path": str(data_folder(name, root)), "split": spec.split, "recipe": spec.recipe,
             "n_train": _size(pools, parts["probe"][0]), "n_test": _size(pools, parts["probe"][1]),
@@ -630,7 +697,8 @@ def make_task(name: str, spec, pools: dict, parts: dict, info: dict, *, files, e
         store = stored(spec.recipe, image_size, native)
         arrays = {}
         for pool, base in pools.items():
-            identity = {"dataset": name, "split": pool, "files": files, "n": len(base),
+            identity = {"dataset": name, "split": pool, "recipe": spec.recipe, "image_size": image_size,
+                        "files": files, "n": len(base),
                         "extra": {} if pool == "all" else extra}  # "all": every image, whatever the split
             arrays[pool], info[f"decoded_{pool}"] = decoded(base, store.prepare, store.size, identity, cache_dir,
                                                             f"decoding {name} {pool} ({len(base)} images)")
