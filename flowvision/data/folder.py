@@ -118,9 +118,9 @@ def _class_folders(folder: Path) -> list[str]:
 
 def image_problem(path: Path, decode: bool = True) -> Optional[str]:
     """Why the file at ``path`` cannot be a training image, or None. Without opening it: it must be a
-    regular file (never a FIFO: reading one would wait forever) and not empty. With ``decode``: it
-    must open and decode in full and convert to RGB as the loader does (a truncated JPEG fails here,
-    not in the middle of an epoch). The one place an image of a folder data set is judged."""
+    regular file (never a FIFO: reading one would wait forever) and not empty. With ``decode``: the one
+    judge of every image flowvision reads (``images.image_problem``: it opens, is under PIL's
+    decompression-bomb limit, and decodes in full, so a truncated JPEG fails here, not mid-epoch)."""
     try:
         st = os.stat(path)
     except OSError as e:
@@ -131,18 +131,9 @@ def image_problem(path: Path, decode: bool = True) -> Optional[str]:
         return "is empty (0 bytes)"
     if not decode:
         return None
-    try:
-        load_image(path)
-    except Exception as e:  # noqa: BLE001 — a user's file: PIL fails in many ways (OSError, SyntaxError, struct.error ...)
-        return f"cannot be decoded ({(str(e).splitlines() or [type(e).__name__])[0][:100]})"
-    return None
+    from .images import image_problem as decode_problem
 
-
-def load_image(path):
-    """The image at ``path`` as torchvision's ImageFolder loads it: PIL, converted to RGB."""
-    from torchvision.datasets.folder import default_loader
-
-    return default_loader(str(path))
+    return decode_problem(path)
 
 
 def _images_of(root: Path, classes: list[str], base: Path, need: int) -> tuple[list, list]:
@@ -305,8 +296,10 @@ class FolderImages:
         return len(self.samples)
 
     def __getitem__(self, i: int):
+        from .images import read_image
+
         rel, label = self.samples[i]
-        return load_image(self.root / rel), label
+        return read_image(self.root / rel), label
 
 
 def load_folder_task(name: str, *, image_size: int = 224, augment: bool = True, seed: int = 0,
