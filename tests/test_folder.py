@@ -214,8 +214,8 @@ def _bad(tmp: Path, case: str) -> tuple[Path, Path]:
 BAD = [("missing", "does not exist"), ("a file", "is not a folder"), ("one class", "holds one class folder ('cat')"),
        ("class without images", "class folder holds no image"), ("one image to split", "needs at least 2 per class"),
        ("train without test", "holds train/ but no test/ or val/"), ("different classes", "'dog' is only in train/"),
-       ("undecodable", "cannot be decoded (cannot identify image file"), ("truncated", "cannot be decoded (Truncated File "
-       "Read)"), ("0 bytes", "is empty (0 bytes)"), ("fifo", "is not a regular file"),
+       ("undecodable", "bad.jpg not an image PIL can read"), ("truncated", "bad.jpg cut short"),
+       ("0 bytes", "is empty (0 bytes)"), ("fifo", "is not a regular file"),
        ("symlink loop", "is a symlink loop"), ("self link", "is a symlink loop")]
 
 
