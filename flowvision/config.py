@@ -175,7 +175,8 @@ def _coerce(key: str, value):
             raise TypeError
         return str(value)
     except (TypeError, ValueError):
-        kind = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of numbers"}
+        kind = {bool: "true, false or auto" if optional else "true or false", int: "an integer", float: "a number",
+                tuple: "a list of numbers"}
         raise UserError(f"config key '{key}': {value!r} is not {kind.get(base, 'a string')}") from None
 
 

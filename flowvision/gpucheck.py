@@ -181,6 +181,7 @@ def check(out: Path = OUT, sizes=None, device: str = "cuda", budget_s: float = B
 
     sizes = sizes or REAL
     t0 = time.time()
+    torch.backends.cudnn.benchmark = True  # as every run that is not deterministic (hardware.start)
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
     result = {"device": name, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "cuda": torch.version.cuda, **versions(), "skipped": []}
