@@ -282,13 +282,15 @@ def test_precision_auto_is_fp32_on_the_cpu_and_bf16_on_cuda_under_the_clean_prot
     assert config.resolve("gratings", "demo", "flow", {"amp": "auto"}).amp is None
 
 
+@pytest.mark.slow  # two tiny demo runs at 32 px and a bf16 demo model: ~15 s on 2 cores (test_train checks the loop fast)
 def test_a_bf16_run_of_the_demo_ends_within_tolerance_of_fp32_in_stages_of_its_own(tiny):
     """--set amp=true on the CPU runs bf16 autocast through the same stages (CUDA runs it by default).
     Tolerance: every epoch's training loss within 5% of fp32's, τ within 5%, target and source accuracy
-    within 4 of the 32 test images (measured here: losses within 1.6%, τ 0.7%, accuracies 2 images)."""
+    within 4 of the 32 test images (measured here: losses within 0.8%, τ 0.2%, accuracies 1 image)."""
     import csv
 
-    runs = [run_one(config.resolve("gratings", "demo", "flow", dict(tiny, amp=amp))) for amp in (False, True)]
+    sizes = dict(tiny, image_size=32)  # not 16: see test_train's bf16 test
+    runs = [run_one(config.resolve("gratings", "demo", "flow", dict(sizes, amp=amp))) for amp in (False, True)]
     fp32, bf16 = runs
     assert (fp32["amp"], bf16["amp"]) == (False, True) and fp32["config"]["amp"] is False
     shared = {k for k, v in fp32["stage_keys"].items() if bf16["stage_keys"][k] == v}
