@@ -313,10 +313,10 @@ def wise_alphas(cfg) -> list:
 def _wise(i):
     """WiSE-FT points: for each α, target and source accuracy of the interpolated model. α = 1 is the
     fine-tuned model exactly and, with the task-specific parts restored, α = 0 measures the
-    pre-trained model exactly: those evaluations are reused, not repeated. The other points' source
-    numbers, but the reported α's, are measured on a seeded class-balanced subset of ``wise_subset``
-    images when the source set is larger (a curve's shape, not a table's number: 10,000 of IN-1K's
-    50,000 images); each point records how many images it was measured on."""
+    pre-trained model exactly: those evaluations are reused, not repeated. Every other point but the
+    reported α measures source accuracy on a seeded class-balanced subset of ``wise_subset`` images when
+    the source set is larger (a curve's shape, not a table's number: 10,000 of IN-1K's 50,000 images);
+    each point records how many images it was measured on."""
     from . import models
     from .evaluate import accuracy
 
