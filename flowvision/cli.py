@@ -343,15 +343,12 @@ def reproduce(
             out.print(f"{summary['cells']} runs, {summary['skipped']} finished, {len(summary['todo'])} to do:")
             for cmd in summary["todo"]:
                 out.print(f"  {cmd}", highlight=False, soft_wrap=True)
-            from .costs import estimate
+            from .costs import describe, estimate, rates
 
             todo = {cmd for cmd in summary["todo"]}
-            cost = estimate([cfg for cfg, cmd in cells if cmd in todo])
-            rates = ", ".join(f"{m} train {r['train']:.0f} / inference {r['eval']:.0f} img/s" for m, r in cost["rates"].items())
-            out.print(f"estimate for what is left: {cost['hours']:.1f} GPU-hours on one A6000 "
-                      f"({cost['train_images'] / 1e6:.1f} M training and {cost['eval_images'] / 1e6:.1f} M inference images; "
-                      f"{'assumed' if cost['assumed'] else 'given'} rates {rates}; measure yours with "
-                      "`flowvision bench --image-size 224` on the GPU)", highlight=False)
+            results = Path(cells[0][0].results_dir) if cells else Path("results")
+            for line in describe(estimate([cfg for cfg, cmd in cells if cmd in todo], rates(results))):
+                out.print(line, highlight=False, soft_wrap=True)
             if problems:
                 for p in problems:
                     console.print(f"[bold red]missing:[/] {p}", highlight=False, soft_wrap=True)

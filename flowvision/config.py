@@ -70,6 +70,8 @@ class RunConfig:
     refit: bool = True
     wise_alpha: Optional[float] = None
     wise_alphas: tuple = ()
+    wise_subset: Optional[int] = 10_000  # WiSE-FT points other than α = 0, 1 and the reported α: source accuracy on a
+                                         # seeded class-balanced subset of this many images (none: the whole set)
     # optimisation (official code: SGD, momentum 0.9, weight decay 5e-4, cosine per epoch, batch 128)
     epochs: int = 3
     lr: float = 0.01
@@ -115,10 +117,12 @@ class RunConfig:
     sweep: Optional[str] = _where(None)  # e.g. "frontier": a sweep point off its method's defaults; tables and plots leave it out
     cache_dir: Optional[str] = _where(None)  # demo models; default $FLOWVISION_CACHE or ~/.cache/flowvision
     # hardware: where and how fast. amp (bf16) changes numbers and is keyed; the others are not keyed
-    # (channels_last and compile may move the last bits of a float, never a result's meaning)
+    # (channels_last and compile may move the last bits of a float, never a result's meaning).
+    # amp and channels_last none (auto): on under the clean protocol on a CUDA device, off otherwise
+    # (``speed_defaults``); a run id keeps "auto", the stage keys the precision that ran
     device: str = _where("auto")
-    amp: bool = False
-    channels_last: bool = _where(False)
+    amp: Optional[bool] = None
+    channels_last: Optional[bool] = _where(None)
     compile: bool = _where(False)
     deterministic: bool = _where(False)  # deterministic algorithms, no cuDNN autotuning (slower; recorded)
     num_workers: Optional[int] = _where(None)  # none: min(8, cores) for real data on the PIL path, else 0
@@ -149,7 +153,8 @@ def _coerce(key: str, value):
     hint = _HINTS[key]
     optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
     base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")
+                         + (("auto",) if base is bool else ())):
         if optional:
             return None
         raise UserError(f"config key '{key}' cannot be empty")
@@ -178,7 +183,8 @@ def _coerce(key: str, value):
             raise TypeError
         return str(value)
     except (TypeError, ValueError):
-        kind = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of numbers"}
+        kind = {bool: "true, false or auto" if optional else "true or false", int: "an integer", float: "a number",
+                tuple: "a list of numbers"}
         raise UserError(f"config key '{key}': {value!r} is not {kind.get(base, 'a string')}") from None
 
 
@@ -425,8 +431,23 @@ def validate(cfg: RunConfig) -> None:
         raise UserError("--source-eval is for ImageNet models; the demo model's forgetting is measured on its "
                         "own held-out shapes")
     check_log(cfg.log)
-    if cfg.imagenet_subset is not None and cfg.imagenet_subset < 1:
-        raise UserError(f"imagenet_subset must be ≥ 1, got {cfg.imagenet_subset}")
+    for key in ("imagenet_subset", "wise_subset"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise UserError(f"{key} must be ≥ 1 (or none for every image), got {getattr(cfg, key)}")
+
+
+def speed_defaults(cfg: RunConfig, device_type: str) -> RunConfig:
+    """``cfg`` with amp and channels_last decided for a device of ``device_type`` ('cuda' | 'cpu'): a value
+    given stays; none (auto) is on under the clean protocol on CUDA (bf16 autocast, NHWC: what fast ResNet
+    recipes run), off otherwise: the paper protocol computes in fp32 as the official code did, and the CPU
+    keeps fp32 (its numbers and stage keys are the ones they always were).
+
+    A run id hashes the config as given ("auto"), so it is the same wherever it is computed (a dry run
+    on a laptop, a Slurm login node, the GPU that runs it); the stage keys hash the precision that
+    actually ran (``stages.Run`` applies this), so a GPU run never reads a stage the CPU computed in fp32."""
+    fast = cfg.protocol == "clean" and device_type == "cuda"
+    return dataclasses.replace(cfg, amp=fast if cfg.amp is None else cfg.amp,
+                               channels_last=fast if cfg.channels_last is None else cfg.channels_last)
 
 
 def check_log(name: str) -> None:
@@ -451,7 +472,8 @@ MIN_IMAGE_SIZE = 8
 # 200,000 images at 32 px are 0.6 GB); the message names the limit.
 LIMITS = {"epochs": 10_000, "probe_epochs": 10_000, "refit_epochs": 10_000, "demo_epochs": 10_000,
           "batch_size": 65_536, "demo_batch_size": 65_536, "image_size": 1024, "n_train": 200_000,
-          "n_test": 200_000, "demo_n_train": 200_000, "imagenet_subset": 50_000, "num_workers": 256}
+          "n_test": 200_000, "demo_n_train": 200_000, "imagenet_subset": 50_000, "wise_subset": 50_000,
+          "num_workers": 256}
 
 
 def seed_list(n: int, option: str = "--seeds") -> list[int]:

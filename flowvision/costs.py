@@ -1,26 +1,70 @@
-"""A small cost model of a grid: images through the model per stage, and GPU-hours at stated rates.
+"""A small cost model of a grid: images through the model per stage kind, and GPU-hours at stated rates.
 
-    flowvision reproduce --model resnet18 --dry-run      # ... and "estimate: 23 GPU-hours on one A6000 ..."
+    flowvision reproduce --model resnet18 --dry-run      # ... "estimate for what is left: 4.1 GPU-hours ..."
 
-Every stage a grid reaches is counted once per key (the stages runs share are computed once), with
-the number of images it pushes through the model:
+Every stage a grid reaches is counted once per key (the stages runs share are computed once), by the
+kind of pass it makes, because the three run at very different speeds:
 
-    probe, refit          epochs x N_train forward passes (the backbone is frozen: inference speed)
-    finetune              epochs x N_train training steps (+ the same again at inference speed for
-                          online weights, which run the probe model on every batch)
-    losses                N_train at inference speed
-    target_eval           N_test;  source_eval, forgetting: the source images (50,000 for IN-1K val)
-    wise                  N_test + source images for every α whose evaluation is not reused
+    training    finetune: epochs x N_train training steps through every parameter
+    frozen      probe, refit: epochs x N_train through the frozen backbone (no graph there) to a head that trains
+    inference   losses (N_train); target_eval, probe_test (N_test); source_eval, forgetting (the source images:
+                50,000 for IN-1K val); every WiSE-FT point not reused (N_test, and the source images: the
+                reported α on all of them, the others on ``wise_subset``); online FLOW weights (the probe on
+                every fine-tuning batch); the paper protocol's test pass after every epoch of a trained stage
 
-The rates are assumptions unless measured: ``A6000`` holds round numbers for one A6000 at 224 px in
-fp32 (not measured by flowvision; ResNet-18 roughly 1,200 training and 4,000 inference images/s,
-ResNet-50 roughly 400 and 1,300). `flowvision bench --image-size 224` on your GPU gives the training
-rate to use instead (``--set`` nothing: pass ``rates=`` to :func:`estimate`).
+Rates are images/s per model, precision (fp32 | bf16: what ``config.speed_defaults`` gives a run on a
+CUDA device) and kind. ``make gpu-check`` measures them and writes results/gpu-check.json
+(``MEASURED``), which ``rates`` reads and names the GPU of; without it the rates are assumptions for one
+A6000 at 224 px, each labelled with where it comes from (``ASSUMED_SOURCES``).
 """
 from __future__ import annotations
 
-A6000 = {"resnet18": {"train": 1200.0, "eval": 4000.0}, "resnet50": {"train": 400.0, "eval": 1300.0}}
+import json
+from pathlib import Path
+from typing import Optional
+
+KINDS = ("train", "frozen", "inference")
+KIND_NAMES = {"train": "training", "frozen": "frozen backbone", "inference": "inference"}
+PRECISIONS = ("fp32", "bf16")
+MEASURED = "gpu-check.json"  # under the results folder: what `make gpu-check` writes and ``rates`` reads
+
+# Round numbers for one A6000 at 224 px in fp32, not measured by flowvision (no GPU had run it); a frozen
+# backbone's pass costs about an inference pass (no backward through it).
+A6000_FP32 = {"resnet18": {"train": 1200.0, "frozen": 4000.0, "inference": 4000.0},
+              "resnet50": {"train": 400.0, "frozen": 1300.0, "inference": 1300.0}}
+BF16_FACTOR = 2.0
+ASSUMED_SOURCES = {
+    "fp32": "round numbers for one A6000 at 224 px, not measured (frozen backbone at inference speed)",
+    "bf16": "the fp32 assumption × 2: NVIDIA's ResNet-50 v1.5 reference (DeepLearningExamples, PyTorch) states "
+            "mixed precision trains \"over 2x faster\" on Volta, Turing and Ampere",
+}
 IN1K_VAL = 50_000
+
+
+def assumed_rates() -> dict:
+    """{model: {precision: {kind: images/s}}} for one A6000 (``ASSUMED_SOURCES`` says where each comes from)."""
+    return {m: {"fp32": dict(r), "bf16": {k: v * BF16_FACTOR for k, v in r.items()}} for m, r in A6000_FP32.items()}
+
+
+def read_measured(path: Path) -> Optional[dict]:
+    """results/gpu-check.json's rates, or None when there is none: {"device": GPU name, "measured_at",
+    "rates": {model: {precision: {kind: images/s}}}}. A file without rates (a gpu-check that stopped
+    early) counts as none."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    rates = data.get("rates") if isinstance(data, dict) else None
+    if not isinstance(rates, dict) or not rates:
+        return None
+    return {"device": data.get("device", "an unnamed GPU"), "measured_at": data.get("measured_at"), "rates": rates}
+
+
+def precision(cfg) -> str:
+    """'bf16' | 'fp32': what ``cfg`` computes in on a CUDA device."""
+    from .config import speed_defaults
+
+    return "bf16" if speed_defaults(cfg, "cuda").amp else "fp32"
 
 
 def _sizes(cfg) -> tuple[int, int]:
@@ -44,49 +88,91 @@ def _sizes(cfg) -> tuple[int, int]:
     return REAL_TASKS[cfg.dataset].sizes
 
 
-def stage_images(name: str, cfg) -> tuple[float, float]:
-    """(training images, inference images) one computation of stage ``name`` pushes through the model."""
+def stage_images(name: str, cfg) -> dict:
+    """{kind: images} one computation of stage ``name`` pushes through the model (``KINDS``)."""
     n_train, n_test = _sizes(cfg)
     source = (cfg.imagenet_subset or IN1K_VAL) if cfg.model != "demo" else (cfg.n_test or 1000)
-    if name == "probe":
-        return 0.0, cfg.probe_epochs * n_train
-    if name == "refit":
-        return 0.0, cfg.refit_epochs * n_train
-    if name == "finetune":
-        online = cfg.weighting == "flow-online" or cfg.protocol == "paper"
-        return cfg.epochs * n_train, cfg.epochs * n_train if online and cfg.weighting != "uniform" else 0.0
-    if name == "losses":
-        return 0.0, n_train
-    if name == "target_eval":
-        return 0.0, n_test
-    if name in ("source_eval", "forgetting"):
-        return 0.0, source
-    if name == "wise":
+    selecting = cfg.protocol == "paper"  # one target test pass after every epoch (train.train's ``select``)
+    out = dict.fromkeys(KINDS, 0.0)
+    if name in ("probe", "refit"):
+        epochs = cfg.probe_epochs if name == "probe" else cfg.refit_epochs
+        out["frozen"], out["inference"] = epochs * n_train, epochs * n_test * selecting
+    elif name == "finetune":
+        online = cfg.weighting == "flow-online" or (selecting and cfg.weighting != "uniform")
+        out["train"] = cfg.epochs * n_train
+        out["inference"] = cfg.epochs * (n_train * online + n_test * selecting)
+    elif name == "losses":
+        out["inference"] = n_train
+    elif name in ("target_eval", "probe_test"):
+        out["inference"] = n_test
+    elif name in ("source_eval", "forgetting"):
+        out["inference"] = source
+    elif name == "wise":
         from .pipeline import wise_alphas
 
-        fresh = [a for a in wise_alphas(cfg) if a not in (0.0, 1.0)]
-        return 0.0, len(fresh) * (n_test + source) + (n_test if 0.0 in wise_alphas(cfg) else 0)
-    return 0.0, 0.0
+        alphas = wise_alphas(cfg)
+        interior = [a for a in alphas if a not in (0.0, 1.0)]
+        on_subset = min(source, cfg.wise_subset or source)
+        out["inference"] = (len(interior) * n_test + (n_test if 0.0 in alphas else 0)
+                            + sum(source if a == cfg.wise_alpha else on_subset for a in interior))
+    return out
 
 
-def estimate(cfgs: list, rates: dict | None = None) -> dict:
-    """GPU-hours of a grid, each stage key counted once. -> {"hours", "train_images", "eval_images",
-    "rates": the rates used per model, "assumed": whether any rate is an assumption}."""
+def rates(results_dir: Optional[Path] = None) -> dict:
+    """The rates an estimate uses: measured (results_dir/gpu-check.json) when there, else assumed.
+    -> {"rates": {model: {precision: {kind: images/s}}}, "measured": None | {"device", "measured_at"},
+    "sources": {precision: where the assumption comes from} (empty when measured)}."""
+    measured = read_measured(Path(results_dir) / MEASURED) if results_dir is not None else None
+    if measured:
+        return {"rates": measured["rates"], "measured": {k: measured[k] for k in ("device", "measured_at")},
+                "sources": {}}
+    return {"rates": assumed_rates(), "measured": None, "sources": dict(ASSUMED_SOURCES)}
+
+
+def estimate(cfgs: list, table: Optional[dict] = None) -> dict:
+    """GPU-hours of a grid on one GPU, each stage key counted once, at ``table`` (``rates()``; default:
+    the assumed A6000 rates). -> {"hours", "by_kind": {kind: {"hours", "images"}}, "used": {(model,
+    precision): {kind: images/s}}, "fp32_hours": the same grid in fp32, "measured", "sources"}. A model the
+    table has no rates for is costed at resnet50's (the larger of the two)."""
     from .pipeline import grid_plan
 
-    assumed = not rates
-    rates = dict(A6000, **(rates or {}))
-    seen, train, evals, seconds = set(), 0.0, 0.0, 0.0
+    table = table or rates()
+    seen = set()
+    by_kind = {k: {"hours": 0.0, "images": 0.0} for k in KINDS}
+    used, fp32_hours = {}, 0.0
     for cfg in cfgs:
-        arch = cfg.model.split(".")[0]
-        rate = rates.get(arch, rates["resnet50"])
+        arch, prec = cfg.model.split(".")[0], precision(cfg)
+        per_model = table["rates"].get(arch) or table["rates"].get("resnet50") or next(iter(table["rates"].values()))
+        rate = per_model.get(prec) or per_model["fp32"]
+        used[(arch, prec)] = rate
         for name, key in grid_plan(cfg).items():
             if (name, key) in seen or name == "forgetting" and not cfg.finetune:
                 continue  # computed once per grid; a linear probe's forgetting reuses the source evaluation
             seen.add((name, key))
-            t, e = stage_images(name, cfg)
-            train, evals = train + t, evals + e
-            seconds += t / rate["train"] + e / rate["eval"]
-    used = {cfg.model.split(".")[0] for cfg in cfgs}
-    return {"hours": seconds / 3600, "train_images": train, "eval_images": evals,
-            "rates": {m: rates.get(m, rates["resnet50"]) for m in used}, "assumed": assumed}
+            for kind, images in stage_images(name, cfg).items():
+                by_kind[kind]["images"] += images
+                by_kind[kind]["hours"] += images / rate[kind] / 3600
+                fp32_hours += images / per_model["fp32"][kind] / 3600
+    return {"hours": sum(v["hours"] for v in by_kind.values()), "by_kind": by_kind, "used": used,
+            "fp32_hours": fp32_hours, "measured": table["measured"], "sources": table["sources"]}
+
+
+def describe(cost: dict) -> list[str]:
+    """The estimate as lines for a person: the total and hours per kind, the rates per model and
+    precision, and where they come from (measured on which GPU, or assumed and why)."""
+    where = f"one {cost['measured']['device']}" if cost["measured"] else "one A6000"
+    kinds = ", ".join(f"{KIND_NAMES[k]} {v['hours']:.1f} h ({v['images'] / 1e6:.1f} M images)"
+                      for k, v in cost["by_kind"].items() if v["images"])
+    lines = [f"estimate for what is left: {cost['hours']:.1f} GPU-hours on {where} — {kinds}"]
+    for (model, prec), rate in sorted(cost["used"].items()):
+        lines.append(f"  {model} {prec}: " + " / ".join(f"{KIND_NAMES[k]} {rate[k]:,.0f}" for k in KINDS) + " images/s")
+    if any(prec == "bf16" for _, prec in cost["used"]):
+        lines.append(f"  in fp32 instead (--set amp=false, or the paper protocol): {cost['fp32_hours']:.1f} GPU-hours")
+    if cost["measured"]:
+        when = f" ({cost['measured']['measured_at']})" if cost["measured"].get("measured_at") else ""
+        lines.append(f"  rates measured on {cost['measured']['device']} by `make gpu-check`{when}")
+    else:
+        lines += [f"  assumed {prec} rates: {source}" for prec, source in cost["sources"].items()]
+        lines.append(f"  measure them on your GPU with `make gpu-check` (it writes results/{MEASURED}, "
+                     "which this estimate then uses)")
+    return lines

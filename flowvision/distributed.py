@@ -219,6 +219,17 @@ def resolve_device(name: str):
         raise UserError(f"--device {name} is not a device: use auto, cpu, cuda or cuda:N") from None
 
 
+def device_type(setting: str) -> str:
+    """'cuda' | 'cpu' | …: the kind of device a run with ``device=setting`` uses on this machine: 'auto' is
+    cuda when a GPU is visible (this imports torch); an explicit setting is taken at its word (no torch;
+    ``resolve_device`` checks it when the run starts)."""
+    if setting == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting.split(":")[0]
+
+
 def device(dev):
     """The device this process runs on: under several processes, ``cuda`` means the GPU of its local rank."""
     import torch

@@ -14,7 +14,9 @@ of ``task`` (and ``source_eval``, downstream of the ImageNet file count and tran
 keyed when the data loads, and torch is never imported; for a synthetic task the images are
 generated (they are small; this imports torch) and every stage is keyed exactly. For Stanford Dogs under the paper protocol it draws the splits from the file list
 (``splits``: each training stage's split, its sizes and how many of its test images an earlier stage
-trained on), still without reading an image.
+trained on), still without reading an image. The run id holds
+amp as given (auto by default) and is the same on every machine; the stage keys hold the precision the
+device decides (``planned``), known here for an explicit ``--device`` or a synthetic task.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ def config_rows(cfg: RunConfig, sources: dict) -> list[tuple[str, str, str]]:
     from .source import resolve_tag
 
     values = {k: str(v) for k, v in cfg.to_dict().items()}
+    values.update({k: "auto" for k in SPEED if getattr(cfg, k) is None})
     if resolve_tag(cfg.model) != cfg.model:
         values["model"] = f"{cfg.model} = {resolve_tag(cfg.model)}"
     return [(name, values[name], sources.get(name, "default")) for name in FIELDS]
@@ -118,7 +121,35 @@ def _imagenet_row(cfg: RunConfig) -> dict:
 def file_rows(cfg: RunConfig) -> list[dict]:
     """The files the run reads: what, path, found (True / False / None: not checkable without
     loading), and a note: the fix when something is missing."""
-    return [_data_row(cfg), _weights_row(cfg), _imagenet_row(cfg)]
+    return [_data_row(cfg), _weights_row(planned(cfg)), _imagenet_row(cfg)]
+
+
+SPEED = ("amp", "channels_last")  # auto (None) until decided for the device (config.speed_defaults)
+
+
+def planned(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with amp and channels_last decided for the device the run would use, where that is known
+    without loading torch for a real data set: an explicit ``--device``, or a synthetic task (its images are
+    generated, which loads torch anyway). Otherwise they stay auto, and the stages keyed by the precision
+    (everything that runs a model) are keyed when the run starts."""
+    from .config import speed_defaults
+    from .distributed import device_type
+
+    if cfg.device != "auto" or cfg.synthetic:
+        return speed_defaults(cfg, device_type(cfg.device))
+    return cfg
+
+
+def precision_note(cfg: RunConfig) -> str:
+    """One line: the precision and memory format the run computes in, and why."""
+    given = planned(cfg)
+    if given.amp is None:
+        return ("precision: auto — bf16 autocast and channels_last on a CUDA GPU (clean protocol), fp32 on the CPU; "
+                "--set amp=false keeps fp32")
+    why = ("set" if cfg.amp is not None else "the paper protocol's fp32, as the official code" if cfg.protocol == "paper"
+           else f"the clean protocol's default on {'CUDA' if given.amp else 'the CPU'}")
+    return (f"precision: {'bf16 autocast' if given.amp else 'fp32'}"
+            f"{', channels_last' if given.channels_last else ''} ({why})")
 
 
 def fingerprints(cfg: RunConfig) -> dict:
@@ -129,6 +160,7 @@ def fingerprints(cfg: RunConfig) -> dict:
     from . import forgetting
     from .source import demo_key, file_key, resolve_tag
 
+    cfg = planned(cfg)
     found = {}
     if cfg.model == "demo":
         found["source"] = demo_key(cfg)
@@ -166,16 +198,25 @@ def split_report(cfg: RunConfig) -> Optional[dict]:
 
 def plan_rows(cfg: RunConfig, found: dict) -> list[dict]:
     """One row per stage the run reaches, upstream first: stage, key (None: known once the data
-    loads) and status: cached | to compute | what an uncached stage does."""
+    loads, or once the device decides amp) and status: cached | to compute | what an uncached stage does."""
     from . import pipeline
     from .stages import stage_path
 
+    cfg = planned(cfg)
+    # an undecided precision (amp auto, the device unknown here) is in the key of every stage that runs a
+    # model, the source's first: they are keyed when the run starts
+    undecided = cfg.amp is None and "source" in found
+    if undecided:
+        found = {k: v for k, v in found.items() if k != "source"}
     keys = pipeline.plan(cfg, found)
 
     def loading_upstream(name: str) -> set:
         stage = pipeline.STAGES[name]
-        own = {name} if stage.fingerprint is not None and name not in found else set()
+        own = {name} if stage.fingerprint is not None and name not in found and not (undecided and name == "source") else set()
         return own.union(*(loading_upstream(n) for n in stage.needs_for(cfg)))
+
+    def after_source(name: str) -> bool:
+        return name == "source" or any(after_source(n) for n in pipeline.STAGES[name].needs_for(cfg))
 
     rows = []
     for name, stage in pipeline.STAGES.items():
@@ -186,7 +227,10 @@ def plan_rows(cfg: RunConfig, found: dict) -> list[dict]:
             status = LOADS.get(name, "computed every run")
         elif key is None:
             waiting = [n for n in pipeline.STAGES if n in loading_upstream(name)]
-            status = f"keyed when {' and '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} loaded"
+            status = (f"keyed when {' and '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} loaded" if waiting
+                      else "keyed when the run starts")
+            if undecided and after_source(name):
+                status += " and the device decides amp (auto)"
         else:
             status = "cached" if stage_path(Path(cfg.results_dir) / "cache", name, key).is_file() else "to compute"
         rows.append({"stage": name, "key": key, "status": status, "doc": stage.doc})
@@ -207,6 +251,7 @@ def dry_run(cfg: RunConfig, sources: dict) -> dict:
                      + ", ".join(passes) + " test passes)")
     if cfg.hparams_note:
         notes.append(cfg.hparams_note)
+    notes.append(precision_note(cfg))
     default = next((where for where in sources.values() if where.startswith("config file ")
                     and where.split(" (")[0].endswith(f"/{DEFAULT_CONFIG}")), None)
     if default:

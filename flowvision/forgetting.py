@@ -3,7 +3,8 @@
     images     IN-1K val (an ImageFolder of 1000 synsets), a seeded class-balanced subset of it, a
                folder with some of the synsets (a labelled sample; recorded as partial), any folder
                of unlabelled images (``--source-eval DIR``: agreement and KL only), or, for the
-               demo model, the held-out split of the synthetic source task (shapes)
+               demo model, the held-out split of the synthetic source task (shapes); the WiSE-FT
+               points no table prints are measured on a seeded class-balanced subset (``subset``)
     transform  ``imagenet_transform``: the official code's (bilinear Resize(256), CenterCrop(224),
                ImageNet mean/std), the weights' own timm transform, or ``auto`` (default): the
                official one for the paper's two tags, the weights' own for every other model (an
@@ -44,6 +45,7 @@ class EvalSet:
     n_classes: Optional[int] = None     # classes present (None: unlabelled images)
     n_images: Optional[int] = None
     partial: bool = False               # only some of the model's classes (a labelled sample)
+    samples: Optional[list] = None      # (name, label) per image, in order; names the same on every machine
 
 
 def reads(cfg) -> tuple:
@@ -60,7 +62,8 @@ def eval_set(cfg) -> EvalSet:
 
         data = load_held_out(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size, n=cfg.n_test)
         return EvalSet(data.dataset, f"{SOURCE_TASK} val", f"{SOURCE_TASK}:val({len(data.dataset)})",
-                       stable_hash(data.info), n_classes=SPECS[SOURCE_TASK].num_classes, n_images=len(data.dataset))
+                       stable_hash(data.info), n_classes=SPECS[SOURCE_TASK].num_classes, n_images=len(data.dataset),
+                       samples=[(str(i), int(y)) for i, y in enumerate(data.dataset.base.labels)])
     return imagenet_eval_set(cfg)
 
 
@@ -159,7 +162,26 @@ def imagenet_eval_set(cfg) -> EvalSet:
                    fingerprint, info={"imagenet_root": str(root), "imagenet_found": data.n_found,
                                       "imagenet_warnings": list(data.warnings), "imagenet_decoded": decoded_key,
                                       "imagenet_skipped": data.skipped},
-                   n_classes=data.n_classes, n_images=len(data), partial=data.partial)
+                   n_classes=data.n_classes, n_images=len(data), partial=data.partial,
+                   samples=[(Path(data.base.samples[j][0]).relative_to(root).as_posix(), data.base.samples[j][1])
+                            for j in data.indices])
+
+
+def subset(data: EvalSet, n: Optional[int], seed: int) -> Optional[tuple[Any, Any]]:
+    """A seeded, class-balanced subset of ``n`` of the evaluation images (``balanced_subset``: the classes
+    in equal shares, the same images on every machine), or None when ``n`` is None or the set holds no
+    more than n images. -> (dataset yielding (image, label, position in the subset), positions (k,) long:
+    where each subset image sits in ``data``, to take the reference predictions of the same images)."""
+    import torch
+
+    from .data.base import Indexed
+    from .data.imagenet import balanced_subset
+
+    if n is None or data.n_images is None or data.n_images <= n:
+        return None
+    positions = balanced_subset(data.samples, n, seed)
+    dataset = Indexed(_Pairs(data.dataset), positions, batch_transform=getattr(data.dataset, "batch_transform", None))
+    return dataset, torch.tensor(positions)
 
 
 class _Pairs:

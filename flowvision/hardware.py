@@ -1,7 +1,9 @@
 """Where and how tensors run: device choice, bf16 autocast, channels_last, torch.compile.
 
-All of it is opt-in except the device: on the CPU (this project's CI) every switch is a no-op, so
-numbers from a laptop and from a GPU come out of the same code path.
+The device is chosen per run; bf16 autocast and channels_last default on under the clean protocol on a
+CUDA device and off elsewhere (``config.speed_defaults``; ``on_device`` applies it). On the CPU (this
+project's CI) nothing is switched on unless asked: ``--set amp=true`` there runs CPU bf16 autocast (how
+the tests check the bf16 path without a GPU). ``torch.compile`` stays opt-in.
 """
 from __future__ import annotations
 
@@ -18,14 +20,14 @@ from .distributed import resolve_device  # noqa: F401 (part of this module's API
 @dataclass(frozen=True)
 class Hardware:
     device: torch.device
-    amp: bool = False            # bf16 autocast (CUDA only)
+    amp: bool = False            # bf16 autocast (on the CPU too, when asked)
     channels_last: bool = False  # NHWC memory format (helps convs on GPUs and at 224 px on CPUs)
     compile: bool = False        # torch.compile the forward pass (slow to start; opt-in)
     num_workers: int = 0
 
     def autocast(self):
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -98,9 +100,19 @@ def start(cfg) -> str:
 _WARNED: set = set()
 
 
+def on_device(cfg):
+    """``cfg`` with amp and channels_last decided for the device it runs on here (``config.speed_defaults``)."""
+    from .config import speed_defaults
+
+    return speed_defaults(cfg, distributed.device_type(cfg.device))
+
+
 def hardware(cfg) -> Hardware:
-    """The Hardware a run's config asks for (device, amp, channels_last, compile, num_workers); under
-    torchrun, ``cuda`` is the GPU of this process's local rank."""
+    """The Hardware a run's config asks for (device, amp, channels_last, compile, num_workers), once
+    ``on_device`` has decided amp and channels_last (``stages.Run`` does); under torchrun, ``cuda`` is the
+    GPU of this process's local rank."""
+    if cfg.amp is None or cfg.channels_last is None:
+        raise ValueError("amp and channels_last are undecided: pass the config through hardware.on_device first")
     return Hardware(distributed.device(resolve_device(cfg.device)), amp=cfg.amp, channels_last=cfg.channels_last,
                     compile=cfg.compile, num_workers=cfg.num_workers)
 

@@ -290,14 +290,16 @@ def _wise_points(runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"model": run.model, "dataset": run.dataset, "method": run.method,
                          "tau_rule": run.tau_rule, "settings": run.settings, "seed": run.seed,
                          "alpha": float(point["alpha"]), "target_acc": 100.0 * float(point["target_acc"]),
-                         "source_acc_after": 100.0 * float(point["source_acc_after"])})
+                         "source_acc_after": 100.0 * float(point["source_acc_after"]),
+                         "subset": bool(point.get("source_subset"))})
     return pd.DataFrame(rows)
 
 
 def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
     """Per model: one panel per data set, the WiSE-FT path θ(α) as source acc (x) vs target acc (y),
     mean over seeds per α, one line per configuration; α = 0 (square) and α = 1 (triangle) marked and
-    named in the legend."""
+    named in the legend; a point whose source accuracy was measured on a subset of the source images
+    (``wise_subset``) is a hollow circle."""
     from matplotlib.lines import Line2D
 
     points = _wise_points(_ready(runs)) if len(runs) else pd.DataFrame()
@@ -321,7 +323,13 @@ def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
                         x, y = mean.loc[alpha]
                         ax.plot([x], [y], marker=marker, color=color, markeredgecolor="black", markersize=6,
                                 linestyle="none")
+                hollow = mean[line.groupby("alpha")["subset"].any().reindex(mean.index).to_numpy()]
+                ax.plot(hollow["source_acc_after"], hollow["target_acc"], marker="o", markersize=6, linestyle="none",
+                        markerfacecolor="white", markeredgecolor=color)
             handles, _ = ax.get_legend_handles_labels()
+            if panel["subset"].any():
+                handles += [Line2D([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none",
+                                   label="source acc on a subset of the images")]
             handles += [Line2D([], [], marker="s", color="grey", markeredgecolor="black", linestyle="none",
                                label="α = 0 (pre-trained shared weights)"),
                         Line2D([], [], marker="^", color="grey", markeredgecolor="black", linestyle="none",

@@ -29,9 +29,10 @@ from .registry import PAPER_SPLITS
 if TYPE_CHECKING:
     from .stages import Run
 
-SCHEMA_VERSION = 5  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
+SCHEMA_VERSION = 6  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
 #                     amp, channels_last; 5: config (every field that can change a number, but the seed), dogs_split,
-#                     split_overlap
+#                     split_overlap; 6: WiSE-FT points carry source_images and source_subset; config's amp may be
+#                     None (auto), amp says what ran
 
 
 @dataclass
@@ -86,7 +87,8 @@ class RunRecord:
     hard10_acc: Optional[float] = None
     hard10_n: Optional[int] = None            # how many test samples that is
     wise: list = field(default_factory=list)  # [{alpha, target_acc, source_acc_after, source_top5_after,
-    #                                              source_agreement, source_kl, source_drop, hard10_acc}]
+    #                                              source_agreement, source_kl, source_drop, hard10_acc,
+    #                                              source_images, source_subset: measured on wise_subset images}]
     weight_stats: Optional[dict] = None
     # tasks that know their wrong training labels (synthetic): FLOW's weights on them (audit.noise_audit)
     label_noise: Optional[dict] = None
@@ -100,8 +102,8 @@ class RunRecord:
     # provenance
     device: Optional[str] = None            # e.g. "cuda:0 (NVIDIA H200)", "cpu"
     deterministic: Optional[bool] = None    # deterministic algorithms were on
-    amp: Optional[bool] = None              # bf16 autocast (CUDA) in training and evaluation
-    channels_last: Optional[bool] = None
+    amp: Optional[bool] = None              # bf16 autocast ran in training and evaluation (decided for the device:
+    channels_last: Optional[bool] = None    # config.speed_defaults; the config says "auto" (None) unless set)
     stages: dict = field(default_factory=dict)        # stage -> computed | cached
     stage_keys: dict = field(default_factory=dict)    # stage -> key
     stage_seconds: dict = field(default_factory=dict)
@@ -284,7 +286,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
 
     best = {name: selected_epoch(r[name].rows) for name in TRAINED if name in r.values}
     return RunRecord(
-        run_id=rid, config_id=config_id(cfg), config=keyed_values(cfg), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        run_id=rid, config_id=config_id(r.configured), config=keyed_values(r.configured), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dataset=cfg.dataset, model=cfg.model, weights=src.key, method=cfg.method, seed=cfg.seed,
         protocol=cfg.protocol, best_epochs={k: v for k, v in best.items() if v is not None},
         dogs_split=cfg.dogs_split, split_overlap=split_overlap(r["task"], cfg),

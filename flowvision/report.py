@@ -29,7 +29,8 @@ def result_table(r: dict) -> Table:
     if r.get("hard10_acc") is not None:
         t.add_row(f"hardest 10% of test samples ({r['hard10_n']}, by probe loss)", pct(r["hard10_acc"]))
     for w in r.get("wise") or []:
-        t.add_row(f"WiSE-FT α={w['alpha']:g}", f"target {pct(w['target_acc'])}, source {pct(w['source_acc_after'])}")
+        t.add_row(f"WiSE-FT α={w['alpha']:g}", f"target {pct(w['target_acc'])}, source {pct(w['source_acc_after'])}"
+                  + (f" (on {w['source_images']:,} of the images)" if w.get("source_subset") else ""))
     if r.get("protocol"):
         best = ", ".join(f"{k} epoch {v}" for k, v in (r.get("best_epochs") or {}).items())
         t.add_row("protocol", r["protocol"] + (f" (kept the best test epoch: {best})" if best else ""))

@@ -17,7 +17,7 @@ import csv
 import io
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .config import RunConfig, run_id, write_yaml
 from .files import atomic_write_text
@@ -26,19 +26,20 @@ from .record import TRAINED, make_record, write_record
 from .stages import Run
 
 
-def run(cfg: RunConfig) -> Optional[dict]:
+def run(cfg: RunConfig, on_stage: Optional[Callable[[str, str], None]] = None) -> Optional[dict]:
     """Run (or resume, or re-read) one configuration; write its run folder; return result.json's dict.
     While it runs, the folder's state.json says where it is (runstate), and summary.csv grows by a
     row after every training epoch; with ``log`` set, a tracker (trackers.py) gets every epoch and
-    the final metrics. Under torchrun every process calls this: they share the stages' work
-    (``distributed``), rank 0 writes the files and returns the dict, the other ranks return None."""
+    the final metrics; ``on_stage(name, "start" | "done")`` hears of every stage (gpu-check times them).
+    Under torchrun every process calls this: they share the stages' work (``distributed``), rank 0
+    writes the files and returns the dict, the other ranks return None."""
     from . import distributed
 
     with distributed.session(cfg.device, cfg.batch_size):
         if not distributed.is_main():
             _follow(cfg)
             return None
-        return _run(cfg)
+        return _run(cfg, on_stage)
 
 
 def _follow(cfg: RunConfig) -> None:
@@ -49,7 +50,7 @@ def _follow(cfg: RunConfig) -> None:
         r[name]
 
 
-def _run(cfg: RunConfig) -> dict:
+def _run(cfg: RunConfig, listener: Optional[Callable[[str, str], None]] = None) -> dict:
     from . import runstate, trackers
     from .audit import write_weights
 
@@ -57,8 +58,13 @@ def _run(cfg: RunConfig) -> dict:
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
     state = runstate.RunState(run_dir, cfg)
     with runstate.tracking(state):
+        def heard(name, event):  # the state file, and whoever else listens
+            state.stage(name, event)
+            if listener is not None:
+                listener(name, event)
+
         r = start(cfg)
-        r.on_stage = state.stage
+        r.on_stage = heard
         r["source_data"], r["source"]  # the evaluation images first: a wrong ImageNet folder costs no weight load
         with _run_folder(run_dir):
             atomic_write_text(run_dir / "config.yaml", write_yaml(cfg))  # only once data and source have loaded
@@ -69,7 +75,7 @@ def _run(cfg: RunConfig) -> dict:
                     tracker.rows(state.data["stage"], rows)
 
             def on_stage(name, event):
-                state.stage(name, event)
+                heard(name, event)
                 if tracker is not None and event == "done" and name in TRAINED:  # loaded or resumed epochs too
                     tracker.rows(name, r[name].rows)
 

@@ -297,9 +297,14 @@ class Run:
     ``status``: stage -> "computed" | "cached" (cached stages only); ``seconds``: stage -> wall time
     of its own work (upstream excluded); ``keys``: stage -> key. ``on_stage(name, "start" | "done")``,
     when set, hears of each stage as it starts and once its value is there (the run's state file).
+    ``configured`` is the config as given (its run id and config id); ``cfg``, what the stages see and
+    are keyed by, has amp and channels_last decided for the device (``hardware.on_device``).
     """
 
     def __init__(self, cfg: RunConfig, stages: dict[str, Stage], store: Store):
+        from .hardware import on_device
+
+        self.configured, cfg = cfg, on_device(cfg)
         check_declarations(stages, cfg)
         self.cfg, self.stages, self.store = cfg, stages, store
         self.values: dict[str, Any] = {}

@@ -15,7 +15,7 @@ FLOORS = {
     3: ("pipeline",),
     4: ("audit", "record", "costs", "dryrun"),
     5: ("run", "housekeeping", "runs", "ledger", "tables", "plots", "report", "grid", "launch", "frontier",
-        "bench", "gpucheck", "export"),
+        "bench", "gpucheck", "gpucell", "export"),
     6: ("cli_data", "cli", "__main__"),
 }
 FLOOR = {name: floor for floor, names in FLOORS.items() for name in names}

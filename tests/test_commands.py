@@ -87,21 +87,71 @@ def test_new_command_errors_are_one_line_and_exit_2(tmp_path):
         assert message in " ".join(res.output.split()) and "Traceback" not in res.output
 
 
-def test_the_grid_estimate_counts_each_shared_stage_once_at_the_stated_rates():
-    """By hand for one data set: ft and wiseft share a fine-tuning; flow and flow+wiseft share probe,
-    losses, fine-tuning and refit; lp's forgetting reuses the source evaluation."""
+def test_the_grid_estimate_counts_each_shared_stage_once_by_kind_at_the_stated_rates():
+    """By hand for one data set: ft and wiseft share a fine-tuning; lp's probe is ft's Table-5 probe;
+    lp's forgetting reuses the source evaluation; WiSE-FT's α = 0.25 and 0.75 are measured on
+    wise_subset source images, the reported α = 0.5 on all of them."""
     from flowvision import config
-    from flowvision.costs import A6000, estimate
+    from flowvision.costs import assumed_rates, estimate, rates
 
-    cfgs = [config.resolve("cifar10", "resnet18", m, {"imagenet_subset": 1000}) for m in ("ft", "wiseft", "lp")]
-    got = estimate(cfgs)
+    sets = {"imagenet_subset": 20_000, "wise_subset": 5000}
+    cfgs = [config.resolve("cifar10", "resnet18", m, sets) for m in ("ft", "wiseft", "lp")]
+    got = estimate(cfgs, rates(None))
     c = cfgs[0]
-    n_train, n_test, src = 50_000, 10_000, 1000
-    train = c.epochs * n_train  # one fine-tuning for ft and wiseft
-    evals = (c.probe_epochs * n_train  # lp's probe
-             + n_test * 2 + src        # target evals of ft (wiseft's final is ft's) and lp; the one source eval
-             + src                     # ft's forgetting (wiseft's is the same key; lp's is reused)
-             + 3 * (n_test + src) + n_test)  # wise: α = 0.25, 0.5, 0.75 fresh; α = 0 target only
-    rate = A6000["resnet18"]
-    assert got["train_images"] == train and got["eval_images"] == evals and got["assumed"]
-    assert got["hours"] * 3600 == pytest.approx(train / rate["train"] + evals / rate["eval"])
+    n_train, n_test, src = 50_000, 10_000, 20_000
+    images = {"train": c.epochs * n_train,          # one fine-tuning for ft and wiseft
+              "frozen": c.probe_epochs * n_train,   # one probe: lp's, and ft's Table-5 difficulty
+              "inference": n_test                   # probe_test, shared
+              + 2 * n_test + src                    # target evals of ft (= wiseft's final) and lp; the source eval
+              + src                                 # ft's forgetting (wiseft's is the same key; lp's is reused)
+              + 2 * (n_test + 5000) + (n_test + src) + n_test}  # wise: 0.25, 0.75 on the subset; 0.5 whole; α = 0
+    assert {k: v["images"] for k, v in got["by_kind"].items()} == images
+    bf16 = assumed_rates()["resnet18"]["bf16"]  # the clean protocol computes in bf16 on a GPU
+    assert got["hours"] * 3600 == pytest.approx(sum(n / bf16[k] for k, n in images.items()))
+    assert got["fp32_hours"] == pytest.approx(2 * got["hours"]) and got["measured"] is None
+    paper = estimate([config.resolve("cifar10", "resnet18", "ft", dict(sets, protocol="paper"))], rates(None))
+    assert list(paper["used"]) == [("resnet18", "fp32")]  # the official code's precision
+    assert paper["by_kind"]["inference"]["images"] > 4 * n_test + 2 * src  # a test pass after every epoch
+
+
+def test_both_paper_grids_fit_one_night_on_one_a6000_at_the_assumed_bf16_rates():
+    """What `reproduce --dry-run` prints for each paper grid (6 data sets × 6 methods × 3 seeds): hours per
+    kind and where its rates come from; at the assumed A6000 rates (fp32 × 2 for bf16, NVIDIA's reference)
+    ResNet-18 and ResNet-50 together take ≤ 17 GPU-hours (33 in fp32 before the WiSE-FT subset)."""
+    import re
+
+    from flowvision.costs import describe, estimate, rates
+    from flowvision.grid import grid
+    from flowvision.registry import PAPER_METHODS, resolve_dataset_group
+
+    total = fp32 = 0.0
+    for model in ("resnet18", "resnet50"):
+        cells = grid(model, resolve_dataset_group("paper"), list(PAPER_METHODS), [0, 1, 2], {})
+        cost = estimate([cfg for cfg, _ in cells], rates(None))
+        text = " ".join(" ".join(describe(cost)).split())
+        hours = re.search(r"estimate for what is left: ([\d.]+) GPU-hours on one A6000 — training [\d.]+ h .*"
+                          r"frozen backbone [\d.]+ h .* inference [\d.]+ h", text)
+        assert hours and float(hours.group(1)) == round(cost["hours"], 1), text
+        total, fp32 = total + cost["hours"], fp32 + cost["fp32_hours"]
+        assert f"{model} bf16: training" in text and "assumed bf16 rates: the fp32 assumption × 2" in text
+        assert '"over 2x faster"' in text and "assumed fp32 rates: round numbers for one A6000" in text
+    assert total <= 17.0 and fp32 == pytest.approx(2 * total)
+
+
+def test_measured_rates_replace_the_assumed_ones_and_name_their_gpu(tmp_path):
+    from flowvision import config
+    from flowvision.costs import describe, estimate, rates
+
+    results = tmp_path / "results"
+    results.mkdir()
+    measured = {k: 3000.0 for k in ("train", "frozen", "inference")}
+    (results / "gpu-check.json").write_text(json.dumps({"device": "NVIDIA H200", "measured_at": "2026-12-01",
+                                                        "rates": {"resnet18": {"bf16": measured, "fp32": measured}}}))
+    cfg = config.resolve("cifar10", "resnet18", "ft")
+    cost = estimate([cfg], rates(results))
+    assert cost["measured"]["device"] == "NVIDIA H200" and cost["used"] == {("resnet18", "bf16"): measured}
+    images = sum(v["images"] for v in cost["by_kind"].values())
+    assert cost["hours"] == pytest.approx(images / 3000 / 3600)
+    text = "\n".join(describe(cost))
+    assert "on one NVIDIA H200" in text and "rates measured on NVIDIA H200 by `make gpu-check`" in text
+    assert "assumed" not in text

@@ -15,13 +15,14 @@ ACC_TOLERANCE = 0.0626  # two of 32 samples
 
 
 def _tiny(tiny, **extra):
-    return dict(tiny, device="cuda", **extra)
+    """On CUDA, fp32 and NCHW unless the test says otherwise (the clean protocol's default there is bf16)."""
+    return dict(tiny, device="cuda", **{"amp": False, "channels_last": False, **extra})
 
 
 def test_fp32_cuda_matches_the_cpu_on_a_tiny_run_within_two_samples(tiny):
     cpu = run_one(config.resolve("gratings", "demo", "flow", dict(tiny, results_dir=tiny["results_dir"] + "-cpu")))
     gpu = run_one(config.resolve("gratings", "demo", "flow", _tiny(tiny, deterministic=True)))
-    assert gpu["device"].startswith("cuda")
+    assert gpu["device"].startswith("cuda") and gpu["amp"] is False
     for key in ("target_acc", "source_acc_after"):
         assert abs(cpu[key] - gpu[key]) <= ACC_TOLERANCE, key
     assert gpu["tau"] == pytest.approx(cpu["tau"], rel=1e-3)
@@ -33,6 +34,13 @@ def test_a_deterministic_cuda_run_repeats_exactly(tiny):
         tiny, deterministic=True, results_dir=tiny["results_dir"] + "-again")))
     for key in ("target_acc", "source_acc_after", "tau", "weight_stats"):
         assert a[key] == b[key], key
+
+
+def test_on_cuda_the_clean_protocol_runs_bf16_and_channels_last_by_default_the_paper_protocol_fp32(tiny):
+    clean = run_one(config.resolve("gratings", "demo", "ft", dict(tiny, device="cuda")))
+    paper = run_one(config.resolve("gratings", "demo", "ft", dict(tiny, device="cuda", protocol="paper")))
+    assert (clean["amp"], clean["channels_last"], clean["config"]["amp"]) == (True, True, None)
+    assert (paper["amp"], paper["channels_last"]) == (False, False)
 
 
 @pytest.mark.parametrize("switch", [{"amp": True}, {"channels_last": True}, {"compile": True}])

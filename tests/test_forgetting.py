@@ -53,3 +53,35 @@ def test_agreement_and_kl_by_hand():
     row1 = (0.9 * torch.log(torch.tensor(9.0)) + 0.05 * torch.log(torch.tensor(0.05 / 0.8))
             + 0.05 * torch.log(torch.tensor(0.5)))
     assert kl == pytest.approx(float(row0 + row1) / 2, rel=1e-5)
+
+
+def test_a_wise_subset_is_seeded_class_balanced_nested_and_points_at_the_same_images():
+    from flowvision import config
+
+    data = forgetting.eval_set(config.resolve("gratings", "demo", "wiseft", {"image_size": 16, "n_test": 60}))
+    assert forgetting.subset(data, 60, 0) is None and forgetting.subset(data, None, 0) is None  # nothing to cut
+    small, positions = forgetting.subset(data, 20, 0)
+    labels = [data.samples[p][1] for p in positions.tolist()]
+    assert len(small) == 20 and sorted(labels.count(c) for c in set(labels)) == [2] * 10  # shapes: 10 classes
+    for k in (0, 7, 19):
+        image, label, index = small[k]
+        full_image, full_label, _ = data.dataset[int(positions[k])]
+        assert index == k and label == full_label and torch.equal(image, full_image)
+    assert positions.tolist() == forgetting.subset(data, 20, 0)[1].tolist()   # seeded: the same every time
+    assert set(positions.tolist()) <= set(forgetting.subset(data, 40, 0)[1].tolist())  # nested
+    assert positions.tolist() != forgetting.subset(data, 20, 1)[1].tolist()
+
+
+def test_wise_points_no_table_prints_are_measured_on_the_subset_the_reported_one_on_every_image(tiny):
+    """α = 0.001 is nearly the pre-trained model: on the subset its predictions must agree with the
+    pre-trained ones on the same images (a misaligned reference would agree by chance only)."""
+    from flowvision import config
+    from flowvision.run import run as run_one
+
+    r = run_one(config.resolve("gratings", "demo", "wiseft", dict(tiny, wise_subset=10,
+                                                                   wise_alphas="0,0.001,0.5,0.75,1")))
+    by_alpha = {p["alpha"]: p for p in r["wise"]}
+    assert {a: (p["source_images"], p["source_subset"]) for a, p in by_alpha.items()} == {
+        0.0: (32, False), 0.001: (10, True), 0.5: (32, False), 0.75: (10, True), 1.0: (32, False)}
+    assert r["source_acc_after"] == by_alpha[0.5]["source_acc_after"]  # the reported α, on every image
+    assert by_alpha[0.001]["source_agreement"] == 1.0 and by_alpha[0.001]["source_kl"] < 1e-3

@@ -26,7 +26,7 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
         ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "probe_test", "forgetting"], "computed")
     assert saved["hard10_n"] == hard_count(tiny["n_test"]) and 0.0 <= saved["hard10_acc"] <= 1.0
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
-    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 5 and saved["config"]["epochs"] == saved["epochs"]
+    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 6 and saved["config"]["epochs"] == saved["epochs"]
     assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
     assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
     assert saved["source_eval_images"] == tiny["n_test"] and saved["source_eval_classes"] >= 2
@@ -151,7 +151,7 @@ ALTERNATIVES = {
     "weighting": ["flow-online", "flow"], "tau": ["p25", "median"], "paper_tau": [0.2],
     "normalize": ["sum"], "head_init": ["random", "probe"], "finetune": [False, True],
     "regularizer": ["l2sp", "none"], "l2sp_lambda": [0.5], "refit": [False, True], "wise_alpha": [0.25, None],
-    "wise_alphas": [(0.0, 1.0)], "epochs": [9], "lr": [0.123], "batch_size": [7], "momentum": [0.5],
+    "wise_alphas": [(0.0, 1.0)], "wise_subset": [100], "epochs": [9], "lr": [0.123], "batch_size": [7], "momentum": [0.5],
     "weight_decay": [0.01], "probe_epochs": [9], "probe_lr": [0.123], "probe_bn_train": [False, True],
     "refit_epochs": [9], "refit_lr": [0.123], "augment": [False, True], "image_size": [24],
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
@@ -289,3 +289,45 @@ def test_each_training_stage_reads_its_own_split_and_the_run_is_measured_on_the_
     assert pipeline.training_splits(ft) == [("probe", "probe"), ("finetune", "probe")]  # standard_ft.py's split
     lp = config.resolve("gratings", "demo", "lp", tiny)
     assert pipeline.training_splits(lp) == [("probe", "probe")]
+
+
+def test_precision_auto_is_fp32_on_the_cpu_and_bf16_on_cuda_under_the_clean_protocol_only():
+    """amp and channels_last default to auto: the run id keeps 'auto' (one id on every machine, so a dry
+    run on a laptop names the folder the GPU run writes), the stage keys hold the precision that runs: on
+    the CPU exactly amp=false's (nothing cached moves), on CUDA amp=true's, fp32 under the paper protocol."""
+    import dataclasses
+
+    from flowvision.config import speed_defaults
+
+    for protocol, on_cuda in (("clean", True), ("paper", False)):
+        auto = config.resolve("gratings", "demo", "flow", {"protocol": protocol})
+        off, on = (dataclasses.replace(auto, amp=v) for v in (False, True))
+        assert (auto.amp, auto.channels_last) == (None, None)
+        plan = {name: pipeline.plan(speed_defaults(cfg, dev), FINGERPRINTS)
+                for name, cfg, dev in (("cpu", auto, "cpu"), ("cuda", auto, "cuda"), ("off", off, "cuda"), ("on", on, "cpu"))}
+        assert plan["cpu"] == plan["off"] and plan["cuda"] == plan["on" if on_cuda else "off"]
+        assert speed_defaults(auto, "cuda").channels_last is on_cuda and speed_defaults(auto, "cpu").channels_last is False
+        assert len({config.run_id(c) for c in (auto, off, on)}) == 3
+    assert config.resolve("gratings", "demo", "flow", {"amp": "auto"}).amp is None
+
+
+@pytest.mark.slow  # two tiny demo runs at 32 px and a bf16 demo model: ~15 s on 2 cores (test_train checks the loop fast)
+def test_a_bf16_run_of_the_demo_ends_within_tolerance_of_fp32_in_stages_of_its_own(tiny):
+    """--set amp=true on the CPU runs bf16 autocast through the same stages (CUDA runs it by default).
+    Tolerance: every epoch's training loss within 5% of fp32's, τ within 5%, target and source accuracy
+    within 4 of the 32 test images (measured here: losses within 0.8%, τ 0.2%, accuracies 1 image)."""
+    import csv
+
+    sizes = dict(tiny, image_size=32)  # not 16: see test_train's bf16 test
+    runs = [run_one(config.resolve("gratings", "demo", "flow", dict(sizes, amp=amp))) for amp in (False, True)]
+    fp32, bf16 = runs
+    assert (fp32["amp"], bf16["amp"]) == (False, True) and fp32["config"]["amp"] is False
+    shared = {k for k, v in fp32["stage_keys"].items() if bf16["stage_keys"][k] == v}
+    assert shared == {"task", "source_data"}  # every stage that runs a model is keyed by its precision
+    rows = [list(csv.DictReader(open(Path(r["run_dir"]) / "summary.csv"))) for r in runs]
+    assert [r["stage"] for r in rows[0]] == [r["stage"] for r in rows[1]] == ["probe", "finetune", "refit head"]
+    for a, b in zip(*rows):
+        assert abs(float(b["ce"]) / float(a["ce"]) - 1) <= 0.05, (a, b)
+    assert abs(bf16["tau"] / fp32["tau"] - 1) <= 0.05
+    for key in ("target_acc", "source_acc_after"):
+        assert abs(bf16[key] - fp32[key]) <= 4 / 32, key

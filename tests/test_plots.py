@@ -190,3 +190,17 @@ def test_figures_without_their_data_are_skipped(tmp_path, caplog):
     assert "skipping τ sweep" in caplog.text
     assert "skipping WiSE-FT curves" in caplog.text
     assert sorted(f.name for f in (tmp_path / "fig").iterdir()) == ["tradeoff_resnet18.pdf", "tradeoff_resnet18.png"]
+
+
+def test_wise_points_measured_on_a_subset_are_drawn_hollow(tmp_path):
+    """The same curves with and without subset points: only the markers differ, and they do."""
+    images = []
+    for subset in (False, True):
+        root = tmp_path / str(subset)
+        write_run(root, "ft", method="ft", wise=[
+            {"alpha": a, "target_acc": 0.7 + 0.2 * a, "source_acc_after": 0.7 - 0.3 * a, "source_drop": 0.3 * a,
+             "source_images": 10_000 if subset and a in (0.25, 0.75) else 50_000,
+             "source_subset": subset and a in (0.25, 0.75)} for a in (0.0, 0.25, 0.5, 0.75, 1.0)])
+        (path,) = plots.wise_curves(load_runs(root), root / "fig")
+        images.append(np.asarray(Image.open(path).convert("L")))
+    assert images[0].shape == images[1].shape and (images[0] != images[1]).sum() > 100

@@ -56,14 +56,14 @@ def test_the_imported_checkpoint_is_the_original_tensor_for_tensor(lite0_pth, li
     assert imported["classifier.weight"].shape == (1000, 1280)
 
 
-def _source_eval(weights: Path, photos: Path, transform: str, tmp_path: Path) -> dict:
+def _source_eval(weights: Path, photos: Path, transform: str, tmp_path: Path, **sets) -> dict:
     """The pre-trained model's source evaluation, as a run computes it (the source_eval stage)."""
     from flowvision.pipeline import STAGES
     from flowvision.stages import Run, Store
 
     cfg = config.resolve("gratings", "tf_efficientnet_lite0", "ft", {
         "weights": str(weights), "imagenet": str(photos), "imagenet_transform": transform,
-        "results_dir": str(tmp_path), "device": "cpu"})
+        "results_dir": str(tmp_path), "device": "cpu", **sets})
     r = Run(cfg, STAGES, Store(tmp_path / "cache"))
     return dict(r["source_eval"], desc=r["source_data"].desc, partial=r["source_data"].partial)
 
@@ -75,6 +75,18 @@ def test_real_lite0_on_20_real_photos_through_flowvisions_imagenet_path(lite0, p
     assert own["n"] == own["n_labelled"] == 20 and own["logprobs"].shape == (20, 1000)
     assert own["acc"] >= 0.85            # measured 0.90 (18/20); 20 photos give 5-point steps
     assert official["acc"] < own["acc"]  # measured 0.80: ImageNet mean/std, not the 0.5 Lite0 was trained with
+
+
+def test_bf16_autocast_evaluates_the_real_lite0_as_fp32_does_on_20_real_photos(lite0, photos, tmp_path):
+    """The bf16 path (CPU autocast here; CUDA's by default under the clean protocol) against fp32 on real
+    weights and real photos: the same top-1 class for at least 19 of 20 and a mean KL ≤ 0.01 nats."""
+    from flowvision.evaluate import agreement_kl
+
+    fp32 = _source_eval(lite0, photos, "auto", tmp_path)
+    bf16 = _source_eval(lite0, photos, "auto", tmp_path, amp="true")
+    agreement, kl = agreement_kl(fp32["logprobs"], bf16["logprobs"])
+    assert not torch.equal(fp32["logprobs"], bf16["logprobs"])  # bf16 did run
+    assert agreement >= 19 / 20 and kl <= 0.01, (agreement, kl)  # measured: 20 of 20, KL 8.5e-4 nats
 
 
 def test_unlabelled_folder_gives_predictions_but_no_accuracy(lite0, photos, tmp_path):

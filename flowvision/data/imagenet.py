@@ -149,13 +149,15 @@ def check_classes(root: Path, expected: Sequence[str], flag: str = "--imagenet")
     return found
 
 
-def balanced_subset(samples: Sequence[tuple[str, int]], subset: int, seed: int, root: Path) -> list[int]:
+def balanced_subset(samples: Sequence[tuple[str, int]], subset: int, seed: int, root: Optional[Path] = None) -> list[int]:
     """Indices (ascending) of ``subset`` samples, ``subset // k`` per class present (k of them) and
-    one more for ``subset % k`` classes, chosen by a seeded hash of each path: the same on every
-    machine, and a smaller subset is contained in a larger one with the same seed."""
+    one more for ``subset % k`` classes, chosen by a seeded hash of each path (relative to ``root``; None:
+    the names as given): the same on every machine, and a smaller subset is contained in a larger one
+    with the same seed."""
     by_class: dict[int, list[tuple[str, int]]] = {}
     for i, (path, label) in enumerate(samples):
-        by_class.setdefault(label, []).append((hash_rank(seed, Path(path).relative_to(root).as_posix()), i))
+        name = path if root is None else Path(path).relative_to(root).as_posix()
+        by_class.setdefault(label, []).append((hash_rank(seed, name), i))
     per, rem = divmod(subset, len(by_class))
     extra = set(sorted(by_class, key=lambda c: hash_rank(seed, f"class/{c}"))[:rem])
     chosen = []
