@@ -122,10 +122,8 @@ def include(ax, axis: str, *values) -> None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return
-    new_lo, new_hi = min(lo, *values), max(hi, *values)
-    pad = 0.04 * (new_hi - new_lo or 1.0)
-    new_lo, new_hi = (new_lo - pad if new_lo < lo else lo), (new_hi + pad if new_hi > hi else hi)
-    (ax.set_xlim if axis == "x" else ax.set_ylim)(new_lo, new_hi)
+    pad = 0.04 * (max(hi, *values) - min(lo, *values) or 1.0)  # a line never sits on the frame
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(min(lo, min(values) - pad), max(hi, max(values) + pad))
 
 
 def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], colors: Sequence,
