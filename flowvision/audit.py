@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from flowvision.errors import UserError
 
 WEIGHT_COLUMNS = ("index", "label", "loss", "weight")
-DPI = 80
-TILE_INCHES = 1.1   # one tile, title included: 88 px
+DPI = 160  # a sheet of 8 tiles is 1408 px wide
+TILE_INCHES = 1.1   # one tile, title included: 176 px
 MAX_COLS = 8
 
 

@@ -102,7 +102,7 @@ def finetune(
 @app.command()
 def demo(
     dataset: str = typer.Option("gratings", help=f"Synthetic target task: {' or '.join(DEMO_DATASETS)}."),
-    seeds: int = typer.Option(6, min=1, help="Number of seeds (0..N-1); 6 keep the paired FT−FLOW interval off 0 on 1 and 2 threads."),
+    seeds: int = typer.Option(6, min=1, help="Number of seeds (0..N-1); docs/findings.md says in which CPU configurations 6 kept the paired FT−FLOW interval off 0."),
     methods: str = typer.Option(",".join(DEMO_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders go (default: results)."),
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),

@@ -55,7 +55,7 @@ def test_sample_audit_draws_top_k_above_bottom_k(tmp_path):
     assert stats["mean_weight"].iloc[0] == pytest.approx(0.8)
 
     image = np.asarray(Image.open(tmp_path / "sheet" / "audit.png").convert("RGB")).astype(int)
-    assert image.shape[:2] == (208, 176)  # 2 tiles x 1.1 in; 2 blocks x 1.1 in + 0.4 in; 80 dpi
+    assert image.shape[:2] == (416, 352)  # 2 tiles x 1.1 in; 2 blocks x 1.1 in + 0.4 in; 160 dpi
     red = (image[..., 0] > 180) & (image[..., 2] < 60)
     blue = (image[..., 2] > 180) & (image[..., 0] < 60)
     half = image.shape[0] // 2
