@@ -65,8 +65,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
             continue
         notes += record_notes
         values = dict(record.to_dict(), run_dir=str(path.parent))
-        values["config"] = _settings_dict(values.pop("config"), path.parent)  # a dict column, not flattened
-        configs.append(values.pop("config"))
+        configs.append(_settings_dict(values.pop("config"), path.parent))  # a dict column, not flattened
         records.append(values)
     for note in notes[:5]:
         log.warning("%s", note)

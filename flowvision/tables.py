@@ -305,10 +305,9 @@ def _off_settings(runs: pd.DataFrame) -> Table:
     return ("paper grid runs off the paper's settings (left out of the paper tables)", frame)
 
 
-def _label(method: str, rule: str, several: bool, settings: str = "") -> str:
-    """A row's method label: 'flow [τ=p25]' where the τ rule varies, '… {settings}' off the defaults."""
-    text = f"{method} [τ={rule or 'none'}]" if several else method
-    return f"{text} {{{settings}}}" if settings else text
+def _label(method: str, rule: str, several: bool) -> str:
+    """A row's method label: 'flow [τ=p25]' where the method has several τ rules (the settings have a column)."""
+    return f"{method} [τ={rule or 'none'}]" if several else method
 
 
 def empty_tables(tables: Sequence[Table]) -> list:
