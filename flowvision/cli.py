@@ -124,6 +124,8 @@ def frontier(
     lrs: Optional[str] = typer.Option(None, help="FT learning rates, comma-separated (default: the config's × 0.1, 0.3, 1)."),
     epochs: Optional[str] = typer.Option(None, help="FT epochs, comma-separated (default: 1 and the config's)."),
     taus: Optional[str] = typer.Option(None, help="FLOW τ rules, comma-separated (default: p10,p25,median,p75,p90)."),
+    lwf_lambdas: Optional[str] = typer.Option(None, help="LwF λ values, comma-separated (default: 0.1,0.3,1,3,10)."),
+    ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0.001,0.01,0.1,1)."),
     weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
@@ -133,7 +135,8 @@ def frontier(
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
 ):
     """Trade-off frontiers: FT over learning rates and epochs, WiSE-FT over α, FLOW over τ, FLOW+WiSE-FT
-    over α; a PNG of target vs source accuracy with each method's Pareto front, and a table."""
+    over α, LwF and EWC over their λ; a PNG of target vs source accuracy with each method's Pareto front,
+    and a table."""
     with user_errors():
         from .frontier import frontier as run_frontier
         from .tables import render
@@ -153,7 +156,9 @@ def frontier(
                                                       source_eval_dir=source_eval, results_dir=results_dir,
                                                       cache_dir=cache_dir, sets=sets),
                            list(range(seeds)), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
-                           taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None)
+                           taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
+                           lambdas={"lwf": numbers(lwf_lambdas, float, "lwf-lambdas"),
+                                    "ewc": numbers(ewc_lambdas, float, "ewc-lambdas")})
         table = res["summary"].astype(str)
         table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds]. "
                                "dominated area: of the 100 × 100 square (source %, target %) under each seed's front, "

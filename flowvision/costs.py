@@ -7,8 +7,12 @@ the number of images it pushes through the model:
 
     probe, refit          epochs x N_train forward passes (the backbone is frozen: inference speed)
     finetune              epochs x N_train training steps (+ the same again at inference speed for
-                          online weights, which run the probe model on every batch)
+                          online weights, which run the probe model on every batch, and again for LwF,
+                          whose targets are the pre-trained model's outputs on every batch)
     losses                N_train at inference speed
+    fisher                EWC: ewc_samples (default N_train) images at inference speed (the label draws),
+                          and samples x ewc_draws per-sample gradients at training speed (a lower bound:
+                          a per-sample gradient costs more than its share of a batch's step)
     target_eval           N_test;  source_eval, forgetting: the source images (50,000 for IN-1K val)
     wise                  N_test + source images for every α whose evaluation is not reused
 
@@ -54,7 +58,11 @@ def stage_images(name: str, cfg) -> tuple[float, float]:
         return 0.0, cfg.refit_epochs * n_train
     if name == "finetune":
         online = cfg.weighting == "flow-online" or cfg.protocol == "paper"
-        return cfg.epochs * n_train, cfg.epochs * n_train if online and cfg.weighting != "uniform" else 0.0
+        passes = (online and cfg.weighting != "uniform") + (cfg.distill == "lwf")
+        return cfg.epochs * n_train, cfg.epochs * n_train * passes
+    if name == "fisher":
+        n = min(cfg.ewc_samples or n_train, n_train)
+        return n * cfg.ewc_draws, n
     if name == "losses":
         return 0.0, n_train
     if name == "target_eval":

@@ -10,6 +10,8 @@ through the ordinary pipeline (the same cached stages, ordinary run folders):
     WiSE-FT       α over the config's wise_alphas (one fine-tuning: the FT run at the config's lr and epochs)
     FLOW          τ over quantiles of the probe's losses (default: p10, p25, median, p75, p90)
     FLOW+WiSE-FT  α, on the FLOW run at the config's τ
+    LwF           its λ (lwf_lambda; default 0.1, 0.3, 1, 3, 10: Li & Hoiem's 1 in the middle)
+    EWC           its λ (ewc_lambda, on the Fisher scaled to mean 1; default 0.001 … 1, ×10 apart)
 
 and plots target accuracy against source accuracy with each method's Pareto front (``stats``); on
 unlabelled source images (``--source-eval`` photos) the source axis is the label-free measure instead,
@@ -29,16 +31,20 @@ import pandas as pd
 from . import config
 from .console import console
 
-METHODS = ("ft", "wiseft", "flow", "flow+wiseft")
-LABELS = {"ft": "FT (lr × epochs)", "wiseft": "WiSE-FT (α)", "flow": "FLOW (τ)", "flow+wiseft": "FLOW+WiSE-FT (α)"}
+METHODS = ("ft", "wiseft", "flow", "flow+wiseft", "lwf", "ewc")
+LABELS = {"ft": "FT (lr × epochs)", "wiseft": "WiSE-FT (α)", "flow": "FLOW (τ)", "flow+wiseft": "FLOW+WiSE-FT (α)",
+          "lwf": "LwF (λ)", "ewc": "EWC (λ)"}
+SHORT = {"ft": "FT", "wiseft": "WiSE", "flow": "FLOW", "flow+wiseft": "FLOW+WiSE", "lwf": "LwF", "ewc": "EWC"}
 LR_SCALES = (0.1, 0.3, 1.0)
 TAUS = ("p10", "p25", "median", "p75", "p90")
+# The baselines swept over their own strength λ: method -> (config field, default values)
+LAMBDAS = {"lwf": ("lwf_lambda", (0.1, 0.3, 1.0, 3.0, 10.0)), "ewc": ("ewc_lambda", (0.001, 0.01, 0.1, 1.0))}
 SWEEP = "frontier"
 
 
 def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,),
           lrs: Optional[Sequence[float]] = None, epochs: Optional[Sequence[int]] = None,
-          taus: Optional[Sequence[str]] = None) -> list:
+          taus: Optional[Sequence[str]] = None, lambdas: Optional[dict] = None) -> list:
     """-> [RunConfig]: every run of the sweep (see the module docstring); a run whose numbers are its
     method's defaults is the method's ordinary run (no ``sweep`` tag), any other is tagged."""
     from .config import run_id
@@ -61,6 +67,9 @@ def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,)
         for tau in taus or TAUS:
             add("flow", seed, tau=tau)
         add("flow+wiseft", seed)
+        for method, (field, default) in LAMBDAS.items():
+            for lam in (lambdas or {}).get(method) or default:
+                add(method, seed, **{field: lam})
     return cfgs
 
 
@@ -86,6 +95,10 @@ def seed_points(records: Sequence[dict]) -> pd.DataFrame:
             rows.append({"method": "ft", "setting": f"lr={r['lr']:g}, {r['epochs']} ep",
                          "order": r["lr"] * r["epochs"], "source": r[measure], "target": r["target_acc"],
                          "seed": r["seed"]})
+        elif r["method"] in LAMBDAS:
+            lam = r[LAMBDAS[r["method"]][0]]
+            rows.append({"method": r["method"], "setting": f"λ={lam:g}", "order": lam, "source": r[measure],
+                         "target": r["target_acc"], "seed": r["seed"]})
         else:
             rows.append({"method": r["method"], "setting": f"τ={r['tau_rule']}", "order": r["tau"],
                          "source": r[measure], "target": r["target_acc"], "seed": r["seed"]})
@@ -164,7 +177,7 @@ def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path,
                     label=f"{LABELS[method]}, {seeds} seed{'s' if seeds != 1 else ''}")
         front = own.loc[pareto_front(list(zip(own["source"], own["target"])))]
         ax.step(front["source"], front["target"], where="pre", color=look["color"], lw=1.4)
-        short = {"ft": "FT", "wiseft": "WiSE", "flow": "FLOW", "flow+wiseft": "FLOW+WiSE"}[method]
+        short = SHORT[method]
         for _, row in own.iterrows():
             xs.append(row["source"]), ys.append(row["target"]), colors.append(look["color"])
             labels.append(f"{short} {row['setting']}")
@@ -194,8 +207,9 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     cfgs = sweep(dataset, model, overrides, seeds, **knobs)
     t0, records = time.time(), []
     for i, cfg in enumerate(cfgs):
+        lam = f", λ {getattr(cfg, LAMBDAS[cfg.method][0]):g}" if cfg.method in LAMBDAS else ""
         console.print(f"[bold]frontier run {i + 1}/{len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, {cfg.epochs} epochs, "
-                      f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}, seed {cfg.seed}", highlight=False)
+                      f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}{lam}, seed {cfg.seed}", highlight=False)
         records.append(run(cfg))
     per_seed = seed_points(records)
     pts = points(records)

@@ -24,8 +24,8 @@ from .files import git_sha, versions
 if TYPE_CHECKING:
     from .stages import Run
 
-SCHEMA_VERSION = 5  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic, amp,
-#                     channels_last; 5: config (every field that can change a number, but the seed)
+SCHEMA_VERSION = 6  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic, amp,
+#                     channels_last; 5: config (every field that can change a number, but the seed); 6: EWC and LwF knobs
 
 
 @dataclass
@@ -54,6 +54,14 @@ class RunRecord:
     normalize: Optional[str] = None
     regularizer: Optional[str] = None
     l2sp_lambda: Optional[float] = None
+    ewc_lambda: Optional[float] = None     # on the Fisher scaled to mean 1 (train.EWC); Kirkpatrick's λ = ewc_lambda / ewc_fisher_mean
+    ewc_fisher_mean: Optional[float] = None  # mean raw Fisher over the pulled tensors
+    ewc_samples: Optional[int] = None      # images and label draws per image the Fisher was averaged over
+    ewc_draws: Optional[int] = None
+    distill: Optional[str] = None          # none | lwf
+    lwf_lambda: Optional[float] = None
+    lwf_temperature: Optional[float] = None
+    lwf_targets: Optional[str] = None      # how the teacher's targets were made: "online" (each augmented batch)
     head_init: Optional[str] = None
     refit: Optional[bool] = None
     finetune: Optional[bool] = None
@@ -201,6 +209,9 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         point = next(p for p in wise if p["alpha"] == cfg.wise_alpha)
         headline = {k: point[k] for k in headline}
     w = r.values.get("weights")
+    fisher = r.values.get("fisher")
+    ewc = cfg.regularizer == "ewc"
+    lwf = cfg.distill == "lwf"
     src, data = r["source"], r["source_data"]
     from .train import selected_epoch
 
@@ -213,6 +224,11 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         synthetic=cfg.synthetic, weighting=applied_weighting(cfg), tau_rule=w["rule"] if w else None,
         tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
         l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
+        ewc_lambda=cfg.ewc_lambda if ewc else None, ewc_samples=fisher["n"] if fisher else None,
+        ewc_draws=fisher["draws"] if fisher else None,
+        ewc_fisher_mean=_fisher_mean(fisher["fisher"], r["finetune"].model, cfg.task_specific) if fisher else None,
+        distill=cfg.distill, lwf_lambda=cfg.lwf_lambda if lwf else None,
+        lwf_temperature=cfg.lwf_temperature if lwf else None, lwf_targets="online" if lwf else None,
         refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
         restore=cfg.restore, task_specific=models.family_rule(src.model, cfg.task_specific), **headline,
         source_acc_before=before["acc"], source_drop=_drop(before["acc"], headline["source_acc_after"]),
@@ -224,6 +240,15 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         device=r.device, deterministic=cfg.deterministic, amp=cfg.amp, channels_last=cfg.channels_last, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
         wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
         source_info={**src.info, **data.info})
+
+
+def _fisher_mean(fisher: dict, model, rule: str) -> float:
+    """The raw Fisher's mean over the tensors EWC pulls (what ``train.EWC`` scales by)."""
+    from . import models
+    from .train import fisher_mean
+
+    shared, _ = models.split_state(model, rule)
+    return fisher_mean(fisher, [name for name, _ in model.named_parameters() if name in shared])
 
 
 def _drop(before, after):

@@ -105,3 +105,21 @@ def test_the_grid_estimate_counts_each_shared_stage_once_at_the_stated_rates():
     rate = A6000["resnet18"]
     assert got["train_images"] == train and got["eval_images"] == evals and got["assumed"]
     assert got["hours"] * 3600 == pytest.approx(train / rate["train"] + evals / rate["eval"])
+
+
+def test_the_estimate_counts_lwf_teacher_passes_and_one_fisher_pass_shared_by_every_ewc_lambda():
+    from flowvision import config
+    from flowvision.costs import estimate
+
+    sub = {"imagenet_subset": 1000}
+    ft = estimate([config.resolve("cifar10", "resnet18", "ft", sub)])
+    lpft = estimate([config.resolve("cifar10", "resnet18", "lpft", sub)])
+    lwf = estimate([config.resolve("cifar10", "resnet18", "lwf", sub)])
+    c = config.resolve("cifar10", "resnet18", "lwf", sub)
+    assert lwf["train_images"] == lpft["train_images"]
+    assert lwf["eval_images"] - lpft["eval_images"] == c.epochs * 50_000  # the teacher's pass on every batch
+    ewcs = [config.resolve("cifar10", "resnet18", "ewc", dict(sub, ewc_lambda=lam, ewc_samples=2000, ewc_draws=2))
+            for lam in (0.01, 1.0)]
+    got = estimate(ewcs)
+    assert got["train_images"] - 2 * ft["train_images"] == 2000 * 2  # one Fisher pass: 2000 images × 2 draws
+    assert got["eval_images"] - ft["eval_images"] == 2000 + 10_000 + 1000  # its label draws; the second λ's evaluations
