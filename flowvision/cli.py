@@ -125,7 +125,7 @@ def frontier(
     epochs: Optional[str] = typer.Option(None, help="FT epochs, comma-separated (default: 1 and the config's)."),
     taus: Optional[str] = typer.Option(None, help="FLOW τ rules, comma-separated (default: p10,p25,median,p75,p90)."),
     lwf_lambdas: Optional[str] = typer.Option(None, help="LwF λ values, comma-separated (default: 0.1,0.3,1,3,10)."),
-    ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0.001,0.01,0.1,1)."),
+    ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0.1,1,10,100)."),
     weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),

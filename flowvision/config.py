@@ -63,7 +63,7 @@ class RunConfig:
     finetune: bool = True
     regularizer: str = "none"            # none | l2sp | ewc (REGULARIZERS)
     l2sp_lambda: float = 0.01
-    ewc_lambda: float = 0.01            # EWC's λ on the Fisher scaled to mean 1 (L2-SP's units; docs/methods.md)
+    ewc_lambda: float = 10.0            # EWC's λ on the Fisher scaled to max 1: L2-SP's λ at its stiffest entry (docs/methods.md)
     ewc_samples: Optional[int] = None   # target training images the Fisher is averaged over (None: all)
     ewc_draws: int = 1                  # labels drawn per image from the pre-trained model's source predictions
     distill: str = "none"               # none | lwf: keep the pre-trained model's source outputs (DISTILLS)

@@ -11,7 +11,7 @@ through the ordinary pipeline (the same cached stages, ordinary run folders):
     FLOW          τ over quantiles of the probe's losses (default: p10, p25, median, p75, p90)
     FLOW+WiSE-FT  α, on the FLOW run at the config's τ
     LwF           its λ (lwf_lambda; default 0.1, 0.3, 1, 3, 10: Li & Hoiem's 1 in the middle)
-    EWC           its λ (ewc_lambda, on the Fisher scaled to mean 1; default 0.001 … 1, ×10 apart)
+    EWC           its λ (ewc_lambda, on the Fisher scaled to max 1; default 0.1, 1, 10, 100)
 
 and plots target accuracy against source accuracy with each method's Pareto front (``stats``); on
 unlabelled source images (``--source-eval`` photos) the source axis is the label-free measure instead,
@@ -38,7 +38,7 @@ SHORT = {"ft": "FT", "wiseft": "WiSE", "flow": "FLOW", "flow+wiseft": "FLOW+WiSE
 LR_SCALES = (0.1, 0.3, 1.0)
 TAUS = ("p10", "p25", "median", "p75", "p90")
 # The baselines swept over their own strength λ: method -> (config field, default values)
-LAMBDAS = {"lwf": ("lwf_lambda", (0.1, 0.3, 1.0, 3.0, 10.0)), "ewc": ("ewc_lambda", (0.001, 0.01, 0.1, 1.0))}
+LAMBDAS = {"lwf": ("lwf_lambda", (0.1, 0.3, 1.0, 3.0, 10.0)), "ewc": ("ewc_lambda", (0.1, 1.0, 10.0, 100.0))}
 SWEEP = "frontier"
 
 

@@ -54,8 +54,9 @@ class RunRecord:
     normalize: Optional[str] = None
     regularizer: Optional[str] = None
     l2sp_lambda: Optional[float] = None
-    ewc_lambda: Optional[float] = None     # on the Fisher scaled to mean 1 (train.EWC); Kirkpatrick's λ = ewc_lambda / ewc_fisher_mean
-    ewc_fisher_mean: Optional[float] = None  # mean raw Fisher over the pulled tensors
+    ewc_lambda: Optional[float] = None     # on the Fisher scaled to max 1 (train.EWC); Kirkpatrick's λ = ewc_lambda / ewc_fisher_max
+    ewc_fisher_max: Optional[float] = None   # the largest raw Fisher entry over the pulled tensors
+    ewc_fisher_mean: Optional[float] = None  # the mean raw Fisher entry over them (how heavy the tail is: max / mean)
     ewc_samples: Optional[int] = None      # images and label draws per image the Fisher was averaged over
     ewc_draws: Optional[int] = None
     distill: Optional[str] = None          # none | lwf
@@ -226,7 +227,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
         ewc_lambda=cfg.ewc_lambda if ewc else None, ewc_samples=fisher["n"] if fisher else None,
         ewc_draws=fisher["draws"] if fisher else None,
-        ewc_fisher_mean=_fisher_mean(fisher["fisher"], r["finetune"].model, cfg.task_specific) if fisher else None,
+        **_fisher_scale(fisher["fisher"] if fisher else None, r, cfg.task_specific),
         distill=cfg.distill, lwf_lambda=cfg.lwf_lambda if lwf else None,
         lwf_temperature=cfg.lwf_temperature if lwf else None, lwf_targets="online" if lwf else None,
         refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
@@ -242,13 +243,20 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         source_info={**src.info, **data.info})
 
 
-def _fisher_mean(fisher: dict, model, rule: str) -> float:
-    """The raw Fisher's mean over the tensors EWC pulls (what ``train.EWC`` scales by)."""
+def _fisher_scale(fisher: Optional[dict], r: Run, rule: str) -> dict:
+    """The raw Fisher's largest and mean entry over the tensors EWC pulled (``train.EWC`` scales by the
+    largest); None without a Fisher."""
+    if fisher is None:
+        return {"ewc_fisher_max": None, "ewc_fisher_mean": None}
     from . import models
-    from .train import fisher_mean
+    from .train import fisher_max
 
+    model = r["finetune"].model
     shared, _ = models.split_state(model, rule)
-    return fisher_mean(fisher, [name for name, _ in model.named_parameters() if name in shared])
+    names = [name for name, _ in model.named_parameters() if name in shared]
+    count = sum(fisher[name].numel() for name in names)
+    return {"ewc_fisher_max": fisher_max(fisher, names),
+            "ewc_fisher_mean": sum(float(fisher[name].double().sum()) for name in names) / max(count, 1)}
 
 
 def _drop(before, after):

@@ -90,33 +90,34 @@ class L2SP:
 class EWC(L2SP):
     """EWC (Kirkpatrick et al. 2017) without the source data: (λ/2)·Σ_j F̄_j (θ_j − θ_source,j)² over the
     same shared tensors as L2-SP, F̄ the diagonal Fisher of the pre-trained model (``evaluate.fisher_diagonal``:
-    target images, labels drawn from its own source predictions) divided by its mean over those tensors.
+    target images, labels drawn from its own source predictions) divided by its largest entry over those
+    tensors, so 0 ≤ F̄ ≤ 1.
 
     The scaling is a deviation: Kirkpatrick's λ multiplies the raw Fisher, whose size depends on the model,
-    the data and the number of classes, so no published λ transfers. Scaled to mean 1, λ reads in
-    ``l2sp_lambda``'s units (F̄ ≡ 1 would be L2-SP exactly) and EWC differs from L2-SP only in where the
-    pull goes; λ_raw = λ / ``fisher_mean`` is Kirkpatrick's. ``fisher``: parameter name -> tensor."""
+    the data and the number of classes, so no published λ transfers. Scaled by its maximum, λ is the L2-SP
+    strength of the entry the Fisher finds most important, and an upper bound on every other entry's: EWC
+    at λ never pulls harder than L2-SP at λ. That also makes the stiffest entry's stability a matter of λ
+    and the learning rate alone (SGD with momentum 0.9 diverges past lr·λ ≈ 3.8), not of the Fisher's
+    tail. λ_raw = λ / ``fisher_max`` is Kirkpatrick's. ``fisher``: parameter name -> tensor."""
 
     def __init__(self, model: nn.Module, reference: dict, fisher: dict, lam: float, rule: str = "auto"):
         super().__init__(model, reference, lam, rule)
-        self.fisher_mean = fisher_mean(fisher, self.names)
-        self.importance = [(fisher[name] / self.fisher_mean).to(p.device) for name, (p, _) in zip(self.names, self.pairs)]
+        self.fisher_max = fisher_max(fisher, self.names)
+        self.importance = [(fisher[name] / self.fisher_max).to(p.device) for name, (p, _) in zip(self.names, self.pairs)]
 
     def __call__(self) -> torch.Tensor:
         total = sum((f * (p - ref.to(p.device)) ** 2).sum() for (p, ref), f in zip(self.pairs, self.importance))
         return 0.5 * self.lam * total
 
 
-def fisher_mean(fisher: dict, names) -> float:
-    """The mean of the Fisher entries of the tensors ``names`` (what EWC scales by); a UserError when it is
-    not a positive number (a pre-trained model certain of every target image gives no Fisher to weigh by)."""
-    total = sum(float(fisher[name].double().sum()) for name in names)
-    count = sum(fisher[name].numel() for name in names)
-    mean = total / max(count, 1)
-    if not mean > 0 or mean == float("inf"):
-        raise UserError(f"EWC: the Fisher of the pre-trained model is {mean} on average over the pulled tensors; "
+def fisher_max(fisher: dict, names) -> float:
+    """The largest Fisher entry of the tensors ``names`` (what EWC scales by); a UserError when it is not a
+    positive number (a pre-trained model certain of every target image gives no Fisher to weigh by)."""
+    largest = max((float(fisher[name].max()) for name in names if fisher[name].numel()), default=0.0)
+    if not largest > 0 or largest == float("inf"):
+        raise UserError(f"EWC: the largest Fisher entry of the pre-trained model over the pulled tensors is {largest}; "
                         "use --set regularizer=l2sp (the unweighted pull), or more images (ewc_samples)")
-    return mean
+    return largest
 
 
 def lwf_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

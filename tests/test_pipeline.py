@@ -133,7 +133,7 @@ def test_ewc_at_zero_lambda_is_plain_ft_bit_for_bit(tiny):
     a, b = _finetuned(tiny["results_dir"], ft), _finetuned(tiny["results_dir"], zero)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert zero["regularizer"] == "ewc" and zero["ewc_lambda"] == 0.0 and zero["ewc_samples"] == 6
-    assert zero["ewc_draws"] == 1 and zero["ewc_fisher_mean"] > 0 and zero["distill"] == "none"
+    assert zero["ewc_draws"] == 1 and zero["ewc_fisher_max"] >= zero["ewc_fisher_mean"] > 0 and zero["distill"] == "none"
     assert zero["lwf_lambda"] is None
 
 
