@@ -171,7 +171,7 @@ def _weights_needs(cfg) -> tuple:
 def _fisher(i):
     """EWC's diagonal Fisher of the pre-trained model (its own head and BatchNorms, eval mode, fp32) on the
     target training images under eval transforms, labels drawn from its own source-task predictions
-    (``evaluate.fisher_diagonal``): {"fisher": parameter name -> tensor, "n", "draws"}. Keyed by what it
+    (``evaluate.fisher_diagonal``): {"fisher": parameter name -> tensor, "n", "draws", "order", "labels"}. Keyed by what it
     reads: the source model, the target data, ``ewc_samples`` and ``ewc_draws`` — not λ, not the seed
     (its subset and draws are seeded by a constant), so every λ and seed of a configuration shares it.
     (It is a hardware stage, so ``amp`` is in its key too, though the pass runs in fp32.)"""
