@@ -127,6 +127,8 @@ def frontier(
     taus: Optional[str] = typer.Option(None, help="FLOW τ rules, comma-separated (default: p10,p25,median,p75,p90)."),
     l2sp_lambdas: Optional[str] = typer.Option(None, "--l2sp-lambdas", help="ℓ2-SP strengths λ, comma-separated "
                                                "(default: the config's l2sp_lambda × 0.1, 1, 10)."),
+    lwf_lambdas: Optional[str] = typer.Option(None, help="LwF λ values, comma-separated (default: 0.1,0.3,1,3,10)."),
+    ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0.1,1,10,100)."),
     weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
@@ -135,8 +137,9 @@ def frontier(
     cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
 ):
-    """Trade-off frontiers: FT over learning rates and epochs, ℓ2-SP over λ, WiSE-FT over α, FLOW over τ,
-    FLOW+WiSE-FT over α; a PNG of target vs source accuracy with each method's Pareto front, and a table."""
+    """Trade-off frontiers: FT over learning rates and epochs, ℓ2-SP, LwF and EWC over their λ, WiSE-FT over α,
+    FLOW over τ, FLOW+WiSE-FT over α; a PNG of target vs source accuracy with each method's Pareto front,
+    and a table."""
     with user_errors():
         from .frontier import frontier as run_frontier
         from .tables import render
@@ -158,7 +161,9 @@ def frontier(
                                                       cache_dir=cache_dir, sets=sets),
                            seed_list(seeds), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
                            taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
-                           l2sp_lambdas=numbers(l2sp_lambdas, float, "l2sp-lambdas"))
+                           lambdas={"l2sp": numbers(l2sp_lambdas, float, "l2sp-lambdas"),
+                                    "lwf": numbers(lwf_lambdas, float, "lwf-lambdas"),
+                                    "ewc": numbers(ewc_lambdas, float, "ewc-lambdas")})
         table = res["summary"].astype(str)
         table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds]. "
                                "dominated area: of the 100 × 100 square (source %, target %) under each seed's front, "

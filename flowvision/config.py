@@ -34,7 +34,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 WEIGHTINGS = ("uniform", "flow", "flow-online")
 HEAD_INITS = ("random", "probe")
-REGULARIZERS = ("none", "l2sp")
+REGULARIZERS = ("none", "l2sp", "ewc")
+DISTILLS = ("none", "lwf")
 IMAGENET_TRANSFORMS = ("auto", "official", "timm")
 
 
@@ -63,10 +64,16 @@ class RunConfig:
     normalize: str = "mean"             # mean: mean(w·ℓ) (official) | sum: Σwℓ/Σw
     head_init: str = "probe"
     finetune: bool = True
-    regularizer: str = "none"
+    regularizer: str = "none"            # none | l2sp | ewc (REGULARIZERS)
     l2sp_lambda: float = 0.01           # (λ/2)·Σ‖θ − θ_source‖² over the shared tensors. No published source: the paper
     #                                     gives no vision λ (its language experiments used 1e-3); 0.01 is flowvision's
     #                                     own untuned choice, so `flowvision frontier` sweeps it (× 0.1, 1, 10)
+    ewc_lambda: float = 10.0            # EWC's λ on the Fisher scaled to max 1: L2-SP's λ at its stiffest entry (docs/methods.md)
+    ewc_samples: Optional[int] = None   # target training images the Fisher is averaged over (None: all)
+    ewc_draws: int = 1                  # labels drawn per image from the pre-trained model's source predictions
+    distill: str = "none"               # none | lwf: keep the pre-trained model's source outputs (DISTILLS)
+    lwf_lambda: float = 1.0             # LwF's λ_o (Li & Hoiem 2016: 1)
+    lwf_temperature: float = 2.0        # LwF's T (Li & Hoiem 2016: 2)
     refit: bool = True
     wise_alpha: Optional[float] = None
     wise_alphas: tuple = ()
@@ -388,9 +395,10 @@ def validate(cfg: RunConfig) -> None:
     choice("weighting", WEIGHTINGS)
     choice("head_init", HEAD_INITS)
     choice("regularizer", REGULARIZERS)
+    choice("distill", DISTILLS)
     choice("normalize", NORMALIZATIONS)
     choice("imagenet_transform", IMAGENET_TRANSFORMS)
-    for key in ("n_train", "n_test", "demo_n_train"):
+    for key in ("n_train", "n_test", "demo_n_train", "ewc_samples"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise UserError(f"{key} must be ≥ 1 (or none for the task's default), got {getattr(cfg, key)}")
     if cfg.image_size is not None and cfg.image_size < MIN_IMAGE_SIZE:
@@ -422,8 +430,13 @@ def validate(cfg: RunConfig) -> None:
     for key in ("lr", "probe_lr", "refit_lr", "demo_lr", "batch_size", "demo_batch_size"):
         if not getattr(cfg, key) > 0:
             raise UserError(f"{key} must be > 0, got {getattr(cfg, key)}")
-    if cfg.l2sp_lambda < 0:
-        raise UserError(f"l2sp_lambda must be ≥ 0, got {cfg.l2sp_lambda}")
+    for key in ("l2sp_lambda", "ewc_lambda", "lwf_lambda"):
+        if getattr(cfg, key) < 0:
+            raise UserError(f"{key} must be ≥ 0, got {getattr(cfg, key)}")
+    if not cfg.lwf_temperature > 0:
+        raise UserError(f"lwf_temperature must be > 0 (the softmax temperature of LwF's targets), got {cfg.lwf_temperature}")
+    if cfg.ewc_draws < 1:
+        raise UserError(f"ewc_draws must be ≥ 1 (labels drawn per image for the Fisher), got {cfg.ewc_draws}")
     alphas = cfg.wise_alphas + ((cfg.wise_alpha,) if cfg.wise_alpha is not None else ())
     if any(not 0 <= a <= 1 for a in alphas):
         raise UserError(f"WiSE-FT α must lie in [0, 1]; got {', '.join(map(str, alphas))}")
@@ -473,7 +486,7 @@ MIN_IMAGE_SIZE = 8
 LIMITS = {"epochs": 10_000, "probe_epochs": 10_000, "refit_epochs": 10_000, "demo_epochs": 10_000,
           "batch_size": 65_536, "demo_batch_size": 65_536, "image_size": 1024, "n_train": 200_000,
           "n_test": 200_000, "demo_n_train": 200_000, "imagenet_subset": 50_000, "wise_subset": 50_000,
-          "num_workers": 256}
+          "num_workers": 256, "ewc_samples": 2_000_000, "ewc_draws": 1000}
 
 
 def seed_list(n: int, option: str = "--seeds") -> list[int]:

@@ -5,12 +5,16 @@
 Every stage a grid reaches is counted once per key (the stages runs share are computed once), by the
 kind of pass it makes, because the three run at very different speeds:
 
-    training    finetune: epochs x N_train training steps through every parameter
+    training    finetune: epochs x N_train training steps through every parameter; EWC's fisher: ewc_samples
+                (default N_train) x ewc_draws per-sample gradients (a lower bound: a per-sample gradient costs
+                more than its share of a batch's step)
     frozen      probe, refit: epochs x N_train through the frozen backbone (no graph there) to a head that trains
     inference   losses (N_train); target_eval, probe_test (N_test); source_eval, forgetting (the source images:
                 50,000 for IN-1K val); every WiSE-FT point not reused (N_test, and the source images: the
                 reported α on all of them, the others on ``wise_subset``); online FLOW weights (the probe on
-                every fine-tuning batch); the paper protocol's test pass after every epoch of a trained stage
+                every fine-tuning batch); LwF's targets (the pre-trained model on every fine-tuning batch);
+                EWC's label draws (ewc_samples); the paper protocol's test pass after every epoch of a
+                trained stage
 
 Rates are images/s per model, precision (fp32 | bf16: what ``config.speed_defaults`` gives a run on a
 CUDA device) and kind. ``make gpu-check`` measures them and writes results/gpu-check.json
@@ -99,8 +103,12 @@ def stage_images(name: str, cfg) -> dict:
         out["frozen"], out["inference"] = epochs * n_train, epochs * n_test * selecting
     elif name == "finetune":
         online = cfg.weighting == "flow-online" or (selecting and cfg.weighting != "uniform")
+        teachers = online + (cfg.distill == "lwf")  # the probe (online weights) and LwF's pre-trained model
         out["train"] = cfg.epochs * n_train
-        out["inference"] = cfg.epochs * (n_train * online + n_test * selecting)
+        out["inference"] = cfg.epochs * (n_train * teachers + n_test * selecting)
+    elif name == "fisher":
+        n = min(cfg.ewc_samples or n_train, n_train)
+        out["train"], out["inference"] = n * cfg.ewc_draws, n
     elif name == "losses":
         out["inference"] = n_train
     elif name in ("target_eval", "probe_test"):

@@ -3,6 +3,9 @@
 One pass serves three uses: test accuracy, source (IN-1K or synthetic) accuracy for forgetting,
 and the static FLOW loss pass over the training set (eval transforms, as the paper's Algorithm 1).
 
+EWC's Fisher pass (``fisher_diagonal``) is one more pass of the pre-trained model, with per-sample
+gradients instead of losses.
+
 Forgetting without labels compares predictions instead: the share of images whose top-1 class is
 the pre-trained model's (agreement) and the mean KL(p_pre || p_after) over the images
 (``agreement_kl``). Images without a label carry label -1 (``UNLABELLED``): no loss, never correct.
@@ -195,3 +198,67 @@ def accuracy(model: nn.Module, dataset, hw: Hardware = CPU, desc: str = "eval", 
     if keep_correct:
         out["correct"] = p.correct
     return out
+
+
+# EWC's Fisher pass: at most this many floats of per-sample gradients at once (1 GiB in fp32)
+FISHER_FLOATS = 1 << 28
+FISHER_SEED = 0  # the sample subset and the label draws: fixed, so the Fisher is shared by every seed and λ
+
+
+def fisher_diagonal(model: nn.Module, dataset, *, samples: Optional[int] = None, draws: int = 1, hw: Hardware = CPU,
+                    desc: str = "Fisher (pre-trained model)") -> dict:
+    """The diagonal Fisher of ``model``'s own predictive distribution on ``dataset``'s images (EWC,
+    Kirkpatrick et al. 2017), for every parameter:
+
+        F_j = 1/(n·D) Σ_i Σ_d (∂ log p_θ(y_id | x_i) / ∂θ_j)²,   y_id ~ p_θ(· | x_i)
+
+    with the model in eval mode (its BatchNorm statistics) and fp32. Source-data-free: the x_i are
+    target images and the labels y_id are drawn from the model's own predictions (its own head), D =
+    ``draws`` per image. ``samples``: the first n of a permutation seeded by FISHER_SEED (None: every
+    image, in index order). -> {"fisher": name -> (shape of the parameter) float32 on the CPU, "n", "draws",
+    "order": (n,) the images' positions in ``dataset``, "labels": (n, D) the labels drawn for them}.
+
+    Per-sample gradients come from torch.func (vmap over grad), in chunks of at most FISHER_FLOATS
+    gradient floats; the sums run in a fixed order, so the result depends on nothing but the inputs.
+    Every process of a torchrun computes all of it (the store keeps rank 0's file)."""
+    from torch.func import functional_call, grad, vmap
+
+    n_all = len(dataset)
+    generator = torch.Generator().manual_seed(FISHER_SEED)
+    order = (torch.randperm(n_all, generator=generator)[:samples] if samples is not None and samples < n_all
+             else torch.arange(n_all))
+    was_training = model.training
+    model.eval()
+    hw.place(model)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def log_likelihood(p, x, y):
+        logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        return -F.cross_entropy(logits.float(), y.unsqueeze(0))  # log p(y | x)
+
+    per_sample = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
+    pairs = max(1, FISHER_FLOATS // sum(v.numel() for v in params.values()))  # (image, label) pairs at once
+    images = max(1, pairs // draws)
+    batches = [order[k:k + images].tolist() for k in range(0, len(order), images)]
+    loader = make_loader(dataset, images, num_workers=hw.num_workers, pin_memory=hw.device.type == "cuda",
+                         batches=batches)
+    sums = {k: torch.zeros_like(v) for k, v in params.items()}
+    drawn = []
+    with progress() as bar:
+        task = bar.add_task(desc, total=len(loader), info="")
+        for x, _, _ in loader:
+            x = hw.images(x, dataset)
+            with torch.no_grad():
+                probs = F.softmax(model(x).float(), dim=1)
+            labels = torch.multinomial(probs.double().cpu(), draws, replacement=True, generator=generator)  # (B, D)
+            drawn.append(labels)
+            xs, ys = x.repeat_interleave(draws, dim=0), labels.flatten().to(hw.device)
+            for start in range(0, len(ys), pairs):
+                for k, g in per_sample(params, xs[start:start + pairs], ys[start:start + pairs]).items():
+                    sums[k] += g.square().sum(dim=0)
+            bar.advance(task)
+    model.train(was_training)
+    total = len(order) * draws
+    return {"fisher": {k: (s / total).cpu() for k, s in sums.items()}, "n": len(order), "draws": draws,
+            "order": order, "labels": torch.cat(drawn) if drawn else torch.empty(0, draws, dtype=torch.long)}

@@ -224,7 +224,8 @@ def model_card(record, cfg, model, rule: str, n_parts: int) -> str:
         "(config.json holds it in timm's terms)", "",
         "## Method", "",
         f"- `{record.method}`: weighting {record.weighting}, head init {record.head_init}, regulariser "
-        f"{record.regularizer}, head refit {'yes' if record.refit else 'no'}, WiSE-FT α "
+        f"{record.regularizer}, distillation {record.distill or 'none'}, head refit {'yes' if record.refit else 'no'}, "
+        "WiSE-FT α "
         f"{record.wise_alpha if record.wise_alpha is not None else '—'}",
         f"- τ: {tau}",
         f"- {record.epochs} fine-tuning epoch{'' if record.epochs == 1 else 's'} at learning rate {record.lr:g}; "

@@ -11,6 +11,8 @@ through the ordinary pipeline (the same cached stages, ordinary run folders):
     WiSE-FT       α over the config's wise_alphas (one fine-tuning: the FT run at the config's lr and epochs)
     FLOW          τ over quantiles of the probe's losses (default: p10, p25, median, p75, p90)
     FLOW+WiSE-FT  α, on the FLOW run at the config's τ
+    LwF           its λ (lwf_lambda; default 0.1, 0.3, 1, 3, 10: Li & Hoiem's 1 in the middle)
+    EWC           its λ (ewc_lambda, on the Fisher scaled to max 1; default 0.1, 1, 10, 100)
 
 The ℓ2 baseline is swept because its default strength (l2sp_lambda = 0.01) is not a published
 number (``config.RunConfig``): judged at one arbitrary λ it would be judged at a guess.
@@ -33,18 +35,22 @@ import pandas as pd
 from . import config
 from .console import console
 
-METHODS = ("ft", "l2sp", "wiseft", "flow", "flow+wiseft")
+METHODS = ("ft", "l2sp", "wiseft", "flow", "flow+wiseft", "lwf", "ewc")
 LABELS = {"ft": "FT (lr × epochs)", "l2sp": "ℓ2-SP (λ)", "wiseft": "WiSE-FT (α)", "flow": "FLOW (τ)",
-          "flow+wiseft": "FLOW+WiSE-FT (α)"}
+          "flow+wiseft": "FLOW+WiSE-FT (α)", "lwf": "LwF (λ)", "ewc": "EWC (λ)"}
 LR_SCALES = (0.1, 0.3, 1.0)
 L2SP_SCALES = (0.1, 1.0, 10.0)
 TAUS = ("p10", "p25", "median", "p75", "p90")
+# The baselines swept over their own strength λ: method -> (config field, default values; None: the
+# config's own value × L2SP_SCALES)
+LAMBDAS = {"l2sp": ("l2sp_lambda", None), "lwf": ("lwf_lambda", (0.1, 0.3, 1.0, 3.0, 10.0)),
+           "ewc": ("ewc_lambda", (0.1, 1.0, 10.0, 100.0))}
 SWEEP = "frontier"
 
 
 def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,),
           lrs: Optional[Sequence[float]] = None, epochs: Optional[Sequence[int]] = None,
-          taus: Optional[Sequence[str]] = None, l2sp_lambdas: Optional[Sequence[float]] = None) -> list:
+          taus: Optional[Sequence[str]] = None, lambdas: Optional[dict] = None) -> list:
     """-> [RunConfig]: every run of the sweep (see the module docstring); a run whose numbers are its
     method's defaults is the method's ordinary run (no ``sweep`` tag), any other is tagged."""
     from .config import run_id
@@ -63,13 +69,16 @@ def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,)
         for lr in lrs or [round(ft.lr * s, 12) for s in LR_SCALES]:
             for ep in epochs or sorted({1, ft.epochs}):
                 add("ft", seed, lr=lr, epochs=ep)
-        l2sp = config.resolve(dataset, model, "l2sp", dict(overrides, seed=seed))
-        for lam in l2sp_lambdas or [round(l2sp.l2sp_lambda * s, 12) for s in L2SP_SCALES]:
-            add("l2sp", seed, l2sp_lambda=lam)
         add("wiseft", seed)
         for tau in taus or TAUS:
             add("flow", seed, tau=tau)
         add("flow+wiseft", seed)
+        for method, (field, values) in LAMBDAS.items():
+            if values is None:
+                own = getattr(config.resolve(dataset, model, method, dict(overrides, seed=seed)), field)
+                values = [round(own * s, 12) for s in L2SP_SCALES]
+            for lam in (lambdas or {}).get(method) or values:
+                add(method, seed, **{field: lam})
     return cfgs
 
 
@@ -91,13 +100,14 @@ def seed_points(records: Sequence[dict]) -> pd.DataFrame:
             for p in r["wise"]:
                 rows.append({"method": r["method"], "setting": f"α={p['alpha']:g}", "order": p["alpha"],
                              "source": p[measure], "target": p["target_acc"], "seed": r["seed"]})
-        elif r["method"] == "l2sp":
-            rows.append({"method": "l2sp", "setting": f"λ={r['l2sp_lambda']:g}", "order": r["l2sp_lambda"],
-                         "source": r[measure], "target": r["target_acc"], "seed": r["seed"]})
         elif r["method"] == "ft":
             rows.append({"method": "ft", "setting": f"lr={r['lr']:g}, {r['epochs']} ep",
                          "order": r["lr"] * r["epochs"], "source": r[measure], "target": r["target_acc"],
                          "seed": r["seed"]})
+        elif r["method"] in LAMBDAS:
+            lam = r[LAMBDAS[r["method"]][0]]
+            rows.append({"method": r["method"], "setting": f"λ={lam:g}", "order": lam, "source": r[measure],
+                         "target": r["target_acc"], "seed": r["seed"]})
         else:
             rows.append({"method": r["method"], "setting": f"τ={r['tau_rule']}", "order": r["tau"],
                          "source": r[measure], "target": r["target_acc"], "seed": r["seed"]})
@@ -206,10 +216,9 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     cfgs = sweep(dataset, model, overrides, seeds, **knobs)
     t0, records = time.time(), []
     for i, cfg in enumerate(cfgs):
+        lam = f", λ {getattr(cfg, LAMBDAS[cfg.method][0]):g}" if cfg.method in LAMBDAS else ""
         console.print(f"[bold]frontier run {i + 1}/{len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, {cfg.epochs} epochs, "
-                      f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}"
-                      + (f", λ {cfg.l2sp_lambda:g}" if cfg.regularizer == "l2sp" else "") + f", seed {cfg.seed}",
-                      highlight=False)
+                      f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}{lam}, seed {cfg.seed}", highlight=False)
         records.append(run(cfg))
     per_seed = seed_points(records)
     pts = points(records)

@@ -2,6 +2,7 @@
 
     task, source, source_data -> source_eval
     probe -> losses -> weights -> finetune -> refit -> final -> target_eval, forgetting, wise
+    source, task -> fisher -> finetune           (EWC only: the pre-trained model's diagonal Fisher)
 
 Each stage below declares the config fields it reads and the stages it needs; its cache key is
 derived from that declaration (``stages``), so a run re-reads what it has, resumes what was cut,
@@ -198,10 +199,31 @@ def _weights_needs(cfg) -> tuple:
     return ("losses",) if applied_weighting(cfg) == "flow" or _tau_rule(cfg).kind == "quantile" else ()
 
 
+# ---- EWC's Fisher ---------------------------------------------------------------------------------------
+def _fisher(i):
+    """EWC's diagonal Fisher of the pre-trained model (its own head and BatchNorms, eval mode, fp32) on the
+    target training images under eval transforms, labels drawn from its own source-task predictions
+    (``evaluate.fisher_diagonal``): {"fisher": parameter name -> tensor, "n", "draws", "order", "labels"}. Keyed by what it
+    reads: the source model, the target data, ``ewc_samples`` and ``ewc_draws`` — not λ, not the seed
+    (its subset and draws are seeded by a constant), so every λ and seed of a configuration shares it.
+    (It is a hardware stage, so ``amp`` is in its key too, though the pass runs in fp32.)"""
+    from .evaluate import fisher_diagonal
+
+    task = i["task"]  # the images the fine-tuning it anchors trains on: with one split per stage, its own
+    task = task.of_split(stage_split("finetune", i.cfg)) if i.cfg.dogs_split == "per-stage" else task
+    model = copy.deepcopy(i["source"].model)
+    return fisher_diagonal(model, task.train_eval, samples=i.cfg.ewc_samples, draws=i.cfg.ewc_draws, hw=i.hw)
+
+
+def _fisher_reads(cfg) -> tuple:
+    # with one split per stage the fine-tuning's split follows its weighting (``stage_split``)
+    return ("ewc_samples", "ewc_draws", "dogs_split") + (("weighting",) if cfg.dogs_split == "per-stage" else ())
+
+
 # ---- fine-tuning and the Appendix-B refit -------------------------------------------------------------
 def _finetune(i):
     from . import models
-    from .train import L2SP, OnlineWeights, Schedule, StaticWeights, train
+    from .train import EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, train
 
     cfg, hw = i.cfg, i.hw
     task = i["task"].of_split(stage_split("finetune", cfg))
@@ -213,26 +235,32 @@ def _finetune(i):
     elif applied_weighting(cfg) == "flow-online":
         weigher = OnlineWeights(hw.prepare(copy.deepcopy(i["probe"].model)), i["weights"]["tau"])
     reg = None
-    if cfg.regularizer == "l2sp":
+    if cfg.regularizer in ("l2sp", "ewc"):
         reference = {k: v.to(hw.device) for k, v in models.clone_state(i["source"].model).items()}
-        reg = L2SP(m, reference, cfg.l2sp_lambda, cfg.task_specific)
+        reg = (L2SP(m, reference, cfg.l2sp_lambda, cfg.task_specific) if cfg.regularizer == "l2sp"
+               else EWC(m, reference, i["fisher"]["fisher"], cfg.ewc_lambda, cfg.task_specific))
+    distill = None
+    if cfg.distill == "lwf":  # the teacher and its head: the pre-trained model itself (Appendix B's source parts)
+        distill = LwF(hw.place(copy.deepcopy(i["source"].model)), cfg.lwf_lambda, cfg.lwf_temperature)
     rows = train(m, task.train, Schedule(cfg.epochs, cfg.lr, cfg.batch_size, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, cosine=True),
                  seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher,
-                 normalize=cfg.normalize if weigher is not None else "mean", regularizer=reg,
+                 normalize=cfg.normalize if weigher is not None else "mean", regularizer=reg, distill=distill,
                  select=_selector(i, task), checkpoint=i.checkpoint, desc="finetune")
     return _saved(m, rows)
 
 
 def _finetune_reads(cfg) -> tuple:
-    reads = ("epochs", "lr", *OPTIM, "protocol", "weighting", "head_init", "regularizer")
+    reads = ("epochs", "lr", *OPTIM, "protocol", "weighting", "head_init", "regularizer", "distill")
     reads += ("normalize",) if cfg.weighting != "uniform" else ()
-    return reads + (("l2sp_lambda", "task_specific") if cfg.regularizer == "l2sp" else ())
+    reads += {"l2sp": ("l2sp_lambda", "task_specific"), "ewc": ("ewc_lambda", "task_specific")}.get(cfg.regularizer, ())
+    return reads + (("lwf_lambda", "lwf_temperature") if cfg.distill == "lwf" else ())
 
 
 def _finetune_needs(cfg) -> tuple:
     needs = ("source", "task")
     needs += ("probe",) if cfg.head_init == "probe" or applied_weighting(cfg) == "flow-online" else ()
+    needs += ("fisher",) if cfg.regularizer == "ewc" else ()
     return needs + (("weights",) if cfg.weighting != "uniform" else ())
 
 
@@ -399,6 +427,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           doc="per-sample losses of the probe model"),
     Stage("weights", _weights, reads=_weights_reads,
           needs=_weights_needs, cached=False, doc="τ and the FLOW weights"),
+    Stage("fisher", _fisher, reads=_fisher_reads, needs=("source", "task"), hardware=True,
+          doc="EWC: the pre-trained model's diagonal Fisher on the target images"),
     Stage("finetune", _finetune, reads=_finetune_reads, needs=_finetune_needs, hardware=True, resumable=True,
           load=_trained(_target_shaped, "finetune"), doc="fine-tuning of every parameter"),
     Stage("refit", _refit, reads=("refit_epochs", "refit_lr", "protocol", *OPTIM), needs=("finetune", "source", "task"),

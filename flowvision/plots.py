@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from flowvision.registry import PAPER_METHODS
+from flowvision.registry import METHODS, PAPER_METHODS
 from flowvision.runs import dedupe_runs, load_runs, summarise
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,10 @@ FONT = 7
 
 
 def method_style(method: str) -> dict:
-    """The same marker for a method in every figure, and its default colour."""
+    """The same marker for a method in every figure, and its default colour: the paper's methods first, then
+    the registry's others (the frontier's LwF and EWC get colours of their own), then any other name."""
     base = method.split(" [")[0]
-    order = list(PAPER_METHODS)
+    order = [*PAPER_METHODS, *(m for m in METHODS if m not in PAPER_METHODS)]
     i = order.index(base) if base in order else len(order) + sum(map(ord, base)) % 5
     return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
 

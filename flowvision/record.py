@@ -29,10 +29,10 @@ from .registry import PAPER_SPLITS
 if TYPE_CHECKING:
     from .stages import Run
 
-SCHEMA_VERSION = 6  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
+SCHEMA_VERSION = 7  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
 #                     amp, channels_last; 5: config (every field that can change a number, but the seed), dogs_split,
 #                     split_overlap; 6: WiSE-FT points carry source_images and source_subset; config's amp may be
-#                     None (auto), amp says what ran
+#                     None (auto), amp says what ran; 7: EWC and LwF knobs, the Fisher's largest and mean entry
 
 
 @dataclass
@@ -66,6 +66,15 @@ class RunRecord:
     normalize: Optional[str] = None
     regularizer: Optional[str] = None
     l2sp_lambda: Optional[float] = None
+    ewc_lambda: Optional[float] = None     # on the Fisher scaled to max 1 (train.EWC); Kirkpatrick's λ = ewc_lambda / ewc_fisher_max
+    ewc_fisher_max: Optional[float] = None   # the largest raw Fisher entry over the pulled tensors
+    ewc_fisher_mean: Optional[float] = None  # the mean raw Fisher entry over them (how heavy the tail is: max / mean)
+    ewc_samples: Optional[int] = None      # images and label draws per image the Fisher was averaged over
+    ewc_draws: Optional[int] = None
+    distill: Optional[str] = None          # none | lwf
+    lwf_lambda: Optional[float] = None
+    lwf_temperature: Optional[float] = None
+    lwf_targets: Optional[str] = None      # how the teacher's targets were made: "online" (each augmented batch)
     head_init: Optional[str] = None
     refit: Optional[bool] = None
     finetune: Optional[bool] = None
@@ -281,6 +290,9 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         point = next(p for p in wise if p["alpha"] == cfg.wise_alpha)
         headline = {k: point[k] for k in headline}
     w = r.values.get("weights")
+    fisher = r.values.get("fisher")
+    ewc = cfg.regularizer == "ewc"
+    lwf = cfg.distill == "lwf"
     src, data = r["source"], r["source_data"]
     from .train import selected_epoch
 
@@ -294,6 +306,11 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         synthetic=cfg.synthetic, weighting=applied_weighting(cfg), tau_rule=w["rule"] if w else None,
         tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
         l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
+        ewc_lambda=cfg.ewc_lambda if ewc else None, ewc_samples=fisher["n"] if fisher else None,
+        ewc_draws=fisher["draws"] if fisher else None,
+        **_fisher_scale(fisher["fisher"] if fisher else None, r, cfg.task_specific),
+        distill=cfg.distill, lwf_lambda=cfg.lwf_lambda if lwf else None,
+        lwf_temperature=cfg.lwf_temperature if lwf else None, lwf_targets="online" if lwf else None,
         refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
         restore=cfg.restore, task_specific=models.family_rule(src.model, cfg.task_specific), **headline,
         source_acc_before=before["acc"], source_drop=_drop(before["acc"], headline["source_acc_after"]),
@@ -317,6 +334,20 @@ def split_overlap(task, cfg) -> dict:
 
     positions = {name: (part.train.indices, part.test.indices) for name, part in {"probe": task, **task.splits}.items()}
     return seen_shares(training_splits(cfg), positions)
+def _fisher_scale(fisher: Optional[dict], r: Run, rule: str) -> dict:
+    """The raw Fisher's largest and mean entry over the tensors EWC pulled (``train.EWC`` scales by the
+    largest); None without a Fisher."""
+    if fisher is None:
+        return {"ewc_fisher_max": None, "ewc_fisher_mean": None}
+    from . import models
+    from .train import fisher_max
+
+    model = r["finetune"].model
+    shared, _ = models.split_state(model, rule)
+    names = [name for name, _ in model.named_parameters() if name in shared]
+    count = sum(fisher[name].numel() for name in names)
+    return {"ewc_fisher_max": fisher_max(fisher, names),
+            "ewc_fisher_mean": sum(float(fisher[name].double().sum()) for name in names) / max(count, 1)}
 
 
 def _drop(before, after):

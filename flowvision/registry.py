@@ -35,11 +35,14 @@ FOLDER_PREFIX = "folder:"
 #   head_init   random (a fresh head, as the official standard FT) | probe (start from the linear probe)
 #   finetune    False: stop after the probe (linear probing)
 #   regularizer none | l2sp (pull the shared weights towards the pre-trained ones, strength l2sp_lambda)
+#               | ewc (the same pull weighted by a diagonal Fisher of the pre-trained model, ewc_lambda)
+#   distill     none | lwf (keep the pre-trained model's source-task outputs on the target images, lwf_lambda)
 #   refit       Appendix-B stage 2: retrain the head on the frozen fine-tuned backbone, plain loss
 #   wise_alpha  WiSE-FT: report the model whose shared weights are (1-α)·pre-trained + α·fine-tuned
-_FT = dict(weighting="uniform", head_init="random", finetune=True, regularizer="none", refit=False,
+_FT = dict(weighting="uniform", head_init="random", finetune=True, regularizer="none", distill="none", refit=False,
            wise_alpha=None)
-_FLOW = dict(weighting="flow", head_init="probe", finetune=True, regularizer="none", refit=True, wise_alpha=None)
+_FLOW = dict(weighting="flow", head_init="probe", finetune=True, regularizer="none", distill="none", refit=True,
+             wise_alpha=None)
 _WISE = dict(wise_alpha=0.5, wise_alphas=(0.0, 0.25, 0.5, 0.75, 1.0))
 METHODS: dict[str, tuple[Optional[str], dict]] = {
     # name: (base method whose config-file settings it inherits, knobs)
@@ -51,6 +54,12 @@ METHODS: dict[str, tuple[Optional[str], dict]] = {
     "flow": (None, _FLOW),
     "flow+l2sp": ("flow", dict(_FLOW, regularizer="l2sp")),
     "flow+wiseft": ("flow", dict(_FLOW, **_WISE)),
+    # not in the paper: the source-data-free baselines a sceptic names next (docs/methods.md). LwF starts
+    # from the probe: Li & Hoiem's warm-up step (the new head trained on the frozen network) is the probe.
+    "lwf": ("ft", dict(_FT, head_init="probe", distill="lwf")),
+    "ewc": ("ft", dict(_FT, regularizer="ewc")),
+    "flow+lwf": ("flow", dict(_FLOW, distill="lwf")),
+    "flow+ewc": ("flow", dict(_FLOW, regularizer="ewc")),
 }
 PAPER_METHODS = ("ft", "l2sp", "wiseft", "lp", "flow", "flow+wiseft")   # the paper tables' row order
 DEMO_METHODS = ("ft", "flow")                                           # `flowvision demo` compares these

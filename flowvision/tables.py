@@ -51,8 +51,7 @@ def _variants(runs: pd.DataFrame, methods: Sequence[str]) -> list:
     for method in [*methods, *extra]:
         rules = sorted(set(runs.loc[runs["method"] == method, "tau_rule"])) or [""]
         for rule in rules:
-            label = method if len(rules) == 1 else f"{method} [τ={rule or 'none'}]"
-            out.append((label, method, rule))
+            out.append((_label(method, rule, len(rules) > 1), method, rule))
     return out
 
 
@@ -109,7 +108,7 @@ def _model_tables(runs: pd.DataFrame, paper: PaperNumbers, model: str) -> list:
                 cell[_ours(col, protocol)] = fmt_ours(*avg[protocol].get(name, (math.nan, math.nan)))
             value = (paper.in1k_acc(model, "avg6", method) if metric is None
                      else paper.get(model, "avg6", method, metric))
-            cell[f"{col} (paper)"] = fmt_paper(value)
+            cell[f"{col} (paper)"] = _paper_cell(method, value)
         for protocol in protocols:
             cell[f"data sets ({PROTOCOL_LABELS[protocol]})"] = f"{avg[protocol]['k']}/{len(PAPER_DATASETS)}"
             cell[f"seeds ({PROTOCOL_LABELS[protocol]})"] = avg[protocol]["seeds"]
@@ -128,7 +127,7 @@ def _model_tables(runs: pd.DataFrame, paper: PaperNumbers, model: str) -> list:
                     ("IN-1K drop", "source_drop", paper.get(model, dataset, method, "in1k_drop"))):
                 for protocol, got in found.items():
                     row[_ours(col, protocol)] = fmt_summary(got, metric)
-                row[f"{col} (paper)"] = fmt_paper(value)
+                row[f"{col} (paper)"] = _paper_cell(method, value)
             for col, metric in (("agreement", "source_agreement"), ("KL", "source_kl")):
                 for protocol, got in found.items():
                     row[_ours(col, protocol)] = fmt_summary(got, metric)
@@ -241,8 +240,9 @@ def _runs_table(runs: pd.DataFrame, title: str) -> Table:
     rows = []
     for (model, dataset), group in summ.groupby(["model", "dataset"], sort=True):
         several = group.groupby(["method", "protocol"])["tau_rule"].transform("nunique") > 1
-        group = group.assign(_several=several.values, _off=group["settings"] != "")
-        for _, row in group.sort_values(["method", "tau_rule", "protocol", "_off", "settings"], kind="stable").iterrows():
+        group = group.assign(_several=several.values, _off=group["settings"] != "", _rank=group["method"].map(_rank))
+        for _, row in group.sort_values(["_rank", "method", "tau_rule", "protocol", "_off", "settings"],
+                                        kind="stable").iterrows():
             rows.append({"model": model, "dataset": dataset, "method": _label(row["method"], row["tau_rule"], row["_several"]),
                          "settings": row["settings"], "config": row["config_id"],
                          "protocol": PROTOCOL_LABELS.get(row["protocol"], row["protocol"]),
@@ -306,8 +306,24 @@ def _off_settings(runs: pd.DataFrame) -> Table:
 
 
 def _label(method: str, rule: str, several: bool) -> str:
-    """A row's method label: 'flow [τ=p25]' where the method has several τ rules (the settings have a column)."""
-    return f"{method} [τ={rule or 'none'}]" if several else method
+    """A row's method label: 'flow [τ=p25]' where the method has several τ rules (the settings have a column),
+    NOT_IN_PAPER after a method the paper does not report."""
+    text = f"{method} [τ={rule or 'none'}]" if several else method
+    return text + (NOT_IN_PAPER if method not in PAPER_METHODS else "")
+
+
+NOT_IN_PAPER = " (not in the paper)"
+
+
+def _rank(method: str) -> int:
+    """Row order: the paper's methods in its order, then every other method (after them, by name)."""
+    return PAPER_METHODS.index(method) if method in PAPER_METHODS else len(PAPER_METHODS)
+
+
+def _paper_cell(method: str, value) -> str:
+    """The paper's number, 'n/a' where the paper has the method but we lack its number, empty for a method
+    the paper does not report."""
+    return fmt_paper(value) if method in PAPER_METHODS else ""
 
 
 def empty_tables(tables: Sequence[Table]) -> list:

@@ -80,12 +80,102 @@ class L2SP:
 
     def __init__(self, model: nn.Module, reference: dict, lam: float, rule: str = "auto"):
         shared, _ = models.split_state(model, rule)
-        self.pairs = [(p, reference[name]) for name, p in model.named_parameters() if name in shared]
+        self.names = [name for name, _ in model.named_parameters() if name in shared]
+        params = dict(model.named_parameters())
+        self.pairs = [(params[name], reference[name]) for name in self.names]
         self.lam = lam
 
     def __call__(self) -> torch.Tensor:
         total = sum(((p - ref.to(p.device)) ** 2).sum() for p, ref in self.pairs)
         return 0.5 * self.lam * total
+
+
+class EWC(L2SP):
+    """EWC (Kirkpatrick et al. 2017) without the source data: (λ/2)·Σ_j F̄_j (θ_j − θ_source,j)² over the
+    same shared tensors as L2-SP, F̄ the diagonal Fisher of the pre-trained model (``evaluate.fisher_diagonal``:
+    target images, labels drawn from its own source predictions) divided by its largest entry over those
+    tensors, so 0 ≤ F̄ ≤ 1.
+
+    The scaling is a deviation: Kirkpatrick's λ multiplies the raw Fisher, whose size depends on the model,
+    the data and the number of classes, so no published λ transfers. Scaled by its maximum, λ is the L2-SP
+    strength of the entry the Fisher finds most important, and an upper bound on every other entry's: EWC
+    at λ never pulls harder than L2-SP at λ. That also makes the stiffest entry's stability a matter of λ
+    and the learning rate alone (SGD with momentum 0.9 diverges past lr·λ ≈ 3.8), not of the Fisher's
+    tail. λ_raw = λ / ``fisher_max`` is Kirkpatrick's. ``fisher``: parameter name -> tensor."""
+
+    def __init__(self, model: nn.Module, reference: dict, fisher: dict, lam: float, rule: str = "auto"):
+        super().__init__(model, reference, lam, rule)
+        self.fisher_max = fisher_max(fisher, self.names)
+        self.importance = [(fisher[name] / self.fisher_max).to(p.device) for name, (p, _) in zip(self.names, self.pairs)]
+
+    def __call__(self) -> torch.Tensor:
+        total = sum((f * (p - ref.to(p.device)) ** 2).sum() for (p, ref), f in zip(self.pairs, self.importance))
+        return 0.5 * self.lam * total
+
+
+def fisher_max(fisher: dict, names) -> float:
+    """The largest Fisher entry of the tensors ``names`` (what EWC scales by); a UserError when it is not a
+    positive number (a pre-trained model certain of every target image gives no Fisher to weigh by)."""
+    largest = max((float(fisher[name].max()) for name in names if fisher[name].numel()), default=0.0)
+    if not largest > 0 or largest == float("inf"):
+        raise UserError(f"EWC: the largest Fisher entry of the pre-trained model over the pulled tensors is {largest}; "
+                        "use --set regularizer=l2sp (the unweighted pull), or more images (ewc_samples)")
+    return largest
+
+
+def lwf_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Li & Hoiem 2016, Eq. 2: the cross-entropy between the teacher's and the student's softened outputs,
+    −mean_b Σ_c softmax(t_b/T)_c · log softmax(s_b/T)_c. (The paper writes the softened probabilities as
+    y^(1/T) renormalised; that is softmax(logits/T).) student, teacher: (B, C) logits."""
+    target = F.softmax(teacher / temperature, dim=1)
+    return -(target * F.log_softmax(student / temperature, dim=1)).sum(dim=1).mean()
+
+
+class LwF:
+    """Learning without Forgetting (Li & Hoiem 2016) without the source data: λ·``lwf_loss`` added to the
+    task loss, between the pre-trained model's source-task outputs on each augmented batch (the teacher:
+    its own head and BatchNorms, eval mode, no gradient, fp32) and the training network's features
+    through the pre-trained head (``WithSourceHead``; one backbone pass, two heads).
+
+    Choices, each a deviation from the paper's Algorithm 1 for a stated reason:
+    - the targets are computed online, on the same augmented images the network sees (as the official FLOW
+      code's online weights), not recorded once per image: with augmentation, a response recorded on one
+      view is not the teacher's response to the view being trained on. Cost: one forward pass of the
+      pre-trained model per batch.
+    - the source head stays frozen (the paper also trains θ_o): Appendix B measures forgetting with the
+      pre-trained head restored, so the head the distillation runs through *is* the head that is measured,
+      and a trained θ_o would be thrown away.
+    - the term is unweighted under FLOW: FLOW's weights weigh the target loss (its definition); the
+      distillation keeps the source outputs on every target image alike."""
+
+    def __init__(self, source: nn.Module, lam: float, temperature: float):
+        self.source = source.eval()
+        for p in self.source.parameters():
+            p.requires_grad_(False)
+        self.head = self.source.get_classifier()  # the pre-trained head itself, not a copy
+        self.lam, self.temperature = lam, temperature
+
+    def student(self, model: nn.Module) -> nn.Module:
+        return WithSourceHead(model, self.head)
+
+    def __call__(self, x: torch.Tensor, source_logits: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher = self.source(x).float()
+        return self.lam * lwf_loss(source_logits.float(), teacher, self.temperature)
+
+
+class WithSourceHead(nn.Module):
+    """The training model's forward pass with a second output: its pooled features through the frozen
+    pre-trained head. -> (task logits, source logits); the task logits are the model's own forward pass
+    (timm's forward_head is pre-logits features, then the classifier), so LwF at λ = 0 is plain training."""
+
+    def __init__(self, model: nn.Module, source_head: nn.Module):
+        super().__init__()
+        self.model, self.source_head = model, source_head
+
+    def forward(self, x):
+        pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return self.model.get_classifier()(pooled), self.source_head(pooled)
 
 
 class FrozenBackbone(nn.Module):
@@ -118,12 +208,14 @@ def selected_epoch(rows: list[dict]) -> Optional[int]:
 
 def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware = CPU,
           weigher: Optional[Callable] = None, normalize: str = "mean",
-          regularizer: Optional[Callable[[], torch.Tensor]] = None,
+          regularizer: Optional[Callable[[], torch.Tensor]] = None, distill: Optional[LwF] = None,
           select: Optional[Callable[[nn.Module], float]] = None,
           checkpoint: Optional[Path] = None, desc: str = "train") -> list[dict]:
     """Train ``model`` in place on ``dataset`` ((image, label, index) samples).
 
     weigher(x, y, idx) -> (B,) reference losses for FLOW weights exp(-ref/τ) (None: uniform).
+    regularizer() -> a penalty added to the loss (L2SP, EWC); distill (LwF): the network runs as
+    ``distill.student(model)`` and ``distill(x, source_logits)`` is added to the loss.
     select(model) -> a score after every epoch (higher is better); the model ends at the first
     epoch with the best score instead of the last (None: the last epoch).
     Returns one row per epoch: stage, epoch, loss (the optimised, weighted loss), ce (plain mean
@@ -163,7 +255,9 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
         rows, start = state["rows"], state["epoch"] + 1
         best = state.get("best") or best
     frozen = sched.head_only and hasattr(model, "forward_features")
-    net = FrozenBackbone(model) if frozen else model
+    if distill is not None and frozen:
+        raise ValueError("distillation trains the backbone; a head-only stage has nothing to distil")
+    net = FrozenBackbone(model) if frozen else distill.student(model) if distill is not None else model
     shared = distributed.active()  # several processes: DDP, each with batch_size / N of every step
     if shared:
         distributed.check_batch(sched.batch_size)
@@ -198,6 +292,8 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 data_time += time.time() - t_data
                 with hw.autocast():
                     logits = forward(x)
+                if distill is not None:
+                    logits, source_logits = logits
                 per_sample = F.cross_entropy(logits.float(), y, reduction="none")
                 if weigher is None:
                     loss = per_sample.mean()
@@ -206,6 +302,8 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                     loss = weighting.weighted_loss(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
                 if regularizer is not None:
                     loss = loss + regularizer()
+                if distill is not None:
+                    loss = loss + distill(x, source_logits)
                 if not torch.isfinite(loss):
                     raise UserError(f"{desc}: the training loss became {loss.item()} at epoch {epoch + 1}, "
                                     f"step {step + 1}; lower the learning rate (--lr) or check the data")

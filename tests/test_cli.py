@@ -214,21 +214,25 @@ def test_frontier_command_runs_the_sweep_and_tags_the_off_default_runs(tiny):
     from flowvision import runs as runframe
 
     res = runner.invoke(app, ["frontier", "--dataset", "gratings", "--lrs", "0.01,0.003", "--epochs", "1",
-                              "--taus", "p25,median", "--l2sp-lambdas", "0.01,1", *_sets(tiny),
-                              "--set", "wise_alphas=0,1"])
+                              "--taus", "p25,median", "--l2sp-lambdas", "0.01,1", "--lwf-lambdas", "1",
+                              "--ewc-lambdas", "0.5", *_sets(tiny), "--set", "wise_alphas=0,1", "--set", "ewc_samples=6"])
     assert res.exit_code == 0, res.output
     folder = Path(tiny["results_dir"]) / "frontier" / "gratings-demo"
     assert (folder / "frontier.png").stat().st_size > 0
     pts = pd.read_csv(folder / "points.csv")
-    assert pts.groupby("method").size().to_dict() == {"ft": 2, "l2sp": 2, "wiseft": 3, "flow": 2, "flow+wiseft": 3}
+    assert pts.groupby("method").size().to_dict() == {"ft": 2, "l2sp": 2, "wiseft": 3, "flow": 2, "flow+wiseft": 3,
+                                                      "lwf": 1, "ewc": 1}
     assert sorted(pts.loc[pts["method"] == "l2sp", "setting"]) == ["λ=0.01", "λ=1"]
     records = [json.loads(p.read_text()) for p in Path(tiny["results_dir"]).glob("runs/*/result.json")]
-    tagged = {(r["method"], r["lr"], r["tau_rule"], r["l2sp_lambda"]) for r in records if r["sweep"] == "frontier"}
+    tagged = {(r["method"], r["lr"], r["tau_rule"], r["l2sp_lambda"], r["ewc_lambda"]) for r in records
+              if r["sweep"] == "frontier"}
     # the defaults are the methods' own runs
-    assert tagged == {("ft", 0.003, None, None), ("flow", 0.01, "p25", None), ("l2sp", 0.01, None, 1.0)}
+    assert tagged == {("ft", 0.003, None, None, None), ("flow", 0.01, "p25", None, None),
+                      ("l2sp", 0.01, None, 1.0, None), ("ewc", 0.01, None, None, 0.5)}
     kept = runframe.dedupe_runs(runframe.load_runs(Path(tiny["results_dir"])))
-    assert sorted(kept["method"]) == ["flow", "flow+wiseft", "ft", "l2sp", "wiseft"]
+    assert sorted(kept["method"]) == ["flow", "flow+wiseft", "ft", "l2sp", "lwf", "wiseft"]
     rows = {r[0]: r for r in _table_rows(res.output)}
-    assert set(rows) == {"FT (lr × epochs)", "ℓ2-SP (λ)", "WiSE-FT (α)", "FLOW (τ)", "FLOW+WiSE-FT (α)"}
+    assert set(rows) == {"FT (lr × epochs)", "ℓ2-SP (λ)", "WiSE-FT (α)", "FLOW (τ)", "FLOW+WiSE-FT (α)", "LwF (λ)",
+                         "EWC (λ)"}
     best = pts.loc[pts[pts["method"] == "flow"]["average"].idxmax()]
     assert rows["FLOW (τ)"][4] == str(round(best["average"], 2))

@@ -155,3 +155,25 @@ def test_measured_rates_replace_the_assumed_ones_and_name_their_gpu(tmp_path):
     text = "\n".join(describe(cost))
     assert "on one NVIDIA H200" in text and "rates measured on NVIDIA H200 by `make gpu-check`" in text
     assert "assumed" not in text
+
+
+def test_the_estimate_counts_lwf_teacher_passes_and_one_fisher_pass_shared_by_every_ewc_lambda():
+    from flowvision import config
+    from flowvision.costs import estimate
+
+    sub = {"imagenet_subset": 1000}
+
+    def images(cfgs):
+        return {k: v["images"] for k, v in estimate(cfgs)["by_kind"].items()}
+
+    ft = images([config.resolve("cifar10", "resnet18", "ft", sub)])
+    lpft = images([config.resolve("cifar10", "resnet18", "lpft", sub)])
+    lwf = images([config.resolve("cifar10", "resnet18", "lwf", sub)])
+    c = config.resolve("cifar10", "resnet18", "lwf", sub)
+    assert lwf["train"] == lpft["train"] and lwf["frozen"] == lpft["frozen"]
+    assert lwf["inference"] - lpft["inference"] == c.epochs * 50_000  # the teacher's pass on every batch
+    ewcs = [config.resolve("cifar10", "resnet18", "ewc", dict(sub, ewc_lambda=lam, ewc_samples=2000, ewc_draws=2))
+            for lam in (0.01, 1.0)]
+    got = images(ewcs)
+    assert got["train"] - 2 * ft["train"] == 2000 * 2  # one Fisher pass: 2000 images × 2 draws, shared by both λ
+    assert got["inference"] - ft["inference"] == 2000 + 10_000 + 1000  # its label draws; the second λ's evaluations

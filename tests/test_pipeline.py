@@ -26,7 +26,7 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
         ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "probe_test", "forgetting"], "computed")
     assert saved["hard10_n"] == hard_count(tiny["n_test"]) and 0.0 <= saved["hard10_acc"] <= 1.0
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
-    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 6 and saved["config"]["epochs"] == saved["epochs"]
+    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 7 and saved["config"]["epochs"] == saved["epochs"]
     assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
     assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
     assert saved["source_eval_images"] == tiny["n_test"] and saved["source_eval_classes"] >= 2
@@ -109,11 +109,54 @@ def test_flow_weights_from_a_different_probe_recompute_the_finetuning(tiny):
     ("flow", dict(weighting="flow", head_init="probe", refit=True, regularizer="none", wise_alpha=None)),
     ("flow+l2sp", dict(weighting="flow", regularizer="l2sp", refit=True)),
     ("flow+wiseft", dict(weighting="flow", wise_alpha=0.5, refit=True)),
+    ("lwf", dict(weighting="uniform", head_init="probe", distill="lwf", regularizer="none", refit=False,
+                 lwf_lambda=1.0, lwf_temperature=2.0)),
+    ("ewc", dict(weighting="uniform", head_init="random", regularizer="ewc", distill="none", refit=False)),
+    ("flow+lwf", dict(weighting="flow", distill="lwf", regularizer="none", refit=True)),
+    ("flow+ewc", dict(weighting="flow", regularizer="ewc", distill="none", refit=True)),
 ])
 def test_method_presets_set_their_knobs(method, knobs):
     cfg = config.resolve("gratings", "demo", method)
     for key, value in knobs.items():
         assert getattr(cfg, key) == value, (method, key)
+
+
+def _finetuned(results_dir, record) -> dict:
+    path = Path(results_dir) / "cache" / "v2" / f"finetune-{record['stage_keys']['finetune']}.pt"
+    return load_checked(path, {"stage": "finetune"})["model"]
+
+
+def test_ewc_at_zero_lambda_is_plain_ft_bit_for_bit(tiny):
+    ft = run_one(config.resolve("gratings", "demo", "ft", tiny))
+    zero = run_one(config.resolve("gratings", "demo", "ewc", dict(tiny, ewc_lambda=0.0, ewc_samples=6)))
+    assert zero["stages"]["fisher"] == "computed" and zero["stage_keys"]["finetune"] != ft["stage_keys"]["finetune"]
+    a, b = _finetuned(tiny["results_dir"], ft), _finetuned(tiny["results_dir"], zero)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert zero["regularizer"] == "ewc" and zero["ewc_lambda"] == 0.0 and zero["ewc_samples"] == 6
+    assert zero["ewc_draws"] == 1 and zero["ewc_fisher_max"] >= zero["ewc_fisher_mean"] > 0 and zero["distill"] == "none"
+    assert zero["lwf_lambda"] is None
+
+
+@pytest.mark.slow  # two fine-tunings and a Fisher pass: ~6 s on 2 shared cores; the walk test below checks the keys
+def test_a_new_ewc_lambda_reruns_the_finetuning_not_the_fisher_pass(tiny):
+    few = dict(tiny, ewc_samples=6)  # the Fisher pass costs a per-sample gradient per image
+    weak = run_one(config.resolve("gratings", "demo", "ewc", dict(few, ewc_lambda=0.01)))
+    strong = run_one(config.resolve("gratings", "demo", "ewc", dict(few, ewc_lambda=50.0)))
+    assert weak["stages"]["fisher"] == "computed"
+    assert strong["stages"]["fisher"] == "cached" and strong["stages"]["finetune"] == "computed"
+    assert strong["stage_keys"]["fisher"] == weak["stage_keys"]["fisher"]
+    a, b = _finetuned(tiny["results_dir"], weak), _finetuned(tiny["results_dir"], strong)
+    assert not torch.equal(a["conv1.weight"], b["conv1.weight"])
+
+
+def test_lwf_at_zero_lambda_is_plain_finetuning_from_the_probe_bit_for_bit(tiny):
+    lpft = run_one(config.resolve("gratings", "demo", "lpft", tiny))
+    zero = run_one(config.resolve("gratings", "demo", "lwf", dict(tiny, lwf_lambda=0.0)))
+    assert zero["stages"]["probe"] == "cached" and zero["stages"]["finetune"] == "computed"
+    a, b = _finetuned(tiny["results_dir"], lpft), _finetuned(tiny["results_dir"], zero)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (zero["distill"], zero["lwf_lambda"], zero["lwf_temperature"], zero["lwf_targets"]) == ("lwf", 0.0, 2.0, "online")
+    assert zero["regularizer"] == "none" and zero["ewc_lambda"] is None
 
 
 def test_record_files_are_readable_by_others(tiny):
@@ -134,6 +177,8 @@ BASES = {
     "flow": ("gratings", "demo", "flow", {}),
     "ft": ("gratings", "demo", "ft", {}),
     "l2sp": ("gratings", "demo", "l2sp", {}),
+    "ewc": ("gratings", "demo", "ewc", {}),
+    "lwf": ("gratings", "demo", "flow+lwf", {}),
     "wiseft": ("gratings", "demo", "wiseft", {}),
     "lp": ("gratings", "demo", "lp", {}),
     "online": ("gratings", "demo", "flow", {"weighting": "flow-online", "tau": "0.5"}),
@@ -150,8 +195,10 @@ ALTERNATIVES = {
     "seed": [7], "protocol": ["paper", "clean"],
     "weighting": ["flow-online", "flow"], "tau": ["p25", "median"], "paper_tau": [0.2],
     "normalize": ["sum"], "head_init": ["random", "probe"], "finetune": [False, True],
-    "regularizer": ["l2sp", "none"], "l2sp_lambda": [0.5], "refit": [False, True], "wise_alpha": [0.25, None],
-    "wise_alphas": [(0.0, 1.0)], "wise_subset": [100], "epochs": [9], "lr": [0.123], "batch_size": [7], "momentum": [0.5],
+    "regularizer": ["l2sp", "none"], "l2sp_lambda": [0.5], "ewc_lambda": [0.5], "ewc_samples": [17, None],
+    "ewc_draws": [3], "distill": ["lwf", "none"], "lwf_lambda": [0.5], "lwf_temperature": [4.0], "refit": [False, True],
+    "wise_alpha": [0.25, None], "wise_alphas": [(0.0, 1.0)], "wise_subset": [100], "epochs": [9], "lr": [0.123],
+    "batch_size": [7], "momentum": [0.5],
     "weight_decay": [0.01], "probe_epochs": [9], "probe_lr": [0.123], "probe_bn_train": [False, True],
     "refit_epochs": [9], "refit_lr": [0.123], "augment": [False, True], "image_size": [24],
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],

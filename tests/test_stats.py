@@ -33,11 +33,18 @@ def test_frontier_sweep_tags_only_runs_off_a_methods_defaults():
 
     cfgs = sweep("gratings", "demo", {}, seeds=(0,))
     ft = [c for c in cfgs if c.method == "ft"]
-    assert len(ft) == 6 and len(cfgs) == 6 + 3 + 1 + 5 + 1  # lr × 0.1, 0.3, 1 by epochs 1, 3; λ, α and τ sweeps
+    lwf, ewc = ([c for c in cfgs if c.method == m] for m in ("lwf", "ewc"))
+    assert len(ft) == 6 and len(cfgs) == 6 + 1 + 5 + 1 + 3 + len(lwf) + len(ewc)  # lr × 0.1, 0.3, 1 by epochs 1, 3; α, τ, λ
     untagged = [(c.method, c.lr, c.epochs, c.tau) for c in cfgs if c.sweep is None]
-    assert untagged == [("ft", 0.01, 3, "median"), ("l2sp", 0.01, 3, "median"), ("wiseft", 0.01, 3, "median"),
-                        ("flow", 0.01, 3, "median"), ("flow+wiseft", 0.01, 3, "median")]
+    assert untagged == [("ft", 0.01, 3, "median"), ("wiseft", 0.01, 3, "median"), ("flow", 0.01, 3, "median"),
+                        ("flow+wiseft", 0.01, 3, "median"), ("l2sp", 0.01, 3, "median"), ("lwf", 0.01, 3, "median"),
+                        ("ewc", 0.01, 3, "median")]
     assert {c.tau for c in cfgs if c.method == "flow"} == {"p10", "p25", "median", "p75", "p90"}
+    assert [c.lwf_lambda for c in lwf] == [0.1, 0.3, 1.0, 3.0, 10.0] and len({c.ewc_lambda for c in ewc}) == len(ewc) > 2
+    assert [c.sweep for c in lwf if c.lwf_lambda == 1.0] == [None]  # Li & Hoiem's λ is the method's own run
+    custom = sweep("gratings", "demo", {}, seeds=(0,), lambdas={"lwf": [0.5], "ewc": [2.0, 4.0]})
+    assert [(c.method, c.lwf_lambda if c.method == "lwf" else c.ewc_lambda) for c in custom
+            if c.method in ("lwf", "ewc")] == [("lwf", 0.5), ("ewc", 2.0), ("ewc", 4.0)]
 
 
 def test_frontier_sweeps_l2sp_over_lambda_at_ft_settings():
@@ -52,6 +59,6 @@ def test_frontier_sweeps_l2sp_over_lambda_at_ft_settings():
     assert [c.l2sp_lambda for c in l2sp] == [0.001, 0.01, 0.1]
     assert all((c.regularizer, c.weighting, c.lr, c.epochs) == ("l2sp", "uniform", ft.lr, ft.epochs) for c in l2sp)
     assert [c.sweep for c in l2sp] == ["frontier", None, "frontier"]
-    given = sweep("gratings", "demo", {}, seeds=(0, 1), l2sp_lambdas=[0.5])
+    given = sweep("gratings", "demo", {}, seeds=(0, 1), lambdas={"l2sp": [0.5]})
     assert [(c.seed, c.l2sp_lambda, c.sweep) for c in given if c.method == "l2sp"] == [(0, 0.5, "frontier"),
                                                                                        (1, 0.5, "frontier")]

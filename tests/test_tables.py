@@ -284,6 +284,26 @@ def _configured(dataset, model, method, **changes):
     return config.keyed_values(cfg), config.config_id(cfg)
 
 
+def test_methods_the_paper_does_not_report_come_after_its_own_and_are_marked(tmp_path):
+    for method, knobs in (("lwf", dict(distill="lwf", lwf_lambda=1.0)), ("ewc", dict(regularizer="ewc", ewc_lambda=0.01)),
+                          ("ft", {}), ("flow", {})):
+        uniform = dict(weighting="uniform", tau_rule=None, tau=None, weight_stats=None) if method != "flow" else {}
+        write_run(tmp_path, f"c10-{method}", method=method, **{**uniform, **knobs})
+        write_run(tmp_path, f"g-{method}", method=method, model="demo", dataset="gratings", synthetic=True,
+                  source_eval="shapes:val(1000)", **{**uniform, **knobs})
+    tabs = tables.paper_tables(runframe.load_runs(tmp_path))
+    summary = frame(tabs, "resnet50: 6-set averages vs paper")
+    assert list(summary["method"]) == ["pretrained", "ft", "l2sp", "wiseft", "lp", "flow", "flow+wiseft",
+                                       "ewc (not in the paper)", "lwf (not in the paper)"]
+    assert cell(summary, "avg target (paper)", method="lwf (not in the paper)") == ""  # nothing to compare with
+    assert cell(summary, "avg target (paper)", method="ft") != ""
+    assert cell(summary, "avg target (ours, clean)", method="ewc (not in the paper)") == "71.00 ± –"
+    per_set = frame(tabs, "resnet50: per data set vs paper")
+    assert cell(per_set, "target (paper)", method="lwf (not in the paper)", dataset="cifar10") == ""
+    demo = frame(tabs, "demo: synthetic tasks")
+    assert list(demo["method"]) == ["ft", "flow", "ewc (not in the paper)", "lwf (not in the paper)"]
+
+
 def test_runs_of_two_configurations_never_share_a_row_in_any_table_or_the_ledger(tmp_path):
     """Default runs and one-epoch runs of the same method and seeds, in the demo and in the paper grid:
     every table row, Table 5 row and ledger number comes from one configuration, and the written md/csv

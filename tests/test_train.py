@@ -1,4 +1,5 @@
-"""The one training loop: resume, FLOW modes, frozen backbone, regulariser, NaN guard."""
+"""The one training loop: resume, FLOW modes, frozen backbone, regularisers (L2-SP, EWC and its Fisher),
+LwF's distillation, NaN guard."""
 import copy
 
 import pytest
@@ -10,7 +11,9 @@ from flowvision.data.synthetic import load_synthetic_task
 from flowvision.errors import UserError
 from flowvision.evaluate import predict
 from flowvision.files import load_checked
-from flowvision.train import L2SP, OnlineWeights, Schedule, StaticWeights, selected_epoch, train
+from flowvision.evaluate import fisher_diagonal
+from flowvision.train import (EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, WithSourceHead, lwf_loss,
+                              selected_epoch, train)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +111,104 @@ def test_l2sp_value_by_hand(net):
         m.fc.weight.add_(5.0)     # head: task-specific, does not count
     expected = 0.5 * 2.0 * (0.1 ** 2) * m.conv1.weight.numel()
     assert L2SP(m, ref, 2.0)().item() == pytest.approx(expected, rel=1e-3)
+
+
+# ---- EWC: the Fisher by hand, the penalty ---------------------------------------------------------------
+def _linear_model_and_images():
+    """A 3-input, 4-class linear model with fixed weights and 5 images: logits z = Wx + b."""
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 4)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -0.5, 0.2], [0.3, 0.8, -1.0], [-0.7, 0.1, 0.5], [0.0, 0.4, 0.9]]))
+        model.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+    x = torch.tensor([[1.0, 2.0, 0.5], [-1.0, 0.3, 1.5], [0.2, -0.4, 0.8], [2.0, 1.0, -1.0], [0.0, 0.5, 0.5]])
+    data = torch.utils.data.TensorDataset(x, torch.zeros(5, dtype=torch.long), torch.arange(5))
+    return model, x, data
+
+
+def test_fisher_of_a_linear_model_by_hand():
+    """For z = Wx + b, ∂ log p_y/∂W = (e_y − p) xᵀ and ∂ log p_y/∂b = e_y − p: with the labels the pass drew,
+    F is the mean of their squares exactly; over many draws it tends to the expected Fisher
+    F_b[c] = mean_i p_ic (1 − p_ic), F_W[c, j] = mean_i p_ic (1 − p_ic) x_ij²."""
+    model, x, data = _linear_model_and_images()
+    p = torch.softmax(x @ model.weight.detach().T + model.bias.detach(), dim=1).double()
+    out = fisher_diagonal(model, data, draws=3)
+    assert out["n"] == 5 and out["labels"].shape == (5, 3) and out["order"].tolist() == [0, 1, 2, 3, 4]
+    fw, fb = torch.zeros(4, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    for i in range(5):
+        for y in out["labels"][i].tolist():
+            e = (torch.arange(4) == y).double() - p[i]
+            fw += torch.outer(e, x[i].double()) ** 2
+            fb += e ** 2
+    assert torch.allclose(out["fisher"]["weight"].double(), fw / 15, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(out["fisher"]["bias"].double(), fb / 15, rtol=1e-5, atol=1e-7)
+    many = fisher_diagonal(model, data, draws=4000)["fisher"]
+    expected_b = (p * (1 - p)).mean(0)
+    expected_w = ((p * (1 - p))[:, :, None] * x.double()[:, None, :] ** 2).mean(0)
+    assert torch.allclose(many["bias"].double(), expected_b, rtol=0.05)
+    assert torch.allclose(many["weight"].double(), expected_w, rtol=0.05, atol=1e-3)
+    assert fisher_diagonal(model, data, samples=2)["order"].tolist() != [0, 1]  # a seeded subset, not the first two
+    assert not model.weight.requires_grad or model.weight.grad is None  # the model itself is untouched
+
+
+def test_ewc_penalty_by_hand_and_at_zero_lambda_equals_plain_finetuning(task, net):
+    ref = models.clone_state(net)
+    fisher = fisher_diagonal(copy.deepcopy(net), task.train_eval, samples=8)["fisher"]
+    m = copy.deepcopy(net)
+    with torch.no_grad():
+        m.conv1.weight.add_(0.1)  # shared: counts, weighted by its Fisher
+        m.fc.weight.add_(5.0)     # head: task-specific, does not count
+    ewc = EWC(m, ref, fisher, 2.0)
+    shared = [k for k, _ in m.named_parameters() if k in models.split_state(m)[0]]
+    largest = max(float(fisher[k].max()) for k in shared)
+    assert ewc.fisher_max == largest
+    expected = 0.5 * 2.0 * float((fisher["conv1.weight"].double() / largest).sum()) * 0.1 ** 2
+    assert ewc().item() == pytest.approx(expected, rel=1e-3)
+    sched = Schedule(epochs=1, lr=0.05, batch_size=16)
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    train(a, task.train, sched, seed=0)
+    train(b, task.train, sched, seed=0, regularizer=EWC(b, ref, fisher, 0.0))
+    assert _states_equal(a, b)
+
+
+# ---- LwF: the loss against its formula, the frozen source head ---------------------------------------------
+def test_lwf_loss_against_li_and_hoiem_formula_on_one_batch():
+    """Eq. 2 of Li & Hoiem 2016: y'_c = y_c^(1/T) / Σ_k y_k^(1/T) for the recorded (teacher) and current
+    (student) probabilities y, and L_old = −Σ_c y'_c log ŷ'_c, here averaged over the batch."""
+    torch.manual_seed(0)
+    student, teacher, T = torch.randn(6, 5, dtype=torch.float64), 3 * torch.randn(6, 5, dtype=torch.float64), 2.0
+
+    def soften(logits):
+        y = torch.softmax(logits, dim=1) ** (1 / T)
+        return y / y.sum(dim=1, keepdim=True)
+    by_hand = -(soften(teacher) * torch.log(soften(student))).sum(dim=1).mean()
+    assert lwf_loss(student, teacher, T).item() == pytest.approx(by_hand.item(), rel=1e-12)
+    assert lwf_loss(student, teacher, 1.0).item() != pytest.approx(by_hand.item(), rel=1e-3)  # T matters
+
+
+def test_lwf_runs_the_pretrained_head_frozen_beside_the_task_head_and_at_zero_lambda_is_plain_training(task, net):
+    source = copy.deepcopy(net).eval()
+    lwf = LwF(copy.deepcopy(source), 0.5, 2.0)
+    student = models.with_new_head(net, 4, seed=0).eval()
+    x = next(iter(torch.utils.data.DataLoader(task.train_eval, batch_size=6)))[0]
+    task_logits, source_logits = WithSourceHead(student, lwf.head)(x)
+    assert torch.equal(task_logits, student(x))  # the task head's output is the model's own
+    assert torch.equal(source_logits, source(x))  # same backbone as the source: the source head's output exactly
+    assert all(torch.equal(p, source.fc.state_dict()[k]) for k, p in lwf.head.state_dict().items())
+    assert not any(p.requires_grad for p in lwf.head.parameters())
+    drifted = models.with_new_head(net, 4, seed=0)
+    with torch.no_grad():
+        drifted.conv1.weight.mul_(1.5)
+    _, s = WithSourceHead(drifted.eval(), lwf.head)(x)
+    assert lwf(x, s).item() == pytest.approx(0.5 * lwf_loss(s, source(x), 2.0).item(), rel=1e-6)
+    sched = Schedule(epochs=1, lr=0.05, batch_size=16)
+    a, b, c = (models.with_new_head(net, 8, seed=0) for _ in range(3))
+    train(a, task.train, sched, seed=0)
+    train(b, task.train, sched, seed=0, distill=LwF(copy.deepcopy(source), 0.0, 2.0))
+    train(c, task.train, sched, seed=0, distill=LwF(copy.deepcopy(source), 5.0, 2.0))
+    assert _states_equal(a, b) and torch.equal(lwf.head.weight, source.fc.weight)
+    kept = lambda m: lwf_loss(WithSourceHead(m.eval(), lwf.head)(x)[1], source(x), 2.0).item()
+    assert kept(c) < kept(a)  # the distillation keeps the source outputs closer
 
 
 def test_nan_loss_is_a_clear_user_error(task, net):
