@@ -378,3 +378,18 @@ def test_a_bf16_run_of_the_demo_ends_within_tolerance_of_fp32_in_stages_of_its_o
     assert abs(bf16["tau"] / fp32["tau"] - 1) <= 0.05
     for key in ("target_acc", "source_acc_after"):
         assert abs(bf16[key] - fp32[key]) <= 4 / 32, key
+
+
+def test_the_fisher_pass_reads_the_split_its_finetuning_trains_on():
+    """With one split per official script (Stanford Dogs, paper protocol) FLOW's fine-tuning trains on its
+    own split, so EWC's Fisher for flow+ewc is not ewc's; with one split for all they share the pass."""
+    from flowvision import config
+    from flowvision.pipeline import grid_plan
+
+    def fisher_key(method, **sets):
+        return grid_plan(config.resolve("stanford_dogs", "resnet18", method, dict(protocol="paper", **sets)))["fisher"]
+
+    assert fisher_key("ewc") != fisher_key("flow+ewc")
+    assert fisher_key("ewc", dogs_split="single") == fisher_key("flow+ewc", dogs_split="single")
+    clean = [grid_plan(config.resolve("cifar10", "resnet18", m))["fisher"] for m in ("ewc", "flow+ewc")]
+    assert clean[0] == clean[1]
