@@ -26,6 +26,7 @@ from typing import Optional
 
 from .config import FIELDS, RunConfig
 from .registry import is_folder
+from .weighting import far_from_paper_tau, is_paper_tau, parse_tau
 
 # What an uncached stage does on every run (it loads, or it is cheap); the rest are cached files.
 LOADS = {"task": "loads the target data", "source": "loads the pre-trained weights",
@@ -251,6 +252,10 @@ def dry_run(cfg: RunConfig, sources: dict) -> dict:
                      + ", ".join(passes) + " test passes)")
     if cfg.hparams_note:
         notes.append(cfg.hparams_note)
+    rule = parse_tau(cfg.tau, cfg.paper_tau if is_paper_tau(cfg.tau) else None)
+    far = far_from_paper_tau(rule.value, cfg.paper_tau, cfg.dataset) if rule.kind == "value" else None
+    if far:
+        notes.append(far)
     notes.append(precision_note(cfg))
     default = next((where for where in sources.values() if where.startswith("config file ")
                     and where.split(" (")[0].endswith(f"/{DEFAULT_CONFIG}")), None)

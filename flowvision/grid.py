@@ -16,13 +16,15 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
+from typing import Optional
 
 from . import config
 from .console import console, progress
 
 
-def grid(model: str, datasets: list[str], methods: list[str], seeds: list[int], overrides: dict) -> list:
-    """-> [(RunConfig, command line)] for every cell; bad names fail before anything runs."""
+def grid(model: Optional[str], datasets: list[str], methods: list[str], seeds: list[int], overrides: dict) -> list:
+    """-> [(RunConfig, command line)] for every cell; bad names fail before anything runs. ``model`` None:
+    each data set's default, as for one run (``registry.default_model``, applied by ``config.resolve``)."""
     from .errors import UserError
 
     if "seed" in overrides:
@@ -33,7 +35,7 @@ def grid(model: str, datasets: list[str], methods: list[str], seeds: list[int], 
             for seed in seeds:
                 cfg = config.resolve(dataset, model, method, dict(overrides, seed=seed))
                 extra = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
-                cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {model} --method {method} "
+                cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {cfg.model} --method {method} "
                        f"--seed {seed}")
                 cells.append((cfg, f"{cmd} {extra}".strip()))
     return cells

@@ -1,0 +1,101 @@
+"""The CLI where a newcomer first meets it: notes, defaults and pointers that are easy to get wrong."""
+import json
+import os
+import socket
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from flowvision.cli import app
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "400"}
+
+
+def _sets(values: dict) -> list:
+    return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_dry_run_names_a_tau_far_from_the_official_one_and_its_cost(tmp_path):
+    args = ["finetune", "--dataset", "cifar10", "--dry-run", "--results-dir", str(tmp_path / "results")]
+    far = runner.invoke(app, [*args, "--tau", "1.0"], env=WIDE)
+    assert far.exit_code == 0, far.output
+    assert "τ = 1 is 9.6× the official τ for cifar10 (0.1041" in _flat(far.output)
+    assert "GPU-hours on one A6000" in far.output  # the cost of the one run, as reproduce --dry-run gives it
+    for close in ("0.2", "median"):
+        res = runner.invoke(app, [*args, "--tau", close], env=WIDE)
+        assert res.exit_code == 0 and "the official τ" not in res.output, res.output
+
+
+def test_the_demo_model_gets_no_gpu_rate(tmp_path):
+    res = runner.invoke(app, ["finetune", "--dataset", "gratings", "--dry-run", "--results-dir", str(tmp_path)],
+                        env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert "GPU-hours do not apply to the demo model (1 run)" in _flat(res.output)
+    assert "A6000" not in res.output and "images/s" not in res.output
+
+
+def test_a_run_says_when_its_tau_is_far_from_the_official_one(tiny):
+    res = runner.invoke(app, ["finetune", "--method", "flow", "--tau", "1.0", *_sets(dict(tiny, paper_tau=0.05, refit=False))],
+                        env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert "τ = 1 is 20× the official τ for gratings (0.05" in _flat(res.output)
+
+
+def test_reproduce_takes_finetunes_default_model_and_options(tmp_path):
+    res = runner.invoke(app, ["reproduce", "--datasets", "gratings", "--methods", "flow", "--seeds", "1", "--dry-run",
+                              "--tau", "p25", "--protocol", "paper", "--imagenet-subset", "100", "--cache-dir",
+                              str(tmp_path / "c"), "--results-dir", str(tmp_path / "r")], env=WIDE)
+    assert res.exit_code == 0, res.output
+    cmd = next(line.strip() for line in res.output.splitlines() if line.strip().startswith("flowvision finetune"))
+    assert "--model demo" in cmd and "--set tau=p25" in cmd and "--set protocol=paper" in cmd
+    assert "--set imagenet_subset=100" in cmd and f"--set cache_dir={tmp_path / 'c'}" in cmd
+    helps = [_flat(runner.invoke(app, [c, "--help"], env=WIDE).output) for c in ("finetune", "reproduce")]
+    assert all("a percentile like p25" in h and "class-balanced subset of N images" in h for h in helps)
+
+
+def test_a_failed_reproduce_points_to_status_and_exits_2(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)
+    res = runner.invoke(app, ["reproduce", "--datasets", "cifar10", "--methods", "lp", "--seeds", "1",
+                              "--data-root", str(tmp_path / "data"), "--imagenet", str(tmp_path / "no-imagenet"),
+                              "--results-dir", str(tmp_path / "r"), "--device", "cpu"], env=WIDE)
+    assert res.exit_code == 2, res.output
+    assert "1 failed" in res.output and f"`flowvision status --results-dir {tmp_path / 'r'}`" in _flat(res.output)
+    assert "`flowvision table`" not in res.output
+
+
+def _run_folder(results: Path, name: str, status: str) -> Path:
+    folder = results / "runs" / name
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps({"run_id": name, "status": status, "host": socket.gethostname(),
+                                                   "pid": os.getpid(), "updated": 1.0}))
+    return folder
+
+
+def test_status_with_nothing_running_says_so_and_where_to_look(tmp_path):
+    (tmp_path / "runs").mkdir()
+    empty = runner.invoke(app, ["status", "--results-dir", str(tmp_path)], env=WIDE)
+    assert empty.exit_code == 0 and "runs: none under" in empty.output and "nothing running" in empty.output, empty.output
+    (_run_folder(tmp_path, "a-run", "done") / "result.json").write_text("{}")
+    done = runner.invoke(app, ["status", "--results-dir", str(tmp_path)], env=WIDE)
+    assert done.exit_code == 0, done.output
+    assert "nothing running" in done.output and f"`flowvision status --results-dir {tmp_path} --all`" in done.output
+    listed = runner.invoke(app, ["status", "--results-dir", str(tmp_path), "--all"], env=WIDE)
+    assert "nothing running" not in listed.output and "a-run" in listed.output
+
+
+def test_cache_prune_dry_run_lists_the_files_and_warns_of_a_running_run(tmp_path):
+    store = tmp_path / "cache" / "v2"
+    store.mkdir(parents=True)
+    orphan = store / "probe-0123abcd.pt"
+    orphan.write_bytes(b"x" * 10)
+    _run_folder(tmp_path, "busy-run", "running")
+    res = runner.invoke(app, ["cache", "--results-dir", str(tmp_path), "--prune", "--dry-run"], env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert f"{orphan} (unreferenced" in res.output
+    assert "1 run(s) under" in _flat(res.output) and "busy-run" in res.output
+    assert orphan.is_file()
