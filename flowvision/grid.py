@@ -113,6 +113,7 @@ def check_inputs(cells: list) -> list[str]:
     Reads folder listings and split files; loads no model and decodes no image."""
     from .data.fetch import resolve_data_root
     from .errors import UserError
+    from .forgetting import source_folder
     from .registry import folder_path, is_folder, is_real
     from .source import preflight
 
@@ -140,7 +141,7 @@ def check_inputs(cells: list) -> list[str]:
             check(("data", cfg.dataset), lambda: scan(Path(folder_path(cfg.dataset))))
         check(("weights", cfg.model, cfg.weights), lambda: (preflight(cfg), _weights_found(cfg)))
         if cfg.model != "demo":
-            check(("imagenet", cfg.imagenet, cfg.source_eval_dir), lambda: _imagenet_valid(cfg))
+            check(("imagenet", cfg.imagenet, cfg.source_eval_dir), lambda: source_folder(cfg))
     return problems
 
 
@@ -163,21 +164,6 @@ def _weights_found(cfg) -> None:
     if not hub_reachable():
         raise UserError(f"no weights for {tag} in the local cache and the model hub cannot be reached: "
                         f"pass --weights PATH (a .safetensors or .pth file for {arch})")
-
-
-def _imagenet_valid(cfg) -> None:
-    """ImageNet val's 1000 synset folders; a --source-eval folder needs synset folders only when it has
-    some (any other folder of images is measured without labels)."""
-    from .data.imagenet import check_classes, imagenet_synsets, is_synset_folder
-    from .errors import UserError
-    from .forgetting import imagenet_root
-
-    root = imagenet_root(cfg)
-    if cfg.source_eval_dir and not is_synset_folder(root):
-        if not root.is_dir():
-            raise UserError(f"source evaluation folder {root} does not exist; pass --source-eval DIR (a folder of images)")
-        return
-    check_classes(root, imagenet_synsets())
 
 
 # ---- this process ------------------------------------------------------------------------------------

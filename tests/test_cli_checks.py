@@ -99,3 +99,42 @@ def test_cache_prune_dry_run_lists_the_files_and_warns_of_a_running_run(tmp_path
     assert f"{orphan} (unreferenced" in res.output
     assert "1 run(s) under" in _flat(res.output) and "busy-run" in res.output
     assert orphan.is_file()
+
+
+def _partial_imagenet(root: Path, synsets=("n01440764", "n01443537")) -> Path:
+    from PIL import Image
+
+    for label, synset in enumerate(synsets):
+        (root / synset).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (label, 0, 0)).save(root / synset / f"ILSVRC2012_val_{label:08d}.JPEG")
+    return root
+
+
+def test_dry_run_and_grid_accept_a_partial_imagenet_folder_as_the_run_does(tmp_path):
+    from flowvision import config
+    from flowvision.grid import check_inputs
+
+    partial = _partial_imagenet(tmp_path / "val")
+    args = ["finetune", "--dataset", "cifar10", "--dry-run", "--results-dir", str(tmp_path / "r")]
+    res = runner.invoke(app, [*args, "--imagenet", str(partial)], env=WIDE)
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if "ImageNet-1K val" in line and str(partial) in line)
+    assert "│ yes" in row and "2 of the 1000 class folders" in _flat(res.output), res.output
+    cfg = config.resolve("cifar10", None, "lp", {"imagenet": str(partial), "data_root": str(tmp_path / "d")})
+    assert not [p for p in check_inputs([(cfg, "")]) if "ImageNet" in p]
+    (partial / "tench").mkdir()  # not a class of the model: the run refuses it, and so does the dry run
+    bad = runner.invoke(app, [*args, "--imagenet", str(partial)], env=WIDE)
+    row = next(line for line in bad.output.splitlines() if "ImageNet-1K val" in line and str(partial) in line)
+    assert "│ no" in row and "cannot be used" in row and "'tench'" in bad.output, bad.output
+
+
+def test_a_partial_imagenet_folder_is_warned_about_once_per_process(tmp_path, capsys):
+    from flowvision import config, forgetting
+
+    partial = _partial_imagenet(tmp_path / "val2")
+    for seed in (0, 1):  # two cells of a grid
+        cfg = config.resolve("cifar10", "resnet18", "ft", {"imagenet": str(partial), "seed": seed,
+                                                            "data_path": "pil"})
+        assert forgetting.eval_set(cfg).partial
+    err = capsys.readouterr()
+    assert (err.out + err.err).count(f"ImageNet folder at {partial} holds 2 of the 1000 classes") == 1
