@@ -138,3 +138,23 @@ def test_a_partial_imagenet_folder_is_warned_about_once_per_process(tmp_path, ca
         assert forgetting.eval_set(cfg).partial
     err = capsys.readouterr()
     assert (err.out + err.err).count(f"ImageNet folder at {partial} holds 2 of the 1000 classes") == 1
+
+
+def test_an_input_error_before_any_work_leaves_no_failed_run_folder(tmp_path, monkeypatch):
+    from flowvision import config
+    from flowvision.runstate import read_states
+
+    monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)
+    results = tmp_path / "results"
+    options = {"data_root": str(tmp_path / "no-data"), "results_dir": str(results), "device": "cpu"}
+    args = ["finetune", "--dataset", "cifar10", "--method", "lp", *_sets(options)]
+    res = runner.invoke(app, args, env=WIDE)
+    assert res.exit_code == 2 and "error:" in res.output, res.output
+    assert not list(results.glob("runs/*")) and read_states(results) == []
+    # a folder holding what an earlier attempt wrote keeps it, and says the run failed
+    run_dir = results / "runs" / config.run_id(config.resolve("cifar10", None, "lp", options))
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.csv").write_text("stage,epoch\n")
+    assert runner.invoke(app, args, env=WIDE).exit_code == 2
+    assert (run_dir / "summary.csv").read_text() == "stage,epoch\n"
+    assert [r["status"] for r in read_states(results)] == ["failed"]
