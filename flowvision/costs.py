@@ -89,10 +89,16 @@ def _sizes(cfg) -> tuple[int, int]:
     return REAL_TASKS[cfg.dataset].sizes
 
 
+def _source_task_size() -> int:
+    from .data.synthetic import SOURCE_TASK, SPECS
+
+    return SPECS[SOURCE_TASK].n_test
+
+
 def stage_images(name: str, cfg) -> dict:
     """{kind: images} one computation of stage ``name`` pushes through the model (``KINDS``)."""
     n_train, n_test = _sizes(cfg)
-    source = (cfg.imagenet_subset or IN1K_VAL) if cfg.model != "demo" else (cfg.n_test or 1000)
+    source = (cfg.imagenet_subset or IN1K_VAL) if cfg.model != "demo" else (cfg.demo_n_test or _source_task_size())
     selecting = cfg.protocol == "paper"  # one target test pass after every epoch (train.train's ``select``)
     out = dict.fromkeys(KINDS, 0.0)
     if name in ("probe", "refit"):

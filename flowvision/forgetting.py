@@ -51,7 +51,7 @@ class EvalSet:
 def reads(cfg) -> tuple:
     """The config fields the evaluation set depends on (the ``source_data`` stage's declaration)."""
     if cfg.model == "demo":
-        return ("model", "data_seed", "image_size", "n_test")
+        return ("model", "data_seed", "image_size", "demo_n_test")
     return ("model", "data_seed", "imagenet_subset", "imagenet_transform", "data_path")
 
 
@@ -60,7 +60,7 @@ def eval_set(cfg) -> EvalSet:
     if cfg.model == "demo":
         from .data.synthetic import SOURCE_TASK, SPECS, load_held_out
 
-        data = load_held_out(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size, n=cfg.n_test)
+        data = load_held_out(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size, n=cfg.demo_n_test)
         return EvalSet(data.dataset, f"{SOURCE_TASK} val", f"{SOURCE_TASK}:val({len(data.dataset)})",
                        stable_hash(data.info), n_classes=SPECS[SOURCE_TASK].num_classes, n_images=len(data.dataset),
                        samples=[(str(i), int(y)) for i, y in enumerate(data.dataset.base.labels)])

@@ -158,3 +158,23 @@ def test_an_input_error_before_any_work_leaves_no_failed_run_folder(tmp_path, mo
     assert runner.invoke(app, args, env=WIDE).exit_code == 2
     assert (run_dir / "summary.csv").read_text() == "stage,epoch\n"
     assert [r["status"] for r in read_states(results)] == ["failed"]
+
+
+def test_the_target_tasks_n_test_does_not_redefine_the_demo_source():
+    """n_test sizes the target task only: the demo model (its cached file, the source stage) and the source
+    evaluation keep their keys, the target evaluation's changes; demo_n_test sizes the source task's val."""
+    from flowvision import config, pipeline
+    from flowvision.dryrun import fingerprints
+    from flowvision.source import demo_path
+
+    def keys(**sets):
+        cfg = config.resolve("gratings", "demo", "flow", {"image_size": 16, "n_train": 48, "demo_n_test": 40, **sets})
+        return cfg, pipeline.plan(cfg, fingerprints(cfg))
+
+    (a, one), (b, other), (c, source_changed) = keys(n_test=32), keys(n_test=24), keys(n_test=32, demo_n_test=30)
+    assert one["source"] == other["source"] and one["source_eval"] == other["source_eval"]
+    assert demo_path(a) == demo_path(b) and config.run_id(a) != config.run_id(b)
+    assert one["target_eval"] != other["target_eval"] and one["probe"] != other["probe"]
+    assert source_changed["source"] != one["source"] and demo_path(c) != demo_path(a)
+    # the identity of a configuration written before demo_n_test existed is unchanged
+    assert config.run_id(config.resolve("gratings", "demo", "flow")) == "gratings-demo-flow-s0-25b4eb93"
