@@ -13,11 +13,12 @@ the data's (file lists and counts) only by loading it. So for a real data set th
 of ``task`` (and ``source_eval``, downstream of the ImageNet file count and transform) are listed as
 keyed when the data loads, and torch is imported only to check a given ImageNet folder's class folders
 against the model's classes, as the run checks them (``forgetting.source_folder``); for a synthetic
-task the images are generated (they are small; this imports torch) and every stage is keyed exactly. For Stanford Dogs under the paper protocol it draws the splits from the file list
-(``splits``: each training stage's split, its sizes and how many of its test images an earlier stage
-trained on), still without reading an image. The run id holds
-amp as given (auto by default) and is the same on every machine; the stage keys hold the precision the
-device decides (``planned``), known here for an explicit ``--device`` or a synthetic task.
+task the images are generated (they are small; this imports torch) and every stage is keyed exactly.
+For Stanford Dogs under the paper protocol it draws the splits from the file list (``splits``: each
+training stage's split, its sizes and how many of its test images an earlier stage trained on), still
+without reading an image. The run id holds amp as given (auto by default) and is the same on every
+machine; the stage keys hold the precision the device decides (``planned``), known here for an
+explicit ``--device`` or a synthetic task.
 """
 from __future__ import annotations
 
