@@ -112,7 +112,7 @@ def finetune(
             out.print(result_table(result))
             from .weighting import far_from_paper_tau
 
-            far = far_from_paper_tau(result["tau"], cfg.paper_tau, cfg.dataset)
+            far = far_from_paper_tau(result.get("tau"), cfg.paper_tau, cfg.dataset)
             if far:
                 console.print(f"[yellow]note:[/] {far}", highlight=False, soft_wrap=True)
 
