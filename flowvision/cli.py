@@ -27,6 +27,10 @@ SOURCE_EVAL_HELP = ("Any folder of images to measure forgetting on instead of --
 MODEL_HELP = f"{model_help()}."
 LOG_HELP = ("Experiment tracking: none (default) | tensorboard (event files in the run folder) | wandb; "
             "per-epoch loss, accuracy and learning rate of each training stage, and the final metrics.")
+TAU_HELP = ("FLOW temperature: a number > 0, 'median', a percentile like p25, "
+            "or 'paper' (the official script's; resnet18 and --protocol paper only).")
+IMAGENET_SUBSET_HELP = "Evaluate forgetting on a class-balanced subset of N images."
+CACHE_DIR_HELP = "Demo model cache [env FLOWVISION_CACHE]."
 PROTOCOL_HELP = (f"{' | '.join(PROTOCOLS)}: clean (default: last epoch, static weights, official splits) or "
                  "paper (the official code: best test epoch, online weights, τ from training-transform losses, "
                  "its Dogs split).")
@@ -47,13 +51,20 @@ def _overrides(**options) -> dict:
     return {**given, **sets}
 
 
+def _print_estimate(cfgs: list, results: Path) -> None:
+    """The cost of the runs ``cfgs`` (costs.py), at the rates measured under ``results`` or assumed."""
+    from .costs import describe, estimate, rates
+
+    for line in describe(estimate(cfgs, rates(results))):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def finetune(
     dataset: Optional[str] = typer.Option(None, help=DATASET_HELP + " Default: gratings."),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     method: str = typer.Option("flow", help=f"One of: {', '.join(METHODS)}."),
-    tau: Optional[str] = typer.Option(None, help="FLOW temperature: a number > 0, 'median', a percentile like p25, "
-                                                 "or 'paper' (the official script's; resnet18 and --protocol paper only)."),
+    tau: Optional[str] = typer.Option(None, help=TAU_HELP),
     protocol: Optional[str] = typer.Option(None, help=PROTOCOL_HELP),
     seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation)."),
     epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the config file's)."),
@@ -62,10 +73,10 @@ def finetune(
     weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
-    imagenet_subset: Optional[int] = typer.Option(None, help="Evaluate forgetting on a class-balanced subset of N images."),
+    imagenet_subset: Optional[int] = typer.Option(None, help=IMAGENET_SUBSET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_DIR_HELP),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
     log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
     config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of configs/<model>/<dataset>.yaml."),
@@ -88,8 +99,10 @@ def finetune(
             from .report import dry_run_tables
 
             if os.environ.get("RANK", "0") == "0":  # under torchrun: one plan, from rank 0
-                for table in dry_run_tables(plan_run(cfg, sources)):
+                report = plan_run(cfg, sources)
+                for table in dry_run_tables(report):
                     out.print(table)
+                _print_estimate([] if report["run"]["finished"] else [cfg], Path(cfg.results_dir))
             return
         from .run import run
         from .report import result_table
@@ -97,6 +110,11 @@ def finetune(
         result = run(cfg)
         if result is not None:  # None: a torchrun rank other than 0 (rank 0 prints the result)
             out.print(result_table(result))
+            from .weighting import far_from_paper_tau
+
+            far = far_from_paper_tau(result.get("tau"), cfg.paper_tau, cfg.dataset)
+            if far:
+                console.print(f"[yellow]note:[/] {far}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -105,7 +123,7 @@ def demo(
     seeds: int = typer.Option(6, min=1, help="Number of seeds (0..N-1); docs/findings.md says in which CPU configurations 6 kept the paired FT−FLOW interval off 0."),
     methods: str = typer.Option(",".join(DEMO_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_DIR_HELP),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set epochs=5 (repeatable)."),
 ):
     """The offline demo: standard fine-tuning vs FLOW on a synthetic task, over several seeds."""
@@ -134,7 +152,7 @@ def frontier(
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_DIR_HELP),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
 ):
     """Trade-off frontiers: FT over learning rates and epochs, ℓ2-SP, LwF and EWC over their λ, WiSE-FT over α,
@@ -286,17 +304,21 @@ def import_weights(
 
 @app.command()
 def reproduce(
-    model: str = typer.Option("resnet18", help=MODEL_HELP),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     datasets: str = typer.Option("paper", help="Comma-separated data sets and groups: "
                                  + "; ".join(f"'{g}' = {', '.join(names)}" for g, names in DATASET_GROUPS.items())
                                  + "; folder:PATH for a folder of your own images."),
     methods: str = typer.Option(",".join(PAPER_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     seeds: int = typer.Option(3, min=1, help="Seeds 0..N-1."),
+    protocol: Optional[str] = typer.Option(None, help=PROTOCOL_HELP),
+    tau: Optional[str] = typer.Option(None, help=TAU_HELP),
     weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
     imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    imagenet_subset: Optional[int] = typer.Option(None, help=IMAGENET_SUBSET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_DIR_HELP),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (with --gpus: auto or cuda)."),
     log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
     launcher: str = typer.Option("local", help="local: this machine (--jobs / --gpus) | slurm: a job array via submitit."),
@@ -340,20 +362,18 @@ def reproduce(
             raise UserError(f"{option} {text!r} names nothing to run; give comma-separated names, e.g. "
                             + ("--datasets paper or --datasets cifar10,flowers102" if not names else "--methods ft,flow"))
         cells = grid(model, names, method_names, seed_list(seeds),
-                     _overrides(weights=weights, data_root=data_root, imagenet=imagenet, source_eval_dir=source_eval,
-                                results_dir=results_dir, device=device, log=log, sets=sets))
+                     _overrides(protocol=protocol, tau=tau, weights=weights, data_root=data_root, imagenet=imagenet,
+                                imagenet_subset=imagenet_subset, source_eval_dir=source_eval, results_dir=results_dir,
+                                cache_dir=cache_dir, device=device, log=log, sets=sets))
         if dry_run:
             summary = run_grid(cells, dry_run=True)
             problems = check_inputs(cells)
             out.print(f"{summary['cells']} runs, {summary['skipped']} finished, {len(summary['todo'])} to do:")
             for cmd in summary["todo"]:
                 out.print(f"  {cmd}", highlight=False, soft_wrap=True)
-            from .costs import describe, estimate, rates
-
             todo = {cmd for cmd in summary["todo"]}
-            results = Path(cells[0][0].results_dir) if cells else Path("results")
-            for line in describe(estimate([cfg for cfg, cmd in cells if cmd in todo], rates(results))):
-                out.print(line, highlight=False, soft_wrap=True)
+            _print_estimate([cfg for cfg, cmd in cells if cmd in todo],
+                            Path(cells[0][0].results_dir) if cells else Path("results"))
             if problems:
                 for p in problems:
                     console.print(f"[bold red]missing:[/] {p}", highlight=False, soft_wrap=True)
@@ -378,10 +398,13 @@ def reproduce(
             summary = local(cells, slots(jobs, gpus), results / "logs")
         else:
             summary = run_grid(cells)
+        failed = summary["failed"]
         out.print(f"{summary['cells']} runs: {summary['ran']} ran, {summary['skipped']} already finished, "
-                  f"{len(summary['failed'])} failed, {summary['seconds']:.0f} s. `flowvision table` shows them.")
-        if summary["failed"]:
-            raise typer.Exit(1)
+                  f"{len(failed)} failed, {summary['seconds']:.0f} s. "
+                  + (f"Each failure's error is above; `flowvision status --results-dir {results}` shows where the "
+                     "runs are." if failed else "`flowvision table` shows them."), highlight=False, soft_wrap=True)
+        if failed:
+            raise typer.Exit(2)
 
 
 @app.command()
@@ -397,17 +420,19 @@ def status(results_dir: str = typer.Option("results", help="Folder holding runs/
         if not Path(results_dir, "runs").is_dir():
             raise UserError(f"no runs under {results_dir}/runs; pass --results-dir (default: results)")
         if not watch:
-            out.print(status_table(read_states(Path(results_dir)), show_done))
+            out.print(status_table(read_states(Path(results_dir)), show_done, results_dir), highlight=False,
+                      soft_wrap=True)
             return
         import time
 
         from rich.live import Live
 
         try:
-            with Live(status_table(read_states(Path(results_dir)), show_done), console=out, auto_refresh=False) as live:
+            with Live(status_table(read_states(Path(results_dir)), show_done, results_dir), console=out,
+                      auto_refresh=False) as live:
                 while True:
                     time.sleep(interval)
-                    live.update(status_table(read_states(Path(results_dir)), show_done), refresh=True)
+                    live.update(status_table(read_states(Path(results_dir)), show_done, results_dir), refresh=True)
         except KeyboardInterrupt:
             pass
 
@@ -446,7 +471,16 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
             gone = prune_store(Path(results_dir), dry_run=dry_run)
             verb = "would remove" if dry_run else "removed"
             out.print(f"{verb} {len(gone)} files, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "
-                      "(outputs no run record refers to, partial checkpoints, damaged and temporary files)")
+                      "(outputs no run record refers to, partial checkpoints, damaged and temporary files)"
+                      + (":" if dry_run and gone else ""), highlight=False)
+            if dry_run:
+                for row in gone:
+                    out.print(f"  {row['path']} ({row['kind']}, {row['bytes'] / 2**20:.1f} MiB)", highlight=False,
+                              soft_wrap=True)
+            if running:
+                console.print(f"[yellow]warning:[/] {len(running)} run(s) under {results_dir} are running (e.g. "
+                              f"{running[0]}): the stages they have finished are in no run record yet, so they are "
+                              "listed here; prune once they have finished", highlight=False, soft_wrap=True)
 
 
 @app.command()

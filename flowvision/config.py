@@ -118,6 +118,9 @@ class RunConfig:
     demo_lr: float = 0.001
     demo_batch_size: int = 32
     demo_n_train: Optional[int] = None
+    # the source task's val set (the ImageNet stand-in forgetting is measured on, and the demo model's
+    # val accuracy): its own size, so that n_test, the target task's, never redefines the source
+    demo_n_test: Optional[int] = None
     # where
     results_dir: str = _where("results")
     hparams_note: Optional[str] = _where(None)  # where the config file's numbers come from, when not this model's own
@@ -398,7 +401,7 @@ def validate(cfg: RunConfig) -> None:
     choice("distill", DISTILLS)
     choice("normalize", NORMALIZATIONS)
     choice("imagenet_transform", IMAGENET_TRANSFORMS)
-    for key in ("n_train", "n_test", "demo_n_train", "ewc_samples"):
+    for key in ("n_train", "n_test", "demo_n_train", "demo_n_test", "ewc_samples"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise UserError(f"{key} must be ≥ 1 (or none for the task's default), got {getattr(cfg, key)}")
     if cfg.image_size is not None and cfg.image_size < MIN_IMAGE_SIZE:
@@ -567,9 +570,14 @@ def default_cache_dir() -> Path:
 
 
 # ---- a configuration's identity: the run folder's name and the id its seeds share -----------------------
+# Fields added after run ids were in use, with their defaults: left out of a configuration's identity
+# while at the default, so that the run folders and config ids written before them keep their names.
+LATER_FIELDS = {"demo_n_test": None}
+
+
 def _numbers(cfg: RunConfig) -> dict:
     values = cfg.to_dict()
-    return {k: values[k] for k in KEYED_FIELDS}
+    return {k: values[k] for k in KEYED_FIELDS if not (k in LATER_FIELDS and values[k] == LATER_FIELDS[k])}
 
 
 def keyed_values(cfg: RunConfig) -> dict:

@@ -19,7 +19,8 @@ kind of pass it makes, because the three run at very different speeds:
 Rates are images/s per model, precision (fp32 | bf16: what ``config.speed_defaults`` gives a run on a
 CUDA device) and kind. ``make gpu-check`` measures them and writes results/gpu-check.json
 (``MEASURED``), which ``rates`` reads and names the GPU of; without it the rates are assumptions for one
-A6000 at 224 px, each labelled with where it comes from (``ASSUMED_SOURCES``).
+A6000 at 224 px, each labelled with where it comes from (``ASSUMED_SOURCES``). The demo model is a
+CPU-sized toy at 32 px: no GPU rate applies to it, so its cells are counted in images only (``toy``).
 """
 from __future__ import annotations
 
@@ -92,10 +93,16 @@ def _sizes(cfg) -> tuple[int, int]:
     return REAL_TASKS[cfg.dataset].sizes
 
 
+def _source_task_size() -> int:
+    from .data.synthetic import SOURCE_TASK, SPECS
+
+    return SPECS[SOURCE_TASK].n_test
+
+
 def stage_images(name: str, cfg) -> dict:
     """{kind: images} one computation of stage ``name`` pushes through the model (``KINDS``)."""
     n_train, n_test = _sizes(cfg)
-    source = (cfg.imagenet_subset or IN1K_VAL) if cfg.model != "demo" else (cfg.n_test or 1000)
+    source = (cfg.imagenet_subset or IN1K_VAL) if cfg.model != "demo" else (cfg.demo_n_test or _source_task_size())
     selecting = cfg.protocol == "paper"  # one target test pass after every epoch (train.train's ``select``)
     out = dict.fromkeys(KINDS, 0.0)
     if name in ("probe", "refit"):
@@ -140,38 +147,57 @@ def rates(results_dir: Optional[Path] = None) -> dict:
 def estimate(cfgs: list, table: Optional[dict] = None) -> dict:
     """GPU-hours of a grid on one GPU, each stage key counted once, at ``table`` (``rates()``; default:
     the assumed A6000 rates). -> {"hours", "by_kind": {kind: {"hours", "images"}}, "used": {(model,
-    precision): {kind: images/s}}, "fp32_hours": the same grid in fp32, "measured", "sources"}. A model the
-    table has no rates for is costed at resnet50's (the larger of the two)."""
+    precision): {kind: images/s}}, "fp32_hours": the same grid in fp32, "measured", "sources", "toy": {"runs",
+    "images": {kind: images}} of the demo model's cells, not costed}. A model the table has no rates for is
+    costed at resnet50's (the larger of the two)."""
     from .pipeline import grid_plan
+    from .registry import DEMO_MODEL
 
     table = table or rates()
     seen = set()
     by_kind = {k: {"hours": 0.0, "images": 0.0} for k in KINDS}
+    toy = {"runs": 0, "images": dict.fromkeys(KINDS, 0.0)}
     used, fp32_hours = {}, 0.0
     for cfg in cfgs:
-        arch, prec = cfg.model.split(".")[0], precision(cfg)
-        per_model = table["rates"].get(arch) or table["rates"].get("resnet50") or next(iter(table["rates"].values()))
-        rate = per_model.get(prec) or per_model["fp32"]
-        used[(arch, prec)] = rate
+        demo = cfg.model == DEMO_MODEL  # no GPU rate describes it: its images are counted, not costed
+        toy["runs"] += demo
+        if not demo:
+            arch, prec = cfg.model.split(".")[0], precision(cfg)
+            per_model = (table["rates"].get(arch) or table["rates"].get("resnet50")
+                         or next(iter(table["rates"].values())))
+            rate = per_model.get(prec) or per_model["fp32"]
+            used[(arch, prec)] = rate
         for name, key in grid_plan(cfg).items():
             if (name, key) in seen or name == "forgetting" and not cfg.finetune:
                 continue  # computed once per grid; a linear probe's forgetting reuses the source evaluation
             seen.add((name, key))
             for kind, images in stage_images(name, cfg).items():
+                if demo:
+                    toy["images"][kind] += images
+                    continue
                 by_kind[kind]["images"] += images
                 by_kind[kind]["hours"] += images / rate[kind] / 3600
                 fp32_hours += images / per_model["fp32"][kind] / 3600
     return {"hours": sum(v["hours"] for v in by_kind.values()), "by_kind": by_kind, "used": used,
-            "fp32_hours": fp32_hours, "measured": table["measured"], "sources": table["sources"]}
+            "fp32_hours": fp32_hours, "measured": table["measured"], "sources": table["sources"], "toy": toy}
 
 
 def describe(cost: dict) -> list[str]:
     """The estimate as lines for a person: the total and hours per kind, the rates per model and
-    precision, and where they come from (measured on which GPU, or assumed and why)."""
+    precision, and where they come from (measured on which GPU, or assumed and why); for demo-model runs
+    the images they compute and that no GPU rate applies."""
+    toy = cost.get("toy") or {"runs": 0}
+    lines = []
+    if toy["runs"]:
+        images = ", ".join(f"{KIND_NAMES[k]} {v:,.0f}" for k, v in toy["images"].items() if v)
+        lines.append(f"estimate: GPU-hours do not apply to the demo model ({toy['runs']} run{'s' * (toy['runs'] != 1)}), "
+                     f"a toy network sized for a CPU; what is left pushes {images} images through it")
+    if not cost["used"]:
+        return lines
     where = f"one {cost['measured']['device']}" if cost["measured"] else "one A6000"
     kinds = ", ".join(f"{KIND_NAMES[k]} {v['hours']:.1f} h ({v['images'] / 1e6:.1f} M images)"
                       for k, v in cost["by_kind"].items() if v["images"])
-    lines = [f"estimate for what is left: {cost['hours']:.1f} GPU-hours on {where} — {kinds}"]
+    lines += [f"estimate for what is left: {cost['hours']:.1f} GPU-hours on {where} — {kinds}"]
     for (model, prec), rate in sorted(cost["used"].items()):
         lines.append(f"  {model} {prec}: " + " / ".join(f"{KIND_NAMES[k]} {rate[k]:,.0f}" for k in KINDS) + " images/s")
     if any(prec == "bf16" for _, prec in cost["used"]):

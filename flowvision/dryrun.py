@@ -11,12 +11,14 @@ plan. Stage keys come from the declarations (``pipeline.plan``); the loading sta
 what is cheap to have: the pre-trained weights' identity (timm tag, file digest, demo recipe) always,
 the data's (file lists and counts) only by loading it. So for a real data set the stages downstream
 of ``task`` (and ``source_eval``, downstream of the ImageNet file count and transform) are listed as
-keyed when the data loads, and torch is never imported; for a synthetic task the images are
-generated (they are small; this imports torch) and every stage is keyed exactly. For Stanford Dogs under the paper protocol it draws the splits from the file list
-(``splits``: each training stage's split, its sizes and how many of its test images an earlier stage
-trained on), still without reading an image. The run id holds
-amp as given (auto by default) and is the same on every machine; the stage keys hold the precision the
-device decides (``planned``), known here for an explicit ``--device`` or a synthetic task.
+keyed when the data loads, and torch is imported only to check a given ImageNet folder's class folders
+against the model's classes, as the run checks them (``forgetting.source_folder``); for a synthetic
+task the images are generated (they are small; this imports torch) and every stage is keyed exactly.
+For Stanford Dogs under the paper protocol it draws the splits from the file list (``splits``: each
+training stage's split, its sizes and how many of its test images an earlier stage trained on), still
+without reading an image. The run id holds amp as given (auto by default) and is the same on every
+machine; the stage keys hold the precision the device decides (``planned``), known here for an
+explicit ``--device`` or a synthetic task.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from typing import Optional
 
 from .config import FIELDS, RunConfig
 from .registry import is_folder
+from .weighting import far_from_paper_tau, is_paper_tau, parse_tau
 
 # What an uncached stage does on every run (it loads, or it is cheap); the rest are cached files.
 LOADS = {"task": "loads the target data", "source": "loads the pre-trained weights",
@@ -104,18 +107,28 @@ def _imagenet_row(cfg: RunConfig) -> dict:
     if cfg.model == "demo":
         return _row("source evaluation", "shapes val (synthetic)", True, "generated in memory")
     from .data.fetch import how_to_get, resolve_imagenet
+    from .errors import UserError
+    from .forgetting import source_folder
 
-    root = resolve_imagenet(cfg.imagenet)
-    if root is None:
-        return _row("ImageNet-1K val", "not given (--imagenet or FLOWVISION_IMAGENET)", False,
+    what = "source images (--source-eval)" if cfg.source_eval_dir else "ImageNet-1K val"
+    if not cfg.source_eval_dir and resolve_imagenet(cfg.imagenet) is None:
+        return _row(what, "not given (--imagenet or FLOWVISION_IMAGENET)", False,
                     f"missing; fix: {how_to_get('imagenet', Path('.'))}")
-    if not root.is_dir():
-        return _row("ImageNet-1K val", root, False, f"no such folder; fix: {how_to_get('imagenet', Path('.'))}")
-    classes = sum(1 for e in os.scandir(root) if e.is_dir())
-    if classes != 1000:
-        return _row("ImageNet-1K val", root, False, f"{classes} class folders, 1000 synsets expected; "
-                                                    f"fix: {how_to_get('imagenet', Path('.'))}")
-    return _row("ImageNet-1K val", root, True, "1000 class folders; images counted when the run loads them")
+    try:  # the run's own check of the folder (its class names; no image is read)
+        root, classes = source_folder(cfg)
+    except UserError as e:
+        return _row(what, cfg.source_eval_dir or resolve_imagenet(cfg.imagenet), False, f"cannot be used: {e}")
+    if classes is None:
+        note = "no synset folders: forgetting as agreement and KL with the pre-trained model (no accuracy)"
+    elif len(classes) < N_CLASSES:
+        note = (f"{len(classes)} of the {N_CLASSES} class folders: accuracy over these classes only, not comparable "
+                "with the paper's (the run warns once)")
+    else:
+        note = f"{N_CLASSES} class folders"
+    return _row(what, root, True, note + "; images counted when the run loads them")
+
+
+N_CLASSES = 1000  # ImageNet-1K
 
 
 def file_rows(cfg: RunConfig) -> list[dict]:
@@ -251,6 +264,10 @@ def dry_run(cfg: RunConfig, sources: dict) -> dict:
                      + ", ".join(passes) + " test passes)")
     if cfg.hparams_note:
         notes.append(cfg.hparams_note)
+    rule = parse_tau(cfg.tau, cfg.paper_tau if is_paper_tau(cfg.tau) else None)
+    far = far_from_paper_tau(rule.value, cfg.paper_tau, cfg.dataset) if rule.kind == "value" else None
+    if far:
+        notes.append(far)
     notes.append(precision_note(cfg))
     default = next((where for where in sources.values() if where.startswith("config file ")
                     and where.split(" (")[0].endswith(f"/{DEFAULT_CONFIG}")), None)

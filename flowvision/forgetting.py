@@ -51,7 +51,7 @@ class EvalSet:
 def reads(cfg) -> tuple:
     """The config fields the evaluation set depends on (the ``source_data`` stage's declaration)."""
     if cfg.model == "demo":
-        return ("model", "data_seed", "image_size", "n_test")
+        return ("model", "data_seed", "image_size", "demo_n_test")
     return ("model", "data_seed", "imagenet_subset", "imagenet_transform", "data_path")
 
 
@@ -60,7 +60,7 @@ def eval_set(cfg) -> EvalSet:
     if cfg.model == "demo":
         from .data.synthetic import SOURCE_TASK, SPECS, load_held_out
 
-        data = load_held_out(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size, n=cfg.n_test)
+        data = load_held_out(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size, n=cfg.demo_n_test)
         return EvalSet(data.dataset, f"{SOURCE_TASK} val", f"{SOURCE_TASK}:val({len(data.dataset)})",
                        stable_hash(data.info), n_classes=SPECS[SOURCE_TASK].num_classes, n_images=len(data.dataset),
                        samples=[(str(i), int(y)) for i, y in enumerate(data.dataset.base.labels)])
@@ -81,6 +81,24 @@ def imagenet_root(cfg) -> Path:
                         "synset folders) or set FLOWVISION_IMAGENET, or --source-eval DIR (any folder of images: "
                         "agreement and KL only); `flowvision data status` shows the layout")
     return root
+
+
+def source_folder(cfg) -> tuple[Path, Optional[list]]:
+    """The folder a real model's forgetting is measured on, checked as the run checks it before reading an
+    image: -> (folder, its class folders, each one of the model's classes; some of them are enough), or
+    (folder, None) for a --source-eval folder of unlabelled images. UserError when it cannot be used. The
+    run, its dry run and a grid's input check all ask this (loads the model's class list: imports torch)."""
+    from .data.imagenet import check_classes, imagenet_synsets, is_synset_folder
+
+    root = imagenet_root(cfg)
+    if cfg.source_eval_dir and not is_synset_folder(root):
+        if not root.is_dir():
+            raise UserError(f"source evaluation folder {root} does not exist; pass --source-eval DIR (a folder of images)")
+        return root, None
+    return root, check_classes(root, imagenet_synsets(), "--source-eval" if cfg.source_eval_dir else "--imagenet")
+
+
+_SAID: set = set()  # warnings already printed by this process (a grid's cells share one evaluation folder)
 
 
 def transform_name(cfg, tag: str) -> str:
@@ -114,16 +132,13 @@ def imagenet_eval_set(cfg) -> EvalSet:
     from rich.markup import escape
 
     from .console import console
-    from .data.imagenet import (check_classes, describe, imagenet_synsets, imagenet_transform, is_synset_folder,
-                                load_image_folder, load_imagenet_eval)
+    from .data.imagenet import describe, imagenet_transform, load_image_folder, load_imagenet_eval
     from .source import model_tag
 
     tag, _ = model_tag(cfg.model)
-    root = imagenet_root(cfg)
-    labelled = not cfg.source_eval_dir or is_synset_folder(root)
+    root, classes = source_folder(cfg)
+    labelled = classes is not None
     flag = "--source-eval" if cfg.source_eval_dir else "--imagenet"
-    if labelled:
-        check_classes(root, imagenet_synsets(), flag)
     how = transform_name(cfg, tag)
     if how == "official":
         transform = official_imagenet_transform()
@@ -133,12 +148,14 @@ def imagenet_eval_set(cfg) -> EvalSet:
         transform = imagenet_transform(get_pretrained_cfg(tag).to_dict())
     decode = cfg.data_path == "device" and how == "official" and labelled
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the count warning is printed below, once, without a file:line
+        warnings.simplefilter("ignore")  # the count warning is printed below, once per process, without a file:line
         data = (load_imagenet_eval(root, None if decode else transform, subset=cfg.imagenet_subset, seed=cfg.data_seed,
                                    skip_bad=cfg.skip_bad_images, flag=flag)
                 if labelled else load_image_folder(root, transform, skip_bad=cfg.skip_bad_images))
     for note in data.warnings:
-        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
+        if note not in _SAID:
+            _SAID.add(note)
+            console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     dataset, decoded_key = data, None
     if decode:  # the official transform's pixels, decoded once; only the normalisation runs per batch
         from .config import default_cache_dir

@@ -16,13 +16,15 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
+from typing import Optional
 
 from . import config
 from .console import console, progress
 
 
-def grid(model: str, datasets: list[str], methods: list[str], seeds: list[int], overrides: dict) -> list:
-    """-> [(RunConfig, command line)] for every cell; bad names fail before anything runs."""
+def grid(model: Optional[str], datasets: list[str], methods: list[str], seeds: list[int], overrides: dict) -> list:
+    """-> [(RunConfig, command line)] for every cell; bad names fail before anything runs. ``model`` None:
+    each data set's default, as for one run (``registry.default_model``, applied by ``config.resolve``)."""
     from .errors import UserError
 
     if "seed" in overrides:
@@ -33,7 +35,7 @@ def grid(model: str, datasets: list[str], methods: list[str], seeds: list[int], 
             for seed in seeds:
                 cfg = config.resolve(dataset, model, method, dict(overrides, seed=seed))
                 extra = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
-                cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {model} --method {method} "
+                cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {cfg.model} --method {method} "
                        f"--seed {seed}")
                 cells.append((cfg, f"{cmd} {extra}".strip()))
     return cells
@@ -111,6 +113,7 @@ def check_inputs(cells: list) -> list[str]:
     Reads folder listings and split files; loads no model and decodes no image."""
     from .data.fetch import resolve_data_root
     from .errors import UserError
+    from .forgetting import source_folder
     from .registry import folder_path, is_folder, is_real
     from .source import preflight
 
@@ -138,7 +141,7 @@ def check_inputs(cells: list) -> list[str]:
             check(("data", cfg.dataset), lambda: scan(Path(folder_path(cfg.dataset))))
         check(("weights", cfg.model, cfg.weights), lambda: (preflight(cfg), _weights_found(cfg)))
         if cfg.model != "demo":
-            check(("imagenet", cfg.imagenet, cfg.source_eval_dir), lambda: _imagenet_valid(cfg))
+            check(("imagenet", cfg.imagenet, cfg.source_eval_dir), lambda: source_folder(cfg))
     return problems
 
 
@@ -161,21 +164,6 @@ def _weights_found(cfg) -> None:
     if not hub_reachable():
         raise UserError(f"no weights for {tag} in the local cache and the model hub cannot be reached: "
                         f"pass --weights PATH (a .safetensors or .pth file for {arch})")
-
-
-def _imagenet_valid(cfg) -> None:
-    """ImageNet val's 1000 synset folders; a --source-eval folder needs synset folders only when it has
-    some (any other folder of images is measured without labels)."""
-    from .data.imagenet import check_classes, imagenet_synsets, is_synset_folder
-    from .errors import UserError
-    from .forgetting import imagenet_root
-
-    root = imagenet_root(cfg)
-    if cfg.source_eval_dir and not is_synset_folder(root):
-        if not root.is_dir():
-            raise UserError(f"source evaluation folder {root} does not exist; pass --source-eval DIR (a folder of images)")
-        return
-    check_classes(root, imagenet_synsets())
 
 
 # ---- this process ------------------------------------------------------------------------------------

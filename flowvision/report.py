@@ -196,12 +196,20 @@ STATUS_STYLE = {"running": "cyan", "failed": "red", "stale": "yellow", "waiting"
                 "done": "green"}
 
 
-def status_table(rows: list[dict], show_done: bool = False) -> Table:
+def status_table(rows: list[dict], show_done: bool = False, results_dir: str = "results"):
     """The grid's state (runstate.read_states rows): counts per status in the title, then every run
     that is not done (or all with ``show_done``): running ones with their stage and epoch, failed
-    ones with their error line, runs on other hosts with the time since their last update."""
+    ones with their error line, runs on other hosts with the time since their last update. With no
+    run to list, one line instead of an empty table: that nothing runs, and where to look next."""
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
     title = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs"
+    if not any(show_done or r["status"] != "done" for r in rows):
+        where = "" if results_dir == "results" else f" --results-dir {results_dir}"
+        if not rows:
+            return (f"runs: none under {results_dir}/runs, nothing running; `flowvision demo` or `flowvision reproduce` "
+                    "starts some")
+        return (f"runs: {title}, nothing running; `flowvision table{where}` shows their results, "
+                f"`flowvision status{where} --all` lists them")
     t = Table(title=f"runs: {title}", title_justify="left")
     for col in ("status", "run", "stage / epoch", "host", "updated", "error"):
         t.add_column(col, overflow="fold" if col == "error" else "ellipsis")

@@ -65,6 +65,20 @@ class RunState:
         elif name not in self.data["done"]:
             self.write(done=self.data["done"] + [name])
 
+    def discard_if_empty(self) -> bool:
+        """Remove the run folder when it holds nothing but this state file (a run stopped by its input
+        before it wrote anything: missing data, no GPU for --device cuda), so that no run is left behind
+        as failed for ever; -> whether it did. A folder holding anything else is kept."""
+        folder = self.path.parent
+        try:
+            if {e.name for e in os.scandir(folder)} != {STATE_FILE}:
+                return False
+            self.path.unlink()
+            folder.rmdir()
+        except OSError:  # another process wrote into it meanwhile: it stays, with its state
+            return False
+        return True
+
     def epoch(self, desc: str, rows: list, epochs: int) -> None:
         self.write(epoch=rows[-1]["epoch"], epochs=epochs)
         if self.on_epoch is not None:
@@ -77,7 +91,8 @@ _active: Optional[RunState] = None
 @contextlib.contextmanager
 def tracking(state: RunState):
     """While a run is in progress: the state says running, then done, or failed with the error's
-    first line (an interrupted run says so, and that running it again resumes it)."""
+    first line (an interrupted run says so, and that running it again resumes it). A user error before
+    the run wrote anything into its folder removes the folder instead (``discard_if_empty``)."""
     from .errors import UserError
 
     global _active
@@ -89,7 +104,8 @@ def tracking(state: RunState):
         state.write(status="failed", error=f"interrupted during {state.data['stage']}; run again to resume")
         raise
     except UserError as e:
-        state.write(status="failed", error=str(e).splitlines()[0])
+        if not state.discard_if_empty():  # the error itself is printed; an empty folder says nothing more
+            state.write(status="failed", error=str(e).splitlines()[0])
         raise
     except Exception as e:
         state.write(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")

@@ -35,8 +35,11 @@ class Source:
 
 
 # ---- demo -----------------------------------------------------------------------------------------
-DEMO_READS = ("model", "demo_arch", "demo_epochs", "demo_lr", "demo_batch_size", "demo_n_train", "n_test",
+DEMO_READS = ("model", "demo_arch", "demo_epochs", "demo_lr", "demo_batch_size", "demo_n_train", "demo_n_test",
               "image_size", "data_seed")
+# The names a field had when cached demo models were first keyed (the source task's val size was then
+# read from n_test): the recipe keeps them, so those files stay valid.
+RECIPE_NAMES = {"demo_n_test": "n_test"}
 
 
 def reads(cfg) -> tuple:
@@ -60,7 +63,8 @@ def file_key(path: Path) -> str:
 def demo_recipe(cfg: RunConfig) -> dict:
     """What the demo model is a function of: its declared fields and whether bf16 autocast trained it
     (the key of its cached file)."""
-    return {"task": "shapes", "version": DEMO_VERSION, "amp": cfg.amp, **{f: getattr(cfg, f) for f in DEMO_READS}}
+    return {"task": "shapes", "version": DEMO_VERSION, "amp": cfg.amp,
+            **{RECIPE_NAMES.get(f, f): getattr(cfg, f) for f in DEMO_READS}}
 
 
 def demo_path(cfg: RunConfig) -> Path:
@@ -83,7 +87,7 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     key = stable_hash(recipe)
     path = demo_path(cfg)
     task = load_synthetic_task(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size,
-                               n_train=cfg.demo_n_train, n_test=cfg.n_test, augment=True)
+                               n_train=cfg.demo_n_train, n_test=cfg.demo_n_test, augment=True)
     torch.manual_seed(cfg.data_seed)
     model = models.create(cfg.demo_arch, task.num_classes)
 

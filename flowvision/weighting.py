@@ -68,6 +68,19 @@ def applied_weighting(cfg) -> str:
     return "flow-online" if cfg.weighting == "flow" and cfg.protocol == "paper" else cfg.weighting
 
 
+FAR_FROM_PAPER_TAU = 3.0  # a τ beyond this factor of the official one (either way) is another recipe
+
+
+def far_from_paper_tau(tau: float | None, paper_tau: float | None, dataset: str) -> str | None:
+    """One line when ``tau`` is more than FAR_FROM_PAPER_TAU times the official run script's τ for the
+    data set (``paper_tau``), or less than its inverse: the run then follows the official recipe in
+    everything but its weighting. None when it is close, or no official τ is known."""
+    if tau is None or paper_tau is None or 1 / FAR_FROM_PAPER_TAU <= tau / paper_tau <= FAR_FROM_PAPER_TAU:
+        return None
+    return (f"τ = {tau:.4g} is {tau / paper_tau:.2g}× the official τ for {dataset} ({paper_tau:.4g}, the official "
+            f"run script's): its FLOW weights differ from the official recipe's")
+
+
 def is_paper_tau(spec) -> bool:
     """Whether a τ rule is 'paper' (the official run script's number, from the config's paper_tau)."""
     return str(spec).strip().lower() == "paper"

@@ -340,3 +340,23 @@ def test_the_checker_reports_each_bad_link_command_and_key_and_accepts_the_good_
 ])
 def test_heading_anchors_follow_github(heading, anchor):
     assert anchor in heading_anchors(heading + "\n")
+
+
+def test_generated_outputs_are_ignored_by_git():
+    """`make table` and `frontier` write into results/; what they write is regenerated, never committed."""
+    import subprocess
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    generated = ["results/REPRODUCIBILITY.md", "results/frontier/gratings-demo/points.csv",
+                 "results/tables/vision.md", "results/runs/x/result.json"]
+    kept = ["results/paper/vision.csv", "results/figures/readme-tau.png"]
+    ignored = subprocess.run(["git", "check-ignore", *generated, *kept], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == generated
+
+
+def test_every_source_a_file_cites_is_in_the_repository():
+    """A pointer such as "(see NOTES)" names a file of this repository (the measured facts live in docs/)."""
+    cited = [p.relative_to(ROOT) for p in [README, *ROOT.glob("docs/*.md"), *ROOT.glob("flowvision/**/*.py")]
+             if "ENV-NOTES" in p.read_text()]
+    assert not cited

@@ -58,7 +58,7 @@ def test_agreement_and_kl_by_hand():
 def test_a_wise_subset_is_seeded_class_balanced_nested_and_points_at_the_same_images():
     from flowvision import config
 
-    data = forgetting.eval_set(config.resolve("gratings", "demo", "wiseft", {"image_size": 16, "n_test": 60}))
+    data = forgetting.eval_set(config.resolve("gratings", "demo", "wiseft", {"image_size": 16, "demo_n_test": 60}))
     assert forgetting.subset(data, 60, 0) is None and forgetting.subset(data, None, 0) is None  # nothing to cut
     small, positions = forgetting.subset(data, 20, 0)
     labels = [data.samples[p][1] for p in positions.tolist()]

@@ -232,7 +232,7 @@ def test_a_record_with_a_numeric_created_field_does_not_stop_table_or_plot(tmp_p
      "--gpus x,y: give GPU numbers"),
 ])
 def test_launcher_and_audit_options_are_checked_before_anything_runs(args, message, tmp_path, tiny):
-    sets = [a for k, v in tiny.items() if k in ("image_size", "n_train", "n_test", "demo_n_train", "demo_epochs",
+    sets = [a for k, v in tiny.items() if k in ("image_size", "n_train", "n_test", "demo_n_train", "demo_n_test", "demo_epochs",
                                                  "cache_dir") for a in ("--set", f"{k}={v}")]
     _fails_cleanly([*args, *sets, "--set", f"results_dir={tmp_path / 'results'}"], message, tmp_path)
 

@@ -186,7 +186,7 @@ def test_a_killed_worker_leaves_its_run_resumable(tiny):
     assert victim is not None, "no run reached its third fine-tuning epoch"
     os.kill(victim["pid"], signal.SIGKILL)
     output, _ = grid.communicate(timeout=300)
-    assert grid.returncode == 1, output
+    assert grid.returncode == 2, output
     assert "2 runs: 1 ran, 0 already finished, 1 failed" in output
     run_dir = res_dir / "runs" / victim["run_id"]
     rows = (run_dir / "summary.csv").read_text().splitlines()

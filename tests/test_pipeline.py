@@ -29,7 +29,7 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
     assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 7 and saved["config"]["epochs"] == saved["epochs"]
     assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
     assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
-    assert saved["source_eval_images"] == tiny["n_test"] and saved["source_eval_classes"] >= 2
+    assert saved["source_eval_images"] == tiny["demo_n_test"] and saved["source_eval_classes"] >= 2
     lines = open(f"{run_dir}/weights.csv").read().splitlines()
     assert lines[0] == "index,label,loss,weight,noisy" and len(lines) == 1 + tiny["n_train"]
     noisy = [int(line.split(",")[4]) for line in lines[1:]]
@@ -203,7 +203,7 @@ ALTERNATIVES = {
     "refit_epochs": [9], "refit_lr": [0.123], "augment": [False, True], "image_size": [24],
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
     "imagenet_transform": ["timm"], "restore": ["none"], "task_specific": ["head"], "demo_arch": ["resnet10t"],
-    "demo_epochs": [9], "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "amp": [True],
+    "demo_epochs": [9], "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "demo_n_test": [17], "amp": [True],
     "data_path": ["device", "pil"], "split_ratio": [0.5], "dogs_split": ["single", "per-stage"],
 }
 

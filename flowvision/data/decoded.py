@@ -1,7 +1,8 @@
 """Decode once: a split's images as one uint8 array file, memory-mapped, reused by every run.
 
-Decoding a JPEG and resizing it costs ~3 ms of one core (see ENV-NOTES); reading the same pixels from
-a memory-mapped uint8 array costs ~0.05 ms. So each split is decoded once, by a DataLoader using every
+Decoding a JPEG and resizing it costs 1-2 ms of one core; reading the same pixels from a memory-mapped
+uint8 array about 0.01 ms (``flowvision bench --data`` on one core of a 2-core machine, docs/speed.md:
+517-776 vs 93,000-117,000 images/s). So each split is decoded once, by a DataLoader using every
 core, at the size its recipe *starts* from, and what is random (crops, flips, colour jitter) or cheap
 (normalisation) runs batched on the device (``data/device.py``):
 
