@@ -85,18 +85,19 @@ def finetune(
             trace=sources)
         if dry_run:
             from .dryrun import dry_run as plan_run
+            from .console import show
             from .report import dry_run_tables
 
             if os.environ.get("RANK", "0") == "0":  # under torchrun: one plan, from rank 0
-                for table in dry_run_tables(plan_run(cfg, sources)):
-                    out.print(table)
+                for item in dry_run_tables(plan_run(cfg, sources)):
+                    show(item)
             return
         from .run import run
-        from .report import result_table
+        from .report import print_result
 
         result = run(cfg)
         if result is not None:  # None: a torchrun rank other than 0 (rank 0 prints the result)
-            out.print(result_table(result))
+            print_result(result)
 
 
 @app.command()
@@ -413,8 +414,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
           dry_run: bool = typer.Option(False, "--dry-run", help="With --prune: list what would go, remove nothing.")):
     """What the stage store holds (per stage and kind, with sizes), and pruning what no run refers to."""
     with user_errors():
-        from rich.table import Table
-
+        from .console import Table
         from .housekeeping import prune as prune_store, store_files
 
         if not Path(results_dir).is_dir():
@@ -422,7 +422,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         rows = store_files(Path(results_dir))
         t = Table(title=f"stage store under {Path(results_dir) / 'cache'}", title_justify="left")
         for col in ("stage", "kind", "files", "MiB"):
-            t.add_column(col, justify="left" if col in ("stage", "kind") else "right")
+            t.add_column(col, justify="left" if col in ("stage", "kind") else "right", no_wrap=col in ("stage", "kind"))
         groups: dict = {}
         for row in rows:
             g = groups.setdefault((row["stage"], row["kind"]), [0, 0])
@@ -457,8 +457,7 @@ def bench(
 ):
     """Speed ratios of the training step, variants interleaved in one run (see flowvision/bench.py)."""
     with user_errors():
-        from rich.table import Table
-
+        from .console import Table
         from .bench import bench as run_bench, bench_data
         from .hardware import resolve_device
         from .models import is_arch
@@ -467,7 +466,7 @@ def bench(
             rows = bench_data(images, repeats)
             t = Table(title=f"data path at 224 px, {images} images, one core — median of {repeats} interleaved repeats")
             for col in ("recipe", "path", "images/s", "× vs PIL"):
-                t.add_column(col, justify="left" if col in ("recipe", "path") else "right")
+                t.add_column(col, justify="left" if col in ("recipe", "path") else "right", no_wrap=col in ("recipe", "path"))
             for r in rows:
                 t.add_row(r["recipe"], r["path"], f"{r['images_per_s']:.0f}", f"{r['ratio']:.1f}")
             out.print(t)
@@ -478,7 +477,7 @@ def bench(
         rows = run_bench(model, image_size, batch_size, steps, repeats, dev)
         t = Table(title=f"{model} @ {image_size}px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")
         for col in ("variant", "images/s", "× vs online (official)"):
-            t.add_column(col, justify="left" if col == "variant" else "right")
+            t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col == "variant")
         for r in rows:
             t.add_row(r["variant"], f"{r['images_per_s']:.0f}", f"{r['ratio']:.2f}")
         out.print(t)

@@ -192,7 +192,7 @@ def reproduce(cells: list, dry_run: bool = False) -> dict:
         return summary
     t0 = time.time()
     with progress() as bar:
-        task = bar.add_task("reproduce", total=len(left), info="")
+        task = bar.add_task("reproduce", total=len(left), info="", unit="run")
         for i in order(left, [stored_keys(cfg) for cfg, _ in left]):
             cfg, cmd = left[i]
             bar.update(task, info=f"{cfg.dataset} {cfg.method} seed {cfg.seed}")

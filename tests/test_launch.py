@@ -124,10 +124,11 @@ def test_plain_progress_prints_lines_every_n_steps_and_at_the_end(monkeypatch):
         bar = PlainProgress(every=3)
         task = bar.add_task("finetune", total=7, info="")
         for step in range(7):
-            bar.update(task, advance=1, info=f"epoch 1/1 loss {step}")
+            bar.update(task, advance=1, info=f"epoch 1 of 1, loss {step}")
     lines = cap.get().splitlines()
-    assert [line.split(" ", 1)[1].split(" loss")[0] for line in lines] == [
-        "finetune: 3/7 epoch 1/1", "finetune: 6/7 epoch 1/1", "finetune: 7/7 epoch 1/1"]
+    assert [", ".join(line.split(" ", 1)[1].split(", ")[:3]) for line in lines] == [
+        "finetune: epoch 1 of 1, loss 2, batch 3 of 7", "finetune: epoch 1 of 1, loss 5, batch 6 of 7",
+        "finetune: epoch 1 of 1, loss 6, batch 7 of 7"]
 
 
 # ---- the grid, a killed worker, Slurm --------------------------------------------------------
