@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from .config import parse_sets
-from .console import console, out, user_errors
+from .console import console, out, plural, user_errors
 from .errors import UserError
 from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS,
                        REAL_DATASETS, model_help, resolve_dataset_group)
@@ -167,7 +167,7 @@ def frontier(
                                "at the setting whose seed-mean Average is best. Pre-trained: "
                                f"{res['source_before']:.2f}%. One seed is a sketch: --seeds 3 or more for intervals.")
         out.print(render((f"frontiers — {dataset_slug(dataset)} / {model}", table)))
-        out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {len(res['runs'])} runs, "
+        out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {plural(len(res['runs']), 'run')}, "
                   f"{res['seconds']:.0f} s", highlight=False)
 
 
@@ -194,7 +194,7 @@ def table(results_dir: str = typer.Option("results", help="Folder holding runs/ 
             out.print(f"no run of ours yet at the paper's settings for: {'; '.join(empty)} — `flowvision reproduce "
                       f"--model resnet18 --seeds 3` (and --model resnet50) fills them; the files under "
                       f"{Path(results_dir) / 'tables'} hold the paper's numbers", highlight=False, soft_wrap=True)
-        out.print(f"wrote {len(paths)} files under {Path(results_dir) / 'tables'}")
+        out.print(f"wrote {plural(len(paths), 'file')} under {Path(results_dir) / 'tables'}")
         if missing:
             out.print(f"{len(missing)} paper cells have no run of ours; commands that fill them "
                       f"(or `flowvision reproduce`):")
@@ -341,7 +341,7 @@ def reproduce(
         if dry_run:
             summary = run_grid(cells, dry_run=True)
             problems = check_inputs(cells)
-            out.print(f"{summary['cells']} runs, {summary['skipped']} finished, {len(summary['todo'])} to do:")
+            out.print(f"{plural(summary['cells'], 'run')}, {summary['skipped']} finished, {len(summary['todo'])} to do:")
             for cmd in summary["todo"]:
                 out.print(f"  {cmd}", highlight=False, soft_wrap=True)
             from .costs import describe, estimate, rates
@@ -364,8 +364,8 @@ def reproduce(
                             gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem,
                             array_parallelism=array_parallelism, cluster=submitit_cluster, wait=wait)
             if not wait:
-                out.print(f"{summary['cells']} runs, {summary['skipped']} already finished; submitted "
-                          f"{len(summary['jobs'])} jobs ({', '.join(summary['jobs'][:3])}{'...' if len(summary['jobs']) > 3 else ''}), "
+                out.print(f"{plural(summary['cells'], 'run')}, {summary['skipped']} already finished; submitted "
+                          f"{plural(len(summary['jobs']), 'job')} ({', '.join(summary['jobs'][:3])}{'...' if len(summary['jobs']) > 3 else ''}), "
                           f"logs under {summary['folder']}. `flowvision status --results-dir {results}` shows them.")
                 return
         elif jobs > 1 or gpus:
@@ -374,7 +374,7 @@ def reproduce(
             summary = local(cells, slots(jobs, gpus), results / "logs")
         else:
             summary = run_grid(cells)
-        out.print(f"{summary['cells']} runs: {summary['ran']} ran, {summary['skipped']} already finished, "
+        out.print(f"{plural(summary['cells'], 'run')}: {summary['ran']} ran, {summary['skipped']} already finished, "
                   f"{len(summary['failed'])} failed, {summary['seconds']:.0f} s. `flowvision table` shows them.")
         if summary["failed"]:
             raise typer.Exit(1)
@@ -430,7 +430,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         for (stage, kind), (n, size) in sorted(groups.items()):
             t.add_row(stage, kind, str(n), f"{size / 2**20:.1f}")
         out.print(t)
-        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {len(rows)} files")
+        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}")
         if prune:
             from .runstate import read_states
 
@@ -440,7 +440,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
                                 "prune when they have finished, or look first with --dry-run")
             gone = prune_store(Path(results_dir), dry_run=dry_run)
             verb = "would remove" if dry_run else "removed"
-            out.print(f"{verb} {len(gone)} files, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "
+            out.print(f"{verb} {plural(len(gone), 'file')}, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "
                       "(outputs no run record refers to, partial checkpoints, damaged and temporary files)")
 
 

@@ -96,6 +96,11 @@ def line(text: str, style: str | None = None) -> None:
     out.print(text, style=style, highlight=False, soft_wrap=True, markup=False)
 
 
+def plural(n: int, word: str) -> str:
+    """'1 run', '2 runs': a count as a person reads it."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def show(item) -> None:
     """Print a table (or any rich renderable), or a str as a ``line`` (whole, never cut)."""
     if isinstance(item, str):

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from . import config
-from .console import console
+from .console import console, plural
 
 METHODS = ("ft", "l2sp", "wiseft", "flow", "flow+wiseft")
 LABELS = {"ft": "FT (lr × epochs)", "l2sp": "ℓ2-SP (λ)", "wiseft": "WiSE-FT (α)", "flow": "FLOW (τ)",
@@ -206,7 +206,7 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     cfgs = sweep(dataset, model, overrides, seeds, **knobs)
     t0, records = time.time(), []
     for i, cfg in enumerate(cfgs):
-        console.print(f"[bold]frontier run {i + 1}/{len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, {cfg.epochs} epochs, "
+        console.print(f"[bold]frontier run {i + 1} of {len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, {plural(cfg.epochs, 'epoch')}, "
                       f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}"
                       + (f", λ {cfg.l2sp_lambda:g}" if cfg.regularizer == "l2sp" else "") + f", seed {cfg.seed}",
                       highlight=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from .console import Table, console, line, out
+from .console import Table, console, line, out, plural
 
 
 def pct(x, unit: str = " %") -> str:
@@ -18,11 +18,6 @@ def tau_text(tau: float, rule: str) -> str:
     except (TypeError, ValueError):
         same = False
     return f"{tau:.4g}" if same else f"{tau:.4g} ({rule})"
-
-
-def plural(n: int, word: str) -> str:
-    """'1 run', '2 runs'."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def result_table(r: dict) -> Table:
