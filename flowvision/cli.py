@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
+from .cli_data import DATA_ROOT_HELP
 from .config import parse_sets
 from .console import console, out, plural, user_errors
 from .errors import UserError
@@ -23,7 +25,7 @@ from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAP
 DATASET_HELP = (f"Target data set: {', '.join(REAL_DATASETS)}, a synthetic task: {', '.join(DEMO_DATASETS)}, or "
                 "folder:PATH, a folder of your own images (PATH/<class>/* or PATH/train|test/<class>/*).")
 SOURCE_EVAL_HELP = ("Any folder of images to measure forgetting on instead of --imagenet: synset folders (some or all) "
-                    "give accuracy, any images agreement and KL.")
+                    "give accuracy, any images agreement and KL (default: none, --imagenet).")
 MODEL_HELP = f"{model_help()}."
 LOG_HELP = ("Experiment tracking: none (default) | tensorboard (event files in the run folder) | wandb; "
             "per-epoch loss, accuracy and learning rate of each training stage, and the final metrics.")
@@ -31,7 +33,50 @@ PROTOCOL_HELP = (f"{' | '.join(PROTOCOLS)}: clean (default: last epoch, static w
                  "paper (the official code: best test epoch, online weights, τ from training-transform losses, "
                  "its Dogs split).")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+IMAGENET_HELP = "ImageNet-1K val: a folder of 1000 synset folders (default: $FLOWVISION_IMAGENET)."
+CACHE_HELP = ("Cache of demo source models (demo/), copied pre-trained weight files (weights/<tag>.safetensors) and "
+              "decoded image arrays (decoded/) (default: $FLOWVISION_CACHE, else ~/.cache/flowvision).")
+RESULTS_HELP = "Where run folders and the stage cache go (default: results)."
+WEIGHTS_HELP = ("Local weights file (.safetensors/.pth) for --model (default: the cache's copy, else timm downloads "
+                "the tag's weights).")
+SOURCE_MODEL_HELP = "Source model, as for finetune (default: resnet18 for a real data set, demo for a synthetic task)."
+SET_HELP = "Any config key, e.g. --set probe_epochs=2 (repeatable; default: none)."
+
+
+def _readable(params: list) -> list:
+    """Help as a person reads it: a flag shows no '<bool>' value to type, and an argument is named in
+    capitals (CHECKPOINT, not checkpoint)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+        elif p.param_type_name == "argument" and p.metavar is None:
+            p.metavar = p.name.upper()
+    return params
+
+
+class ReadableCommand(TyperCommand):
+    def get_params(self, ctx):
+        return _readable(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx):
+        """A required argument as plain RUN_DIR, not Typer's {RUN_DIR} (read as a placeholder to fill)."""
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+
+class ReadableGroup(TyperGroup):
+    """Every command of the group (and the group's own help) reads as ``_readable`` says."""
+
+    def get_params(self, ctx):
+        return _readable(super().get_params(ctx))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if type(command) is TyperCommand:
+            command.__class__ = ReadableCommand
+        return command
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=ReadableGroup,
                   help="Fine-tune pre-trained vision models with FLOW sample weighting and measure forgetting.")
 
 
@@ -53,23 +98,26 @@ def finetune(
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     method: str = typer.Option("flow", help=f"One of: {', '.join(METHODS)}."),
     tau: Optional[str] = typer.Option(None, help="FLOW temperature: a number > 0, 'median', a percentile like p25, "
-                                                 "or 'paper' (the official script's; resnet18 and --protocol paper only)."),
+                                                 "or 'paper' (the official script's; resnet18 and --protocol paper only). "
+                                                 "Default: median."),
     protocol: Optional[str] = typer.Option(None, help=PROTOCOL_HELP),
-    seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation)."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation). Default: 0."),
     epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the config file's)."),
     lr: Optional[float] = typer.Option(None, help="Fine-tuning learning rate (default: the config file's)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (paper: 128)."),
-    weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
-    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
-    imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
-    imagenet_subset: Optional[int] = typer.Option(None, help="Evaluate forgetting on a class-balanced subset of N images."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the config file's; paper: 128)."),
+    weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
+    data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
+    imagenet: Optional[str] = typer.Option(None, help=IMAGENET_HELP),
+    imagenet_subset: Optional[int] = typer.Option(None, help="Evaluate forgetting on a class-balanced subset of N "
+                                                            "images (default: all of them)."),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
-    results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
+    results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto, a GPU when there is one)."),
     log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of configs/<model>/<dataset>.yaml."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set probe_epochs=2 (repeatable)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of the default, "
+                                                 "configs/<model>/<dataset>.yaml."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config (and where each value came "
                                  "from), the files it reads and the stage plan; run nothing."),
 ):
@@ -106,8 +154,8 @@ def demo(
     seeds: int = typer.Option(6, min=1, help="Number of seeds (0..N-1); docs/findings.md says in which CPU configurations 6 kept the paired FT−FLOW interval off 0."),
     methods: str = typer.Option(",".join(DEMO_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set epochs=5 (repeatable)."),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """The offline demo: standard fine-tuning vs FLOW on a synthetic task, over several seeds."""
     with user_errors():
@@ -121,20 +169,20 @@ def demo(
 @app.command()
 def frontier(
     dataset: str = typer.Option("gratings", help=DATASET_HELP),
-    model: Optional[str] = typer.Option(None, help="Source model (as for finetune)."),
+    model: Optional[str] = typer.Option(None, help=SOURCE_MODEL_HELP),
     seeds: int = typer.Option(1, min=1, help="Seeds 0..N-1 (each point is the mean over them)."),
     lrs: Optional[str] = typer.Option(None, help="FT learning rates, comma-separated (default: the config's × 0.1, 0.3, 1)."),
     epochs: Optional[str] = typer.Option(None, help="FT epochs, comma-separated (default: 1 and the config's)."),
     taus: Optional[str] = typer.Option(None, help="FLOW τ rules, comma-separated (default: p10,p25,median,p75,p90)."),
     l2sp_lambdas: Optional[str] = typer.Option(None, "--l2sp-lambdas", help="ℓ2-SP strengths λ, comma-separated "
                                                "(default: the config's l2sp_lambda × 0.1, 1, 10)."),
-    weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
-    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
-    imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    weights_file: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
+    imagenet: Optional[str] = typer.Option(None, help=IMAGENET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
-    results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help="Demo model cache [env FLOWVISION_CACHE]."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
+    results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP.replace("key,", "key for every run,")),
 ):
     """Trade-off frontiers: FT over learning rates and epochs, ℓ2-SP over λ, WiSE-FT over α, FLOW over τ,
     FLOW+WiSE-FT over α; a PNG of target vs source accuracy with each method's Pareto front, and a table."""
@@ -173,7 +221,7 @@ def frontier(
 
 from .cli_data import data_app  # noqa: E402
 
-app.add_typer(data_app, name="data")
+app.add_typer(data_app, name="data", cls=ReadableGroup)
 
 
 @app.command()
@@ -219,14 +267,14 @@ def plot(results_dir: str = typer.Option("results", help="Folder holding runs/."
 @app.command()
 def weights(
     dataset: str = typer.Option("gratings", help=DATASET_HELP),
-    model: Optional[str] = typer.Option(None, help="Source model (as for finetune)."),
+    model: Optional[str] = typer.Option(None, help=SOURCE_MODEL_HELP),
     tau: Optional[str] = typer.Option(None, help="τ rule (default: the config's, median)."),
     k: int = typer.Option(16, min=1, help="How many most up- and down-weighted samples to show."),
-    seed: Optional[int] = typer.Option(None),
-    weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
-    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
-    results_dir: Optional[str] = typer.Option(None),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key (repeatable)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the probe whose losses give the weights (default: 0)."),
+    weights_file: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
+    results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """The sample audit: which training samples FLOW up- and down-weights most, and per-class means."""
     with user_errors():
@@ -288,17 +336,19 @@ def reproduce(
                                  + "; folder:PATH for a folder of your own images."),
     methods: str = typer.Option(",".join(PAPER_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     seeds: int = typer.Option(3, min=1, help="Seeds 0..N-1."),
-    weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
-    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
-    imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
+    data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
+    imagenet: Optional[str] = typer.Option(None, help=IMAGENET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
-    results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (with --gpus: auto or cuda)."),
+    results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (with --gpus: auto or cuda; "
+                                                    "default: auto)."),
     log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
     launcher: str = typer.Option("local", help="local: this machine (--jobs / --gpus) | slurm: a job array via submitit."),
     jobs: int = typer.Option(1, min=1, help="Local worker processes (1: run the cells in this process)."),
-    gpus: Optional[str] = typer.Option(None, help="Local: one worker per GPU, '0,1,2,3' or 'all'."),
-    partition: Optional[str] = typer.Option(None, help="Slurm partition."),
+    gpus: Optional[str] = typer.Option(None, help="Local: one worker per GPU, '0,1,2,3' or 'all' (default: none, "
+                                                  "--jobs workers)."),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition (default: the cluster's)."),
     time_limit: str = typer.Option("24:00:00", "--time", help="Slurm time limit per job (HH:MM:SS or minutes)."),
     gpus_per_job: int = typer.Option(1, min=0, help="Slurm GPUs per job."),
     cpus_per_job: int = typer.Option(8, min=1, help="Slurm CPUs per job (data loading workers)."),
@@ -308,7 +358,7 @@ def reproduce(
     submitit_cluster: str = typer.Option("slurm", hidden=True,
                                          help="submitit executor: slurm, or local (the same jobs as local processes)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the inputs (data, weights, ImageNet) and list the runs still to do."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP.replace("key,", "key for every run,")),
 ):
     """Run a grid (model × data sets × methods × seeds), skipping finished runs; here, on N workers
     or GPUs, or as Slurm jobs. `flowvision status` shows where it is."""
@@ -447,10 +497,10 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
 @app.command()
 def bench(
     model: str = typer.Option("resnet18", help="timm architecture (random weights)."),
-    image_size: int = typer.Option(32, min=8),
-    batch_size: int = typer.Option(32, min=1),
+    image_size: int = typer.Option(32, min=8, help="Side of the random square images, in pixels."),
+    batch_size: int = typer.Option(32, min=1, help="Images per training step."),
     steps: int = typer.Option(5, min=1, help="Training steps per variant per repeat."),
-    repeats: int = typer.Option(3, min=1),
+    repeats: int = typer.Option(3, min=1, help="Interleaved repeats of every variant; the table shows their median."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     data: bool = typer.Option(False, "--data", help="Time the data path instead: PIL per sample vs the decoded cache."),
     images: int = typer.Option(64, min=8, help="With --data: generated images per recipe."),

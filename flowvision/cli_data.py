@@ -28,7 +28,7 @@ def status(
     imagenet: Optional[str] = typer.Option(
         None, "--imagenet", help="ImageNet-1K val folder of 1000 synset folders (default: $FLOWVISION_IMAGENET)."),
     datasets: Optional[List[str]] = typer.Option(
-        None, "--dataset", help="Also a folder of your own images, folder:PATH (repeatable): its classes, counts "
+        None, "--dataset", help="Also a folder of your own images, folder:PATH (repeatable; default: none): its classes, counts "
                                 "and problems (no image is opened)."),
 ) -> None:
     """Show, per data set, whether it is found, its train/test sizes and how to get it."""

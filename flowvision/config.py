@@ -115,7 +115,7 @@ class RunConfig:
     results_dir: str = _where("results")
     hparams_note: Optional[str] = _where(None)  # where the config file's numbers come from, when not this model's own
     sweep: Optional[str] = _where(None)  # e.g. "frontier": a sweep point off its method's defaults; tables and plots leave it out
-    cache_dir: Optional[str] = _where(None)  # demo models; default $FLOWVISION_CACHE or ~/.cache/flowvision
+    cache_dir: Optional[str] = _where(None)  # demo models, copied weights, decoded images; default $FLOWVISION_CACHE or ~/.cache/flowvision
     # hardware: where and how fast. amp (bf16) changes numbers and is keyed; the others are not keyed
     # (channels_last and compile may move the last bits of a float, never a result's meaning).
     # amp and channels_last none (auto): on under the clean protocol on a CUDA device, off otherwise

@@ -34,6 +34,8 @@ class Table(RichTable):
                 column.min_width = max(_cell_len(c) for c in cells)
             else:  # a word (a number, a name) stays whole up to a width; longer ones fold
                 column.overflow, column.min_width = "fold", min(max(_cell_len(c, words=True) for c in cells), 24)
+        if isinstance(self.title, (str, Text)):  # a run id in the title is not folded either
+            self.min_width = max(self.min_width or 0, _cell_len(self.title, words=True))
         width = options.max_width if self.width is None else self.width
         if len(self.columns) < 2 or _least(self) <= width:
             yield from RichTable.__rich_console__(self, console, options)

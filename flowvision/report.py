@@ -111,7 +111,12 @@ def dry_run_tables(report: dict) -> list:
     files = ["files the run reads:"]
     for row in report["files"]:
         found = {True: "found", False: "NOT FOUND", None: "not checked"}[row["found"]]
-        files += [f"  {row['what']}: {found}: {row['path']}"] + ([Text(f"    {row['note']}")] if row["note"] else [])
+        files.append(f"  {row['what']}: {found}: {row['path']}")
+        fix = re.match(r"(.*fix: )(flowvision [^;]*)$", row["note"])
+        if fix:  # the command alone on its line, to copy whole
+            files += [f"    {fix[1].strip()}", f"      {fix[2]}"]
+        elif row["note"]:
+            files.append(Text(f"    {row['note']}"))
     plan = Table(title="stage plan", title_justify="left")
     plan.add_column("stage", no_wrap=True)
     plan.add_column("key", no_wrap=True)
