@@ -58,6 +58,18 @@ class ReadableCommand(TyperCommand):
     def get_params(self, ctx):
         return _readable(super().get_params(ctx))
 
+    def parse_args(self, ctx, args):
+        """``--set epochs 2`` (a space for the '='): said as such, not as click's 'unexpected extra argument'."""
+        for flag, item, extra in zip(args, args[1:], args[2:]):
+            if flag == "--set" and "=" not in item and not extra.startswith("-"):
+                from .config import SETTABLE
+                from .errors import closest
+
+                key = item if item in SETTABLE else closest(item, SETTABLE) or item
+                raise typer.BadParameter(f"'{item} {extra}': write key=value (did you mean --set {key}={extra}?)",
+                                         ctx=ctx, param_hint="--set")
+        return super().parse_args(ctx, args)
+
     def collect_usage_pieces(self, ctx):
         """A required argument as plain RUN_DIR, not Typer's {RUN_DIR} (read as a placeholder to fill)."""
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]

@@ -67,10 +67,6 @@ def test_every_commands_main_table_at_100_columns_keeps_ids_paths_and_commands_w
            "config file: " + str(Path("configs/resnet18/cifar100.yaml").resolve()))
     assert "│ data_root" in dry.output and "(below)" in dry.output and f"data_root: {deep}" in dry.output
 
-    data = runner.invoke(app, ["data", "status", "--data-root", str(deep)])
-    assert data.exit_code == 0, data.output
-    _whole(data.output, *DATASETS)
-
     record, _ = read_record(tmp_path / "runs" / ids[3] / "result.json")
     result = dict(record.to_dict(), run_dir=str(tmp_path / "runs" / ids[3]))
     with out.capture() as printed:
@@ -166,3 +162,30 @@ def test_cache_dir_help_says_everything_it_holds():
     assert "Demo model cache" not in text
     for part in ("demo/", "weights/<tag>.safetensors", "decoded/", "$FLOWVISION_CACHE"):
         assert part in text
+
+
+# ---- did you mean --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,hint", [
+    (["--set", "epoch=2"], "unknown config key epoch (did you mean epochs?)"),
+    (["--dataset", "cifar-10"], "unknown dataset 'cifar-10' (did you mean cifar10?)"),
+    (["--tau", "medain"], "--tau medain is not understood (did you mean median?)"),
+    (["--set", "epochs", "2"], "'epochs 2': write key=value (did you mean --set epochs=2?)"),
+    (["--set", "epoch", "2"], "(did you mean --set epochs=2?)"),
+    (["--set", "epochs", "--seed", "1"], "--set 'epochs': write key=value, e.g. --set epochs=3"),
+    (["--method", "flw"], "unknown method 'flw' (did you mean flow?)"),
+])
+def test_an_unknown_value_gets_a_did_you_mean(args, hint):
+    res = runner.invoke(app, ["finetune", *args, "--dry-run"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2, res.output
+    assert hint in " ".join(res.output.replace("│", " ").split()), res.output
+    assert "Traceback" not in res.output
+
+
+def test_key_lists_in_errors_name_only_what_a_person_sets():
+    res = runner.invoke(app, ["finetune", "--set", "frobnicate=1", "--dry-run"])
+    assert res.exit_code == 2
+    listed = " ".join(res.output.split()).split("valid keys: ", 1)[1]
+    keys = {k.strip() for k in listed.split(",")}
+    assert {"epochs", "lr", "tau", "probe_epochs"} <= keys
+    assert not keys & {"dataset", "model", "method", "sweep", "hparams_note"}
+    assert "did you mean" not in res.output  # nothing is close to frobnicate
