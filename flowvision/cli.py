@@ -17,7 +17,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from .cli_data import DATA_ROOT_HELP
 from .config import parse_sets
-from .console import console, out, plural, user_errors
+from .console import console, line, out, plural, user_errors
 from .errors import UserError
 from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS,
                        REAL_DATASETS, model_help, resolve_dataset_group)
@@ -251,9 +251,11 @@ def table(results_dir: str = typer.Option("results", help="Folder holding runs/ 
             if t[0] not in empty:
                 out.print(render(t))
         if empty:
-            out.print(f"no run of ours yet at the paper's settings for: {'; '.join(empty)} — `flowvision reproduce "
-                      f"--model resnet18 --seeds 3` (and --model resnet50) fills them; the files under "
-                      f"{Path(results_dir) / 'tables'} hold the paper's numbers", highlight=False, soft_wrap=True)
+            out.print(f"no run of ours yet at the paper's settings for: {'; '.join(empty)}; the files under "
+                      f"{Path(results_dir) / 'tables'} hold the paper's numbers, and these commands fill them:",
+                      highlight=False)
+            for model in ("resnet18", "resnet50"):
+                line(f"  flowvision reproduce --model {model} --seeds 3")
         out.print(f"wrote {plural(len(paths), 'file')} under {Path(results_dir) / 'tables'}")
         if missing:
             out.print(f"{len(missing)} paper cells have no run of ours; commands that fill them "
@@ -298,7 +300,9 @@ def weights(
         res = audit(cfg, k)
         from .tables import render
 
-        out.print(render((f"mean FLOW weight per class — {dataset}, τ = {res['tau']:.4g} ({res['tau_rule']})",
+        from .report import tau_text
+
+        out.print(render((f"mean FLOW weight per class — {dataset}, τ = {tau_text(res['tau'], res['tau_rule'])}",
                           res["per_class"].round(4).astype(str))))
         if res["label_noise"]:
             from .report import noise_text
@@ -537,7 +541,7 @@ def bench(
             raise UserError(f"--model {model} is not a timm architecture; e.g. resnet18 or resnet50")
         dev = resolve_device(device)
         rows = run_bench(model, image_size, batch_size, steps, repeats, dev)
-        t = Table(title=f"{model} @ {image_size}px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")
+        t = Table(title=f"{model} @ {image_size} px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")
         for col in ("variant", "images/s", "× vs online (official)"):
             t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col == "variant")
         for r in rows:

@@ -32,8 +32,10 @@ class Table(RichTable):
             cells = [column.header, *column.cells]
             if column.no_wrap:
                 column.min_width = max(_cell_len(c) for c in cells)
-            else:  # a word (a number, a name) stays whole up to a width; longer ones fold
-                column.overflow, column.min_width = "fold", min(max(_cell_len(c, words=True) for c in cells), 24)
+            else:  # a short cell ('71.30 ± 0.52') stays on one line, a word in a longer one whole up to 24 columns
+                whole = max(_cell_len(c) for c in column.cells) if column.cells else 0
+                word = max(_cell_len(c, words=True) for c in cells)
+                column.overflow, column.min_width = "fold", max(word, whole) if whole <= 16 else min(word, 24)
         if isinstance(self.title, (str, Text)):  # a run id in the title is not folded either
             self.min_width = max(self.min_width or 0, _cell_len(self.title, words=True))
         width = options.max_width if self.width is None else self.width
@@ -56,8 +58,10 @@ class Table(RichTable):
             part = self._part([c for c in self.columns if c in ids or c in chosen])
             part.title = (f"{self.title} ({i + 1} of {len(parts)})" if self.title and isinstance(self.title, str)
                           else Text.assemble(self.title, f" ({i + 1} of {len(parts)})") if self.title else None)
-            part.caption = self.caption if i == len(parts) - 1 else None
+            part.caption = None
             tables.append(part)
+        if self.caption:  # under the last part, at the console's width rather than that part's
+            tables.append(Text(self.caption) if isinstance(self.caption, str) else self.caption)
         return tables
 
     def _part(self, columns) -> RichTable:

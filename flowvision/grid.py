@@ -200,7 +200,7 @@ def reproduce(cells: list, dry_run: bool = False) -> dict:
                 run(cfg)
                 summary["ran"] += 1
             except UserError as e:  # one cell's missing data must not stop the rest of the grid
-                console.print(f"[red]failed[/]: {cmd}: {e}", highlight=False)
+                console.print(f"[red]failed[/]: {cmd}: {e}", highlight=False, soft_wrap=True)
                 summary["failed"].append((cmd, str(e)))
             bar.advance(task)
     summary["seconds"] = round(time.time() - t0, 1)

@@ -391,20 +391,20 @@ def write_tables(tables: Sequence[Table], out_dir: Path = TABLES_DIR) -> list:
 def unit(column: str) -> str:
     """The unit a printed header carries on its second line: accuracies and their averages in %, drops
     and differences of two accuracies in points, KL in nats; '' for counts, names and columns that
-    already say it."""
+    already say it. Cross-entropy losses are in nats too."""
     name = column.lower()
     if "%)" in name or name.startswith(("#", "seeds", "n", "data sets", "points", "on front")) and "acc" not in name:
         return ""
     if "drop" in name or name.startswith("δ"):
         return "points"
-    if name.startswith("kl"):
+    if name.startswith("kl") or "loss" in name:
         return "nats"
     if any(word in name for word in ("acc", "average", "agreement", "hardest", "all test", "target", "there")):
         return "%"
     return ""
 
 
-IDS = ("method", "dataset", "model", "settings", "config", "protocol")  # whole at any width (console.Table)
+IDS = ("class", "method", "dataset", "model", "settings", "config", "protocol")  # whole at any width (console.Table)
 SHORT_SETTINGS = 24  # longer settings print as a key into a legend under the table (files keep them whole)
 
 
