@@ -59,6 +59,8 @@ class Table(RichTable):
             part.title = (f"{self.title} ({i + 1} of {len(parts)})" if self.title and isinstance(self.title, str)
                           else Text.assemble(self.title, f" ({i + 1} of {len(parts)})") if self.title else None)
             part.caption = None
+            if part.title:  # the title on one line where the console has room for it
+                part.min_width = max(part.min_width or 0, min(width, _cell_len(part.title)))
             tables.append(part)
         if self.caption:  # under the last part, at the console's width rather than that part's
             tables.append(Text(self.caption) if isinstance(self.caption, str) else self.caption)

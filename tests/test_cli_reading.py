@@ -108,6 +108,20 @@ def test_run_printout_numbers_carry_units_and_read_as_words(tmp_path, narrow):
     assert report.plural(1, "run") == "1 run" and report.plural(2, "epoch") == "2 epochs"
 
 
+def test_table_headers_carry_their_units(tmp_path):
+    from flowvision import tables
+
+    assert [tables.unit(c) for c in ("target acc", "IN-1K acc (ours)", "source drop", "Δ Average (ours)", "KL",
+                                     "mean_loss", "# hard (ours)", "seeds", "dominated area (%)", "method")] == [
+        "%", "%", "points", "points", "nats", "nats", "", "", "", ""]
+    write_run(tmp_path, "a", dataset="gratings", model="demo", synthetic=True)
+    record, _ = read_record(tmp_path / "runs" / "a" / "result.json")
+    headers = [c.header for c in report.demo_table([record.to_dict()]).columns]
+    assert all(h in ("method", "seeds") or h.endswith(("(%)", "(points)", "(nats)")) for h in headers), headers
+    printed = tables.render(tables.table5())
+    assert "hardest 10% (ours)\n%" in [c.header for c in printed.columns]
+
+
 def test_progress_lines_count_batches_in_words_and_say_each_epoch_once(tiny):
     from flowvision import console
 
