@@ -67,12 +67,12 @@ class Table(RichTable):
         return tables
 
     def _part(self, columns) -> RichTable:
-        part = _Plain(self)
+        part = _plain_copy(self)
         part.columns = [replace(c, _index=i, _cells=list(c.cells)) for i, c in enumerate(columns)]
         return part
 
 
-def _Plain(table: Table) -> RichTable:
+def _plain_copy(table: Table) -> RichTable:
     """A plain rich Table with ``table``'s look, columns and rows (measured or printed as it is)."""
     plain = RichTable.__new__(RichTable)
     plain.__dict__.update(table.__dict__)
@@ -80,7 +80,8 @@ def _Plain(table: Table) -> RichTable:
 
 
 def _least(table: RichTable) -> int:
-    """The narrowest width at which no column is below its ``min_width``."""
+    """The narrowest width at which no column is below its ``min_width`` (padding and borders as rich
+    counts them)."""
     return sum((c.min_width or 1) + table._get_padding_width(i) for i, c in enumerate(table.columns)) + table._extra_width
 
 
@@ -142,7 +143,8 @@ def progress():
     if plain():
         return PlainProgress(every=log_steps(), disable=_quiet())
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[unit]} {task.completed:.0f} of {task.total:.0f}"),
+        TextColumn("[bold]{task.description}"), BarColumn(),
+        TextColumn("{task.fields[unit]} {task.completed:.0f} of {task.total:.0f}"),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
         console=console, transient=False, disable=_quiet(),
     )
@@ -204,10 +206,10 @@ class PlainProgress:
             return
         spent = time.time() - t["t0"]
         rate = (t["done"] - t["start"]) / spent if spent > 0 else 0
-        eta = f" eta {(t['total'] - t['done']) / rate:.0f} s" if rate and t["done"] < t["total"] else ""
+        eta = f", eta {(t['total'] - t['done']) / rate:.0f} s" if rate and t["done"] < t["total"] else ""
         info = f"{t['info']}, " if t["info"] else ""
         console.print(f"{time.strftime('%H:%M:%S')} {t['desc']}: {info}{t['unit']} {t['done']} of {t['total']}, "
-                      f"{spent:.0f} s{eta.replace(' eta', ', eta')}", highlight=False, soft_wrap=True, markup=False)
+                      f"{spent:.0f} s{eta}", highlight=False, soft_wrap=True, markup=False)
 
 
 @contextlib.contextmanager
