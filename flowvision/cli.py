@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
+from .cli_data import DATA_ROOT_HELP
 from .config import parse_sets
-from .console import console, out, user_errors
+from .console import console, line, out, plural, user_errors
 from .errors import UserError
 from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS,
                        REAL_DATASETS, model_help, resolve_dataset_group)
@@ -23,19 +25,73 @@ from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAP
 DATASET_HELP = (f"Target data set: {', '.join(REAL_DATASETS)}, a synthetic task: {', '.join(DEMO_DATASETS)}, or "
                 "folder:PATH, a folder of your own images (PATH/<class>/* or PATH/train|test/<class>/*).")
 SOURCE_EVAL_HELP = ("Any folder of images to measure forgetting on instead of --imagenet: synset folders (some or all) "
-                    "give accuracy, any images agreement and KL.")
+                    "give accuracy, any images agreement and KL (default: none, --imagenet).")
 MODEL_HELP = f"{model_help()}."
 LOG_HELP = ("Experiment tracking: none (default) | tensorboard (event files in the run folder) | wandb; "
             "per-epoch loss, accuracy and learning rate of each training stage, and the final metrics.")
 TAU_HELP = ("FLOW temperature: a number > 0, 'median', a percentile like p25, "
-            "or 'paper' (the official script's; resnet18 and --protocol paper only).")
-IMAGENET_SUBSET_HELP = "Evaluate forgetting on a class-balanced subset of N images."
-CACHE_DIR_HELP = "Demo model cache [env FLOWVISION_CACHE]."
+            "or 'paper' (the official script's; resnet18 and --protocol paper only). Default: median.")
+IMAGENET_SUBSET_HELP = "Evaluate forgetting on a class-balanced subset of N images (default: all of them)."
 PROTOCOL_HELP = (f"{' | '.join(PROTOCOLS)}: clean (default: last epoch, static weights, official splits) or "
                  "paper (the official code: best test epoch, online weights, τ from training-transform losses, "
                  "its Dogs split).")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+IMAGENET_HELP = "ImageNet-1K val: a folder of 1000 synset folders (default: $FLOWVISION_IMAGENET)."
+CACHE_HELP = ("Cache of demo source models (demo/), copied pre-trained weight files (weights/<tag>.safetensors) and "
+              "decoded image arrays (decoded/) (default: $FLOWVISION_CACHE, else ~/.cache/flowvision).")
+RESULTS_HELP = "Where run folders and the stage cache go (default: results)."
+WEIGHTS_HELP = ("Local weights file (.safetensors/.pth) for --model (default: the cache's copy, else timm downloads "
+                "the tag's weights).")
+SOURCE_MODEL_HELP = "Source model, as for finetune (default: resnet18 for a real data set, demo for a synthetic task)."
+SET_HELP = "Any config key, e.g. --set probe_epochs=2 (repeatable; default: none)."
+
+
+def _readable(params: list) -> list:
+    """Help as a person reads it: a flag shows no '<bool>' value to type, and an argument is named in
+    capitals (CHECKPOINT, not checkpoint)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+        elif p.param_type_name == "argument" and p.metavar is None:
+            p.metavar = p.name.upper()
+    return params
+
+
+class ReadableCommand(TyperCommand):
+    def get_params(self, ctx):
+        return _readable(super().get_params(ctx))
+
+    def parse_args(self, ctx, args):
+        """``--set epochs 2`` (a space for the '='): said as such, not as click's 'unexpected extra argument'."""
+        for flag, item, extra in zip(args, args[1:], args[2:]):
+            if flag == "--set" and "=" not in item and not extra.startswith("-"):
+                from .config import SETTABLE
+                from .errors import closest
+
+                key = item if item in SETTABLE else closest(item, SETTABLE) or item
+                raise typer.BadParameter(f"'{item} {extra}': write key=value (did you mean --set {key}={extra}?)",
+                                         ctx=ctx, param_hint="--set")
+        return super().parse_args(ctx, args)
+
+    def collect_usage_pieces(self, ctx):
+        """A required argument as plain RUN_DIR, not Typer's {RUN_DIR} (read as a placeholder to fill)."""
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+
+class ReadableGroup(TyperGroup):
+    """Every command of the group (and the group's own help) reads as ``_readable`` says."""
+
+    def get_params(self, ctx):
+        return _readable(super().get_params(ctx))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if type(command) is TyperCommand:
+            command.__class__ = ReadableCommand
+        return command
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=ReadableGroup,
                   help="Fine-tune pre-trained vision models with FLOW sample weighting and measure forgetting.")
 
 
@@ -66,21 +122,22 @@ def finetune(
     method: str = typer.Option("flow", help=f"One of: {', '.join(METHODS)}."),
     tau: Optional[str] = typer.Option(None, help=TAU_HELP),
     protocol: Optional[str] = typer.Option(None, help=PROTOCOL_HELP),
-    seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation)."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (head init, shuffling, augmentation). Default: 0."),
     epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the config file's)."),
     lr: Optional[float] = typer.Option(None, help="Fine-tuning learning rate (default: the config file's)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (paper: 128)."),
-    weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
-    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
-    imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the config file's; paper: 128)."),
+    weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
+    data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
+    imagenet: Optional[str] = typer.Option(None, help=IMAGENET_HELP),
     imagenet_subset: Optional[int] = typer.Option(None, help=IMAGENET_SUBSET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
-    results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help=CACHE_DIR_HELP),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
+    results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto, a GPU when there is one)."),
     log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of configs/<model>/<dataset>.yaml."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set probe_epochs=2 (repeatable)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of the default, "
+                                                 "configs/<model>/<dataset>.yaml."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config (and where each value came "
                                  "from), the files it reads and the stage plan; run nothing."),
 ):
@@ -96,20 +153,21 @@ def finetune(
             trace=sources)
         if dry_run:
             from .dryrun import dry_run as plan_run
+            from .console import show
             from .report import dry_run_tables
 
             if os.environ.get("RANK", "0") == "0":  # under torchrun: one plan, from rank 0
                 report = plan_run(cfg, sources)
-                for table in dry_run_tables(report):
-                    out.print(table)
+                for item in dry_run_tables(report):
+                    show(item)
                 _print_estimate([] if report["run"]["finished"] else [cfg], Path(cfg.results_dir))
             return
         from .run import run
-        from .report import result_table
+        from .report import print_result
 
         result = run(cfg)
         if result is not None:  # None: a torchrun rank other than 0 (rank 0 prints the result)
-            out.print(result_table(result))
+            print_result(result)
             from .weighting import far_from_paper_tau
 
             far = far_from_paper_tau(result.get("tau"), cfg.paper_tau, cfg.dataset)
@@ -123,8 +181,8 @@ def demo(
     seeds: int = typer.Option(6, min=1, help="Number of seeds (0..N-1); docs/findings.md says in which CPU configurations 6 kept the paired FT−FLOW interval off 0."),
     methods: str = typer.Option(",".join(DEMO_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help=CACHE_DIR_HELP),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key: --set epochs=5 (repeatable)."),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """The offline demo: standard fine-tuning vs FLOW on a synthetic task, over several seeds."""
     with user_errors():
@@ -138,7 +196,7 @@ def demo(
 @app.command()
 def frontier(
     dataset: str = typer.Option("gratings", help=DATASET_HELP),
-    model: Optional[str] = typer.Option(None, help="Source model (as for finetune)."),
+    model: Optional[str] = typer.Option(None, help=SOURCE_MODEL_HELP),
     seeds: int = typer.Option(1, min=1, help="Seeds 0..N-1 (each point is the mean over them)."),
     lrs: Optional[str] = typer.Option(None, help="FT learning rates, comma-separated (default: the config's × 0.1, 0.3, 1)."),
     epochs: Optional[str] = typer.Option(None, help="FT epochs, comma-separated (default: 1 and the config's)."),
@@ -147,13 +205,13 @@ def frontier(
                                                "(default: the config's l2sp_lambda × 0.1, 1, 10)."),
     lwf_lambdas: Optional[str] = typer.Option(None, help="LwF λ values, comma-separated (default: 0.1,0.3,1,3,10)."),
     ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0.1,1,10,100)."),
-    weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
-    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
-    imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    weights_file: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
+    imagenet: Optional[str] = typer.Option(None, help=IMAGENET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
-    results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help=CACHE_DIR_HELP),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
+    results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP.replace("key,", "key for every run,")),
 ):
     """Trade-off frontiers: FT over learning rates and epochs, ℓ2-SP, LwF and EWC over their λ, WiSE-FT over α,
     FLOW over τ, FLOW+WiSE-FT over α; a PNG of target vs source accuracy with each method's Pareto front,
@@ -189,13 +247,13 @@ def frontier(
                                "at the setting whose seed-mean Average is best. Pre-trained: "
                                f"{res['source_before']:.2f}%. One seed is a sketch: --seeds 3 or more for intervals.")
         out.print(render((f"frontiers — {dataset_slug(dataset)} / {model}", table)))
-        out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {len(res['runs'])} runs, "
+        out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {plural(len(res['runs']), 'run')}, "
                   f"{res['seconds']:.0f} s", highlight=False)
 
 
 from .cli_data import data_app  # noqa: E402
 
-app.add_typer(data_app, name="data")
+app.add_typer(data_app, name="data", cls=ReadableGroup)
 
 
 @app.command()
@@ -213,10 +271,12 @@ def table(results_dir: str = typer.Option("results", help="Folder holding runs/ 
             if t[0] not in empty:
                 out.print(render(t))
         if empty:
-            out.print(f"no run of ours yet at the paper's settings for: {'; '.join(empty)} — `flowvision reproduce "
-                      f"--model resnet18 --seeds 3` (and --model resnet50) fills them; the files under "
-                      f"{Path(results_dir) / 'tables'} hold the paper's numbers", highlight=False, soft_wrap=True)
-        out.print(f"wrote {len(paths)} files under {Path(results_dir) / 'tables'}")
+            out.print(f"no run of ours yet at the paper's settings for: {'; '.join(empty)}; the files under "
+                      f"{Path(results_dir) / 'tables'} hold the paper's numbers, and these commands fill them:",
+                      highlight=False)
+            for model in ("resnet18", "resnet50"):
+                line(f"  flowvision reproduce --model {model} --seeds 3")
+        out.print(f"wrote {plural(len(paths), 'file')} under {Path(results_dir) / 'tables'}")
         if missing:
             out.print(f"{len(missing)} paper cells have no run of ours; commands that fill them "
                       f"(or `flowvision reproduce`):")
@@ -241,14 +301,14 @@ def plot(results_dir: str = typer.Option("results", help="Folder holding runs/."
 @app.command()
 def weights(
     dataset: str = typer.Option("gratings", help=DATASET_HELP),
-    model: Optional[str] = typer.Option(None, help="Source model (as for finetune)."),
+    model: Optional[str] = typer.Option(None, help=SOURCE_MODEL_HELP),
     tau: Optional[str] = typer.Option(None, help="τ rule (default: the config's, median)."),
     k: int = typer.Option(16, min=1, help="How many most up- and down-weighted samples to show."),
-    seed: Optional[int] = typer.Option(None),
-    weights_file: Optional[str] = typer.Option(None, "--weights", help="Local weights file for --model."),
-    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
-    results_dir: Optional[str] = typer.Option(None),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key (repeatable)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the probe whose losses give the weights (default: 0)."),
+    weights_file: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
+    results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """The sample audit: which training samples FLOW up- and down-weights most, and per-class means."""
     with user_errors():
@@ -260,7 +320,9 @@ def weights(
         res = audit(cfg, k)
         from .tables import render
 
-        out.print(render((f"mean FLOW weight per class — {dataset}, τ = {res['tau']:.4g} ({res['tau_rule']})",
+        from .report import tau_text
+
+        out.print(render((f"mean FLOW weight per class — {dataset}, τ = {tau_text(res['tau'], res['tau_rule'])}",
                           res["per_class"].round(4).astype(str))))
         if res["label_noise"]:
             from .report import noise_text
@@ -312,19 +374,21 @@ def reproduce(
     seeds: int = typer.Option(3, min=1, help="Seeds 0..N-1."),
     protocol: Optional[str] = typer.Option(None, help=PROTOCOL_HELP),
     tau: Optional[str] = typer.Option(None, help=TAU_HELP),
-    weights: Optional[str] = typer.Option(None, help="Local weights file (.safetensors/.pth) for --model."),
-    data_root: Optional[str] = typer.Option(None, help="Folder holding the data sets [env FLOWVISION_DATA]."),
-    imagenet: Optional[str] = typer.Option(None, help="ImageNet-1K val ImageFolder [env FLOWVISION_IMAGENET]."),
+    weights: Optional[str] = typer.Option(None, help=WEIGHTS_HELP),
+    data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
+    imagenet: Optional[str] = typer.Option(None, help=IMAGENET_HELP),
     imagenet_subset: Optional[int] = typer.Option(None, help=IMAGENET_SUBSET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
-    results_dir: Optional[str] = typer.Option(None, help="Where run folders and the stage cache go (default: results)."),
-    cache_dir: Optional[str] = typer.Option(None, help=CACHE_DIR_HELP),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (with --gpus: auto or cuda)."),
+    results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (with --gpus: auto or cuda; "
+                                                    "default: auto)."),
     log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
     launcher: str = typer.Option("local", help="local: this machine (--jobs / --gpus) | slurm: a job array via submitit."),
     jobs: int = typer.Option(1, min=1, help="Local worker processes (1: run the cells in this process)."),
-    gpus: Optional[str] = typer.Option(None, help="Local: one worker per GPU, '0,1,2,3' or 'all'."),
-    partition: Optional[str] = typer.Option(None, help="Slurm partition."),
+    gpus: Optional[str] = typer.Option(None, help="Local: one worker per GPU, '0,1,2,3' or 'all' (default: none, "
+                                                  "--jobs workers)."),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition (default: the cluster's)."),
     time_limit: str = typer.Option("24:00:00", "--time", help="Slurm time limit per job (HH:MM:SS or minutes)."),
     gpus_per_job: int = typer.Option(1, min=0, help="Slurm GPUs per job."),
     cpus_per_job: int = typer.Option(8, min=1, help="Slurm CPUs per job (data loading workers)."),
@@ -334,7 +398,7 @@ def reproduce(
     submitit_cluster: str = typer.Option("slurm", hidden=True,
                                          help="submitit executor: slurm, or local (the same jobs as local processes)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the inputs (data, weights, ImageNet) and list the runs still to do."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Any config key for every run (repeatable)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP.replace("key,", "key for every run,")),
 ):
     """Run a grid (model × data sets × methods × seeds), skipping finished runs; here, on N workers
     or GPUs, or as Slurm jobs. `flowvision status` shows where it is."""
@@ -368,7 +432,7 @@ def reproduce(
         if dry_run:
             summary = run_grid(cells, dry_run=True)
             problems = check_inputs(cells)
-            out.print(f"{summary['cells']} runs, {summary['skipped']} finished, {len(summary['todo'])} to do:")
+            out.print(f"{plural(summary['cells'], 'run')}, {summary['skipped']} finished, {len(summary['todo'])} to do:")
             for cmd in summary["todo"]:
                 out.print(f"  {cmd}", highlight=False, soft_wrap=True)
             todo = {cmd for cmd in summary["todo"]}
@@ -388,8 +452,8 @@ def reproduce(
                             gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem,
                             array_parallelism=array_parallelism, cluster=submitit_cluster, wait=wait)
             if not wait:
-                out.print(f"{summary['cells']} runs, {summary['skipped']} already finished; submitted "
-                          f"{len(summary['jobs'])} jobs ({', '.join(summary['jobs'][:3])}{'...' if len(summary['jobs']) > 3 else ''}), "
+                out.print(f"{plural(summary['cells'], 'run')}, {summary['skipped']} already finished; submitted "
+                          f"{plural(len(summary['jobs']), 'job')} ({', '.join(summary['jobs'][:3])}{'...' if len(summary['jobs']) > 3 else ''}), "
                           f"logs under {summary['folder']}. `flowvision status --results-dir {results}` shows them.")
                 return
         elif jobs > 1 or gpus:
@@ -399,7 +463,7 @@ def reproduce(
         else:
             summary = run_grid(cells)
         failed = summary["failed"]
-        out.print(f"{summary['cells']} runs: {summary['ran']} ran, {summary['skipped']} already finished, "
+        out.print(f"{plural(summary['cells'], 'run')}: {summary['ran']} ran, {summary['skipped']} already finished, "
                   f"{len(failed)} failed, {summary['seconds']:.0f} s. "
                   + (f"Each failure's error is above; `flowvision status --results-dir {results}` shows where the "
                      "runs are." if failed else "`flowvision table` shows them."), highlight=False, soft_wrap=True)
@@ -443,8 +507,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
           dry_run: bool = typer.Option(False, "--dry-run", help="With --prune: list what would go, remove nothing.")):
     """What the stage store holds (per stage and kind, with sizes), and pruning what no run refers to."""
     with user_errors():
-        from rich.table import Table
-
+        from .console import Table
         from .housekeeping import prune as prune_store, store_files
 
         if not Path(results_dir).is_dir():
@@ -452,7 +515,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         rows = store_files(Path(results_dir))
         t = Table(title=f"stage store under {Path(results_dir) / 'cache'}", title_justify="left")
         for col in ("stage", "kind", "files", "MiB"):
-            t.add_column(col, justify="left" if col in ("stage", "kind") else "right")
+            t.add_column(col, justify="left" if col in ("stage", "kind") else "right", no_wrap=col in ("stage", "kind"))
         groups: dict = {}
         for row in rows:
             g = groups.setdefault((row["stage"], row["kind"]), [0, 0])
@@ -460,7 +523,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         for (stage, kind), (n, size) in sorted(groups.items()):
             t.add_row(stage, kind, str(n), f"{size / 2**20:.1f}")
         out.print(t)
-        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {len(rows)} files")
+        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}")
         if prune:
             from .runstate import read_states
 
@@ -470,7 +533,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
                                 "prune when they have finished, or look first with --dry-run")
             gone = prune_store(Path(results_dir), dry_run=dry_run)
             verb = "would remove" if dry_run else "removed"
-            out.print(f"{verb} {len(gone)} files, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "
+            out.print(f"{verb} {plural(len(gone), 'file')}, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "
                       "(outputs no run record refers to, partial checkpoints, damaged and temporary files)"
                       + (":" if dry_run and gone else ""), highlight=False)
             if dry_run:
@@ -486,18 +549,17 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
 @app.command()
 def bench(
     model: str = typer.Option("resnet18", help="timm architecture (random weights)."),
-    image_size: int = typer.Option(32, min=8),
-    batch_size: int = typer.Option(32, min=1),
+    image_size: int = typer.Option(32, min=8, help="Side of the random square images, in pixels."),
+    batch_size: int = typer.Option(32, min=1, help="Images per training step."),
     steps: int = typer.Option(5, min=1, help="Training steps per variant per repeat."),
-    repeats: int = typer.Option(3, min=1),
+    repeats: int = typer.Option(3, min=1, help="Interleaved repeats of every variant; the table shows their median."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     data: bool = typer.Option(False, "--data", help="Time the data path instead: PIL per sample vs the decoded cache."),
     images: int = typer.Option(64, min=8, help="With --data: generated images per recipe."),
 ):
     """Speed ratios of the training step, variants interleaved in one run (see flowvision/bench.py)."""
     with user_errors():
-        from rich.table import Table
-
+        from .console import Table
         from .bench import bench as run_bench, bench_data
         from .hardware import resolve_device
         from .models import is_arch
@@ -506,7 +568,7 @@ def bench(
             rows = bench_data(images, repeats)
             t = Table(title=f"data path at 224 px, {images} images, one core — median of {repeats} interleaved repeats")
             for col in ("recipe", "path", "images/s", "× vs PIL"):
-                t.add_column(col, justify="left" if col in ("recipe", "path") else "right")
+                t.add_column(col, justify="left" if col in ("recipe", "path") else "right", no_wrap=col in ("recipe", "path"))
             for r in rows:
                 t.add_row(r["recipe"], r["path"], f"{r['images_per_s']:.0f}", f"{r['ratio']:.1f}")
             out.print(t)
@@ -515,9 +577,9 @@ def bench(
             raise UserError(f"--model {model} is not a timm architecture; e.g. resnet18 or resnet50")
         dev = resolve_device(device)
         rows = run_bench(model, image_size, batch_size, steps, repeats, dev)
-        t = Table(title=f"{model} @ {image_size}px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")
+        t = Table(title=f"{model} @ {image_size} px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")
         for col in ("variant", "images/s", "× vs online (official)"):
-            t.add_column(col, justify="left" if col == "variant" else "right")
+            t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col == "variant")
         for r in rows:
             t.add_row(r["variant"], f"{r['images_per_s']:.0f}", f"{r['ratio']:.2f}")
         out.print(t)

@@ -28,7 +28,7 @@ def status(
     imagenet: Optional[str] = typer.Option(
         None, "--imagenet", help="ImageNet-1K val folder of 1000 synset folders (default: $FLOWVISION_IMAGENET)."),
     datasets: Optional[List[str]] = typer.Option(
-        None, "--dataset", help="Also a folder of your own images, folder:PATH (repeatable): its classes, counts "
+        None, "--dataset", help="Also a folder of your own images, folder:PATH (repeatable; default: none): its classes, counts "
                                 "and problems (no image is opened)."),
 ) -> None:
     """Show, per data set, whether it is found, its train/test sizes and how to get it."""
@@ -38,9 +38,8 @@ def status(
 
 def _status(data_root, imagenet, folders) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
-    from .console import out
+    from .console import Table, out
     from .data.fetch import data_status, resolve_data_root, resolve_imagenet
 
     root = resolve_data_root(data_root)
@@ -48,7 +47,7 @@ def _status(data_root, imagenet, folders) -> None:
     table = Table(title=f"data sets under {escape(str(root))}")
     for column, justify in (("data set", "left"), ("found", "left"), ("train", "right"), ("test", "right"),
                             ("path", "left")):
-        table.add_column(column, justify=justify, overflow="fold")
+        table.add_column(column, justify=justify, no_wrap=column == "data set")
     for r in rows:
         table.add_row(r["name"], "[green]yes[/]" if r["found"] else "[red]no[/]", _count(r["n_train"]),
                       _count(r["n_test"]), escape(r["path"] or "-"))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError
+from .errors import UserError, closest, did_you_mean
 from .files import stable_hash
 from .registry import METHODS, MODEL_TAGS  # noqa: F401 (MODEL_TAGS: source.py reads it from here)
 from .registry import (DOGS_SPLITS, PAPER_SPLITS, PAPER_TAU_MODELS, PROTOCOLS, dataset_slug, default_model, folder_dataset,
@@ -125,7 +125,7 @@ class RunConfig:
     results_dir: str = _where("results")
     hparams_note: Optional[str] = _where(None)  # where the config file's numbers come from, when not this model's own
     sweep: Optional[str] = _where(None)  # e.g. "frontier": a sweep point off its method's defaults; tables and plots leave it out
-    cache_dir: Optional[str] = _where(None)  # demo models; default $FLOWVISION_CACHE or ~/.cache/flowvision
+    cache_dir: Optional[str] = _where(None)  # demo models, copied weights, decoded images; default $FLOWVISION_CACHE or ~/.cache/flowvision
     # hardware: where and how fast. amp (bf16) changes numbers and is keyed; the others are not keyed
     # (channels_last and compile may move the last bits of a float, never a result's meaning).
     # amp and channels_last none (auto): on under the clean protocol on a CUDA device, off otherwise
@@ -151,6 +151,9 @@ class RunConfig:
 
 _HINTS = typing.get_type_hints(RunConfig)
 FIELDS = tuple(f.name for f in fields(RunConfig))
+# What a person sets with --set: not the run's names (their own options) nor the labels flowvision writes itself
+# (a frontier's sweep tag, a config file's note on where its numbers come from).
+SETTABLE = tuple(f for f in FIELDS if f not in ("dataset", "model", "method", "sweep", "hparams_note"))
 # The fields that can change a number: everything but locations, device and speed switches.
 KEYED_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata.get("keyed", True))
 RESTORE_RULES = ("task-specific", "none")
@@ -204,8 +207,9 @@ def _check_keys(values: dict, where: str) -> None:
         raise UserError(f"config key {bad[0]!r} in {where} is not a name; keys are names such as epochs or lr")
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise UserError(f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
-                        f"valid keys: {', '.join(FIELDS)}")
+        named = ", ".join(k + did_you_mean(k, SETTABLE) for k in unknown)
+        raise UserError(f"unknown config key{'s' if len(unknown) > 1 else ''} {named} in {where}; "
+                        f"valid keys: {', '.join(SETTABLE)}")
 
 
 def _check_not_identity(values: dict, where: str) -> None:
@@ -317,7 +321,7 @@ def resolve(dataset: Optional[str] = "gratings", model: Optional[str] = None, me
     _check_keys(overrides, "the overrides")
     _check_not_identity(overrides, "--set")
     if method not in METHODS:
-        raise UserError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+        raise UserError(f"unknown method '{method}'{did_you_mean(method, METHODS)}; choose one of: {', '.join(METHODS)}")
     check_model_name(model)
     path = Path(config_file) if config_file else config_file_for(model, dataset)
     values: dict = {}
@@ -360,10 +364,12 @@ def validate(cfg: RunConfig) -> None:
 
     def choice(key, options):
         if getattr(cfg, key) not in options:
-            raise UserError(f"{key} '{getattr(cfg, key)}' is not valid; choose one of: {', '.join(options)}")
+            raise UserError(f"{key} '{getattr(cfg, key)}' is not valid{did_you_mean(getattr(cfg, key), options)}; "
+                            f"choose one of: {', '.join(options)}")
 
     if cfg.dataset not in SYNTHETIC_TASKS + REAL_TASKS and not is_folder(cfg.dataset):
-        raise UserError(f"unknown dataset '{cfg.dataset}'; choose one of: {', '.join(REAL_TASKS + SYNTHETIC_TASKS)}, "
+        raise UserError(f"unknown dataset '{cfg.dataset}'{did_you_mean(cfg.dataset, REAL_TASKS + SYNTHETIC_TASKS)}; "
+                        f"choose one of: {', '.join(REAL_TASKS + SYNTHETIC_TASKS)}, "
                         "or folder:PATH for a folder of your own images")
     if not 0 < cfg.split_ratio < 1:
         raise UserError(f"split_ratio must lie strictly between 0 and 1 (the share of each class that trains), "
@@ -514,7 +520,12 @@ def parse_sets(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise UserError(f"--set {item!r}: write key=value, e.g. --set probe_epochs=2")
+            known = key if key in SETTABLE else closest(key, SETTABLE)
+            default = getattr(RunConfig, known, None) if known else None
+            example = (f"--set {known}={'VALUE' if default is None or isinstance(default, tuple) else default}"
+                       if known else "--set probe_epochs=2")
+            raise UserError(f"--set {item!r}: write key=value, e.g. {example}"
+                            + (f"; unknown key {key}, valid keys: {', '.join(SETTABLE)}" if not known and key else ""))
         if key in out and out[key] != value.strip():
             # last-wins would silently drop a value (e.g. a τ sweep typed as repeated --set tau=…)
             raise UserError(f"--set {key} is given twice ({key}={out[key]} and {key}={value.strip()}); give it once "

@@ -5,15 +5,117 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import replace
 
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.console import Console, Group
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table as RichTable
+from rich.text import Text
 
 # Piped or captured output is not cut to 80 columns: tables stay whole in logs and files.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160))
 console = Console(stderr=True, width=_WIDTH)
 out = Console(width=_WIDTH)
+
+
+class Table(RichTable):
+    """The one table every command prints: it never cuts what a person must copy.
+
+    A column added with ``no_wrap=True`` holds ids, names or keys (a run id, a data set, a model, a
+    config id): it keeps its longest cell on one line. Every other cell wraps (and folds a long word)
+    instead of ending in '…'. A table that is still wider than the console is printed as several,
+    each repeating the ``no_wrap`` columns beside as many of the others as fit. Paths and commands too
+    long for any column are printed under the table as plain lines (``line``), not put in a cell."""
+
+    def __rich_console__(self, console, options):
+        for column in self.columns:
+            cells = [column.header, *column.cells]
+            if column.no_wrap:
+                column.min_width = max(_cell_len(c) for c in cells)
+            else:  # a short cell ('71.30 ± 0.52') stays on one line, a word in a longer one whole up to 24 columns
+                whole = max(_cell_len(c) for c in column.cells) if column.cells else 0
+                word = max(_cell_len(c, words=True) for c in cells)
+                column.overflow, column.min_width = "fold", max(word, whole) if whole <= 16 else min(word, 24)
+        if isinstance(self.title, (str, Text)):  # a run id in the title is not folded either
+            self.min_width = max(self.min_width or 0, _cell_len(self.title, words=True))
+        width = options.max_width if self.width is None else self.width
+        if len(self.columns) < 2 or _least(self) <= width:
+            yield from RichTable.__rich_console__(self, console, options)
+            return
+        yield Group(*self._parts(width))
+
+    def _parts(self, width: int) -> list:
+        """The table cut by columns into tables that fit ``width``, ids repeated in each."""
+        ids = [c for c in self.columns if c.no_wrap] or self.columns[:1]
+        rest, parts = [c for c in self.columns if c not in ids], []
+        while rest:
+            chosen = [rest.pop(0)]
+            while rest and _least(self._part(ids + chosen + rest[:1])) <= width:
+                chosen.append(rest.pop(0))
+            parts.append(chosen)
+        tables = []
+        for i, chosen in enumerate(parts):
+            part = self._part([c for c in self.columns if c in ids or c in chosen])
+            part.title = (f"{self.title} ({i + 1} of {len(parts)})" if self.title and isinstance(self.title, str)
+                          else Text.assemble(self.title, f" ({i + 1} of {len(parts)})") if self.title else None)
+            part.caption = None
+            if part.title:  # the title on one line where the console has room for it
+                part.min_width = max(part.min_width or 0, min(width, _cell_len(part.title)))
+            tables.append(part)
+        if self.caption:  # under the last part, at the console's width rather than that part's
+            tables.append(Text(self.caption) if isinstance(self.caption, str) else self.caption)
+        return tables
+
+    def _part(self, columns) -> RichTable:
+        part = _plain_copy(self)
+        part.columns = [replace(c, _index=i, _cells=list(c.cells)) for i, c in enumerate(columns)]
+        return part
+
+
+def _plain_copy(table: Table) -> RichTable:
+    """A plain rich Table with ``table``'s look, columns and rows (measured or printed as it is)."""
+    plain = RichTable.__new__(RichTable)
+    plain.__dict__.update(table.__dict__)
+    return plain
+
+
+def _least(table: RichTable) -> int:
+    """The narrowest width at which no column is below its ``min_width`` (padding and borders as rich
+    counts them)."""
+    return sum((c.min_width or 1) + table._get_padding_width(i) for i, c in enumerate(table.columns)) + table._extra_width
+
+
+def _cell_len(cell, words: bool = False) -> int:
+    """The widest line (or with ``words`` the widest word) of a cell as printed, markup removed; 1 for
+    a renderable that is not text."""
+    from rich.errors import MarkupError
+
+    try:
+        text = Text.from_markup(cell) if isinstance(cell, str) else cell
+    except MarkupError:
+        text = Text(cell)
+    if not isinstance(text, Text):
+        return 1
+    return max((Text(part).cell_len for part in (text.plain.split() if words else text.plain.splitlines())), default=1)
+
+
+def line(text: str, style: str | None = None) -> None:
+    """One line on stdout that is never wrapped or cut by the console (a path, a command): the terminal
+    wraps it, a pipe gets it whole."""
+    out.print(text, style=style, highlight=False, soft_wrap=True, markup=False)
+
+
+def plural(n: int, word: str) -> str:
+    """'1 run', '2 runs': a count as a person reads it."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def show(item) -> None:
+    """Print a table (or any rich renderable), or a str as a ``line`` (whole, never cut)."""
+    if isinstance(item, str):
+        line(item)
+    else:
+        out.print(item)
 
 
 def _quiet() -> bool:
@@ -41,7 +143,8 @@ def progress():
     if plain():
         return PlainProgress(every=log_steps(), disable=_quiet())
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[bold]{task.description}"), BarColumn(),
+        TextColumn("{task.fields[unit]} {task.completed:.0f} of {task.total:.0f}"),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
         console=console, transient=False, disable=_quiet(),
     )
@@ -75,9 +178,13 @@ class PlainProgress:
     def __exit__(self, *exc):
         return False
 
-    def add_task(self, description: str, total: int, completed: int = 0, info: str = "") -> int:
-        self.tasks.append({"desc": description, "total": total, "done": completed, "info": info,
-                           "t0": time.time(), "start": completed})
+    def add_task(self, description: str, total: int, completed: int = 0, info: str = "", unit: str = "batch",
+                 epoch_steps: int = 0) -> int:
+        """``unit``: what is counted ('batch 3 of 8'; rich's bar needs it given). ``epoch_steps``: the steps of
+        one epoch, when the caller logs a line of its own at the end of each (``log_line``); no progress line
+        is printed there, so an epoch is said once."""
+        self.tasks.append({"desc": description, "total": total, "done": completed, "info": info, "unit": unit,
+                           "t0": time.time(), "start": completed, "epoch_steps": epoch_steps})
         return len(self.tasks) - 1
 
     def update(self, task: int, advance: int = 0, info: str | None = None) -> None:
@@ -86,6 +193,8 @@ class PlainProgress:
         if not advance:
             return
         t["done"] += advance
+        if t["epoch_steps"] and t["done"] % t["epoch_steps"] == 0:
+            return
         if t["done"] % self.every == 0 or t["done"] == t["total"]:
             self._line(t)
 
@@ -97,8 +206,9 @@ class PlainProgress:
             return
         spent = time.time() - t["t0"]
         rate = (t["done"] - t["start"]) / spent if spent > 0 else 0
-        eta = f" eta {(t['total'] - t['done']) / rate:.0f} s" if rate and t["done"] < t["total"] else ""
-        console.print(f"{time.strftime('%H:%M:%S')} {t['desc']}: {t['done']}/{t['total']} {t['info']} "
+        eta = f", eta {(t['total'] - t['done']) / rate:.0f} s" if rate and t["done"] < t["total"] else ""
+        info = f"{t['info']}, " if t["info"] else ""
+        console.print(f"{time.strftime('%H:%M:%S')} {t['desc']}: {info}{t['unit']} {t['done']} of {t['total']}, "
                       f"{spent:.0f} s{eta}", highlight=False, soft_wrap=True, markup=False)
 
 

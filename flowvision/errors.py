@@ -13,6 +13,22 @@ class UserError(Exception):
     """Bad input, missing data or weights: the message says what is wrong and what to do."""
 
 
+def closest(word: str, choices):
+    """The one of ``choices`` a mistyped ``word`` most likely meant (difflib's ratio ≥ 0.6, case
+    ignored), else None."""
+    import difflib
+
+    lowered = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean epochs?)' for ``closest``, else ''."""
+    near = closest(word, choices)
+    return f" (did you mean {near}?)" if near else ""
+
+
 def env_number(name: str, default, hint: str, kind=int, above: float = 0, below: float = float("inf")):
     """The number in the environment variable ``name`` (``default`` when unset or blank): a ``kind``
     (int or float) with ``above`` < value < ``below``, else a UserError ``NAME='text': <hint>``."""

@@ -98,7 +98,7 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
     loader = make_loader(dataset, batch_size, num_workers=hw.num_workers,
                          pin_memory=hw.device.type == "cuda", batches=batches, draw_seed=draw_seed)
     with progress() as bar:
-        task = bar.add_task(desc, total=len(loader), info="")
+        task = bar.add_task(desc, total=len(loader), info="", unit="batch")
         for x, y, idx in loader:
             with hw.autocast():
                 logits = forward(hw.images(x, dataset)).float()

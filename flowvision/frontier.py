@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from . import config
-from .console import console
+from .console import console, plural
 
 METHODS = ("ft", "l2sp", "wiseft", "flow", "flow+wiseft", "lwf", "ewc")
 LABELS = {"ft": "FT (lr × epochs)", "l2sp": "ℓ2-SP (λ)", "wiseft": "WiSE-FT (α)", "flow": "FLOW (τ)",
@@ -217,8 +217,9 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     t0, records = time.time(), []
     for i, cfg in enumerate(cfgs):
         lam = f", λ {getattr(cfg, LAMBDAS[cfg.method][0]):g}" if cfg.method in LAMBDAS else ""
-        console.print(f"[bold]frontier run {i + 1}/{len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, {cfg.epochs} epochs, "
-                      f"τ {cfg.tau if cfg.weighting != 'uniform' else '—'}{lam}, seed {cfg.seed}", highlight=False)
+        console.print(f"[bold]frontier run {i + 1} of {len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, "
+                      f"{plural(cfg.epochs, 'epoch')}, τ {cfg.tau if cfg.weighting != 'uniform' else '—'}{lam}, "
+                      f"seed {cfg.seed}", highlight=False)
         records.append(run(cfg))
     per_seed = seed_points(records)
     pts = points(records)

@@ -180,7 +180,7 @@ def reproduce(cells: list, dry_run: bool = False) -> dict:
         return summary
     t0 = time.time()
     with progress() as bar:
-        task = bar.add_task("reproduce", total=len(left), info="")
+        task = bar.add_task("reproduce", total=len(left), info="", unit="run")
         for i in order(left, [stored_keys(cfg) for cfg, _ in left]):
             cfg, cmd = left[i]
             bar.update(task, info=f"{cfg.dataset} {cfg.method} seed {cfg.seed}")
@@ -188,7 +188,7 @@ def reproduce(cells: list, dry_run: bool = False) -> dict:
                 run(cfg)
                 summary["ran"] += 1
             except UserError as e:  # one cell's missing data must not stop the rest of the grid
-                console.print(f"[red]failed[/]: {cmd}: {e}", highlight=False)
+                console.print(f"[red]failed[/]: {cmd}: {e}", highlight=False, soft_wrap=True)
                 summary["failed"].append((cmd, str(e)))
             bar.advance(task)
     summary["seconds"] = round(time.time() - t0, 1)

@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
+from flowvision.errors import UserError
 from flowvision.registry import METHODS, PAPER_METHODS
 from flowvision.runs import dedupe_runs, load_runs, summarise
 
@@ -345,13 +346,12 @@ def _ready(runs: pd.DataFrame) -> pd.DataFrame:
 
 def make_all(results_dir: Path, out_dir: Optional[Path] = None) -> list:
     """Every figure for the runs under ``results_dir/runs``; PNGs (and PDFs beside them) under ``out_dir``
-    (default ``results_dir/figures``). Returns the written PNG paths (empty when there is nothing to plot)."""
+    (default ``results_dir/figures``). Returns the written PNG paths; no run at all is a UserError."""
     out_dir = Path(results_dir) / "figures" if out_dir is None else Path(out_dir)
     runs = load_runs(Path(results_dir))
-    if runs.empty:
-        log.warning("no figures: no runs under %s (run `flowvision demo` or `flowvision finetune`)",
-                    Path(results_dir) / "runs")
-        return []
+    if runs.empty:  # said once, by the caller's error handler
+        raise UserError(f"no runs under {Path(results_dir) / 'runs'} to plot; run `flowvision demo` or "
+                        "`flowvision finetune` first")
     runs = dedupe_runs(runs)  # once, so a repeated run is reported once, not per figure
     # protocols are never pooled: a paper-protocol run is its own method in every figure
     runs["method"] = runs["method"].where(runs["protocol"] == "clean", runs["method"] + " [paper protocol]")

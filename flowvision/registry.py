@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 # ------------------------------------------------------------------------------------- data sets
 PAPER_DATASETS = ("cifar10", "cifar100", "flowers102", "caltech101", "stanford_cars", "stanford_dogs")
@@ -128,7 +128,7 @@ def dataset_slug(name: str) -> str:
 def check_dataset(name: str, among: Sequence[str] = DATASETS) -> str:
     """``name`` if it is one of ``among``, else a UserError listing them."""
     if name not in among:
-        raise UserError(f"unknown data set {name!r}: choose one of {', '.join(among)}")
+        raise UserError(f"unknown data set {name!r}{did_you_mean(name, among)}: choose one of {', '.join(among)}")
     return name
 
 

@@ -1,33 +1,47 @@
 """What the CLI prints after a run or the demo (rich tables); the numbers come from result dicts."""
 from __future__ import annotations
 
-from rich.table import Table
+from rich.text import Text
 
-from .console import console, out
+from .console import Table, console, line, out, plural
 
 
-def pct(x) -> str:
-    return "—" if x is None else f"{100 * x:.2f}"
+def pct(x, unit: str = " %") -> str:
+    """A fraction as a percentage with its unit ('71.30 %'); points for a difference of two."""
+    return "—" if x is None else f"{100 * x:.2f}{unit}"
+
+
+def tau_text(tau: float, rule: str) -> str:
+    """τ and the rule that chose it, the rule only when it is not the number itself ('1', '0.23 (median)')."""
+    try:
+        same = float(rule) == tau
+    except (TypeError, ValueError):
+        same = False
+    return f"{tau:.4g}" if same else f"{tau:.4g} ({rule})"
 
 
 def result_table(r: dict) -> Table:
     """One run: accuracies in percent, τ, stages computed or cached, and where the files are."""
     t = Table(title=f"{r['run_id']}", show_header=False, title_justify="left")
+    t.add_column(no_wrap=True)
+    t.add_column()
     t.add_row("target accuracy", pct(r["target_acc"]))
-    t.add_row(f"source accuracy ({r['source_eval_name']}: {r['source_eval']})",
-              f"{pct(r['source_acc_before'])} → {pct(r['source_acc_after'])}")
-    t.add_row("drop (points)", pct(r["source_drop"]))
+    images = f", {r['source_eval_images']:,} images" if r.get("source_eval_images") else ""
+    t.add_row("source accuracy", f"{pct(r['source_acc_before'])} → {pct(r['source_acc_after'])} "
+                                 f"(before → after, on {r['source_eval_name']}{images})")
+    t.add_row("drop", pct(r["source_drop"], " points"))
     if r.get("source_agreement") is not None:
-        t.add_row("agreement with the pre-trained model / KL",
-                  f"{pct(r['source_agreement'])} % of top-1 classes / {r['source_kl']:.4f} nats")
+        t.add_row("agreement with the pre-trained model",
+                  f"{pct(r['source_agreement'])} of top-1 classes; KL {r['source_kl']:.4f} nats")
     if r.get("tau") is not None:
         ws = r["weight_stats"] or {}
-        t.add_row("τ", f"{r['tau']:.4g} ({r['tau_rule']})"
-                  + (f"; weights mean {ws['mean']:.3f}, ESS {ws['ess_frac']:.2f}" if ws else ""))
+        t.add_row("τ", tau_text(r["tau"], r["tau_rule"])
+                  + (f"; weights mean {ws['mean']:.3f}; ESS (effective sample size, (Σw)²/Σw²) "
+                     f"{pct(ws['ess_frac'], ' %')} of the training samples" if ws else ""))
     if r.get("label_noise"):
         t.add_row("FLOW weights on wrong labels", noise_text(r["label_noise"]))
     if r.get("hard10_acc") is not None:
-        t.add_row(f"hardest 10% of test samples ({r['hard10_n']}, by probe loss)", pct(r["hard10_acc"]))
+        t.add_row(f"hardest 10 % of test samples ({r['hard10_n']}, by probe loss)", pct(r["hard10_acc"]))
     for w in r.get("wise") or []:
         t.add_row(f"WiSE-FT α={w['alpha']:g}", f"target {pct(w['target_acc'])}, source {pct(w['source_acc_after'])}"
                   + (f" (on {w['source_images']:,} of the images)" if w.get("source_subset") else ""))
@@ -40,8 +54,13 @@ def result_table(r: dict) -> Table:
         t.add_row("hyper-parameters", r["hparams_note"])
     t.add_row("stages", ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
     t.add_row("wall time", f"{r['wall_seconds']:.1f} s on {r['device']}")
-    t.add_row("run folder", r.get("run_dir", ""))
     return t
+
+
+def print_result(r: dict) -> None:
+    """A finished run as the CLI shows it: ``result_table``, then the run folder whole on its own line."""
+    out.print(result_table(r))
+    line(f"run folder: {r.get('run_dir', '')}")
 
 
 def overlap_text(stages: dict) -> str:
@@ -65,29 +84,52 @@ def noise_text(n: dict) -> str:
 
 def dry_run_tables(report: dict) -> list:
     """`finetune --dry-run`: the resolved config with each value's origin, the files the run reads,
-    the stage plan (dryrun.dry_run's dict)."""
+    the stage plan (dryrun.dry_run's dict). Tables, and lines (str) for paths and commands, which
+    ``console.show`` prints whole."""
+    import re
+
     run = report["run"]
     config = Table(title=f"{run['run_id']} — resolved config", title_justify="left")
-    for col in ("key", "value", "from"):
-        config.add_column(col)
+    config.add_column("key", no_wrap=True)
+    config.add_column("value")
+    config.add_column("from")
+    below: list[str] = []  # paths and long values: whole, under the table, never cut in a cell
+    files_named: dict = {}
     for key, value, origin in report["config"]:
+        found = re.match(r"config file (\S+)", origin)
+        if found:
+            name = files_named.setdefault(found[1], f"config file {len(files_named) + 1}" if files_named else "config file")
+            origin = origin.replace(found[0], name)
+        if len(value) > 30:
+            below.append(f"{key}: {value}")
+            value = "(below)"
         config.add_row(key, value, origin)
-    files = Table(title="files the run reads", title_justify="left")
-    for col in ("what", "path", "found", "note"):
-        files.add_column(col)
+    if len(files_named) > 1:
+        below += [f"{name}: {path}" for path, name in files_named.items()]
+    elif files_named:
+        below.append(f"config file: {next(iter(files_named))}")
+    files = ["files the run reads:"]
     for row in report["files"]:
-        found = {True: "yes", False: "[red]no[/]", None: "?"}[row["found"]]
-        files.add_row(row["what"], row["path"], found, row["note"])
-    plan = Table(title="stage plan", title_justify="left",
-                 caption=(f"run folder {run['folder']}: " + ("finished (result.json exists); running again re-reads "
-                                                             "every stage" if run["finished"] else "not finished"))
-                 + "".join(f"\n{note}" for note in report["notes"]), caption_justify="left")
-    for col in ("stage", "key", "status", "what"):
-        plan.add_column(col)
+        found = {True: "found", False: "NOT FOUND", None: "not checked"}[row["found"]]
+        files.append(f"  {row['what']}: {found}: {row['path']}")
+        fix = re.match(r"(.*fix: )(flowvision [^;]*)$", row["note"])
+        if fix:  # the command alone on its line, to copy whole
+            files += [f"    {fix[1].strip()}", f"      {fix[2]}"]
+        elif row["note"]:
+            files.append(Text(f"    {row['note']}"))
+    plan = Table(title="stage plan", title_justify="left")
+    plan.add_column("stage", no_wrap=True)
+    plan.add_column("key", no_wrap=True)
+    plan.add_column("status")
+    plan.add_column("what")
     for row in report["plan"]:
         plan.add_row(row["stage"], row["key"] or "—", row["status"], row["doc"])
+    folder = [f"run folder: {run['folder']}",
+              "  finished (result.json exists); running again re-reads every stage" if run["finished"] else
+              "  not finished"] + [Text(note) for note in report["notes"]]  # prose: wraps
     splits = report.get("splits")
-    return [config, files, plan] + ([split_table(splits)] if splits and splits["stages"] else [])
+    return ([config, *below, *files, plan, *folder]
+            + ([split_table(splits)] if splits and splits["stages"] else []))
 
 
 def split_table(splits: dict) -> Table:
@@ -118,10 +160,10 @@ def demo_table(results: list[dict]) -> Table:
     from .runs import METRICS, fmt_summary, summarise
 
     summary = summarise(pd.DataFrame(results))
-    t = Table(title="flowvision demo — mean ± std over seeds (percent; KL in nats)", title_justify="left")
-    for col in ("method", "seeds", "target acc", "source acc before", "source acc after", "drop", "agreement", "KL",
-                "hardest 10%"):
-        t.add_column(col, justify="left" if col == "method" else "right")
+    t = Table(title="flowvision demo — mean ± std over seeds", title_justify="left")
+    for col in ("method", "seeds", "target acc (%)", "source acc before (%)", "source acc after (%)",
+                "drop (points)", "agreement (%)", "KL (nats)", "hardest 10 % (%)"):
+        t.add_column(col, justify="left" if col == "method" else "right", no_wrap=col == "method")
     order = list(dict.fromkeys(r["method"] for r in results))
     for _, row in summary.sort_values("method", key=lambda m: m.map(order.index)).iterrows():
         label = row["method"] if row["protocol"] == "clean" else f"{row['method']} ({row['protocol']} protocol)"
@@ -176,7 +218,7 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
     cfgs = [config.resolve(dataset, DEMO_MODEL, m, dict(overrides, seed=s)) for m in methods for s in range(seeds)]
     t0, results = time.time(), []
     for i, cfg in enumerate(cfgs):
-        console.print(f"[bold]run {i + 1}/{len(cfgs)}[/]: {cfg.method}, seed {cfg.seed}")
+        console.print(f"[bold]run {i + 1} of {len(cfgs)}[/]: {cfg.method}, seed {cfg.seed}")
         results.append(run(cfg))
     demo_info = results[0]["source_info"]
     out.print(demo_table(results))
@@ -185,8 +227,13 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
     if "demo_val_acc" in demo_info:
         recipe = demo_info["demo_recipe"]
         out.print(f"demo source model: {recipe['demo_arch']} trained on {recipe['task']}, "
-                  f"val accuracy {pct(demo_info['demo_val_acc'])}% ({demo_info['demo_model_file']})")
-    out.print(f"run folders: {', '.join(r['run_dir'] for r in results)}")
+                  f"val accuracy {pct(demo_info['demo_val_acc'])}")
+        line(f"demo source model file: {demo_info['demo_model_file']}")
+    from pathlib import Path
+
+    folders = sorted({str(Path(r["run_dir"]).parent) for r in results})
+    out.print(f"{plural(len(results), 'run')} under {', '.join(folders)}: "
+              f"{', '.join(Path(r['run_dir']).name for r in results)}", highlight=False)
     out.print(f"total {time.time() - t0:.0f} s")
     return results
 
@@ -212,7 +259,7 @@ def status_table(rows: list[dict], show_done: bool = False, results_dir: str = "
                 f"`flowvision status{where} --all` lists them")
     t = Table(title=f"runs: {title}", title_justify="left")
     for col in ("status", "run", "stage / epoch", "host", "updated", "error"):
-        t.add_column(col, overflow="fold" if col == "error" else "ellipsis")
+        t.add_column(col, no_wrap=col in ("status", "run", "host"))
     for r in sorted(rows, key=lambda r: (STATUS_ORDER.index(r["status"]), r["run_id"])):
         if r["status"] == "done" and not show_done:
             continue

@@ -196,7 +196,7 @@ def read_states(results_dir: Path) -> list[dict]:
         elif status == "running":
             where = state.get("stage") or ""
             if state.get("epoch"):
-                where += f" epoch {state['epoch']}/{state['epochs']}"
+                where += f", epoch {state['epoch']} of {state['epochs']}"
             row["where"] = where
             if state.get("host") == here and state.get("pid") and not _alive(state["pid"]):
                 status = "failed"

@@ -404,6 +404,23 @@ def write_tables(tables: Sequence[Table], out_dir: Path = TABLES_DIR) -> list:
     return paths + [out_dir / "all.md"]
 
 
+def unit(column: str) -> str:
+    """The unit a printed header carries on its second line: accuracies and their averages in %, drops
+    and differences of two accuracies in points, KL in nats; '' for counts, names and columns that
+    already say it. Cross-entropy losses are in nats too."""
+    name = column.lower()
+    if "%)" in name or name.startswith(("#", "seeds", "n", "data sets", "points", "on front")) and "acc" not in name:
+        return ""
+    if "drop" in name or name.startswith("δ"):
+        return "points"
+    if name.startswith("kl") or "loss" in name:
+        return "nats"
+    if any(word in name for word in ("acc", "average", "agreement", "hardest", "all test", "target", "there")):
+        return "%"
+    return ""
+
+
+IDS = ("class", "method", "dataset", "model", "settings", "config", "protocol")  # whole at any width (console.Table)
 SHORT_SETTINGS = 24  # longer settings print as a key into a legend under the table (files keep them whole)
 
 
@@ -411,8 +428,9 @@ def render(table: Table):
     """A rich Table for printing one (title, DataFrame); the footnote becomes the caption. A settings text
     too long for a column is shown as a key, S1, S2, ..., spelled out whole under the table, so that no
     row is cut or wrapped into unreadable pieces."""
-    from rich.table import Table as RichTable
     from rich.text import Text
+
+    from .console import Table as RichTable
 
     title, frame = table
     legend = {}
@@ -425,8 +443,8 @@ def render(table: Table):
         caption += "".join(f"\nsettings {key}: {text}" for text, key in legend.items())
     out = RichTable(title=Text(title), caption=Text(caption) if caption else None, caption_justify="left")
     for column in frame.columns:
-        out.add_column(str(column), justify="left" if column in ("method", "dataset", "model", "settings") else "right",
-                       no_wrap=column in ("config", "settings"))
+        label = str(column) + (f"\n{unit(str(column))}" if unit(str(column)) else "")
+        out.add_column(label, justify="left" if column in IDS else "right", no_wrap=column in IDS)
     for row in frame.itertuples(index=False):
         out.add_row(*(Text(legend.get(v, str(v)) if c == "settings" else str(v)) for c, v in zip(frame.columns, row)))
     return out

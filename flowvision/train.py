@@ -268,7 +268,8 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
 
     n_batches = -(-len(dataset) // sched.batch_size)  # the same steps under DDP
     with progress() as bar:
-        task = bar.add_task(desc, total=sched.epochs * n_batches, completed=start * n_batches, info="")
+        task = bar.add_task(desc, total=sched.epochs * n_batches, completed=start * n_batches, info="", unit="batch",
+                            epoch_steps=n_batches)
         for epoch in range(start, sched.epochs):
             epoch_seed = seed * 100_003 + epoch
             loading = dict(num_workers=hw.num_workers, pin_memory=hw.device.type == "cuda")
@@ -315,7 +316,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 tot_ce += per_sample.detach().sum().item()
                 tot_correct += (logits.argmax(1) == y).sum().item()
                 seen += b
-                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{sched.epochs} loss {tot_loss / seen:.3f}")
+                bar.update(task, advance=1, info=f"epoch {epoch + 1} of {sched.epochs}, loss {tot_loss / seen:.3f}")
                 t_data = time.time()
             if lr_sched is not None:
                 lr_sched.step()
@@ -335,8 +336,9 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 save_checked({"model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": lr_sched.state_dict() if lr_sched else None,
                               "epoch": epoch, "rows": rows, "best": best}, checkpoint, {"checkpoint": desc})
-            log_line(f"{desc} epoch {epoch + 1}/{sched.epochs}: loss {rows[-1]['loss']:.4f} acc {rows[-1]['acc']:.4f} "
-                     f"lr {lr:.3g} {rows[-1]['seconds']:.1f} s (data {data_time:.1f} s)")
+            log_line(f"{desc}: epoch {epoch + 1} of {sched.epochs}, loss {rows[-1]['loss']:.4f}, training accuracy "
+                     f"{100 * rows[-1]['acc']:.2f} %, lr {lr:.3g}, {rows[-1]['seconds']:.1f} s (data loading "
+                     f"{data_time:.1f} s)")
             runstate.epoch_done(desc, rows, sched.epochs)
     if select is not None and best["state"] is not None:
         model.load_state_dict(best["state"])

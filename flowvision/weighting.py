@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 if TYPE_CHECKING:  # torch is imported where tensors are used: parsing τ (a CLI check) stays instant
     import torch
@@ -108,7 +108,8 @@ def parse_tau(spec, paper_tau: float | None = None) -> TauRule:
     try:
         value = float(text)
     except ValueError:
-        raise UserError(f"--tau {spec!s} is not understood: use a number > 0, 'median' or a percentile like p25") from None
+        raise UserError(f"--tau {spec!s} is not understood{did_you_mean(text, ('median', 'paper'))}: use a number > 0, "
+                        "'median' or a percentile like p25") from None
     if not (value > 0 and math.isfinite(value)):
         raise UserError(f"--tau {spec!s}: τ must be a finite number > 0 (or 'median', or a percentile like p25)")
     if value < MIN_TAU:

@@ -82,7 +82,7 @@ def test_status_reads_waiting_running_failed_and_a_dead_holder(tiny, tmp_path):
     rows = {r["run_id"]: r for r in read_states(res)}
     assert {k: r["status"] for k, r in rows.items()} == {"a-waiting": "waiting", "b-running": "running",
                                                         "c-failed": "failed", "d-killed": "failed"}
-    assert rows["b-running"]["where"] == "finetune epoch 2/5"
+    assert rows["b-running"]["where"] == "finetune, epoch 2 of 5"
     assert f"process {gone.pid} stopped during refit" in rows["d-killed"]["error"]
     out = runner.invoke(app, ["status", "--results-dir", str(res)])
     assert out.exit_code == 0, out.output
@@ -95,7 +95,7 @@ def test_dry_run_lists_what_is_missing_before_anything_starts(tmp_path):
                               "--seeds", "1", "--data-root", str(tmp_path / "data"),
                               "--imagenet", str(tmp_path / "in1k"), "--results-dir", str(tmp_path / "r"), "--dry-run"])
     assert res.exit_code == 2, res.output
-    assert "1 runs, 0 finished, 1 to do" in res.output
+    assert "1 run, 0 finished, 1 to do" in res.output
     missing = [line for line in res.output.splitlines() if line.startswith("missing:")]
     assert len(missing) == 3, res.output  # the data set, the weights (offline, not cached), ImageNet
     assert "flowvision data download cifar10" in res.output and "ImageNet val not found" in res.output
@@ -124,10 +124,11 @@ def test_plain_progress_prints_lines_every_n_steps_and_at_the_end(monkeypatch):
         bar = PlainProgress(every=3)
         task = bar.add_task("finetune", total=7, info="")
         for step in range(7):
-            bar.update(task, advance=1, info=f"epoch 1/1 loss {step}")
+            bar.update(task, advance=1, info=f"epoch 1 of 1, loss {step}")
     lines = cap.get().splitlines()
-    assert [line.split(" ", 1)[1].split(" loss")[0] for line in lines] == [
-        "finetune: 3/7 epoch 1/1", "finetune: 6/7 epoch 1/1", "finetune: 7/7 epoch 1/1"]
+    assert [", ".join(line.split(" ", 1)[1].split(", ")[:3]) for line in lines] == [
+        "finetune: epoch 1 of 1, loss 2, batch 3 of 7", "finetune: epoch 1 of 1, loss 5, batch 6 of 7",
+        "finetune: epoch 1 of 1, loss 6, batch 7 of 7"]
 
 
 # ---- the grid, a killed worker, Slurm --------------------------------------------------------

@@ -5,9 +5,11 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from flowvision import plots
+from flowvision.errors import UserError
 from flowvision.runs import load_runs
 from test_tables import write_run as write_table_run
 
@@ -174,11 +176,16 @@ def test_one_figure_per_model(tmp_path):
     assert sorted(p.name for p in paths) == ["tradeoff_demo.png", "tradeoff_resnet18.png"]
 
 
-def test_no_runs_skips_cleanly(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="flowvision.plots"):
-        assert plots.make_all(tmp_path, tmp_path / "fig") == []
-    assert "no runs" in caplog.text
+def test_no_runs_is_one_error_said_once(tmp_path):
+    with pytest.raises(UserError, match="no runs under .* to plot"):
+        plots.make_all(tmp_path, tmp_path / "fig")
     assert not (tmp_path / "fig").exists()
+    from typer.testing import CliRunner
+
+    from flowvision.cli import app
+
+    res = CliRunner().invoke(app, ["plot", "--results-dir", str(tmp_path)])
+    assert res.exit_code == 2 and res.output.count("no runs under") == 1, res.output
 
 
 def test_figures_without_their_data_are_skipped(tmp_path, caplog):

@@ -150,7 +150,7 @@ def _build(folder: Path, source: Dataset, prepare: Callable, size: tuple, worker
     loader = DataLoader(_Prepared(source, prepare), batch_size=64, num_workers=workers, shuffle=False)
     start = 0
     with progress() as bar:
-        task = bar.add_task(desc, total=n, info=f"{workers} workers")
+        task = bar.add_task(desc, total=n, info=f"{workers} workers", unit="image")
         for x, y in loader:
             images[start:start + len(y)] = x.numpy()
             labels[start:start + len(y)] = y.numpy()

@@ -1,0 +1,205 @@
+"""The CLI as a person reads it at 100 columns: nothing that must be copied is cut, every number has its
+unit, help reads cleanly, and an unknown value gets a "did you mean"."""
+import re
+from pathlib import Path
+
+import pytest
+import typer
+from rich.cells import cell_len
+from typer.testing import CliRunner
+
+from flowvision import report
+from flowvision.cli import app
+from flowvision.console import out
+from flowvision.record import read_record
+from test_tables import write_run
+
+runner = CliRunner()
+WIDTH = 100
+MODEL = "tf_efficientnet_lite0"
+DATASETS = ("cifar10", "cifar100", "stanford_cars", "stanford_dogs")
+
+
+@pytest.fixture
+def narrow(monkeypatch):
+    """Every table printed at 100 columns, as a terminal (or COLUMNS=100 on a pipe) has it."""
+    monkeypatch.setattr(out, "width", WIDTH)
+
+
+def _runs(root: Path) -> list[str]:
+    ids = []
+    for dataset in DATASETS:
+        for method in ("ft", "flow"):
+            run_id = f"{dataset}-{MODEL}-{method}-s0-0123abcd"
+            write_run(root, run_id, dataset=dataset, model=MODEL, weights=MODEL, method=method)
+            ids.append(run_id)
+    return ids
+
+
+def _whole(output: str, *texts: str) -> None:
+    """Each text on one printed line, uncut; no cell ends in '…'; every table line fits the width."""
+    lines = output.splitlines()
+    for text in texts:
+        assert any(text in line for line in lines), f"{text!r} is cut or missing in:\n{output}"
+    assert "…" not in output, output
+    for line in lines:
+        if line[:1] in "┏┃┡│└┌":
+            assert cell_len(line) <= WIDTH, line
+
+
+def test_every_commands_main_table_at_100_columns_keeps_ids_paths_and_commands_whole(tmp_path, narrow):
+    ids = _runs(tmp_path)
+    table = runner.invoke(app, ["table", "--results-dir", str(tmp_path)])
+    assert table.exit_code == 0, table.output
+    _whole(table.output, *DATASETS, MODEL, "flowvision finetune --dataset cifar10 --model resnet18 --method ft --seed 0")
+
+    status = runner.invoke(app, ["status", "--results-dir", str(tmp_path), "--all"])
+    assert status.exit_code == 0, status.output
+    _whole(status.output, *ids)
+
+    deep = tmp_path / "a-data-root-whose-path-is-long" / "enough-to-need-more-than-one-line-of-a-table-cell"
+    dry = runner.invoke(app, ["finetune", "--dataset", "cifar100", "--model", "resnet18", "--dry-run",
+                              "--data-root", str(deep), "--results-dir", str(tmp_path)])
+    assert dry.exit_code == 0, dry.output
+    run_folder = next(line for line in dry.output.splitlines() if line.startswith("run folder: "))
+    assert run_folder.split(": ", 1)[1].startswith(str(tmp_path / "runs" / "cifar100-resnet18-flow-s0-"))
+    _whole(dry.output, str(deep / "cifar100"), f"flowvision data download cifar100 --data-root {deep}",
+           "config file: " + str(Path("configs/resnet18/cifar100.yaml").resolve()))
+    assert "│ data_root" in dry.output and "(below)" in dry.output and f"data_root: {deep}" in dry.output
+
+    record, _ = read_record(tmp_path / "runs" / ids[3] / "result.json")
+    result = dict(record.to_dict(), run_dir=str(tmp_path / "runs" / ids[3]))
+    with out.capture() as printed:
+        report.print_result(result)
+        out.print(report.demo_table([dict(result, seed=s) for s in (0, 1)]))
+    _whole(printed.get(), ids[3], f"run folder: {result['run_dir']}", "flow")
+
+
+def test_a_table_too_wide_is_split_by_columns_with_its_ids_in_each_part(narrow):
+    from flowvision.console import Table
+
+    t = Table(title="wide")
+    t.add_column("model", no_wrap=True)
+    for i in range(12):
+        t.add_column(f"metric number {i}")
+    t.add_row(MODEL, *(f"{i}.25 ± 0.{i}" for i in range(12)))
+    with out.capture() as printed:
+        out.print(t)
+    text = printed.get()
+    _whole(text, *(f"{i}.25" for i in range(12)))
+    parts = re.findall(r"wide \((\d) of (\d)\)", text)
+    assert len(parts) >= 2 and text.count(MODEL) == len(parts)  # the id column in every part
+
+
+def test_run_printout_numbers_carry_units_and_read_as_words(tmp_path, narrow):
+    write_run(tmp_path, "r", tau=1.0, tau_rule="1.0", target_acc=0.0071, source_acc_before=0.001,
+              source_acc_after=0.002, source_drop=-0.001, source_eval_name="shapes val", source_eval="shapes:val(1000)",
+              source_eval_images=1000)
+    record, _ = read_record(tmp_path / "runs" / "r" / "result.json")
+    with out.capture() as printed:
+        report.print_result(dict(record.to_dict(), run_dir=str(tmp_path / "runs" / "r")))
+    text = " ".join(printed.get().replace("│", " ").split())
+    assert "target accuracy 0.71 %" in text
+    assert "0.10 % → 0.20 % (before → after, on shapes val, 1,000 images)" in text
+    assert "drop -0.10 points" in text
+    assert "shapes:val(1000)" not in text
+    assert "τ 1; " in text and "(1.0)" not in text  # the number once
+    assert "ESS (effective sample size" in text and "90.00 % of the training samples" in text
+    assert report.plural(1, "run") == "1 run" and report.plural(2, "epoch") == "2 epochs"
+
+
+def test_table_headers_carry_their_units(tmp_path):
+    from flowvision import tables
+
+    assert [tables.unit(c) for c in ("target acc", "IN-1K acc (ours)", "source drop", "Δ Average (ours)", "KL",
+                                     "mean_loss", "# hard (ours)", "seeds", "dominated area (%)", "method")] == [
+        "%", "%", "points", "points", "nats", "nats", "", "", "", ""]
+    write_run(tmp_path, "a", dataset="gratings", model="demo", synthetic=True)
+    record, _ = read_record(tmp_path / "runs" / "a" / "result.json")
+    headers = [c.header for c in report.demo_table([record.to_dict()]).columns]
+    assert all(h in ("method", "seeds") or h.endswith(("(%)", "(points)", "(nats)")) for h in headers), headers
+    printed = tables.render(tables.table5())
+    assert "hardest 10% (ours)\n%" in [c.header for c in printed.columns]
+
+
+def test_progress_lines_count_batches_in_words_and_say_each_epoch_once(tiny):
+    from flowvision import console
+
+    with console.console.capture() as cap:
+        bar = console.PlainProgress(every=1)
+        task = bar.add_task("finetune", total=4, info="", epoch_steps=2)
+        for step in range(4):
+            bar.update(task, advance=1, info=f"epoch {step // 2 + 1} of 2, loss 0.5")
+    lines = [line.split(" ", 1)[1] for line in cap.get().splitlines()]
+    # the steps that end an epoch are the epoch's own summary line (train.train's log_line), not a second one
+    assert [", ".join(line.split(", ")[:3]) for line in lines] == ["finetune: epoch 1 of 2, loss 0.5, batch 1 of 4",
+                                                        "finetune: epoch 2 of 2, loss 0.5, batch 3 of 4"]
+    assert not any(re.search(r"\b\d+/\d+\b", line) for line in lines)
+
+
+# ---- --help ----------------------------------------------------------------------------------------
+def _commands(command, path=()):
+    if hasattr(command, "commands"):
+        yield path, command
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield path, command
+
+
+def test_every_help_page_reads_cleanly():
+    """No '<bool>' after a flag, no space before a period, no {ARG} in a usage line, help text on every
+    option, and a default named (Typer's [default: …] or the help's own words) for every optional value."""
+    pages = 0
+    for path, command in _commands(typer.main.get_command(app)):
+        res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(WIDTH)})
+        assert res.exit_code == 0, (path, res.output)
+        pages += 1
+        text = res.output
+        flat = " ".join(text.replace("│", " ").split())
+        assert "<bool>" not in text, path
+        assert not re.search(r"\s[.,;](\s|$)", flat), (path, re.findall(r"\S+\s[.,;](?:\s|$)", flat))
+        assert not any("{" in line for line in text.splitlines() if "Usage:" in line), path
+        for p in command.params:
+            if getattr(p, "hidden", False):
+                continue
+            assert (p.help or "").strip(), (path, p.opts, "has no help text")
+            takes_value = p.param_type_name == "option" and not p.is_flag and not p.required
+            if takes_value and p.default is None:
+                assert "default" in p.help.lower(), (path, p.opts, "names no default")
+    assert pages >= 16  # the group, its commands, the data group and its commands
+
+
+def test_cache_dir_help_says_everything_it_holds():
+    res = runner.invoke(app, ["finetune", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.output.replace("│", " ").split())
+    assert "Demo model cache" not in text
+    for part in ("demo/", "weights/<tag>.safetensors", "decoded/", "$FLOWVISION_CACHE"):
+        assert part in text
+
+
+# ---- did you mean --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,hint", [
+    (["--set", "epoch=2"], "unknown config key epoch (did you mean epochs?)"),
+    (["--dataset", "cifar-10"], "unknown dataset 'cifar-10' (did you mean cifar10?)"),
+    (["--tau", "medain"], "--tau medain is not understood (did you mean median?)"),
+    (["--set", "epochs", "2"], "'epochs 2': write key=value (did you mean --set epochs=2?)"),
+    (["--set", "epoch", "2"], "(did you mean --set epochs=2?)"),
+    (["--set", "epochs", "--seed", "1"], "--set 'epochs': write key=value, e.g. --set epochs=3"),
+    (["--method", "flw"], "unknown method 'flw' (did you mean flow?)"),
+])
+def test_an_unknown_value_gets_a_did_you_mean(args, hint):
+    res = runner.invoke(app, ["finetune", *args, "--dry-run"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2, res.output
+    assert hint in " ".join(res.output.replace("│", " ").split()), res.output
+    assert "Traceback" not in res.output
+
+
+def test_key_lists_in_errors_name_only_what_a_person_sets():
+    res = runner.invoke(app, ["finetune", "--set", "frobnicate=1", "--dry-run"])
+    assert res.exit_code == 2
+    listed = " ".join(res.output.split()).split("valid keys: ", 1)[1]
+    keys = {k.strip() for k in listed.split(",")}
+    assert {"epochs", "lr", "tau", "probe_epochs"} <= keys
+    assert not keys & {"dataset", "model", "method", "sweep", "hparams_note"}
+    assert "did you mean" not in res.output  # nothing is close to frobnicate
