@@ -125,6 +125,8 @@ def prepare_imagenet(
     out.print(f"{escape(row['path'])} {done} {row['n_test']:,} images in {row['classes']} synset folders; "
               f"use it with --imagenet {escape(row['path'])} or export FLOWVISION_IMAGENET={escape(row['path'])}",
               highlight=False, soft_wrap=True)
+    if row["devkit_note"]:
+        out.print(f"[yellow]note:[/] {escape(row['devkit_note'])}", highlight=False, soft_wrap=True)
     _print_note(row)
 
 

@@ -117,6 +117,8 @@ def test_imagenet_val_is_sorted_by_the_devkit_and_loads_as_the_val_set(in1k, tmp
     assert result.exit_code == 0, result.output
     assert f"use it with --imagenet {out} or export FLOWVISION_IMAGENET={out}" in text
     assert f"{out} now holds 6 images in 3 synset folders" in text
+    assert ("note: ILSVRC2012_devkit_t12.tar.gz is not the official ILSVRC2012_devkit_t12.tar.gz (its md5 differs "
+            "from torchvision's record): the images are sorted by its labels") in text
     # ILSVRC2012_val_00000002.JPEG has ground truth 3: the third leaf, SYNSETS[2]
     assert sorted(p.name for p in (out / SYNSETS[2]).iterdir()) == ["ILSVRC2012_val_00000002.JPEG",
                                                                     "ILSVRC2012_val_00000005.JPEG"]
@@ -183,6 +185,15 @@ def test_archives_that_are_not_the_val_set_or_its_devkit_are_refused(in1k, tmp_p
         text = one_line_error(run("prepare", "imagenet", "--val-tar", tar, "--devkit", kit, "--out", out)[0])
         assert message in text, text
         assert nothing_left(out.parent, "val")
+
+
+def test_the_leftovers_of_an_interrupted_run_are_removed_not_used(in1k):
+    val_tar, devkit, out = in1k
+    stale = out.parent / ".val.partial" / "val" / SYNSETS[0]
+    stale.mkdir(parents=True)
+    (stale / "ILSVRC2012_val_00000099.JPEG").write_bytes(jpeg())
+    assert run("prepare", "imagenet", "--val-tar", val_tar, "--devkit", devkit, "--out", out)[0].exit_code == 0
+    assert not (out.parent / ".val.partial").exists() and len(list(out.rglob("*.JPEG"))) == 6
 
 
 def test_a_folder_in_the_way_is_never_touched(in1k):
@@ -265,15 +276,20 @@ def cars_zip(path: Path, n_classes: int = 196) -> Path:
     return path
 
 
-def test_stanford_cars_is_unpacked_checked_and_loads(tmp_path):
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_stanford_cars_is_unpacked_checked_and_loads(tmp_path, kind):
     root = tmp_path / "data"
-    result, text = run("prepare", "stanford_cars", "--archive", cars_zip(tmp_path / "archive.zip"),
-                       "--data-root", root)
+    archive = cars_zip(tmp_path / "archive.zip")
+    if kind == "tar.gz":  # the same tree as a tar stream, under a folder of another name
+        with zipfile.ZipFile(archive) as zf:
+            archive = write_tar(tmp_path / "cars.tar.gz", {f"cars/{n}": zf.read(n) for n in zf.namelist()}, "w:gz")
+    result, text = run("prepare", "stanford_cars", "--archive", archive, "--data-root", root)
     assert result.exit_code == 0, result.output
     assert f"stanford_cars: {root / 'stanford_cars'} now holds 196 train / 196 test images" in text
     task = load_real_task("stanford_cars", root, image_size=8)
     assert (len(task.train), len(task.test), task.num_classes) == (196, 196, 196)
     assert sorted(p.name for p in (root / "stanford_cars").iterdir()) == ["test", "train"]  # no CSV, no car_data/
+    assert {r["name"]: r["found"] for r in data_status(root)}["stanford_cars"]
 
 
 def test_damaged_or_incomplete_cars_archives_are_refused(tmp_path):

@@ -59,9 +59,10 @@ def members(archive: Path) -> Iterator[tuple[str, object]]:
     """(name, readable file) of every regular file in ``archive``, in archive order, one at a time (each
     readable only until the next is asked for). A zip is read through its index; anything else as a tar
     stream (any compression), which must end with its end-of-archive marker: a tar cut short between two
-    members is found here, not only by the counts."""
+    members is found here, not only by the counts. (A tar whose last member is a zip can look like a zip
+    at its end: the tar is tried first.)"""
     try:
-        if zipfile.is_zipfile(archive):
+        if not tarfile.is_tarfile(archive) and zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
                     if not info.is_dir():
@@ -260,12 +261,19 @@ def _folder_counts(folder: Path) -> Counter:
 def prepare_imagenet(val_tar: Path, devkit: Path, out: Path) -> dict:
     """ILSVRC2012_img_val.tar sorted into ``out/<synset>/ILSVRC2012_val_NNNNNNNN.JPEG`` by the devkit's
     labels, the folder ``--imagenet`` reads. -> the ``data status`` row of ``out`` with ``already``
-    (True: ``out`` was complete, nothing was done) and ``classes``."""
+    (True: ``out`` was complete, nothing was done), ``classes`` and ``devkit_note`` (None for the official
+    devkit, by torchvision's record of its md5; else a line saying that the labels are the given devkit's)."""
+    from torchvision.datasets.imagenet import ARCHIVE_META
+    from torchvision.datasets.utils import check_integrity
+
     val_tar = _archive(val_tar, "ImageNet val archive")
     out = Path(out).expanduser().absolute()
     labels = read_devkit(devkit)
     declared = Counter(labels)
-    result = {"classes": len(declared)}
+    official = check_integrity(str(Path(devkit).expanduser()), ARCHIVE_META["devkit"][1])
+    result = {"classes": len(declared), "devkit_note": None if official else (
+        f"{Path(devkit).name} is not the official {ARCHIVE_META['devkit'][0]} (its md5 differs from "
+        f"torchvision's record): the images are sorted by its labels")}
     with _staging(out) as stage:
         if _existing(out, lambda: _count_problem(_folder_counts(out), declared)):
             return {**_checked("imagenet", out.parent, out), **result, "already": True}
