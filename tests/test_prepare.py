@@ -131,11 +131,12 @@ def test_imagenet_val_is_sorted_by_the_devkit_and_loads_as_the_val_set(in1k, tmp
     assert sorted(p.name for p in out.parent.iterdir()) == [".val.prepare.lock", "val"]  # no .val.partial
 
 
-def test_running_it_again_on_the_finished_folder_is_a_no_op(in1k):
+def test_running_it_again_on_the_finished_folder_is_a_no_op(in1k, monkeypatch):
     val_tar, devkit, out = in1k
     assert run("prepare", "imagenet", "--val-tar", val_tar, "--devkit", devkit, "--out", out)[0].exit_code == 0
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    result, text = run("prepare", "imagenet", "--val-tar", val_tar, "--devkit", devkit, "--out", out)
+    monkeypatch.setenv("FLOWVISION_IMAGENET", str(out))                   # --out defaults to it
+    result, text = run("prepare", "imagenet", "--val-tar", val_tar, "--devkit", devkit)
     assert result.exit_code == 0 and f"{out} already holds 6 images in 3 synset folders" in text
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
