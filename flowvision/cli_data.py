@@ -3,8 +3,11 @@
     flowvision data status --data-root /d [--imagenet /d/imagenet/val] [--dataset folder:PATH]
     flowvision data download cifar10 --data-root /d
     flowvision data sample-photos /d/in1k-sample      # 20 real labelled photos as a partial val folder
+    flowvision data prepare imagenet --val-tar ILSVRC2012_img_val.tar --devkit ILSVRC2012_devkit_t12.tar.gz
+    flowvision data prepare stanford_dogs --images images.tar --lists lists.tar --data-root /d
+    flowvision data prepare stanford_cars --archive cars.zip --data-root /d
 
-Thin on purpose: the logic lives in ``flowvision.data.fetch``; torch/torchvision are imported
+Thin on purpose: the logic lives in ``flowvision.data.fetch`` and ``flowvision.data.prepare``; torch/torchvision are imported
 inside the commands so ``flowvision --help`` stays instant. A UserError becomes one line and exit
 code 2 (``user_errors``).
 """
@@ -17,7 +20,12 @@ import typer
 from .console import user_errors
 from .registry import REAL_DATASETS
 
-data_app = typer.Typer(help="Real data sets: status (what is where) and download.", no_args_is_help=True)
+data_app = typer.Typer(help="Real data sets: status (what is where), download, and prepare (unpack the "
+                                "archives downloaded by hand).", no_args_is_help=True)
+prepare_app = typer.Typer(help="Unpack an archive downloaded by hand into the folder the loaders read, check it "
+                               "as `data status` does, and put it in place only when complete.",
+                          no_args_is_help=True)
+data_app.add_typer(prepare_app, name="prepare")
 
 DATA_ROOT_HELP = "Folder holding one sub-folder per data set (default: $FLOWVISION_DATA, else ./data)."
 
@@ -91,3 +99,82 @@ def sample_photos(out_dir: str = typer.Argument(..., help="New folder to write <
     with user_errors():
         res = build_sample_folder(out_dir)
     out.print(f"wrote {res['images']} photos of {res['classes']} classes under {res['folder']}", highlight=False)
+
+
+@prepare_app.command("imagenet")
+def prepare_imagenet(
+    val_tar: str = typer.Option(..., "--val-tar", help="ILSVRC2012_img_val.tar (the 50,000 val JPEGs in one folder)."),
+    devkit: str = typer.Option(..., "--devkit", help="ILSVRC2012_devkit_t12.tar.gz (the val labels and synsets)."),
+    out_dir: Optional[str] = typer.Option(
+        None, "--out", help="Folder to write the 1000 synset folders into (default: $FLOWVISION_IMAGENET, else "
+                            "<data-root>/imagenet/val)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+) -> None:
+    """Sort the ImageNet-1K val images into one folder per synset (the folder --imagenet reads)."""
+    from rich.markup import escape
+
+    from .console import out
+    from .data.fetch import resolve_data_root, resolve_imagenet
+    from .data.prepare import prepare_imagenet as prepare
+
+    with user_errors():
+        folder = resolve_imagenet(out_dir) or resolve_data_root(data_root) / "imagenet" / "val"
+        row = prepare(val_tar, devkit, folder)
+    done = "already holds" if row["already"] else "now holds"
+    out.print(f"{escape(row['path'])} {done} {row['n_test']:,} images in {row['classes']} synset folders; "
+              f"use it with --imagenet {escape(row['path'])} or export FLOWVISION_IMAGENET={escape(row['path'])}",
+              highlight=False, soft_wrap=True)
+    if row["devkit_note"]:
+        out.print(f"[yellow]note:[/] {escape(row['devkit_note'])}", highlight=False, soft_wrap=True)
+    _print_note(row)
+
+
+@prepare_app.command("stanford_dogs")
+def prepare_dogs(
+    images: str = typer.Option(..., "--images", help="images.tar from http://vision.stanford.edu/aditya86/ImageNetDogs/."),
+    lists: str = typer.Option(..., "--lists", help="lists.tar from the same page (train_list.mat, test_list.mat)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+) -> None:
+    """Unpack Stanford Dogs into <data-root>/stanford_dogs/ (Images/<breed>/, the official lists)."""
+    from .data.fetch import resolve_data_root
+    from .data.prepare import prepare_dogs as prepare
+
+    with user_errors():
+        row = prepare(images, lists, resolve_data_root(data_root))
+    _print_prepared(row)
+
+
+@prepare_app.command("stanford_cars")
+def prepare_cars(
+    archive: str = typer.Option(..., "--archive", help="Stanford Cars sorted by class: a zip or tar holding "
+                                                       "train/<class>/ and test/<class>/ (e.g. Kaggle's "
+                                                       "stanford-car-dataset-by-classes-folder)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+) -> None:
+    """Unpack Stanford Cars into <data-root>/stanford_cars/{train,test}/<class>/."""
+    from .data.fetch import resolve_data_root
+    from .data.prepare import prepare_cars as prepare
+
+    with user_errors():
+        row = prepare(archive, resolve_data_root(data_root))
+    _print_prepared(row)
+
+
+def _print_prepared(row: dict) -> None:
+    from rich.markup import escape
+
+    from .console import out
+
+    done = "already holds" if row["already"] else "now holds"
+    out.print(f"{row['name']}: {escape(row['path'])} {done} {row['n_train']:,} train / {row['n_test']:,} test "
+              f"images (checked as `flowvision data status` checks it)", highlight=False, soft_wrap=True)
+    _print_note(row)
+
+
+def _print_note(row: dict) -> None:
+    from rich.markup import escape
+
+    from .console import out
+
+    if row["problem"]:
+        out.print(f"[yellow]note:[/] {escape(row['problem'])}", highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ truncated, zero-filled or swapped file is found (``DamagedFile``) instead of tru
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -59,19 +60,42 @@ def _atomic(path: Path, write, size: int = 0) -> None:
     except OSError as e:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            need = f" (this file needs {size / 2**20:.1f} MiB)" if size else ""
-            raise UserError(f"no space left on the disk of {path.parent} while writing {path.name}{need}; "
-                            "free space there (e.g. `flowvision cache --prune`) and run again") from None
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):  # ENOENT: /proc takes no new file
-            raise UserError(f"cannot write into {path.parent}: {e.strerror}; choose a folder you can write") from None
-        if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
-            raise UserError(f"cannot write {path}: a folder of that name is in the way; choose another name") from None
-        raise
+        error = write_failure(e, path, size)
+        if error is None:
+            raise
+        raise error from None
     except BaseException:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_failure(e: OSError, path: Path, size: int = 0) -> UserError | None:
+    """The UserError for an OSError met while writing ``path`` (a full disk, a folder that cannot be
+    written, a folder in the way), None for any other (a bug, raised as it is). ``size``: the bytes the
+    write needed, when known, for the message."""
+    path = Path(path)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        need = f" (this file needs {size / 2**20:.1f} MiB)" if size else ""
+        return UserError(f"no space left on the disk of {path.parent} while writing {path.name}{need}; "
+                         "free space there (e.g. `flowvision cache --prune`) and run again")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):  # ENOENT: /proc takes no new file
+        return UserError(f"cannot write into {path.parent}: {e.strerror}; choose a folder you can write")
+    if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+        return UserError(f"cannot write {path}: a folder of that name is in the way; choose another name")
+    return None
+
+
+@contextlib.contextmanager
+def writing(path: Path, size: int = 0):
+    """Around writes to ``path``: an OSError ``write_failure`` knows becomes its UserError."""
+    try:
+        yield
+    except OSError as e:
+        error = write_failure(e, path, size)
+        if error is None:
+            raise
+        raise error from None
 
 
 def shareable(path) -> None:

@@ -74,7 +74,7 @@ def test_dry_run_shows_the_resolved_run_and_the_fix_for_each_missing_file_withou
     text = " ".join(out.stdout.split())
     assert f"missing; fix: flowvision data download cifar10 --data-root {tmp_path}/data" in text
     assert "missing; fix: the run downloads timm/resnet18.tv_in1k" in text and "pass --weights PATH" in text
-    assert "missing; fix: manual: download ILSVRC2012_img_val.tar" in text
+    assert "missing; fix: download ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz" in text
     assert rows["probe"][1] == "keyed when task has loaded and the device decides amp (auto)"
     assert rows["source_eval"][1] == "keyed when source_data has loaded and the device decides amp (auto)"
     assert rows["amp"] == ["auto", "default"] and "precision: auto — bf16 autocast" in text

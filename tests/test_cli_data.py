@@ -53,9 +53,12 @@ def test_status_of_an_empty_root_lists_every_data_set_and_how_to_get_it(tmp_path
     by_name = {r["name"]: r for r in rows}
     assert by_name["cifar10"]["how_to_get"] == f"flowvision data download cifar10 --data-root {tmp_path}"
     assert by_name["cifar10"]["path"] == str(tmp_path / "cifar10")
-    assert f"{tmp_path}/stanford_dogs/ so it holds Images/<breed>/*.jpg" in by_name["stanford_dogs"]["how_to_get"]
-    assert f"{tmp_path}/stanford_cars/train/<class>/*.jpg" in by_name["stanford_cars"]["how_to_get"]
-    assert "--imagenet DIR" in by_name["imagenet"]["how_to_get"]
+    assert by_name["stanford_dogs"]["how_to_get"].endswith(
+        f"`flowvision data prepare stanford_dogs --images images.tar --lists lists.tar --data-root {tmp_path}`")
+    assert by_name["stanford_cars"]["how_to_get"].endswith(
+        f"`flowvision data prepare stanford_cars --archive FILE --data-root {tmp_path}`")
+    assert ("`flowvision data prepare imagenet --val-tar ILSVRC2012_img_val.tar --devkit ILSVRC2012_devkit_t12.tar.gz "
+            "--out DIR` and pass --imagenet DIR") in by_name["imagenet"]["how_to_get"]
     assert list(tmp_path.iterdir()) == []  # looking leaves nothing behind
 
 
@@ -98,11 +101,12 @@ def test_status_checks_an_imagenet_folder_when_given(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["stanford_cars", "stanford_dogs", "imagenet"])
-def test_manual_data_sets_explain_the_steps(tmp_path, name):
+def test_manual_data_sets_name_where_to_get_them_and_the_prepare_command(tmp_path, name):
     result = CliRunner().invoke(data_app, ["download", name, "--data-root", str(tmp_path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     message = " ".join(result.output.split())
-    assert message.startswith(f"error: {name} cannot be downloaded automatically; manual:")
+    assert message.startswith(f"error: {name} cannot be downloaded automatically; download ")
+    assert f"`flowvision data prepare {name} --" in message
     assert " ".join(how_to_get(name, tmp_path).split()) in message
     assert list(tmp_path.iterdir()) == []
 

@@ -468,11 +468,12 @@ def test_dogs_mat_lists_need_scipy_or_txt(tmp_path):
     assert len(task.train) == 120 and [task.train[i][1] for i in (0, 37)] == [0, 37]
 
 
-def test_missing_dogs_points_to_manual_steps(tmp_path):
+def test_missing_dogs_points_to_the_prepare_command(tmp_path):
     with pytest.raises(UserError) as e:
         load_real_task("stanford_dogs", tmp_path)
     assert str(e.value) == (f"stanford_dogs not found under {tmp_path / 'stanford_dogs'}: see "
-                            f"`flowvision data status --data-root {tmp_path}` for the manual steps")
+                            f"`flowvision data status --data-root {tmp_path}` for where to get it and the "
+                            f"`flowvision data prepare stanford_dogs` command that unpacks it")
     write_dogs(tmp_path)
     with pytest.raises(UserError, match="no train_list.txt or train_list.mat"):
         load_real_task("stanford_dogs", tmp_path)

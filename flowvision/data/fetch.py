@@ -6,7 +6,8 @@
 
 cifar10, cifar100, flowers102, dtd, oxford_pets and caltech101 download with torchvision (which
 checks each archive's md5). Stanford Cars (torchvision's URL is dead), Stanford Dogs and ImageNet
-are placed by hand; for them ``download`` raises a UserError with the steps and the folder layout.
+are downloaded by hand and unpacked by ``flowvision data prepare`` (``prepare.py``); for them
+``download`` raises a UserError naming where to get them and that command.
 A network failure is a one-line UserError, never a traceback, and a download never waits forever
 (a socket timeout applies while it runs).
 """
@@ -52,26 +53,30 @@ def resolve_imagenet(cli_value: Optional[str]) -> Optional[Path]:
 
 
 def how_to_get(name: str, root: Path) -> str:
-    """The exact command, or the manual steps with the folder layout, that puts ``name`` in place."""
+    """The exact command that puts ``name`` in place (for the three that come as archives from elsewhere:
+    where to get them, then the ``flowvision data prepare`` command that unpacks and checks them)."""
     if name == "stanford_cars":
-        return (f"manual: get Stanford Cars sorted by class (torchvision's source is gone; e.g. the Kaggle "
-                f"copy 'stanford-car-dataset-by-classes-folder') and arrange it as "
-                f"{data_folder(name, root)}/train/<class>/*.jpg and .../test/<class>/*.jpg "
-                f"(196 class folders each, same names in both)")
+        return ("download Stanford Cars sorted by class (torchvision's source is gone; e.g. the Kaggle copy "
+                "'stanford-car-dataset-by-classes-folder', one archive holding train/<class>/ and "
+                f"test/<class>/), then `flowvision data prepare stanford_cars --archive FILE --data-root {root}`")
     if name == "stanford_dogs":
-        return (f"manual: download images.tar and lists.tar from "
-                f"http://vision.stanford.edu/aditya86/ImageNetDogs/ and extract both into "
-                f"{data_folder(name, root)}/ so it holds Images/<breed>/*.jpg (120 breeds), "
-                f"train_list.mat and test_list.mat (reading .mat needs scipy; or write train_list.txt "
-                f"and test_list.txt, one path relative to Images/ per line)")
+        return ("download images.tar and lists.tar from http://vision.stanford.edu/aditya86/ImageNetDogs/, "
+                "then `flowvision data prepare stanford_dogs --images images.tar --lists lists.tar "
+                f"--data-root {root}`")
     if name == "imagenet":
-        return ("manual: download ILSVRC2012_img_val.tar from https://image-net.org (login needed), "
-                "extract it, sort the 50,000 JPEGs into 1000 synset folders (n01440764/ ... n15075141/; "
-                "e.g. with valprep.sh), then pass --imagenet DIR or set FLOWVISION_IMAGENET")
+        return ("download ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz from https://image-net.org "
+                "(login needed), then `flowvision data prepare imagenet --val-tar ILSVRC2012_img_val.tar "
+                "--devkit ILSVRC2012_devkit_t12.tar.gz --out DIR` and pass --imagenet DIR "
+                "(or set FLOWVISION_IMAGENET)")
     return f"flowvision data download {name} --data-root {root}"
 
 
-def _status_row(name: str, root: Path) -> dict:
+def status_row(name: str, root: Path, imagenet: Optional[Path] = None) -> dict:
+    """What ``data status`` shows for one data set under ``root`` (for "imagenet": the val folder
+    ``imagenet``): name, found, path, n_train, n_test (None when not found), how_to_get, problem (why
+    not found, or a note; None when all is well). The same check reads it for every caller."""
+    if name == "imagenet":
+        return _imagenet_row(imagenet, root)
     row = {"name": name, "found": False, "path": str(data_folder(name, root)), "n_train": None,
            "n_test": None, "how_to_get": how_to_get(name, root), "problem": None}
     try:
@@ -116,7 +121,7 @@ def data_status(root: Path, imagenet: Optional[Path] = None, folders: Sequence[s
         raise UserError(f"--dataset {wrong[0]}: give a folder of your own images as folder:PATH (the registered "
                         "data sets are listed anyway)")
     root = Path(root)
-    rows = [_status_row(name, root) for name in REAL_DATASETS]
+    rows = [status_row(name, root) for name in REAL_DATASETS]
     rows += [folder_status(folder_dataset(folder_path(name))) for name in folders]
     return rows + [_imagenet_row(imagenet, root)]
 
@@ -144,7 +149,8 @@ def _fetch(name: str, root: Path) -> None:
 
 def download(name: str, root: Path) -> dict:
     """Download ``name`` into ``<root>/<name>/`` (a no-op when the files are there and intact) and
-    return its status row. Stanford Cars/Dogs and ImageNet: UserError with the manual steps."""
+    return its status row. Stanford Cars/Dogs and ImageNet: UserError naming the archives and the
+    ``flowvision data prepare`` command."""
     import http.client
     import urllib.error
 
@@ -177,7 +183,7 @@ def download(name: str, root: Path) -> dict:
         for path in reversed(created):  # leave no empty folder behind after a failed download
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-    row = _status_row(name, root)
+    row = status_row(name, root)
     if not row["found"]:
         raise UserError(row["problem"])
     return row

@@ -36,9 +36,9 @@ from .images import IMAGE_SUFFIXES, CheckedImages, ImageFiles, check_images, cut
 from .real import hash_rank
 
 N_VAL = 50_000
-LAYOUT_HELP = ("pass --imagenet DIR (or set FLOWVISION_IMAGENET) to the ILSVRC2012 validation set sorted "
-               "into 1000 synset folders (n01440764/ ... n15075141/, 50 JPEGs each; e.g. with the "
-               "common valprep.sh script)")
+LAYOUT_HELP = ("pass --imagenet DIR (or FLOWVISION_IMAGENET), the val set in 1000 synset folders: "
+               "`flowvision data prepare imagenet --val-tar ILSVRC2012_img_val.tar --devkit "
+               "ILSVRC2012_devkit_t12.tar.gz --out DIR` makes it")
 SOURCE_EVAL_HELP = ("give --source-eval a folder of images: synset folders named after the model's classes "
                     "(n01440764/, ...; some of them are enough) for accuracy, or any images for agreement and KL")
 

@@ -135,7 +135,8 @@ def fix_hint(name: str, root: Path) -> str:
     """What the user should run to get ``name`` under ``root`` (part of every missing-data message)."""
     if REAL_TASKS[name].downloadable:
         return f"run `flowvision data download {name} --data-root {root}`"
-    return f"see `flowvision data status --data-root {root}` for the manual steps"
+    return (f"see `flowvision data status --data-root {root}` for where to get it and the "
+            f"`flowvision data prepare {name}` command that unpacks it")
 
 
 def _missing(name: str, root: Path, detail: str = "") -> UserError:
