@@ -111,7 +111,6 @@ def bench_data(n: int = 64, repeats: int = 3, batch_size: int = 64) -> list[dict
 
     import numpy as np
     from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
 
     from .data.decoded import decoded, stored
     from .data.device import recipe_transforms

@@ -88,6 +88,8 @@ class ReadableGroup(TyperGroup):
         command = super().get_command(ctx, name)
         if type(command) is TyperCommand:
             command.__class__ = ReadableCommand
+        elif type(command) is TyperGroup:  # a sub-group (data prepare) and its commands read the same
+            command.__class__ = ReadableGroup
         return command
 
 
@@ -111,8 +113,8 @@ def _print_estimate(cfgs: list, results: Path) -> None:
     """The cost of the runs ``cfgs`` (costs.py), at the rates measured under ``results`` or assumed."""
     from .costs import describe, estimate, rates
 
-    for line in describe(estimate(cfgs, rates(results))):
-        out.print(line, highlight=False, soft_wrap=True)
+    for text in describe(estimate(cfgs, rates(results))):
+        out.print(text, highlight=False, soft_wrap=True)
 
 
 @app.command()

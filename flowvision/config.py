@@ -583,12 +583,22 @@ def default_cache_dir() -> Path:
 # ---- a configuration's identity: the run folder's name and the id its seeds share -----------------------
 # Fields added after run ids were in use, with their defaults: left out of a configuration's identity
 # while at the default, so that the run folders and config ids written before them keep their names.
-LATER_FIELDS = {"demo_n_test": None}
+LATER_FIELDS = {"demo_n_test": None, "distill": "none"}
+# A method's own knobs, also added later: in the identity only of runs whose method uses them (an ft run's
+# ewc_lambda changes no number).
+USED_WITH = {"ewc_lambda": ("regularizer", "ewc"), "ewc_samples": ("regularizer", "ewc"),
+             "ewc_draws": ("regularizer", "ewc"), "lwf_lambda": ("distill", "lwf"),
+             "lwf_temperature": ("distill", "lwf")}
 
 
 def _numbers(cfg: RunConfig) -> dict:
     values = cfg.to_dict()
-    return {k: values[k] for k in KEYED_FIELDS if not (k in LATER_FIELDS and values[k] == LATER_FIELDS[k])}
+
+    def counts(k):
+        if k in LATER_FIELDS and values[k] == LATER_FIELDS[k]:
+            return False
+        return k not in USED_WITH or values[USED_WITH[k][0]] == USED_WITH[k][1]
+    return {k: values[k] for k in KEYED_FIELDS if counts(k)}
 
 
 def keyed_values(cfg: RunConfig) -> dict:

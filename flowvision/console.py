@@ -29,11 +29,12 @@ class Table(RichTable):
 
     def __rich_console__(self, console, options):
         for column in self.columns:
-            cells = [column.header, *column.cells]
+            body = list(column.cells)
+            cells = [column.header, *body]
             if column.no_wrap:
                 column.min_width = max(_cell_len(c) for c in cells)
             else:  # a short cell ('71.30 ± 0.52') stays on one line, a word in a longer one whole up to 24 columns
-                whole = max(_cell_len(c) for c in column.cells) if column.cells else 0
+                whole = max((_cell_len(c) for c in body), default=0)
                 word = max(_cell_len(c, words=True) for c in cells)
                 column.overflow, column.min_width = "fold", max(word, whole) if whole <= 16 else min(word, 24)
         if isinstance(self.title, (str, Text)):  # a run id in the title is not folded either

@@ -1,6 +1,5 @@
 """Figures from run folders: PNGs of the stated pixel size with something drawn on them, and a
 clean skip (no file, a logged reason) when the runs a figure needs are absent."""
-import json
 import logging
 
 import numpy as np
