@@ -36,6 +36,7 @@ WEIGHTINGS = ("uniform", "flow", "flow-online")
 HEAD_INITS = ("random", "probe")
 REGULARIZERS = ("none", "l2sp", "ewc")
 DISTILLS = ("none", "lwf")
+LWF_PARTS = ("source", "training")
 IMAGENET_TRANSFORMS = ("auto", "official", "timm")
 
 
@@ -74,6 +75,8 @@ class RunConfig:
     distill: str = "none"               # none | lwf: keep the pre-trained model's source outputs (DISTILLS)
     lwf_lambda: float = 1.0             # LwF's λ_o (Li & Hoiem 2016: 1)
     lwf_temperature: float = 2.0        # LwF's T (Li & Hoiem 2016: 2)
+    lwf_parts: str = "source"           # the student's source outputs: through the pre-trained BatchNorms and head, the
+    #                                     model forgetting measures (source) | the training network's own (training)
     refit: bool = True
     wise_alpha: Optional[float] = None
     wise_alphas: tuple = ()
@@ -405,6 +408,7 @@ def validate(cfg: RunConfig) -> None:
     choice("head_init", HEAD_INITS)
     choice("regularizer", REGULARIZERS)
     choice("distill", DISTILLS)
+    choice("lwf_parts", LWF_PARTS)
     choice("normalize", NORMALIZATIONS)
     choice("imagenet_transform", IMAGENET_TRANSFORMS)
     for key in ("n_train", "n_test", "demo_n_train", "demo_n_test", "ewc_samples"):
@@ -588,7 +592,7 @@ LATER_FIELDS = {"demo_n_test": None, "distill": "none"}
 # ewc_lambda changes no number).
 USED_WITH = {"ewc_lambda": ("regularizer", "ewc"), "ewc_samples": ("regularizer", "ewc"),
              "ewc_draws": ("regularizer", "ewc"), "lwf_lambda": ("distill", "lwf"),
-             "lwf_temperature": ("distill", "lwf")}
+             "lwf_temperature": ("distill", "lwf"), "lwf_parts": ("distill", "lwf")}
 
 
 def _numbers(cfg: RunConfig) -> dict:

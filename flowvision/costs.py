@@ -5,7 +5,8 @@
 Every stage a grid reaches is counted once per key (the stages runs share are computed once), by the
 kind of pass it makes, because the three run at very different speeds:
 
-    training    finetune: epochs x N_train training steps through every parameter; EWC's fisher: ewc_samples
+    training    finetune: epochs x N_train training steps through every parameter (twice for LwF through the
+                pre-trained parts: the student's second pass); EWC's fisher: ewc_samples
                 (default N_train) x ewc_draws per-sample gradients (a lower bound: a per-sample gradient costs
                 more than its share of a batch's step)
     frozen      probe, refit: epochs x N_train through the frozen backbone (no graph there) to a head that trains
@@ -111,7 +112,8 @@ def stage_images(name: str, cfg) -> dict:
     elif name == "finetune":
         online = cfg.weighting == "flow-online" or (selecting and cfg.weighting != "uniform")
         teachers = online + (cfg.distill == "lwf")  # the probe (online weights) and LwF's pre-trained model
-        out["train"] = cfg.epochs * n_train
+        out["train"] = cfg.epochs * n_train * (1 + (cfg.distill == "lwf" and cfg.lwf_parts == "source"))  # LwF's
+        # student pass through the pre-trained parts is a second forward and backward of the backbone
         out["inference"] = cfg.epochs * (n_train * teachers + n_test * selecting)
     elif name == "fisher":
         n = min(cfg.ewc_samples or n_train, n_train)

@@ -241,7 +241,8 @@ def _finetune(i):
                else EWC(m, reference, i["fisher"]["fisher"], cfg.ewc_lambda, cfg.task_specific))
     distill = None
     if cfg.distill == "lwf":  # the teacher and its head: the pre-trained model itself (Appendix B's source parts)
-        distill = LwF(hw.place(copy.deepcopy(i["source"].model)), cfg.lwf_lambda, cfg.lwf_temperature)
+        distill = LwF(hw.place(copy.deepcopy(i["source"].model)), cfg.lwf_lambda, cfg.lwf_temperature,
+                      cfg.lwf_parts, cfg.task_specific)
     rows = train(m, task.train, Schedule(cfg.epochs, cfg.lr, cfg.batch_size, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, cosine=True),
                  seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher,
@@ -254,7 +255,9 @@ def _finetune_reads(cfg) -> tuple:
     reads = ("epochs", "lr", *OPTIM, "protocol", "weighting", "head_init", "regularizer", "distill")
     reads += ("normalize",) if cfg.weighting != "uniform" else ()
     reads += {"l2sp": ("l2sp_lambda", "task_specific"), "ewc": ("ewc_lambda", "task_specific")}.get(cfg.regularizer, ())
-    return reads + (("lwf_lambda", "lwf_temperature") if cfg.distill == "lwf" else ())
+    if cfg.distill == "lwf":  # through the pre-trained parts, the rule says which parts those are
+        reads += ("lwf_lambda", "lwf_temperature", "lwf_parts") + (("task_specific",) if cfg.lwf_parts == "source" else ())
+    return tuple(dict.fromkeys(reads))
 
 
 def _finetune_needs(cfg) -> tuple:

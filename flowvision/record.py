@@ -74,6 +74,7 @@ class RunRecord:
     distill: Optional[str] = None          # none | lwf
     lwf_lambda: Optional[float] = None
     lwf_temperature: Optional[float] = None
+    lwf_parts: Optional[str] = None        # whose source outputs the distillation keeps (config.LWF_PARTS)
     lwf_targets: Optional[str] = None      # how the teacher's targets were made: "online" (each augmented batch)
     head_init: Optional[str] = None
     refit: Optional[bool] = None
@@ -311,6 +312,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         **_fisher_scale(fisher["fisher"] if fisher else None, r, cfg.task_specific),
         distill=cfg.distill, lwf_lambda=cfg.lwf_lambda if lwf else None,
         lwf_temperature=cfg.lwf_temperature if lwf else None, lwf_targets="online" if lwf else None,
+        lwf_parts=cfg.lwf_parts if lwf else None,
         refit=cfg.refit, finetune=cfg.finetune, epochs=cfg.epochs, lr=cfg.lr, wise_alpha=cfg.wise_alpha,
         restore=cfg.restore, task_specific=models.family_rule(src.model, cfg.task_specific), **headline,
         source_acc_before=before["acc"], source_drop=_drop(before["acc"], headline["source_acc_after"]),

@@ -148,15 +148,19 @@ class LwF:
     - the term is unweighted under FLOW: FLOW's weights weigh the target loss (its definition); the
       distillation keeps the source outputs on every target image alike."""
 
-    def __init__(self, source: nn.Module, lam: float, temperature: float):
+    def __init__(self, source: nn.Module, lam: float, temperature: float, parts: str = "source", rule: str = "auto"):
         self.source = source.eval()
         for p in self.source.parameters():
             p.requires_grad_(False)
         self.head = self.source.get_classifier()  # the pre-trained head itself, not a copy
-        self.lam, self.temperature = lam, temperature
+        self.lam, self.temperature, self.parts, self.rule = lam, temperature, parts, rule
 
     def student(self, model: nn.Module) -> nn.Module:
-        return WithSourceHead(model, self.head)
+        """``parts="source"``: the source outputs of the model forgetting measures (``WithSourceParts``);
+        ``"training"``: the training network's own features through the pre-trained head (``WithSourceHead``)."""
+        if self.parts == "training":
+            return WithSourceHead(model, self.head)
+        return WithSourceParts(model, self.source, self.rule)
 
     def __call__(self, x: torch.Tensor, source_logits: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -176,6 +180,49 @@ class WithSourceHead(nn.Module):
     def forward(self, x):
         pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         return self.model.get_classifier()(pooled), self.source_head(pooled)
+
+
+class WithSourceParts(nn.Module):
+    """The model forgetting measures, inside the training one. -> (task logits, source logits): the task
+    logits are the model's own forward pass (so LwF at λ = 0 is plain training); the source logits are a
+    second pass of the same shared tensors through the pre-trained task-specific parts (Appendix B: its
+    BatchNorms, in eval mode with their running statistics, and its head). That is
+    ``forgetting.measured_model`` computed without a copy, so the distillation keeps what is measured. The
+    second pass costs one more forward and backward of the backbone per batch; nothing of the source
+    model trains."""
+
+    def __init__(self, model: nn.Module, source: nn.Module, rule: str = "auto"):
+        super().__init__()
+        self.model, self.source_head = model, source.get_classifier()
+        specific = models.task_specific_keys(model, rule) - models.head_keys(model)
+        state = source.state_dict()
+        self._parts = {k: state[k] for k in specific}
+        owners = {k.rsplit(".", 1)[0] for k in specific}
+        self._norms = [m for name, m in model.named_modules() if name in owners]
+        object.__setattr__(self, "_pooled", _Pooled(model))  # not a submodule: the model is registered once
+
+    def forward(self, x):
+        task = self.model(x)
+        modes = [m.training for m in self._norms]
+        for m in self._norms:
+            m.eval()
+        try:
+            pooled = torch.func.functional_call(self._pooled, {f"model.{k}": v for k, v in self._parts.items()}, (x,))
+        finally:
+            for m, mode in zip(self._norms, modes):
+                m.train(mode)
+        return task, self.source_head(pooled)
+
+
+class _Pooled(nn.Module):
+    """A timm model's pooled pre-logits features (its forward without the head)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
 class FrozenBackbone(nn.Module):

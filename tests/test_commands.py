@@ -170,8 +170,10 @@ def test_the_estimate_counts_lwf_teacher_passes_and_one_fisher_pass_shared_by_ev
     lpft = images([config.resolve("cifar10", "resnet18", "lpft", sub)])
     lwf = images([config.resolve("cifar10", "resnet18", "lwf", sub)])
     c = config.resolve("cifar10", "resnet18", "lwf", sub)
-    assert lwf["train"] == lpft["train"] and lwf["frozen"] == lpft["frozen"]
+    assert lwf["train"] == 2 * lpft["train"] and lwf["frozen"] == lpft["frozen"]  # the student's two passes
     assert lwf["inference"] - lpft["inference"] == c.epochs * 50_000  # the teacher's pass on every batch
+    own = images([config.resolve("cifar10", "resnet18", "lwf", dict(sub, lwf_parts="training"))])
+    assert own["train"] == lpft["train"]  # through the training network's own parts: one pass
     ewcs = [config.resolve("cifar10", "resnet18", "ewc", dict(sub, ewc_lambda=lam, ewc_samples=2000, ewc_draws=2))
             for lam in (0.01, 1.0)]
     got = images(ewcs)

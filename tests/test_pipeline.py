@@ -196,7 +196,7 @@ ALTERNATIVES = {
     "weighting": ["flow-online", "flow"], "tau": ["p25", "median"], "paper_tau": [0.2],
     "normalize": ["sum"], "head_init": ["random", "probe"], "finetune": [False, True],
     "regularizer": ["l2sp", "none"], "l2sp_lambda": [0.5], "ewc_lambda": [0.5], "ewc_samples": [17, None],
-    "ewc_draws": [3], "distill": ["lwf", "none"], "lwf_lambda": [0.5], "lwf_temperature": [4.0], "refit": [False, True],
+    "ewc_draws": [3], "distill": ["lwf", "none"], "lwf_lambda": [0.5], "lwf_temperature": [4.0], "lwf_parts": ["training", "source"], "refit": [False, True],
     "wise_alpha": [0.25, None], "wise_alphas": [(0.0, 1.0)], "wise_subset": [100], "epochs": [9], "lr": [0.123],
     "batch_size": [7], "momentum": [0.5],
     "weight_decay": [0.01], "probe_epochs": [9], "probe_lr": [0.123], "probe_bn_train": [False, True],

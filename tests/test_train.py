@@ -12,7 +12,9 @@ from flowvision.errors import UserError
 from flowvision.evaluate import predict
 from flowvision.files import load_checked
 from flowvision.evaluate import fisher_diagonal
-from flowvision.train import (EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, WithSourceHead, lwf_loss,
+from flowvision.forgetting import measured_model
+from flowvision.train import (EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, WithSourceHead, WithSourceParts,
+                              lwf_loss,
                               selected_epoch, train)
 
 
@@ -207,8 +209,35 @@ def test_lwf_runs_the_pretrained_head_frozen_beside_the_task_head_and_at_zero_la
     train(b, task.train, sched, seed=0, distill=LwF(copy.deepcopy(source), 0.0, 2.0))
     train(c, task.train, sched, seed=0, distill=LwF(copy.deepcopy(source), 5.0, 2.0))
     assert _states_equal(a, b) and torch.equal(lwf.head.weight, source.fc.weight)
-    kept = lambda m: lwf_loss(WithSourceHead(m.eval(), lwf.head)(x)[1], source(x), 2.0).item()
-    assert kept(c) < kept(a)  # the distillation keeps the source outputs closer
+    kept = lambda m: lwf_loss(measured_model(source, m).eval()(x), source(x), 2.0).item()
+    assert kept(c) < kept(a)  # the distillation keeps the measured model's source outputs closer
+    d = models.with_new_head(net, 8, seed=0)  # through the training network's own BatchNorms instead
+    train(d, task.train, sched, seed=0, distill=LwF(copy.deepcopy(source), 5.0, 2.0, parts="training"))
+    assert not _states_equal(c, d)
+
+
+def test_lwf_through_the_source_parts_distils_the_model_forgetting_measures(task, net):
+    """The student's source outputs are those of forgetting.measured_model: the training network's shared
+    tensors with the pre-trained BatchNorms (eval mode, running statistics) and head; gradients reach the
+    shared tensors, nothing of the source model changes, and the BatchNorms go back to training mode."""
+    lwf = LwF(copy.deepcopy(net), 1.0, 2.0)  # parts="source", the default
+    source = lwf.source
+    before = copy.deepcopy(source.state_dict())
+    student = models.with_new_head(net, 8, seed=0)
+    train(student, task.train, Schedule(epochs=1, lr=0.05, batch_size=16), seed=0)  # its BatchNorms drift
+    student.train()
+    x = next(iter(torch.utils.data.DataLoader(task.train_eval, batch_size=6)))[0]
+    wrapped = lwf.student(student)
+    assert isinstance(wrapped, WithSourceParts)
+    task_logits, source_logits = wrapped(x)
+    assert all(m.training for m in student.modules())
+    assert torch.allclose(source_logits, measured_model(source, student).eval()(x), atol=1e-5)
+    own = WithSourceHead(copy.deepcopy(student).eval(), source.get_classifier())(x)[1]
+    assert not torch.allclose(source_logits, own, atol=1e-3)  # the training BatchNorms give other outputs
+    source_logits.sum().backward()
+    assert student.conv1.weight.grad is not None and student.conv1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in source.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in source.state_dict().items())
 
 
 def test_nan_loss_is_a_clear_user_error(task, net):
