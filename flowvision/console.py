@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from dataclasses import replace
@@ -104,6 +105,34 @@ def line(text: str, style: str | None = None) -> None:
     """One line on stdout that is never wrapped or cut by the console (a path, a command): the terminal
     wraps it, a pipe gets it whole."""
     out.print(text, style=style, highlight=False, soft_wrap=True, markup=False)
+
+
+# A command in prose: a `quoted` span, or a bare `flowvision …` that ends the text (after a ': ').
+_COMMAND = re.compile(r"`([^`]+)`|(?:^|(?<=: ))(flowvision [^;`]*)$")
+
+
+def commands_apart(text: str, lead: str | Text = "", indent: str = "") -> list:
+    """Prose that names commands (``how_to_get``, a dry run's fix) as items for ``show``: the prose as Text
+    that wraps, each command a line (str) of its own two columns in, never wrapped or cut. ``lead`` opens
+    the first line (on a text that is one command, that command's line)."""
+    items, at = [], 0
+
+    def prose(part: str) -> None:
+        opening = lead if not items else ""
+        if part.strip() or opening:
+            items.append(Text.assemble(indent, opening, part.strip()))
+            items[-1].rstrip()
+
+    for match in _COMMAND.finditer(text):
+        command = (match[1] or match[2]).strip()
+        if at == 0 and lead and not text[:match.start()].strip():
+            items.append(f"{indent}{lead.plain if isinstance(lead, Text) else lead}{command}")
+        else:
+            prose(text[at:match.start()])
+            items.append(f"{indent}  {command}")
+        at = match.end()
+    prose(text[at:])
+    return items
 
 
 def plural(n: int, word: str) -> str:

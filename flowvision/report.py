@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from .console import Table, console, line, out, plural
+from .console import Table, commands_apart, console, line, out, plural
 
 
 def pct(x, unit: str = " %") -> str:
@@ -112,11 +112,7 @@ def dry_run_tables(report: dict) -> list:
     for row in report["files"]:
         found = {True: "found", False: "NOT FOUND", None: "not checked"}[row["found"]]
         files.append(f"  {row['what']}: {found}: {row['path']}")
-        fix = re.match(r"(.*fix: )(flowvision [^;]*)$", row["note"])
-        if fix:  # the command alone on its line, to copy whole
-            files += [f"    {fix[1].strip()}", f"      {fix[2]}"]
-        elif row["note"]:
-            files.append(Text(f"    {row['note']}"))
+        files += commands_apart(row["note"], indent="    ")  # each command alone on its line, to copy whole
     plan = Table(title="stage plan", title_justify="left")
     plan.add_column("stage", no_wrap=True)
     plan.add_column("key", no_wrap=True)

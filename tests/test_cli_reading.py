@@ -66,6 +66,19 @@ def test_every_commands_main_table_at_100_columns_keeps_ids_paths_and_commands_w
     _whole(dry.output, str(deep / "cifar100"), f"flowvision data download cifar100 --data-root {deep}",
            "config file: " + str(Path("configs/resnet18/cifar100.yaml").resolve()))
     assert "│ data_root" in dry.output and "(below)" in dry.output and f"data_root: {deep}" in dry.output
+    dogs = runner.invoke(app, ["finetune", "--dataset", "stanford_dogs", "--model", "resnet18", "--dry-run",
+                               "--data-root", str(deep), "--results-dir", str(tmp_path)])
+    _whole(dogs.output, f"flowvision data prepare stanford_dogs --images images.tar --lists lists.tar --data-root {deep}",
+           "flowvision data prepare imagenet --val-tar ILSVRC2012_img_val.tar --devkit ILSVRC2012_devkit_t12.tar.gz "
+           "--out DIR", "python -c \"import timm; timm.create_model('resnet18.tv_in1k', pretrained=True)\"")
+
+    imagenet = tmp_path / "an-imagenet-val-folder-outside-the-data-root"
+    data = runner.invoke(app, ["data", "status", "--data-root", str(deep), "--imagenet", str(imagenet)])
+    assert data.exit_code == 0, data.output
+    _whole(data.output, f"data root: {deep}", f"imagenet folder: {imagenet}",
+           *(f"flowvision data download {name} --data-root {deep}" for name in ("cifar10", "cifar100")),
+           f"flowvision data prepare stanford_cars --archive FILE --data-root {deep}",
+           f"flowvision data prepare stanford_dogs --images images.tar --lists lists.tar --data-root {deep}")
 
     record, _ = read_record(tmp_path / "runs" / ids[3] / "result.json")
     result = dict(record.to_dict(), run_dir=str(tmp_path / "runs" / ids[3]))
