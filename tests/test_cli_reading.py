@@ -129,7 +129,7 @@ def test_table_headers_carry_their_units(tmp_path):
         "%", "%", "points", "points", "nats", "nats", "", "", "", ""]
     write_run(tmp_path, "a", dataset="gratings", model="demo", synthetic=True)
     record, _ = read_record(tmp_path / "runs" / "a" / "result.json")
-    headers = [c.header for c in report.demo_table([record.to_dict()]).columns]
+    headers = [c.header for t in report.demo_table([record.to_dict()]).renderables for c in t.columns]
     assert all(h in ("method", "seeds") or h.endswith(("(%)", "(points)", "(nats)")) for h in headers), headers
     printed = tables.render(tables.table5())
     assert "hardest 10% (ours)\n%" in [c.header for c in printed.columns]
