@@ -94,9 +94,12 @@ def _imagenet_row(imagenet: Optional[Path], root: Path) -> dict:
     if imagenet is None:
         row["problem"] = "no ImageNet folder given (--imagenet DIR or FLOWVISION_IMAGENET)"
         return row
-    from .imagenet import load_imagenet_eval  # torchvision (~6 s), only for a folder to read
+    from .synsets import check_classes, imagenet_synsets
 
     try:
+        check_classes(imagenet, imagenet_synsets())  # a missing or misnamed folder costs no torch import
+        from .imagenet import load_imagenet_eval
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the count note is reported in the row instead
             val = load_imagenet_eval(imagenet, None)
