@@ -17,6 +17,7 @@ def _sets(tiny):
     return [a for k, v in tiny.items() if k != "results_dir" for a in ("--set", f"{k}={v}")]
 
 
+@pytest.mark.filterwarnings("error:constrained_layout not applied")  # a figure whose legend squashed its axes
 def test_reproduce_skips_finished_runs_then_table_and_plot(tiny):
     res_dir = tiny["results_dir"]
     grid = ["reproduce", "--model", "demo", "--datasets", "gratings", "--methods", "ft,flow,wiseft", "--seeds", "2",
