@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -86,6 +87,9 @@ class ReadableGroup(TyperGroup):
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
+        if command is not None and command.help and not command.short_help:
+            # the list of commands shows the docstring's first paragraph as one flowing line, not its line breaks
+            command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
         if type(command) is TyperCommand:
             command.__class__ = ReadableCommand
         elif type(command) is TyperGroup:  # a sub-group (data prepare) and its commands read the same

@@ -216,3 +216,11 @@ def test_key_lists_in_errors_name_only_what_a_person_sets():
     assert {"epochs", "lr", "tau", "probe_epochs"} <= keys
     assert not keys & {"dataset", "model", "method", "sweep", "hparams_note"}
     assert "did you mean" not in res.output  # nothing is close to frobnicate
+
+
+def test_the_list_of_commands_gives_each_one_flowing_paragraph():
+    """A docstring's line breaks are not kept in `flowvision --help`'s list (they broke sentences mid-line)."""
+    for args in ([], ["data"]):
+        res = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "400"})
+        panel = [line for line in res.output.split("─ Commands ─")[1].splitlines() if line.startswith("│")]
+        assert panel and all(re.match(r"│ [a-z]", line) for line in panel), "\n".join(panel)
