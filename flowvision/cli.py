@@ -487,11 +487,9 @@ def status(results_dir: str = typer.Option("results", help="Folder holding runs/
         from .report import status_table
         from .runstate import read_states
 
-        if not Path(results_dir, "runs").is_dir():
-            raise UserError(f"no runs under {results_dir}/runs; pass --results-dir (default: results)")
-        if not watch:
-            out.print(status_table(read_states(Path(results_dir)), show_done, results_dir), highlight=False,
-                      soft_wrap=True)
+        if not watch or not Path(results_dir, "runs").is_dir():  # no runs/ yet: the line that says where to start
+            rows = read_states(Path(results_dir)) if Path(results_dir, "runs").is_dir() else []
+            out.print(status_table(rows, show_done, results_dir), highlight=False, soft_wrap=True)
             return
         import time
 
@@ -519,24 +517,29 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         if not Path(results_dir).is_dir():
             raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
         rows = store_files(Path(results_dir))
-        t = Table(title=f"stage store under {Path(results_dir) / 'cache'}", title_justify="left")
-        for col in ("stage", "kind", "files", "MiB"):
-            t.add_column(col, justify="left" if col in ("stage", "kind") else "right", no_wrap=col in ("stage", "kind"))
-        groups: dict = {}
-        for row in rows:
-            g = groups.setdefault((row["stage"], row["kind"]), [0, 0])
-            g[0], g[1] = g[0] + 1, g[1] + row["bytes"]
-        for (stage, kind), (n, size) in sorted(groups.items()):
-            t.add_row(stage, kind, str(n), f"{size / 2**20:.1f}")
-        out.print(t)
-        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}")
+        line(f"stage store: {Path(results_dir) / 'cache'}")  # the path whole, on its own line
+        if rows:
+            t = Table(title="what it holds", title_justify="left")
+            for col in ("stage", "kind", "files", "MiB"):
+                t.add_column(col, justify="left" if col in ("stage", "kind") else "right",
+                             no_wrap=col in ("stage", "kind"))
+            groups: dict = {}
+            for row in rows:
+                g = groups.setdefault((row["stage"], row["kind"]), [0, 0])
+                g[0], g[1] = g[0] + 1, g[1] + row["bytes"]
+            for (stage, kind), (n, size) in sorted(groups.items()):
+                t.add_row(stage, kind, str(n), f"{size / 2**20:.1f}")
+            out.print(t)
+        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}"
+                  + ("" if rows else ": nothing cached yet (a run's stages fill it)"), highlight=False)
         if prune:
             from .runstate import read_states
 
             running = [r["run_id"] for r in read_states(Path(results_dir)) if r["status"] in ("running", "stale")]
             if running and not dry_run:  # their finished stages are in no record yet: pruning would take them
-                raise UserError(f"{len(running)} run(s) under {results_dir} are running (e.g. {running[0]}); "
-                                "prune when they have finished, or look first with --dry-run")
+                raise UserError(f"{plural(len(running), 'run')} under {results_dir} {'is' if len(running) == 1 else 'are'}"
+                                f" running (e.g. {running[0]}); prune when they have finished, or look first with "
+                                "--dry-run")
             gone = prune_store(Path(results_dir), dry_run=dry_run)
             verb = "would remove" if dry_run else "removed"
             out.print(f"{verb} {plural(len(gone), 'file')}, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "
@@ -547,9 +550,10 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
                     out.print(f"  {row['path']} ({row['kind']}, {row['bytes'] / 2**20:.1f} MiB)", highlight=False,
                               soft_wrap=True)
             if running:
-                console.print(f"[yellow]warning:[/] {len(running)} run(s) under {results_dir} are running (e.g. "
-                              f"{running[0]}): the stages they have finished are in no run record yet, so they are "
-                              "listed here; prune once they have finished", highlight=False, soft_wrap=True)
+                console.print(f"[yellow]warning:[/] {plural(len(running), 'run')} under {results_dir} "
+                              f"{'is' if len(running) == 1 else 'are'} running (e.g. {running[0]}): the stages they "
+                              "have finished are in no run record yet, so they are listed here; prune once they have "
+                              "finished", highlight=False, soft_wrap=True)
 
 
 @app.command()
