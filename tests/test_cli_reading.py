@@ -104,6 +104,23 @@ def test_a_table_too_wide_is_split_by_columns_with_its_ids_in_each_part(narrow):
     assert len(parts) >= 2 and text.count(MODEL) == len(parts)  # the id column in every part
 
 
+def test_a_table_that_fits_only_at_its_least_widths_is_not_cut_at_the_right(narrow):
+    """rich narrows the widest columns first and the least widths pushed them back: the table came out wider
+    than the console, its last column cut off at the edge. Now each line ends in the table's right border."""
+    from flowvision.console import Table
+
+    t = Table(title="fits only narrowed")
+    for header in ("method", "seeds", "target acc (%)", "source acc before (%)", "source acc after (%)",
+                   "drop (points)", "agreement (%)", "KL (nats)"):
+        t.add_column(header, no_wrap=header == "method")
+    t.add_row("flow", "6", "73.80 ± 1.87", "96.12 ± 0.00", "63.50 ± 1.87", "32.62 ± 1.87", "—", "—")
+    with out.capture() as printed:
+        out.print(t)
+    table = [line for line in printed.get().splitlines() if line[:1] in "┏┃┡│└"]
+    assert all(line.rstrip()[-1] in "┓┃┩│┘" for line in table), printed.get()
+    assert "(nats)" in printed.get() and "fits only narrowed (1 of" not in printed.get()  # one table, whole
+
+
 def test_run_printout_numbers_carry_units_and_read_as_words(tmp_path, narrow):
     write_run(tmp_path, "r", tau=1.0, tau_rule="1.0", target_acc=0.0071, source_acc_before=0.001,
               source_acc_after=0.002, source_drop=-0.001, source_eval_name="shapes val", source_eval="shapes:val(1000)",
