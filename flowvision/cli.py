@@ -329,12 +329,12 @@ def weights(
         from .report import tau_text
 
         out.print(render((f"mean FLOW weight per class — {dataset}, τ = {tau_text(res['tau'], res['tau_rule'])}",
-                          res["per_class"].round(4).astype(str))))
+                          res["per_class"].map(lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)))))
         if res["label_noise"]:
             from .report import noise_text
 
             out.print(noise_text(res["label_noise"]), highlight=False)
-        out.print(f"contact sheet: {res['png']}")
+        line(f"contact sheet: {res['png']}")
 
 
 @app.command("export")
