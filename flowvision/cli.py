@@ -18,7 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from .cli_data import DATA_ROOT_HELP
 from .config import parse_sets
-from .console import console, line, out, plural, user_errors
+from .console import commands_apart, console, line, out, plural, show, user_errors
 from .errors import UserError
 from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS,
                        REAL_DATASETS, model_help, resolve_dataset_group)
@@ -254,7 +254,7 @@ def frontier(
                                f"{res['source_before']:.2f}%. One seed is a sketch: --seeds 3 or more for intervals.")
         out.print(render((f"frontiers — {dataset_slug(dataset)} / {model}", table)))
         out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {plural(len(res['runs']), 'run')}, "
-                  f"{res['seconds']:.0f} s", highlight=False)
+                  f"{res['seconds']:.0f} s", highlight=False, soft_wrap=True)
 
 
 from .cli_data import data_app  # noqa: E402
@@ -282,7 +282,7 @@ def table(results_dir: str = typer.Option("results", help="Folder holding runs/ 
                       highlight=False)
             for model in ("resnet18", "resnet50"):
                 line(f"  flowvision reproduce --model {model} --seeds 3")
-        out.print(f"wrote {plural(len(paths), 'file')} under {Path(results_dir) / 'tables'}")
+        line(f"wrote {plural(len(paths), 'file')} under {Path(results_dir) / 'tables'}")
         if missing:
             out.print(f"{len(missing)} paper cells have no run of ours; commands that fill them "
                       f"(or `flowvision reproduce`):")
@@ -349,9 +349,11 @@ def export_run(
         from .export import export
 
         res = export(run_dir, out_dir)
-        out.print(f"wrote {res['out']}: {res['architecture']} with {res['num_classes']} classes, and "
-                  f"{res['source_parts']} source tensors ({res['rule']}); load it with timm.create_model"
-                  f"(\"local-dir:{res['out']}\", pretrained=True) or see its README.md", highlight=False)
+        for item in commands_apart(f"wrote {res['out']}: {res['architecture']} with {res['num_classes']} classes, "
+                                   f"and {res['source_parts']} source tensors ({res['rule']}); load it with "
+                                   f"`timm.create_model(\"local-dir:{res['out']}\", pretrained=True)` or see its "
+                                   "README.md"):
+            show(item)
 
 
 @app.command("import-weights")
@@ -366,8 +368,10 @@ def import_weights(
         from .importing import import_weights as run_import
 
         res = run_import(checkpoint, arch, out_file)
-        out.print(f"wrote {res['out']}: {res['tensors']} tensors of {res['arch']} ({res['renamed']} renamed); "
-                  f"use it with --model {res['arch']} --weights {res['out']}", highlight=False)
+        for item in commands_apart(f"wrote {res['out']}: {res['tensors']} tensors of {res['arch']} ({res['renamed']} "
+                                   f"renamed); use it with `flowvision finetune --model {res['arch']} --weights "
+                                   f"{res['out']}`"):
+            show(item)
 
 
 @app.command()

@@ -112,7 +112,8 @@ def download(
 
     with user_errors():
         row = fetch(name, resolve_data_root(data_root))
-    out.print(f"{name}: {row['n_train']:,} train / {row['n_test']:,} test images under {row['path']}")
+    out.print(f"{name}: {row['n_train']:,} train / {row['n_test']:,} test images under {row['path']}", highlight=False,
+              soft_wrap=True)
 
 
 @data_app.command("sample-photos")
@@ -124,7 +125,8 @@ def sample_photos(out_dir: str = typer.Argument(..., help="New folder to write <
 
     with user_errors():
         res = build_sample_folder(out_dir)
-    out.print(f"wrote {res['images']} photos of {res['classes']} classes under {res['folder']}", highlight=False)
+    out.print(f"wrote {res['images']} photos of {res['classes']} classes under {res['folder']}", highlight=False,
+              soft_wrap=True)
 
 
 @prepare_app.command("imagenet")
