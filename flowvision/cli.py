@@ -491,6 +491,8 @@ def status(results_dir: str = typer.Option("results", help="Folder holding runs/
         from .report import status_table
         from .runstate import read_states
 
+        if not Path(results_dir).is_dir():  # a mistyped folder, not one where nothing has run yet
+            raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
         if not watch or not Path(results_dir, "runs").is_dir():  # no runs/ yet: the line that says where to start
             rows = read_states(Path(results_dir)) if Path(results_dir, "runs").is_dir() else []
             out.print(status_table(rows, show_done, results_dir), highlight=False, soft_wrap=True)

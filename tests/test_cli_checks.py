@@ -91,6 +91,8 @@ def test_status_with_nothing_running_says_so_and_where_to_look(tmp_path):
 
 
 def test_status_and_cache_before_any_run_say_so_in_a_line(tmp_path):
+    missing = runner.invoke(app, ["status", "--results-dir", str(tmp_path / "nope")], env=WIDE)
+    assert missing.exit_code == 2 and "results folder" in missing.output and "does not exist" in missing.output
     status = runner.invoke(app, ["status", "--results-dir", str(tmp_path)], env=WIDE)  # no runs/ folder yet
     assert status.exit_code == 0 and f"runs: none under {tmp_path}/runs, nothing running" in status.output
     assert "`flowvision demo` or `flowvision reproduce` starts some" in status.output
