@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from .cli_data import DATA_ROOT_HELP
 from .config import parse_sets
-from .console import console, line, out, plural, user_errors
+from .console import commands_apart, console, line, out, plural, show, user_errors
 from .errors import UserError
 from .registry import (DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS,
                        REAL_DATASETS, model_help, resolve_dataset_group)
@@ -86,6 +87,9 @@ class ReadableGroup(TyperGroup):
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
+        if command is not None and command.help and not command.short_help:
+            # the list of commands shows the docstring's first paragraph as one flowing line, not its line breaks
+            command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
         if type(command) is TyperCommand:
             command.__class__ = ReadableCommand
         elif type(command) is TyperGroup:  # a sub-group (data prepare) and its commands read the same
@@ -250,7 +254,7 @@ def frontier(
                                f"{res['source_before']:.2f}%. One seed is a sketch: --seeds 3 or more for intervals.")
         out.print(render((f"frontiers — {dataset_slug(dataset)} / {model}", table)))
         out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {plural(len(res['runs']), 'run')}, "
-                  f"{res['seconds']:.0f} s", highlight=False)
+                  f"{res['seconds']:.0f} s", highlight=False, soft_wrap=True)
 
 
 from .cli_data import data_app  # noqa: E402
@@ -278,7 +282,7 @@ def table(results_dir: str = typer.Option("results", help="Folder holding runs/ 
                       highlight=False)
             for model in ("resnet18", "resnet50"):
                 line(f"  flowvision reproduce --model {model} --seeds 3")
-        out.print(f"wrote {plural(len(paths), 'file')} under {Path(results_dir) / 'tables'}")
+        line(f"wrote {plural(len(paths), 'file')} under {Path(results_dir) / 'tables'}")
         if missing:
             out.print(f"{len(missing)} paper cells have no run of ours; commands that fill them "
                       f"(or `flowvision reproduce`):")
@@ -325,12 +329,12 @@ def weights(
         from .report import tau_text
 
         out.print(render((f"mean FLOW weight per class — {dataset}, τ = {tau_text(res['tau'], res['tau_rule'])}",
-                          res["per_class"].round(4).astype(str))))
+                          res["per_class"].map(lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)))))
         if res["label_noise"]:
             from .report import noise_text
 
             out.print(noise_text(res["label_noise"]), highlight=False)
-        out.print(f"contact sheet: {res['png']}")
+        line(f"contact sheet: {res['png']}")
 
 
 @app.command("export")
@@ -345,9 +349,11 @@ def export_run(
         from .export import export
 
         res = export(run_dir, out_dir)
-        out.print(f"wrote {res['out']}: {res['architecture']} with {res['num_classes']} classes, and "
-                  f"{res['source_parts']} source tensors ({res['rule']}); load it with timm.create_model"
-                  f"(\"local-dir:{res['out']}\", pretrained=True) or see its README.md", highlight=False)
+        for item in commands_apart(f"wrote {res['out']}: {res['architecture']} with {res['num_classes']} classes, "
+                                   f"and {res['source_parts']} source tensors ({res['rule']}); load it with "
+                                   f"`timm.create_model(\"local-dir:{res['out']}\", pretrained=True)` or see its "
+                                   "README.md"):
+            show(item)
 
 
 @app.command("import-weights")
@@ -362,8 +368,10 @@ def import_weights(
         from .importing import import_weights as run_import
 
         res = run_import(checkpoint, arch, out_file)
-        out.print(f"wrote {res['out']}: {res['tensors']} tensors of {res['arch']} ({res['renamed']} renamed); "
-                  f"use it with --model {res['arch']} --weights {res['out']}", highlight=False)
+        for item in commands_apart(f"wrote {res['out']}: {res['tensors']} tensors of {res['arch']} ({res['renamed']} "
+                                   f"renamed); use it with `flowvision finetune --model {res['arch']} --weights "
+                                   f"{res['out']}`"):
+            show(item)
 
 
 @app.command()
@@ -483,11 +491,11 @@ def status(results_dir: str = typer.Option("results", help="Folder holding runs/
         from .report import status_table
         from .runstate import read_states
 
-        if not Path(results_dir, "runs").is_dir():
-            raise UserError(f"no runs under {results_dir}/runs; pass --results-dir (default: results)")
-        if not watch:
-            out.print(status_table(read_states(Path(results_dir)), show_done, results_dir), highlight=False,
-                      soft_wrap=True)
+        if not Path(results_dir).is_dir():  # a mistyped folder, not one where nothing has run yet
+            raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
+        if not watch or not Path(results_dir, "runs").is_dir():  # no runs/ yet: the line that says where to start
+            rows = read_states(Path(results_dir)) if Path(results_dir, "runs").is_dir() else []
+            out.print(status_table(rows, show_done, results_dir), highlight=False, soft_wrap=True)
             return
         import time
 
@@ -515,24 +523,29 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         if not Path(results_dir).is_dir():
             raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
         rows = store_files(Path(results_dir))
-        t = Table(title=f"stage store under {Path(results_dir) / 'cache'}", title_justify="left")
-        for col in ("stage", "kind", "files", "MiB"):
-            t.add_column(col, justify="left" if col in ("stage", "kind") else "right", no_wrap=col in ("stage", "kind"))
-        groups: dict = {}
-        for row in rows:
-            g = groups.setdefault((row["stage"], row["kind"]), [0, 0])
-            g[0], g[1] = g[0] + 1, g[1] + row["bytes"]
-        for (stage, kind), (n, size) in sorted(groups.items()):
-            t.add_row(stage, kind, str(n), f"{size / 2**20:.1f}")
-        out.print(t)
-        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}")
+        line(f"stage store: {Path(results_dir) / 'cache'}")  # the path whole, on its own line
+        if rows:
+            t = Table(title="what it holds", title_justify="left")
+            for col in ("stage", "kind", "files", "MiB"):
+                t.add_column(col, justify="left" if col in ("stage", "kind") else "right",
+                             no_wrap=col in ("stage", "kind"))
+            groups: dict = {}
+            for row in rows:
+                g = groups.setdefault((row["stage"], row["kind"]), [0, 0])
+                g[0], g[1] = g[0] + 1, g[1] + row["bytes"]
+            for (stage, kind), (n, size) in sorted(groups.items()):
+                t.add_row(stage, kind, str(n), f"{size / 2**20:.1f}")
+            out.print(t)
+        out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}"
+                  + ("" if rows else ": nothing cached yet (a run's stages fill it)"), highlight=False)
         if prune:
             from .runstate import read_states
 
             running = [r["run_id"] for r in read_states(Path(results_dir)) if r["status"] in ("running", "stale")]
             if running and not dry_run:  # their finished stages are in no record yet: pruning would take them
-                raise UserError(f"{len(running)} run(s) under {results_dir} are running (e.g. {running[0]}); "
-                                "prune when they have finished, or look first with --dry-run")
+                raise UserError(f"{plural(len(running), 'run')} under {results_dir} {'is' if len(running) == 1 else 'are'}"
+                                f" running (e.g. {running[0]}); prune when they have finished, or look first with "
+                                "--dry-run")
             gone = prune_store(Path(results_dir), dry_run=dry_run)
             verb = "would remove" if dry_run else "removed"
             out.print(f"{verb} {plural(len(gone), 'file')}, {sum(r['bytes'] for r in gone) / 2**20:.1f} MiB "
@@ -543,9 +556,10 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
                     out.print(f"  {row['path']} ({row['kind']}, {row['bytes'] / 2**20:.1f} MiB)", highlight=False,
                               soft_wrap=True)
             if running:
-                console.print(f"[yellow]warning:[/] {len(running)} run(s) under {results_dir} are running (e.g. "
-                              f"{running[0]}): the stages they have finished are in no run record yet, so they are "
-                              "listed here; prune once they have finished", highlight=False, soft_wrap=True)
+                console.print(f"[yellow]warning:[/] {plural(len(running), 'run')} under {results_dir} "
+                              f"{'is' if len(running) == 1 else 'are'} running (e.g. {running[0]}): the stages they "
+                              "have finished are in no run record yet, so they are listed here; prune once they have "
+                              "finished", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -46,27 +46,53 @@ def status(
 
 def _status(data_root, imagenet, folders) -> None:
     from rich.markup import escape
+    from rich.text import Text
 
-    from .console import Table, out
+    from .console import Table, commands_apart, line, out, show
     from .data.fetch import data_status, resolve_data_root, resolve_imagenet
 
     root = resolve_data_root(data_root)
     rows = data_status(root, imagenet=resolve_imagenet(imagenet), folders=folders)
-    table = Table(title=f"data sets under {escape(str(root))}")
+    line(f"data root: {root}")  # whole on its own line: the folders in the table are under it
+    table = Table()
     for column, justify in (("data set", "left"), ("found", "left"), ("train", "right"), ("test", "right"),
-                            ("path", "left")):
+                            ("folder", "left")):
         table.add_column(column, justify=justify, no_wrap=column == "data set")
+    below = []  # a folder outside the data root, whole on its own line rather than folded in a cell
     for r in rows:
+        folder = _folder(r["path"], root)
+        if len(folder) > 30:
+            below.append(f"{r['name']} folder: {folder}")
+            folder = "(below)"
         table.add_row(r["name"], "[green]yes[/]" if r["found"] else "[red]no[/]", _count(r["n_train"]),
-                      _count(r["n_test"]), escape(r["path"] or "-"))
+                      _count(r["n_test"]), escape(folder))
     out.print(table)
-    # Steps and problems go below the table, one per line, so they stay readable at any width.
+    for text in below:
+        line(text)
+    # Steps and problems go below the table; commands each on a line of their own, whole at any width.
     for r in rows:
-        plain_missing = (r["problem"] or "").startswith(f"{r['name']} not found")
-        if r["problem"] and not plain_missing:
-            out.print(f"[bold]{r['name']}[/]: [yellow]{escape(r['problem'])}[/]")
+        lead = Text.assemble((r["name"], "bold"), ": ")
+        # "not found" is the table's 'no'; how_to_get below says what to do
+        said = not r["found"] and ("not found" in (r["problem"] or "") or r["path"] is None)
+        if r["problem"] and not said:
+            for item in commands_apart(r["problem"], lead=lead):
+                show(item)
         if not r["found"]:
-            out.print(f"[bold]{r['name']}[/]: {escape(r['how_to_get'])}")
+            for item in commands_apart(r["how_to_get"], lead=lead):
+                show(item)
+
+
+def _folder(path, root) -> str:
+    """A data set's folder as the table shows it: relative to the data root (the line above the table) when it is
+    under it, else whole; '-' when there is none."""
+    from pathlib import Path
+
+    if not path:
+        return "-"
+    try:
+        return f"{Path(path).relative_to(root)}/"
+    except ValueError:
+        return str(path)
 
 
 def _count(n) -> str:
@@ -86,7 +112,8 @@ def download(
 
     with user_errors():
         row = fetch(name, resolve_data_root(data_root))
-    out.print(f"{name}: {row['n_train']:,} train / {row['n_test']:,} test images under {row['path']}")
+    out.print(f"{name}: {row['n_train']:,} train / {row['n_test']:,} test images under {row['path']}", highlight=False,
+              soft_wrap=True)
 
 
 @data_app.command("sample-photos")
@@ -98,7 +125,8 @@ def sample_photos(out_dir: str = typer.Argument(..., help="New folder to write <
 
     with user_errors():
         res = build_sample_folder(out_dir)
-    out.print(f"wrote {res['images']} photos of {res['classes']} classes under {res['folder']}", highlight=False)
+    out.print(f"wrote {res['images']} photos of {res['classes']} classes under {res['folder']}", highlight=False,
+              soft_wrap=True)
 
 
 @prepare_app.command("imagenet")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from dataclasses import replace
@@ -41,11 +42,11 @@ class Table(RichTable):
             self.min_width = max(self.min_width or 0, _cell_len(self.title, words=True))
         width = options.max_width if self.width is None else self.width
         if len(self.columns) < 2 or _least(self) <= width:
-            yield from RichTable.__rich_console__(self, console, options)
+            yield from RichTable.__rich_console__(_fitted(self, console, options, width), console, options)
             return
-        yield Group(*self._parts(width))
+        yield Group(*self._parts(width, console, options))
 
-    def _parts(self, width: int) -> list:
+    def _parts(self, width: int, console, options) -> list:
         """The table cut by columns into tables that fit ``width``, ids repeated in each."""
         ids = [c for c in self.columns if c.no_wrap] or self.columns[:1]
         rest, parts = [c for c in self.columns if c not in ids], []
@@ -62,7 +63,7 @@ class Table(RichTable):
             part.caption = None
             if part.title:  # the title on one line where the console has room for it
                 part.min_width = max(part.min_width or 0, min(width, _cell_len(part.title)))
-            tables.append(part)
+            tables.append(_fitted(part, console, options, width))
         if self.caption:  # under the last part, at the console's width rather than that part's
             tables.append(Text(self.caption) if isinstance(self.caption, str) else self.caption)
         return tables
@@ -71,6 +72,26 @@ class Table(RichTable):
         part = _plain_copy(self)
         part.columns = [replace(c, _index=i, _cells=list(c.cells)) for i, c in enumerate(columns)]
         return part
+
+
+def _fitted(table: RichTable, console, options, width: int) -> RichTable:
+    """``table`` itself where its columns fit ``width`` at their natural widths; else a copy whose columns
+    each get their least width plus a share of the room left, in proportion to what each lacks of its
+    natural width. (rich's own collapse narrows the widest columns first; a column's least width then
+    pushes it back, and the table came out wider than the console with its last column cut.)"""
+    least = [c.min_width or 1 for c in table.columns]
+    natural = [max(n, table._measure_column(console, options, c).maximum - table._get_padding_width(c._index))
+               for n, c in zip(least, table.columns)]
+    lack, room = [n - m for n, m in zip(natural, least)], width - _least(table)
+    if room >= sum(lack):
+        return table
+    shares = [room * gap // sum(lack) for gap in lack]
+    for i in sorted(range(len(lack)), key=lambda i: -lack[i])[:room - sum(shares)]:
+        shares[i] += 1  # the rounding's leftover, to the columns that lack most
+    fitted = _plain_copy(table)
+    fitted.columns = [replace(c, _index=i, _cells=list(c.cells), width=base + share)
+                      for i, (c, base, share) in enumerate(zip(table.columns, least, shares))]
+    return fitted
 
 
 def _plain_copy(table: Table) -> RichTable:
@@ -104,6 +125,34 @@ def line(text: str, style: str | None = None) -> None:
     """One line on stdout that is never wrapped or cut by the console (a path, a command): the terminal
     wraps it, a pipe gets it whole."""
     out.print(text, style=style, highlight=False, soft_wrap=True, markup=False)
+
+
+# A command in prose: a `quoted` span, or a bare `flowvision …` that ends the text (after a ': ').
+_COMMAND = re.compile(r"`([^`]+)`|(?:^|(?<=: ))(flowvision [^;`]*)$")
+
+
+def commands_apart(text: str, lead: str | Text = "", indent: str = "") -> list:
+    """Prose that names commands (``how_to_get``, a dry run's fix) as items for ``show``: the prose as Text
+    that wraps, each command a line (str) of its own two columns in, never wrapped or cut. ``lead`` opens
+    the first line (on a text that is one command, that command's line)."""
+    items, at = [], 0
+
+    def prose(part: str) -> None:
+        opening = lead if not items else ""
+        if part.strip() or opening:
+            items.append(Text.assemble(indent, opening, part.strip()))
+            items[-1].rstrip()
+
+    for match in _COMMAND.finditer(text):
+        command = (match[1] or match[2]).strip()
+        if at == 0 and lead and not text[:match.start()].strip():
+            items.append(f"{indent}{lead.plain if isinstance(lead, Text) else lead}{command}")
+        else:
+            prose(text[at:match.start()])
+            items.append(f"{indent}  {command}")
+        at = match.end()
+    prose(text[at:])
+    return items
 
 
 def plural(n: int, word: str) -> str:

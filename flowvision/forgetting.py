@@ -87,8 +87,8 @@ def source_folder(cfg) -> tuple[Path, Optional[list]]:
     """The folder a real model's forgetting is measured on, checked as the run checks it before reading an
     image: -> (folder, its class folders, each one of the model's classes; some of them are enough), or
     (folder, None) for a --source-eval folder of unlabelled images. UserError when it cannot be used. The
-    run, its dry run and a grid's input check all ask this (loads the model's class list: imports torch)."""
-    from .data.imagenet import check_classes, imagenet_synsets, is_synset_folder
+    run, its dry run and a grid's input check all ask this (no torch: the class list is read from timm's file)."""
+    from .data.synsets import check_classes, imagenet_synsets, is_synset_folder
 
     root = imagenet_root(cfg)
     if cfg.source_eval_dir and not is_synset_folder(root):

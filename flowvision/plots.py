@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 DPI = 200
 PANEL_INCHES = (4.0, 3.2)   # one panel: 800 × 640 px
 LEGEND_INCHES = 2.6         # beside the panels, so no legend covers a point
+LEGEND_CHARS = 48           # a legend line at FONT - 2 that fits LEGEND_INCHES
 MIN_WIDTH_PX = 1200
 MAX_COLS = 3
 MARKERS = "osD^vPX*<>ph"
@@ -106,6 +108,28 @@ def variant_label(method: str, rule: str, several: bool, settings: str = "", n_s
     return text + (f", {_seeds(n_seeds)}" if n_seeds is not None else "")
 
 
+def shared_settings(settings: Sequence[str]) -> tuple[str, list[str]]:
+    """The settings (runs.py's 'epochs=1, n_train=300', one per legend entry) that every entry shares, to be
+    said once, and each entry's own rest."""
+    items = [s.split(", ") if s else [] for s in settings]
+    common = set.intersection(*map(set, items)) if items else set()
+    return ", ".join(i for i in items[0] if i in common) if items else "", [
+        ", ".join(i for i in mine if i not in common) for mine in items]
+
+
+def legend_beside(ax, shared: str = "", handles: Optional[list] = None) -> None:
+    """The panel's legend at its right, where it covers no point, no wider than LEGEND_INCHES: long labels
+    wrap, and the settings every run of the panel shares are its title (a legend as wide as a run's many
+    settings left the axes no room: constrained layout gave up and the figure came out cut)."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    else:
+        labels = [h.get_label() for h in handles]
+    title = textwrap.fill(f"every run: {shared}", LEGEND_CHARS) if shared else None
+    ax.legend(handles, [textwrap.fill(label, LEGEND_CHARS) for label in labels], title=title, alignment="left",
+              fontsize=FONT - 2, title_fontsize=FONT - 2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
 def _source_name(runs: pd.DataFrame, model: str, dataset: str) -> str:
     """How the runs of one panel name their source evaluation (the record's source_eval_name,
     e.g. 'IN-1K val' or 'shapes val'); 'source' when the records do not say."""
@@ -173,19 +197,20 @@ def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
             panel = per_model[per_model["dataset"] == dataset].reset_index(drop=True)
             several = panel.groupby("method")["tau_rule"].transform("nunique") > 1
             colors = palette(len(panel))
-            for (i, row), tag in zip(panel.iterrows(), several):
+            shared, own = shared_settings(list(panel["settings"].fillna("")))
+            for (i, row), tag, settings in zip(panel.iterrows(), several, own):
                 ax.errorbar(row["source_acc_after_mean"], row["target_acc_mean"],
                             xerr=_nan0(row["source_acc_after_std"]), yerr=_nan0(row["target_acc_std"]),
                             linestyle="none", markersize=5, capsize=2, color=colors[i],
                             marker=method_style(row["method"])["marker"],
-                            label=variant_label(row["method"], row["tau_rule"], tag, row["settings"], row["n_seeds"]))
+                            label=variant_label(row["method"], row["tau_rule"], tag, settings, row["n_seeds"]))
             before = panel["source_acc_before_mean"].dropna()
             if len(before):
                 ax.axvline(before.mean(), color="grey", linestyle="--", linewidth=0.8, label="pre-trained (source acc)")
                 include(ax, "x", before.mean())
             name = _source_name(runs, model, dataset)
             _label_axes(ax, dataset, f"{name} acc after (%)  → forgets less", "target acc (%)")
-            ax.legend(fontsize=FONT - 2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+            legend_beside(ax, shared)
         paths.append(save_figure(fig, Path(out_dir) / f"tradeoff_{_safe(model)}.png"))
     return paths
 
@@ -226,12 +251,13 @@ def weight_histograms(runs: pd.DataFrame, out_dir: Path) -> list:
         fig, axes = _grid(len(datasets))
         for ax, dataset in zip(axes, datasets):
             here = [f for f in mine if f[1] == dataset]
-            for color, (_, _, method, rule, settings, tau, seed, weights) in zip(palette(len(here)), here):
+            shared, own = shared_settings([f[4] for f in here])
+            for color, (_, _, method, rule, _, tau, seed, weights), settings in zip(palette(len(here)), here, own):
                 tau_text = "" if tau is None or pd.isna(tau) else f" ({float(tau):.3g})"
                 label = variant_label(method, rule, True, settings) + f"{tau_text}, seed {int(seed)}"
                 ax.hist(weights, bins=30, histtype="step", color=color, label=label)
             _label_axes(ax, dataset, "weight", "training samples")
-            ax.legend(fontsize=FONT - 2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+            legend_beside(ax, shared)
         paths.append(save_figure(fig, Path(out_dir) / f"weights_{_safe(model)}.png"))
     return paths
 
@@ -314,7 +340,8 @@ def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
             panel = per_model[per_model["dataset"] == dataset]
             several = panel.groupby("method")["tau_rule"].nunique()
             lines = list(panel.groupby(["method", "tau_rule", "settings"], sort=True))
-            for color, ((method, rule, settings), line) in zip(palette(len(lines)), lines):
+            shared, own = shared_settings([settings for (_, _, settings), _ in lines])
+            for color, ((method, rule, _), line), settings in zip(palette(len(lines)), lines, own):
                 mean = line.groupby("alpha")[["source_acc_after", "target_acc"]].mean().sort_index()
                 ax.plot(mean["source_acc_after"], mean["target_acc"], color=color, marker=".", markersize=4,
                         label=variant_label(method, rule, several[method] > 1, settings, line["seed"].nunique()))
@@ -335,7 +362,7 @@ def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
                         Line2D([], [], marker="^", color="grey", markeredgecolor="black", linestyle="none",
                                label="α = 1 (fine-tuned)")]
             _label_axes(ax, dataset, f"{_source_name(runs, model, dataset)} acc (%)  → forgets less", "target acc (%)")
-            ax.legend(handles=handles, fontsize=FONT - 2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+            legend_beside(ax, shared, handles)
         paths.append(save_figure(fig, Path(out_dir) / f"wise_{_safe(model)}.png"))
     return paths
 

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flowvision"
 FLOORS = {
     0: ("", "errors", "registry", "files", "console", "distributed", "stats", "weighting", "config"),
     1: ("hardware", "data", "data.base", "data.images", "data.device", "data.synthetic", "data.decoded", "data.real",
-        "data.imagenet", "data.fetch", "data.prepare", "data.folder", "models", "evaluate", "runstate", "trackers"),
+        "data.imagenet", "data.synsets", "data.fetch", "data.prepare", "data.folder", "models", "evaluate", "runstate", "trackers"),
     2: ("stages", "train", "source", "forgetting", "importing"),
     3: ("pipeline",),
     4: ("audit", "record", "costs", "dryrun"),

@@ -81,6 +81,29 @@ def test_dry_run_shows_the_resolved_run_and_the_fix_for_each_missing_file_withou
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
 
 
+def test_dry_run_with_imagenet_and_data_status_import_no_torch(tmp_path):
+    """The dry run checks an --imagenet folder's class names, and data status a missing folder or data set,
+    from timm's class list file alone: a fresh interpreter never imports torch."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "val" / "n01440764").mkdir(parents=True)
+    code = ("import sys\nfrom flowvision.cli import app\n"
+            f"app(['finetune', '--dataset', 'cifar10', '--dry-run', '--data-root', '{tmp_path}/data', '--imagenet', "
+            f"'{tmp_path}/val', '--results-dir', '{tmp_path}/results'], prog_name='flowvision', standalone_mode=False)\n"
+            f"app(['data', 'status', '--data-root', '{tmp_path}/data', '--imagenet', '{tmp_path}/none'], "
+            "prog_name='flowvision', standalone_mode=False)\n"
+            "print('torch imported', 'torch' in sys.modules)")
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), COLUMNS="400")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.rstrip().endswith("torch imported False"), out.stdout + out.stderr
+    text = " ".join(out.stdout.split())
+    assert "ImageNet-1K val: found" in text and "1 of the 1000 class folders" in text
+    assert f"ImageNet val not found at {tmp_path}/none" not in text  # the table's 'no' and the fix say it
+    assert "flowvision data prepare imagenet --val-tar" in text
+
+
 def test_demo_command_prints_the_comparison(tiny):
     res = runner.invoke(app, ["demo", "--seeds", "2", "--methods", "ft,flow", *_sets(tiny)])
     assert res.exit_code == 0, res.output
@@ -88,8 +111,11 @@ def test_demo_command_prints_the_comparison(tiny):
     records = [json.loads(p.read_text()) for p in Path(tiny["results_dir"]).glob("runs/*/result.json")]
     assert len(records) == 4
     rows = _table_rows(res.output)
-    assert [r[0] for r in rows] == ["ft", "flow"], res.output
-    for method, seeds, target, _before, _after, drop, agreement, kl, hard in rows:
+    main, more = [r for r in rows if len(r) == 6], {r[0]: r[1:] for r in rows if len(r) == 4}
+    assert [r[0] for r in main] == ["ft", "flow"] and list(more) == ["ft", "flow"], res.output
+    assert all(len(line) <= 100 for line in res.output.splitlines() if line[:1] in "┏┃┡│└")  # fits 100 columns, whole
+    for method, seeds, target, _after, drop, hard in main:
+        _before, agreement, kl = more[method]
         mine = [r for r in records if r["method"] == method]
         assert seeds == "2" and sorted(r["seed"] for r in mine) == [0, 1]
         for cell, metric in ((target, "target_acc"), (drop, "source_drop"), (agreement, "source_agreement"),

@@ -90,6 +90,18 @@ def test_status_with_nothing_running_says_so_and_where_to_look(tmp_path):
     assert "nothing running" not in listed.output and "a-run" in listed.output
 
 
+def test_status_and_cache_before_any_run_say_so_in_a_line(tmp_path):
+    missing = runner.invoke(app, ["status", "--results-dir", str(tmp_path / "nope")], env=WIDE)
+    assert missing.exit_code == 2 and "results folder" in missing.output and "does not exist" in missing.output
+    status = runner.invoke(app, ["status", "--results-dir", str(tmp_path)], env=WIDE)  # no runs/ folder yet
+    assert status.exit_code == 0 and f"runs: none under {tmp_path}/runs, nothing running" in status.output
+    assert "`flowvision demo` or `flowvision reproduce` starts some" in status.output
+    cache = runner.invoke(app, ["cache", "--results-dir", str(tmp_path)], env=WIDE)
+    assert cache.exit_code == 0, cache.output
+    assert cache.output.splitlines()[0] == f"stage store: {tmp_path / 'cache'}"
+    assert "nothing cached yet" in cache.output and "┏" not in cache.output  # no empty table
+
+
 def test_cache_prune_dry_run_lists_the_files_and_warns_of_a_running_run(tmp_path):
     store = tmp_path / "cache" / "v2"
     store.mkdir(parents=True)
@@ -99,7 +111,7 @@ def test_cache_prune_dry_run_lists_the_files_and_warns_of_a_running_run(tmp_path
     res = runner.invoke(app, ["cache", "--results-dir", str(tmp_path), "--prune", "--dry-run"], env=WIDE)
     assert res.exit_code == 0, res.output
     assert f"{orphan} (unreferenced" in res.output
-    assert "1 run(s) under" in _flat(res.output) and "busy-run" in res.output
+    assert "1 run under" in _flat(res.output) and "is running (e.g. busy-run)" in _flat(res.output)
     assert orphan.is_file()
 
 

@@ -83,7 +83,7 @@ def test_status_command_prints_the_table(tmp_path):
             row = [c.strip() for c in line.split("│")[1:-1]]
             cells[row[0]] = row
     assert list(cells) == list(REAL_TASKS) + ["imagenet"]
-    assert cells["cifar10"] == ["cifar10", "yes", "15", "3", str(tmp_path / "cifar10")]
+    assert cells["cifar10"] == ["cifar10", "yes", "15", "3", "cifar10/"]  # under the data root named above the table
     assert cells["cifar100"][1:4] == ["no", "-", "-"]
     steps = result.output.splitlines()
     assert f"cifar100: flowvision data download cifar100 --data-root {tmp_path}" in steps

@@ -66,6 +66,19 @@ def test_every_commands_main_table_at_100_columns_keeps_ids_paths_and_commands_w
     _whole(dry.output, str(deep / "cifar100"), f"flowvision data download cifar100 --data-root {deep}",
            "config file: " + str(Path("configs/resnet18/cifar100.yaml").resolve()))
     assert "│ data_root" in dry.output and "(below)" in dry.output and f"data_root: {deep}" in dry.output
+    dogs = runner.invoke(app, ["finetune", "--dataset", "stanford_dogs", "--model", "resnet18", "--dry-run",
+                               "--data-root", str(deep), "--results-dir", str(tmp_path)])
+    _whole(dogs.output, f"flowvision data prepare stanford_dogs --images images.tar --lists lists.tar --data-root {deep}",
+           "flowvision data prepare imagenet --val-tar ILSVRC2012_img_val.tar --devkit ILSVRC2012_devkit_t12.tar.gz "
+           "--out DIR", "python -c \"import timm; timm.create_model('resnet18.tv_in1k', pretrained=True)\"")
+
+    imagenet = tmp_path / "an-imagenet-val-folder-outside-the-data-root"
+    data = runner.invoke(app, ["data", "status", "--data-root", str(deep), "--imagenet", str(imagenet)])
+    assert data.exit_code == 0, data.output
+    _whole(data.output, f"data root: {deep}", f"imagenet folder: {imagenet}",
+           *(f"flowvision data download {name} --data-root {deep}" for name in ("cifar10", "cifar100")),
+           f"flowvision data prepare stanford_cars --archive FILE --data-root {deep}",
+           f"flowvision data prepare stanford_dogs --images images.tar --lists lists.tar --data-root {deep}")
 
     record, _ = read_record(tmp_path / "runs" / ids[3] / "result.json")
     result = dict(record.to_dict(), run_dir=str(tmp_path / "runs" / ids[3]))
@@ -89,6 +102,23 @@ def test_a_table_too_wide_is_split_by_columns_with_its_ids_in_each_part(narrow):
     _whole(text, *(f"{i}.25" for i in range(12)))
     parts = re.findall(r"wide \((\d) of (\d)\)", text)
     assert len(parts) >= 2 and text.count(MODEL) == len(parts)  # the id column in every part
+
+
+def test_a_table_that_fits_only_at_its_least_widths_is_not_cut_at_the_right(narrow):
+    """rich narrows the widest columns first and the least widths pushed them back: the table came out wider
+    than the console, its last column cut off at the edge. Now each line ends in the table's right border."""
+    from flowvision.console import Table
+
+    t = Table(title="fits only narrowed")
+    for header in ("method", "seeds", "target acc (%)", "source acc before (%)", "source acc after (%)",
+                   "drop (points)", "agreement (%)", "KL (nats)"):
+        t.add_column(header, no_wrap=header == "method")
+    t.add_row("flow", "6", "73.80 ± 1.87", "96.12 ± 0.00", "63.50 ± 1.87", "32.62 ± 1.87", "—", "—")
+    with out.capture() as printed:
+        out.print(t)
+    table = [line for line in printed.get().splitlines() if line[:1] in "┏┃┡│└"]
+    assert all(line.rstrip()[-1] in "┓┃┩│┘" for line in table), printed.get()
+    assert "(nats)" in printed.get() and "fits only narrowed (1 of" not in printed.get()  # one table, whole
 
 
 def test_run_printout_numbers_carry_units_and_read_as_words(tmp_path, narrow):
@@ -116,7 +146,7 @@ def test_table_headers_carry_their_units(tmp_path):
         "%", "%", "points", "points", "nats", "nats", "", "", "", ""]
     write_run(tmp_path, "a", dataset="gratings", model="demo", synthetic=True)
     record, _ = read_record(tmp_path / "runs" / "a" / "result.json")
-    headers = [c.header for c in report.demo_table([record.to_dict()]).columns]
+    headers = [c.header for t in report.demo_table([record.to_dict()]).renderables for c in t.columns]
     assert all(h in ("method", "seeds") or h.endswith(("(%)", "(points)", "(nats)")) for h in headers), headers
     printed = tables.render(tables.table5())
     assert "hardest 10% (ours)\n%" in [c.header for c in printed.columns]
@@ -203,3 +233,11 @@ def test_key_lists_in_errors_name_only_what_a_person_sets():
     assert {"epochs", "lr", "tau", "probe_epochs"} <= keys
     assert not keys & {"dataset", "model", "method", "sweep", "hparams_note"}
     assert "did you mean" not in res.output  # nothing is close to frobnicate
+
+
+def test_the_list_of_commands_gives_each_one_flowing_paragraph():
+    """A docstring's line breaks are not kept in `flowvision --help`'s list (they broke sentences mid-line)."""
+    for args in ([], ["data"]):
+        res = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "400"})
+        panel = [line for line in res.output.split("─ Commands ─")[1].splitlines() if line.startswith("│")]
+        assert panel and all(re.match(r"│ [a-z]", line) for line in panel), "\n".join(panel)

@@ -1,5 +1,6 @@
 """table, plot, weights, reproduce and bench through the CLI on tiny synthetic runs."""
 import json
+import re
 
 import pytest
 import math
@@ -17,6 +18,7 @@ def _sets(tiny):
     return [a for k, v in tiny.items() if k != "results_dir" for a in ("--set", f"{k}={v}")]
 
 
+@pytest.mark.filterwarnings("error:constrained_layout not applied")  # a figure whose legend squashed its axes
 def test_reproduce_skips_finished_runs_then_table_and_plot(tiny):
     res_dir = tiny["results_dir"]
     grid = ["reproduce", "--model", "demo", "--datasets", "gratings", "--methods", "ft,flow,wiseft", "--seeds", "2",
@@ -50,6 +52,9 @@ def test_weights_audit_writes_contact_sheet_and_per_class_means(tiny):
     assert res.exit_code == 0, res.output
     (folder,) = Path(tiny["results_dir"], "audit").iterdir()
     assert Image.open(folder / "samples.png").size[0] > 100
+    assert f"contact sheet: {folder / 'samples.png'}" in res.output.splitlines()  # the path whole, on one line
+    cells = [c.strip() for row in res.output.splitlines() if row.startswith("│") for c in row.split("│")[3:-1]]
+    assert cells and all(re.fullmatch(r"\d+|\d+\.\d{4}", c) for c in cells), cells  # n, then 4 decimals each
     per_class = (folder / "per_class.csv").read_text().splitlines()
     assert len(per_class) == 1 + 8 and "mean_weight" in per_class[0]
 

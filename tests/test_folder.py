@@ -280,6 +280,7 @@ def finished(tmp_path_factory, weights, photos) -> dict:
     (run_dir,) = (tmp / "results" / "runs").iterdir()
     res = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp / "export")])
     assert res.exit_code == 0, res.output
+    assert f'  timm.create_model("local-dir:{tmp / "export"}", pretrained=True)' in res.output.splitlines()
     return {"tmp": tmp, "data": data, "run_dir": run_dir, "out": tmp / "export",
             "record": json.loads((run_dir / "result.json").read_text())}
 

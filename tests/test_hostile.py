@@ -243,7 +243,7 @@ def test_pruning_beside_a_running_run_is_refused_and_a_text_pth_is_named(tmp_pat
     run = tmp_path / "results" / "runs" / "r1"
     run.mkdir(parents=True)
     (run / "state.json").write_text(_json.dumps({"status": "running", "host": "elsewhere", "updated": 4e9}))
-    _fails_cleanly(["cache", "--results-dir", str(tmp_path / "results"), "--prune"], "are running (e.g. r1)", tmp_path)
+    _fails_cleanly(["cache", "--results-dir", str(tmp_path / "results"), "--prune"], "1 run under", tmp_path)
     text = tmp_path / "w.pth"
     text.write_text("not weights at all\n")
     _fails_cleanly([*_base(tmp_path, tiny), "--model", "resnet18", "--weights", str(text), "--imagenet", str(imagenet)],

@@ -156,3 +156,11 @@ def test_eval_transform_comes_from_the_timm_pretrained_cfg():
     assert tf(Image.new("RGB", (300, 200))).shape == (3, 224, 224)
     small = imagenet_transform({**cfg, "input_size": (3, 32, 32)})  # resize to floor(32 / 0.875)
     assert small.transforms[0].size == 36 and small(Image.new("RGB", (50, 40))).shape == (3, 32, 32)
+
+
+def test_the_class_list_is_timms_read_without_importing_it():
+    from timm.data import ImageNetInfo
+
+    from flowvision.data.synsets import imagenet_synsets as from_file
+
+    assert from_file() == list(ImageNetInfo("imagenet-1k").label_names()) and len(from_file()) == 1000

@@ -210,3 +210,30 @@ def test_wise_points_measured_on_a_subset_are_drawn_hollow(tmp_path):
         (path,) = plots.wise_curves(load_runs(root), root / "fig")
         images.append(np.asarray(Image.open(path).convert("L")))
     assert images[0].shape == images[1].shape and (images[0] != images[1]).sum() > 100
+
+
+def test_runs_with_many_settings_keep_their_axes_and_say_the_shared_settings_once(tmp_path, monkeypatch):
+    """A legend of labels as long as a smoke run's settings left the axes no room: constrained layout warned
+    'axes sizes collapsed to zero' and the figure came out cut. The settings every run shares are now the
+    legend's title, and a label wraps."""
+    import warnings
+
+    from test_tables import _configured
+
+    changes = dict(epochs=1, probe_epochs=1, refit_epochs=1, n_train=48, n_test=32, image_size=16, batch_size=16,
+                   demo_epochs=1, demo_n_train=96)
+    for method in ("ft", "flow"):
+        cfg, cid = _configured("gratings", "demo", method, **changes)
+        write_run(tmp_path, f"g-{method}", dataset="gratings", model="demo", method=method, synthetic=True,
+                  config=cfg, config_id=cid, source_eval="shapes:val(1000)")
+    kept = _drawn_figure(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.tradeoff(plots.dedupe_runs(load_runs(tmp_path)), tmp_path / "fig")
+    fig = kept["figures"][0]
+    ax = fig.axes[0]
+    assert ax.get_position().width > 0.5  # the panel keeps most of the figure's width
+    legend = ax.get_legend()
+    assert {"flow, 1 seed", "ft, 1 seed"} <= {t.get_text() for t in legend.get_texts()}
+    title = " ".join(legend.get_title().get_text().split())
+    assert title.startswith("every run: ") and all(f"{k}={v}" in title for k, v in changes.items())

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from flowvision.cli_data import data_app
 from flowvision.data import prepare
 from flowvision.data.fetch import data_status
-from flowvision.data.imagenet import imagenet_synsets, load_imagenet_eval
+from flowvision.data.imagenet import ImageNetCountWarning, imagenet_synsets, load_imagenet_eval
 from flowvision.data.real import load_real_task
 from flowvision.errors import UserError
 
@@ -122,7 +122,8 @@ def test_imagenet_val_is_sorted_by_the_devkit_and_loads_as_the_val_set(in1k, tmp
     # ILSVRC2012_val_00000002.JPEG has ground truth 3: the third leaf, SYNSETS[2]
     assert sorted(p.name for p in (out / SYNSETS[2]).iterdir()) == ["ILSVRC2012_val_00000002.JPEG",
                                                                     "ILSVRC2012_val_00000005.JPEG"]
-    val = load_imagenet_eval(out, None)
+    with pytest.warns(ImageNetCountWarning, match="holds 3 of the 1000 classes and 6 images"):
+        val = load_imagenet_eval(out, None)
     order = imagenet_synsets()
     assert sorted((Path(p).name, order[label]) for p, label in val.base.samples) == sorted(
         (f"ILSVRC2012_val_{i + 1:08d}.JPEG", SYNSETS[g - 1]) for i, g in enumerate(ground_truth()))

@@ -130,6 +130,8 @@ def test_a_tiny_foreign_checkpoint_imports_and_loads_strictly(tmp_path):
 
     res = _import(_foreign_tiny(tmp_path), tmp_path / "ok.safetensors")
     assert res.exit_code == 0, res.output
+    # the command to use it, whole on its own line
+    assert f"  flowvision finetune --model test_efficientnet --weights {tmp_path / 'ok.safetensors'}" in res.output.splitlines()
     model = models.create("test_efficientnet", 1000)
     model.load_state_dict(load_file(str(tmp_path / "ok.safetensors")), strict=True)
 

@@ -89,14 +89,17 @@ def status_row(name: str, root: Path, imagenet: Optional[Path] = None) -> dict:
 
 
 def _imagenet_row(imagenet: Optional[Path], root: Path) -> dict:
-    from .imagenet import load_imagenet_eval
-
     row = {"name": "imagenet", "found": False, "path": str(imagenet) if imagenet else None,
            "n_train": None, "n_test": None, "how_to_get": how_to_get("imagenet", root), "problem": None}
     if imagenet is None:
         row["problem"] = "no ImageNet folder given (--imagenet DIR or FLOWVISION_IMAGENET)"
         return row
+    from .synsets import check_classes, imagenet_synsets
+
     try:
+        check_classes(imagenet, imagenet_synsets())  # a missing or misnamed folder costs no torch import
+        from .imagenet import load_imagenet_eval
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the count note is reported in the row instead
             val = load_imagenet_eval(imagenet, None)

@@ -34,29 +34,14 @@ from ..errors import UserError
 from .base import Indexed
 from .images import IMAGE_SUFFIXES, CheckedImages, ImageFiles, check_images, cut, read_image  # noqa: F401 (cut: part of this module's API)
 from .real import hash_rank
+from .synsets import (LAYOUT_HELP, SOURCE_EVAL_HELP, check_classes, class_folders, folder_what,  # noqa: F401 (API)
+                      imagenet_synsets, is_synset_folder, layout_help)
 
 N_VAL = 50_000
-LAYOUT_HELP = ("pass --imagenet DIR (or FLOWVISION_IMAGENET), the val set in 1000 synset folders: "
-               "`flowvision data prepare imagenet --val-tar ILSVRC2012_img_val.tar --devkit "
-               "ILSVRC2012_devkit_t12.tar.gz --out DIR` makes it")
-SOURCE_EVAL_HELP = ("give --source-eval a folder of images: synset folders named after the model's classes "
-                    "(n01440764/, ...; some of them are enough) for accuracy, or any images for agreement and KL")
-
-
-def layout_help(flag: str) -> str:
-    """What to do, in the words of the option that named the folder (--imagenet or --source-eval)."""
-    return SOURCE_EVAL_HELP if flag == "--source-eval" else LAYOUT_HELP
 
 
 class ImageNetCountWarning(UserWarning):
     """The val folder does not hold the 50,000 images (or all 1000 classes) of the official set."""
-
-
-def imagenet_synsets() -> list[str]:
-    """timm's ImageNet-1K class order: 1000 WordNet ids, the order of every ``*_in1k`` head."""
-    from timm.data import ImageNetInfo
-
-    return list(ImageNetInfo("imagenet-1k").label_names())
 
 
 def imagenet_transform(pretrained_cfg: dict) -> Callable:
@@ -117,38 +102,6 @@ def describe(ds: ImageNetEval) -> str:
     return f"imagenet-val({len(ds)})"
 
 
-def class_folders(root: Path) -> list[str]:
-    """Names of the class folders under ``root``, sorted; hidden folders (.ipynb_checkpoints, ...)
-    hold no classes (labels come from names) and are skipped."""
-    return sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
-
-
-def _what(root: Path, flag: str) -> str:
-    return f"{'source images' if flag == '--source-eval' else 'ImageNet val'} at {root}"
-
-
-def check_classes(root: Path, expected: Sequence[str], flag: str = "--imagenet") -> list[str]:
-    """The class folders under ``root`` (sorted), all of them in ``expected``; some of ``expected``
-    may be absent (a partial folder). UserError for a folder that is not an expected class; ``flag``
-    is the option that named the folder, which the message tells the user to fix."""
-    if not root.is_dir():
-        raise UserError(f"{_what(root, flag).replace(' at ', ' not found at ')}: {layout_help(flag)}")
-    found = class_folders(root)
-    if not found:
-        raise UserError(f"{_what(root, flag)} has no class folders (the raw val archive is flat): "
-                        f"{layout_help(flag)}")
-    expected_set, found_set = set(expected), set(found)
-    extra = [f for f in found if f not in expected_set]
-    if extra:
-        missing = [e for e in expected if e not in found_set]
-        parts = [f"{len(found)} class folders, expected {len(expected)}", f"first unexpected folder {extra[0]!r}"]
-        if missing:
-            parts.append(f"first missing {missing[0]!r}")
-        raise UserError(f"{_what(root, flag)} does not match the model's classes "
-                        f"({'; '.join(parts)}): {layout_help(flag)}")
-    return found
-
-
 def balanced_subset(samples: Sequence[tuple[str, int]], subset: int, seed: int, root: Optional[Path] = None) -> list[int]:
     """Indices (ascending) of ``subset`` samples, ``subset // k`` per class present (k of them) and
     one more for ``subset % k`` classes, chosen by a seeded hash of each path (relative to ``root``; None:
@@ -185,9 +138,9 @@ def load_imagenet_eval(root: Path, transform, *, subset: Optional[int] = None, s
         base = _ClassListFolder(str(root), expected, present, transform=transform)
     except FileNotFoundError:  # synset folders without images; torchvision's message lists every one
         empty = [c for c in present if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (root / c).rglob("*"))]
-        raise UserError(f"{_what(root, flag)} is incomplete ({len(empty)} class folders hold no image: "
+        raise UserError(f"{folder_what(root, flag)} is incomplete ({len(empty)} class folders hold no image: "
                         f"{cut(empty)}): {layout_help(flag)}") from None
-    checked = check_images([p for p, _ in base.samples], skip_bad=skip_bad, where=_what(root, flag), root=root)
+    checked = check_images([p for p, _ in base.samples], skip_bad=skip_bad, where=folder_what(root, flag), root=root)
     base.keep(checked)
     n = len(base.samples)
     partial = len(present) < len(expected)
@@ -211,12 +164,6 @@ def load_imagenet_eval(root: Path, transform, *, subset: Optional[int] = None, s
 def _skipped_note(skipped: list[str], root: Path) -> str:
     return (f"left out {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} under {root} "
             f"(skip_bad_images): {cut(skipped)}")
-
-
-def is_synset_folder(root: Path, expected: Optional[Sequence[str]] = None) -> bool:
-    """Whether ``root`` holds class folders named after the model's classes (any of them)."""
-    names = set(expected if expected is not None else imagenet_synsets())
-    return root.is_dir() and any(name in names for name in class_folders(root))
 
 
 def load_image_folder(root: Path, transform, skip_bad: bool = False) -> ImageNetEval:

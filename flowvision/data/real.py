@@ -554,6 +554,8 @@ def load_real_splits(name: str, root: Path, *, seed: int = 0, protocol: str = "c
     probe's, which every stage shares under ``dogs_split="single"``)."""
     check_dataset(name, REAL_DATASETS)
     root = Path(root)
+    if not data_folder(name, root).is_dir():  # before torchvision is imported (~6 s): data status stays instant
+        raise _missing(name, root)
     if name == "caltech101":
         return _caltech(name, root, seed)
     if name in PAPER_SPLITS and protocol == "paper":
