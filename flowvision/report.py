@@ -195,7 +195,8 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
         out.print(f"demo source model: {recipe['demo_arch']} trained on {recipe['task']}, "
                   f"val accuracy {pct(demo_info['demo_val_acc'])}% ({demo_info['demo_model_file']})")
     out.print(f"run folders: {', '.join(r['run_dir'] for r in results)}")
-    out.print(f"total {time.time() - t0:.0f} s ({workers} process{'es' if workers > 1 else ''}, one torch thread each)")
+    how = f"{workers} processes, one torch thread each" if workers > 1 else "1 process, one torch thread"
+    out.print(f"total {time.time() - t0:.0f} s ({how})")
     return results
 
 
