@@ -114,6 +114,8 @@ class _Worker:
 
 def worker_main() -> None:
     """The worker's loop; stdout carries only the JSON answers (anything printed goes to the log)."""
+    from . import run  # noqa: F401 (torch and timm load now, while the first cell is on its way)
+
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -181,6 +183,8 @@ def local(cells: list, slot_gpus: list[Optional[str]], log_dir: Path, poll_s: fl
     workers: dict[str, _Worker] = {}
     running: dict[str, tuple[int, float]] = {}  # slot -> (cell, start time)
     t0 = time.time()
+    for slot, gpu in list(zip(names, slot_gpus))[:len(pending)]:  # their imports overlap the first cells' work
+        workers[slot] = _Worker(slot, gpu, threads, log_dir / f"local-{slot}.log", inbox, forced)
 
     def ready(i: int, done: dict) -> bool:
         for j, _ in running.values():
