@@ -1,6 +1,8 @@
 """What the CLI prints after a run or the demo (rich tables); the numbers come from result dicts."""
 from __future__ import annotations
 
+from typing import Optional
+
 from rich.table import Table
 
 from .console import console, out
@@ -162,13 +164,16 @@ def paired_text(p: dict) -> str:
             f"Target cost of {p['b']}: {c['mean']:+.2f} points [{c['lo']:+.2f}, {c['hi']:+.2f}].")
 
 
-def demo_workers(n_runs: int) -> int:
-    """How many processes the demo runs on: one per torch thread this process may use (OMP_NUM_THREADS,
-    else the cores), at most one per run. Each computes with one thread: on 2 cores two 32-px runs side
-    by side finish sooner than one run on two threads, and the numbers do not depend on the thread count."""
+def demo_workers(n_runs: int, device: str = "cpu") -> int:
+    """How many processes the demo runs on: on the CPU one per torch thread this process may use
+    (OMP_NUM_THREADS, else the cores), at most one per run. Each computes with one thread: on 2 cores two
+    32-px runs side by side use them better than one run on two threads, and the numbers do not depend
+    on the thread count. On a GPU the runs go one after the other in this process, as any run."""
     import torch
 
-    return max(1, min(torch.get_num_threads(), n_runs))
+    from .distributed import device_type
+
+    return max(1, min(torch.get_num_threads(), n_runs)) if device_type(device) == "cpu" else 1
 
 
 def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> list[dict]:
@@ -177,6 +182,7 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
     import time
 
     from . import config
+    from .distributed import device_type
     from .errors import UserError
     from .registry import DEMO_DATASETS, DEMO_MODEL
 
@@ -184,8 +190,9 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
         raise UserError(f"the demo runs on a synthetic target task: {' or '.join(DEMO_DATASETS)} (got '{dataset}')")
     cfgs = [config.resolve(dataset, DEMO_MODEL, m, dict(overrides, seed=s)) for m in methods for s in range(seeds)]
     t0 = time.time()
-    workers = demo_workers(len(cfgs))
-    results = _demo_here(cfgs) if workers == 1 else _demo_workers(cfgs, workers)
+    cpu = device_type(cfgs[0].device) == "cpu"
+    workers = demo_workers(len(cfgs), cfgs[0].device)
+    results = _demo_here(cfgs, threads=1 if cpu else None) if workers == 1 else _demo_workers(cfgs, workers)
     demo_info = results[0]["source_info"]
     out.print(demo_table(results))
     if {"ft", "flow"} <= {r["method"] for r in results}:
@@ -195,25 +202,26 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
         out.print(f"demo source model: {recipe['demo_arch']} trained on {recipe['task']}, "
                   f"val accuracy {pct(demo_info['demo_val_acc'])}% ({demo_info['demo_model_file']})")
     out.print(f"run folders: {', '.join(r['run_dir'] for r in results)}")
-    how = f"{workers} processes, one torch thread each" if workers > 1 else "1 process, one torch thread"
+    how = (f"{workers} processes, one torch thread each" if workers > 1 else
+           "1 process, one torch thread" if cpu else "1 process")
     out.print(f"total {time.time() - t0:.0f} s ({how})")
     return results
 
 
-def _demo_here(cfgs: list) -> list[dict]:
-    """The runs one after the other in this process, with one torch thread."""
+def _demo_here(cfgs: list, threads: Optional[int]) -> list[dict]:
+    """The runs one after the other in this process, with ``threads`` torch threads (None: as they are)."""
     import torch
 
     from .run import run
 
-    threads, results = torch.get_num_threads(), []
-    torch.set_num_threads(1)
+    before, results = torch.get_num_threads(), []
+    torch.set_num_threads(threads or before)
     try:
         for i, cfg in enumerate(cfgs):
             console.print(f"[bold]run {i + 1}/{len(cfgs)}[/]: {cfg.method}, seed {cfg.seed}")
             results.append(run(cfg))
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     return results
 
 

@@ -112,7 +112,7 @@ def test_the_demo_runs_on_one_process_per_thread_up_to_one_per_run():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert (demo_workers(12), demo_workers(1)) == (2, 1)
+        assert (demo_workers(12), demo_workers(1), demo_workers(12, "cuda")) == (2, 1, 1)
         torch.set_num_threads(1)
         assert demo_workers(12) == 1
     finally:
