@@ -76,11 +76,15 @@ class _Worker:
     """One worker process (``python -m flowvision.launch``): cells in on stdin, one JSON line per
     finished cell out on stdout; its log (progress, warnings, tracebacks) goes to ``log``."""
 
-    def __init__(self, slot: str, gpu: Optional[str], threads: int, log: Path, inbox: queue.Queue):
+    def __init__(self, slot: str, gpu: Optional[str], threads: int, log: Path, inbox: queue.Queue,
+                 force_threads: bool = False):
         env = dict(os.environ)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        env.setdefault("OMP_NUM_THREADS", str(threads))
+        if force_threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        else:
+            env.setdefault("OMP_NUM_THREADS", str(threads))
         here = str(Path(__file__).resolve().parent.parent)  # this checkout, also when it is not installed
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +114,8 @@ class _Worker:
 
 def worker_main() -> None:
     """The worker's loop; stdout carries only the JSON answers (anything printed goes to the log)."""
+    from . import run  # noqa: F401 (torch and timm load now, while the first cell is on its way)
+
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -155,8 +161,11 @@ def _mark_failed(cfg, error: str) -> None:
         atomic_write_json(run_dir / "state.json", dict(state, status="failed", error=error, updated=time.time()))
 
 
-def local(cells: list, slot_gpus: list[Optional[str]], log_dir: Path, poll_s: float = 0.3) -> dict:
+def local(cells: list, slot_gpus: list[Optional[str]], log_dir: Path, poll_s: float = 0.3,
+          threads: Optional[int] = None) -> dict:
     """Run the unfinished cells on one worker per slot; -> the summary ``grid.reproduce`` returns.
+    Each worker gets ``threads`` torch threads when given (whatever OMP_NUM_THREADS says), else
+    OMP_NUM_THREADS or an equal share of the cores.
 
     A cell starts when a slot is free and every stage it shares with a running cell is already on
     disk; among those, cells that share the most go first (``grid.order``). A worker that dies takes
@@ -169,11 +178,13 @@ def local(cells: list, slot_gpus: list[Optional[str]], log_dir: Path, poll_s: fl
     for cfg, _ in left:
         _mark_waiting(cfg)
     names = [f"gpu{g}" if g is not None else f"cpu{n}" for n, g in enumerate(slot_gpus)]
-    threads = max(1, (os.cpu_count() or 1) // len(slot_gpus))
+    forced, threads = threads is not None, threads or max(1, (os.cpu_count() or 1) // len(slot_gpus))
     inbox: queue.Queue = queue.Queue()
     workers: dict[str, _Worker] = {}
     running: dict[str, tuple[int, float]] = {}  # slot -> (cell, start time)
     t0 = time.time()
+    for slot, gpu in list(zip(names, slot_gpus))[:len(pending)]:  # their imports overlap the first cells' work
+        workers[slot] = _Worker(slot, gpu, threads, log_dir / f"local-{slot}.log", inbox, forced)
 
     def ready(i: int, done: dict) -> bool:
         for j, _ in running.values():
@@ -193,7 +204,7 @@ def local(cells: list, slot_gpus: list[Optional[str]], log_dir: Path, poll_s: fl
                     break
                 pending.remove(i)
                 if slot not in workers:
-                    workers[slot] = _Worker(slot, gpu, threads, log_dir / f"local-{slot}.log", inbox)
+                    workers[slot] = _Worker(slot, gpu, threads, log_dir / f"local-{slot}.log", inbox, forced)
                 workers[slot].send(i, left[i][0])
                 running[slot] = (i, time.time())
                 console.print(f"{time.strftime('%H:%M:%S')} {slot}: started {_label(left[i][0])}", highlight=False,

@@ -77,7 +77,7 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     import torch
 
     from . import models
-    from .data.synthetic import SOURCE_TASK, load_synthetic_task
+    from .data.synthetic import SOURCE_TASK, SPECS, load_synthetic_task
     from .evaluate import predict
     from .stages import load_or_compute
     from .train import Schedule, train
@@ -86,12 +86,12 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     recipe = demo_recipe(cfg)
     key = stable_hash(recipe)
     path = demo_path(cfg)
-    task = load_synthetic_task(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size,
-                               n_train=cfg.demo_n_train, n_test=cfg.demo_n_test, augment=True)
     torch.manual_seed(cfg.data_seed)
-    model = models.create(cfg.demo_arch, task.num_classes)
+    model = models.create(cfg.demo_arch, SPECS[SOURCE_TASK].num_classes)
 
-    def compute():
+    def compute():  # the source task's images are drawn only to train (every run after loads the model)
+        task = load_synthetic_task(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size,
+                                   n_train=cfg.demo_n_train, n_test=cfg.demo_n_test, augment=True)
         rows = train(model, task.train, Schedule(epochs=cfg.demo_epochs, lr=cfg.demo_lr, batch_size=cfg.demo_batch_size,
                                                  optimizer="adam", weight_decay=0.0),
                      seed=cfg.data_seed, hw=hw, desc="demo source model (shapes)")

@@ -130,6 +130,41 @@ def test_demo_command_prints_the_comparison(tiny):
         in " ".join(res.output.split()), res.output
 
 
+def test_the_demo_runs_on_one_process_per_thread_up_to_one_per_run():
+    import torch
+
+    from flowvision.report import demo_workers
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert (demo_workers(12), demo_workers(1), demo_workers(12, "cuda")) == (2, 1, 1)
+        torch.set_num_threads(1)
+        assert demo_workers(12) == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.slow  # ~30 s on 2 cores: two worker processes import torch and timm
+def test_the_demo_on_two_workers_prints_the_numbers_of_one_process(tiny, tmp_path):
+    import torch
+
+    def records(results_dir):
+        return {(r["method"], r["seed"]): (r["target_acc"], r["source_drop"], r["hard10_acc"])
+                for r in (json.loads(p.read_text()) for p in Path(results_dir).glob("runs/*/result.json"))}
+
+    here = runner.invoke(app, ["demo", "--seeds", "2", *_sets(dict(tiny, results_dir=str(tmp_path / "here")))])
+    assert here.exit_code == 0 and "1 process, one torch thread" in here.output, here.output
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as on 2 cores: one worker per thread, each computing with one
+    try:
+        two = runner.invoke(app, ["demo", "--seeds", "2", *_sets(dict(tiny, results_dir=str(tmp_path / "two")))])
+    finally:
+        torch.set_num_threads(threads)
+    assert two.exit_code == 0 and "2 processes, one torch thread each" in two.output, two.output
+    assert len(records(tmp_path / "here")) == 4 and records(tmp_path / "two") == records(tmp_path / "here")
+
+
 def _table_rows(output: str) -> list[list[str]]:
     """The body rows of a rich table as printed: one list of stripped cells per '│ ... │' line."""
     return [[c.strip() for c in line.strip().strip("│").split("│")]

@@ -17,6 +17,7 @@ orientation, i.e. its label.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,8 +124,10 @@ def _patterns(labels: np.ndarray, size: int, rng) -> np.ndarray:
 _DRAW = {"shapes": _shapes, "gratings": _gratings, "patterns": _patterns}
 
 
+@functools.lru_cache(maxsize=8)
 def generate(name: str, n: int, size: int, seed: int, label_noise: float = 0.0):
-    """-> images (n, 3, size, size) uint8, clean labels (n,) int64, observed labels (n,) int64."""
+    """-> images (n, 3, size, size) uint8, clean labels (n,) int64, observed labels (n,) int64. Drawn
+    once per process (runs in one process, e.g. a demo worker's, share them; no caller writes to them)."""
     spec = SPECS[name]
     # One stream per (task, seed, split-size) so tasks never share pixels.
     rng = np.random.default_rng([seed, sum(map(ord, name)), n, size])
