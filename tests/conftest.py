@@ -31,7 +31,8 @@ def demo_cache(tmp_path_factory):
 def tiny(tmp_path, demo_cache):
     """Overrides for a run on 16-px synthetic images with a handful of samples and one epoch each."""
     return {
-        "image_size": 16, "n_train": 48, "n_test": 32, "demo_n_train": 96, "demo_n_test": 32, "demo_epochs": 1,
+        "image_size": 16, "n_train": 48, "n_test": 32, "demo_n_train": 96, "demo_n_test": 32, "demo_epochs": 3,
+        "demo_arch": "test_resnet",  # timm's own 0.4 M-parameter ResNet for tests: every stage file is small
         "demo_batch_size": 32, "epochs": 1, "probe_epochs": 1, "refit_epochs": 1, "batch_size": 16,
         "results_dir": str(tmp_path / "results"), "cache_dir": str(demo_cache), "device": "cpu",
     }

@@ -119,6 +119,7 @@ def test_two_processes_evaluate_exactly_and_train_as_one_with_batchnorm_frozen(t
 
 # ---- the whole pipeline under torchrun -------------------------------------------------------------------------
 TINY = {"image_size": 16, "n_train": 96, "n_test": 64, "demo_n_train": 96, "demo_n_test": 64, "demo_epochs": 1, "demo_batch_size": 32,
+        "demo_arch": "test_resnet",
         "epochs": 2, "probe_epochs": 1, "refit_epochs": 1, "batch_size": 32, "augment": False}
 
 
