@@ -146,7 +146,7 @@ def test_a_new_ewc_lambda_reruns_the_finetuning_not_the_fisher_pass(tiny):
     assert strong["stages"]["fisher"] == "cached" and strong["stages"]["finetune"] == "computed"
     assert strong["stage_keys"]["fisher"] == weak["stage_keys"]["fisher"]
     a, b = _finetuned(tiny["results_dir"], weak), _finetuned(tiny["results_dir"], strong)
-    assert not torch.equal(a["conv1.weight"], b["conv1.weight"])
+    assert not torch.equal(a["layer1.0.conv1.weight"], b["layer1.0.conv1.weight"])
 
 
 def test_lwf_at_zero_lambda_is_plain_finetuning_from_the_probe_bit_for_bit(tiny):
