@@ -171,7 +171,7 @@ def demo_table(results: list[dict]) -> Group:
     rows = [row for _, row in summary.sort_values("method", key=lambda m: m.map(order.index)).iterrows()]
     tables = []
     for title, columns, seeds in (("flowvision demo — mean ± std over seeds", DEMO_MAIN, True),
-                                  ("the same runs: before fine-tuning, and forgetting as agreement and KL", DEMO_MORE,
+                                  ("the same runs: source before, agreement, KL", DEMO_MORE,
                                    False)):
         t = Table(title=title, title_justify="left")
         t.add_column("method", no_wrap=True)
