@@ -134,8 +134,8 @@ def lwf_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
 class LwF:
     """Learning without Forgetting (Li & Hoiem 2016) without the source data: λ·``lwf_loss`` added to the
     task loss, between the pre-trained model's source-task outputs on each augmented batch (the teacher:
-    its own head and BatchNorms, eval mode, no gradient, fp32) and the training network's features
-    through the pre-trained head (``WithSourceHead``; one backbone pass, two heads).
+    its own head and BatchNorms, eval mode, no gradient, fp32) and the student's (``student``: by default
+    the model forgetting measures, ``WithSourceParts``).
 
     Choices, each a deviation from the paper's Algorithm 1 for a stated reason:
     - the targets are computed online, on the same augmented images the network sees (as the official FLOW
@@ -178,7 +178,7 @@ class WithSourceHead(nn.Module):
         self.model, self.source_head = model, source_head
 
     def forward(self, x):
-        pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        pooled = pooled_features(self.model, x)
         return self.model.get_classifier()(pooled), self.source_head(pooled)
 
 
@@ -196,7 +196,7 @@ class WithSourceParts(nn.Module):
         self.model, self.source_head = model, source.get_classifier()
         specific = models.task_specific_keys(model, rule) - models.head_keys(model)
         state = source.state_dict()
-        self._parts = {k: state[k] for k in specific}
+        self._parts = {f"model.{k}": state[k] for k in specific}  # as ``_Pooled`` names them
         owners = {k.rsplit(".", 1)[0] for k in specific}
         self._norms = [m for name, m in model.named_modules() if name in owners]
         object.__setattr__(self, "_pooled", _Pooled(model))  # not a submodule: the model is registered once
@@ -207,22 +207,27 @@ class WithSourceParts(nn.Module):
         for m in self._norms:
             m.eval()
         try:
-            pooled = torch.func.functional_call(self._pooled, {f"model.{k}": v for k, v in self._parts.items()}, (x,))
+            pooled = torch.func.functional_call(self._pooled, self._parts, (x,))
         finally:
             for m, mode in zip(self._norms, modes):
                 m.train(mode)
         return task, self.source_head(pooled)
 
 
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A timm model's pooled pre-logits features: its forward pass without the head."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
 class _Pooled(nn.Module):
-    """A timm model's pooled pre-logits features (its forward without the head)."""
+    """``pooled_features`` as a module, for ``torch.func.functional_call``."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, x):
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return pooled_features(self.model, x)
 
 
 class FrozenBackbone(nn.Module):
