@@ -278,7 +278,7 @@ def _demo_here(cfgs: list, threads: Optional[int]) -> list[dict]:
     torch.set_num_threads(threads or before)
     try:
         for i, cfg in enumerate(cfgs):
-            console.print(f"[bold]run {i + 1}/{len(cfgs)}[/]: {cfg.method}, seed {cfg.seed}")
+            console.print(f"[bold]run {i + 1} of {len(cfgs)}[/]: {cfg.method}, seed {cfg.seed}")
             results.append(run(cfg))
     finally:
         torch.set_num_threads(before)
