@@ -178,6 +178,7 @@ def _table_rows(output: str) -> list[list[str]]:
     (["--tau", "-1"], "τ must be a finite number > 0"),
     (["--tau", "warm"], "--tau warm is not understood"),
     (["--set", "learning_rate=0.1"], "unknown config key learning_rate"),
+    (["--method", "lwf", "--set", "lwf_parts=sourc"], "lwf_parts 'sourc' is not valid (did you mean source?); choose one of: source, training"),
     (["--set", "data_seed=three"], "config key 'data_seed': 'three' is not an integer"),
     (["--set", "epochs"], "write key=value"),
     (["--lr", "-0.1"], "lr must be > 0"),
