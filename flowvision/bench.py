@@ -6,6 +6,9 @@ repeats is reported. Ratios, not absolute numbers, are the result.
 
   flow step, static vs online   ours (Algorithm 1): weights looked up by index. Official code: a
                                 second forward pass of the probe model on every batch.
+  default vs fused SGD          torch's default SGD (the official code's; a loop over the tensors on
+                                the CPU) vs the one flowvision trains with (fused on the CPU; the
+                                same weights bit for bit).
   channels_last vs contiguous   NHWC memory format for the convolutions.
   bf16 autocast vs fp32         CUDA only.
 """
@@ -19,11 +22,17 @@ import torch.nn.functional as F
 
 from . import models
 from .hardware import Hardware
+from .train import Schedule, make_optimizer
 from .weighting import weighted_loss
 
 
-def _step_fn(model, probe, hw: Hardware, online: bool, losses):
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+def _step_fn(model, probe, hw: Hardware, online: bool, losses, ours: bool = True):
+    """One FLOW training step; with ``ours`` the optimiser training uses (``train.make_optimizer``:
+    fused on the CPU), else torch's default SGD (the official code's: a for-loop over the tensors on
+    the CPU)."""
+    sched = Schedule(epochs=1, lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    opt = (make_optimizer(list(model.parameters()), sched, hw) if ours else
+           torch.optim.SGD(model.parameters(), lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay))
     forward = hw.prepare(model)
     probe_fwd = hw.prepare(probe) if online else None
 
@@ -54,18 +63,20 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 32, st
     idx = torch.arange(batch_size)
     losses = torch.rand(batch_size, device=device)
     plain = Hardware(device)
-    variants = {
-        "flow step, online weights (official)": (plain, True),
-        "flow step, static weights": (plain, False),
-        "flow step, static + channels_last": (Hardware(device, channels_last=True), False),
+    variants = {  # name -> (hardware, online weights, flowvision's optimiser)
+        "flow step, online weights (official)": (plain, True, False),
+        "flow step, static weights, torch's default SGD": (plain, False, False),
+        "flow step, static weights": (plain, False, True),
+        "flow step, static + channels_last": (Hardware(device, channels_last=True), False, True),
     }
     if device.type == "cuda":
-        variants["flow step, static + bf16 autocast"] = (Hardware(device, amp=True), False)
-        variants["flow step, static + bf16 + channels_last"] = (Hardware(device, amp=True, channels_last=True), False)
+        variants["flow step, static + bf16 autocast"] = (Hardware(device, amp=True), False, True)
+        variants["flow step, static + bf16 + channels_last"] = (Hardware(device, amp=True, channels_last=True), False,
+                                                                 True)
     fns = {}
-    for name, (hw, online) in variants.items():
+    for name, (hw, online, ours) in variants.items():
         m = models.with_new_head(base, 10, 0)
-        fns[name] = (_step_fn(m, models.with_new_head(probe, 10, 0).eval(), hw, online, losses), hw)
+        fns[name] = (_step_fn(m, models.with_new_head(probe, 10, 0).eval(), hw, online, losses, ours), hw)
     times = {name: [] for name in fns}
     for r in range(repeats + 1):  # the first round warms up (allocator, cudnn autotune) and is dropped
         for name, (fn, hw) in fns.items():

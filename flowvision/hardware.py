@@ -118,3 +118,16 @@ def hardware(cfg) -> Hardware:
 
 
 CPU = Hardware(torch.device("cpu"))
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run the block with ``n`` torch threads (None: as they are), whatever OMP_NUM_THREADS said, then
+    put the count back. The CPU's float rounding depends on the thread count, so a computation that
+    must give the same bits wherever it runs names its count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -220,15 +220,19 @@ def paired_text(p: dict) -> str:
 
 
 def demo_workers(n_runs: int, device: str = "cpu") -> int:
-    """How many processes the demo runs on: on the CPU one per torch thread this process may use
+    """How many processes the demo runs on: on the CPU one per thread this process may use
     (OMP_NUM_THREADS, else the cores), at most one per run. Each computes with one thread: on 2 cores two
     32-px runs side by side use them better than one run on two threads, and the numbers do not depend
-    on the thread count. On a GPU the runs go one after the other in this process, as any run."""
-    import torch
+    on the thread count. On a GPU the runs go one after the other in this process, as any run. (Read
+    without torch: this process only hands the runs out.)"""
+    import os
+    import re
 
     from .distributed import device_type
 
-    return max(1, min(torch.get_num_threads(), n_runs)) if device_type(device) == "cpu" else 1
+    given = re.match(r"\s*(\d+)", os.environ.get("OMP_NUM_THREADS", ""))  # "2,1" (nested levels): the first
+    threads = int(given.group(1)) if given and int(given.group(1)) > 0 else os.cpu_count() or 1
+    return max(1, min(threads, n_runs)) if device_type(device) == "cpu" else 1
 
 
 def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> list[dict]:
@@ -270,18 +274,14 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
 
 def _demo_here(cfgs: list, threads: Optional[int]) -> list[dict]:
     """The runs one after the other in this process, with ``threads`` torch threads (None: as they are)."""
-    import torch
-
+    from .hardware import torch_threads
     from .run import run
 
-    before, results = torch.get_num_threads(), []
-    torch.set_num_threads(threads or before)
-    try:
+    results = []
+    with torch_threads(threads):
         for i, cfg in enumerate(cfgs):
             console.print(f"[bold]run {i + 1} of {len(cfgs)}[/]: {cfg.method}, seed {cfg.seed}")
             results.append(run(cfg))
-    finally:
-        torch.set_num_threads(before)
     return results
 
 

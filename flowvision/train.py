@@ -258,6 +258,20 @@ def selected_epoch(rows: list[dict]) -> Optional[int]:
     return max(scored, key=lambda r: (r["test_acc"], -r["epoch"]))["epoch"]
 
 
+def make_optimizer(params: list, sched: Schedule, hw: Hardware = CPU) -> torch.optim.Optimizer:
+    """The schedule's optimiser. On the CPU the fused kernels: one pass over all parameters instead of
+    several per tensor. Fused SGD gives the for-loop's weights bit for bit (``test_train``), at a
+    third of its step time on a ResNet-18; fused Adam rounds differently (it trains only the demo
+    model, whose version says so) at a sixth of the for-loop's step time."""
+    fused = True if hw.device.type == "cpu" else None  # elsewhere torch's default (foreach on CUDA)
+    if sched.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay,
+                               fused=fused)
+    if sched.optimizer == "adam":
+        return torch.optim.Adam(params, lr=sched.lr, weight_decay=sched.weight_decay, fused=fused)
+    raise ValueError(f"unknown optimizer {sched.optimizer!r}")
+
+
 def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware = CPU,
           weigher: Optional[Callable] = None, normalize: str = "mean",
           regularizer: Optional[Callable[[], torch.Tensor]] = None, distill: Optional[LwF] = None,
@@ -278,12 +292,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     for p in model.parameters():
         p.requires_grad_(not sched.head_only or id(p) in head)
     params = [p for p in model.parameters() if p.requires_grad]
-    if sched.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay)
-    elif sched.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=sched.lr, weight_decay=sched.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {sched.optimizer!r}")
+    opt = make_optimizer(params, sched, hw)
     lr_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, sched.epochs))
                 if sched.cosine else None)
     hw.place(model)  # before a resumed optimiser state is loaded: it follows its parameters' device

@@ -130,19 +130,19 @@ def test_demo_command_prints_the_comparison(tiny):
         in " ".join(res.output.split()), res.output
 
 
-def test_the_demo_runs_on_one_process_per_thread_up_to_one_per_run():
-    import torch
+def test_the_demo_runs_on_one_process_per_thread_up_to_one_per_run(monkeypatch):
+    import os
 
     from flowvision.report import demo_workers
 
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        assert (demo_workers(12), demo_workers(1), demo_workers(12, "cuda")) == (2, 1, 1)
-        torch.set_num_threads(1)
-        assert demo_workers(12) == 1
-    finally:
-        torch.set_num_threads(threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert (demo_workers(12), demo_workers(1), demo_workers(12, "cuda")) == (2, 1, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert demo_workers(12) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3,1")  # nested levels: the first is this process's
+    assert demo_workers(12) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")  # the cores
+    assert demo_workers(1000) == os.cpu_count()
 
 
 @pytest.mark.slow  # ~30 s on 2 cores: two worker processes import torch and timm

@@ -72,8 +72,8 @@ def test_bench_prints_ratios():
     rows = {cells[0]: cells[1:] for cells in (
         [c.strip() for c in line.strip().strip("│").split("│")]
         for line in res.output.splitlines() if line.lstrip().startswith("│"))}
-    assert set(rows) == {"flow step, online weights (official)", "flow step, static weights",
-                         "flow step, static + channels_last"}, res.output
+    assert set(rows) == {"flow step, online weights (official)", "flow step, static weights, torch's default SGD",
+                         "flow step, static weights", "flow step, static + channels_last"}, res.output
     for variant, (images_per_s, ratio) in rows.items():
         for value in (float(images_per_s), float(ratio)):
             assert math.isfinite(value) and value > 0, (variant, res.output)

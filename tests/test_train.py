@@ -14,8 +14,7 @@ from flowvision.files import load_checked
 from flowvision.evaluate import fisher_diagonal
 from flowvision.forgetting import measured_model
 from flowvision.train import (EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, WithSourceHead, WithSourceParts,
-                              lwf_loss,
-                              selected_epoch, train)
+                              lwf_loss, make_optimizer, selected_epoch, train)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +62,25 @@ def test_resumed_run_equals_uninterrupted_run(task, net, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert _states_equal(a, c)
     assert not _states_equal(a, net)
+
+
+def test_fused_sgd_on_the_cpu_gives_the_default_sgds_weights_bit_for_bit(task, net):
+    """Training's optimiser is torch's fused SGD on the CPU (a third of the step time): it must give the
+    weights torch's default (for-loop) SGD gives, over steps with momentum and weight decay."""
+    sched = Schedule(epochs=1, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x = torch.stack([task.train[i][0] for i in range(16)])
+    y = torch.tensor([task.train[i][1] for i in range(16)])
+    nets = [copy.deepcopy(net) for _ in range(2)]
+    opts = [make_optimizer(list(nets[0].parameters()), sched),
+            torch.optim.SGD(nets[1].parameters(), lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay)]
+    assert opts[0].defaults["fused"] and not opts[1].defaults["fused"]
+    for step in range(4):
+        for m, opt in zip(nets, opts):
+            opt.zero_grad()
+            F.cross_entropy(m(x[step::2]), y[step::2]).backward()
+            opt.step()
+    assert _states_equal(nets[0], nets[1])
+    assert not _states_equal(nets[0], net)
 
 
 def test_static_equals_online_without_augmentation(net):
