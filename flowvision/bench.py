@@ -6,9 +6,10 @@ repeats is reported. Ratios, not absolute numbers, are the result.
 
   flow step, static vs online   ours (Algorithm 1): weights looked up by index. Official code: a
                                 second forward pass of the probe model on every batch.
-  default vs fused SGD          torch's default SGD (the official code's; a loop over the tensors on
+  default vs fused optimiser    torch's default SGD (the official code's; a loop over the tensors on
                                 the CPU) vs the one flowvision trains with (fused on the CPU; the
-                                same weights bit for bit).
+                                same weights bit for bit); the same for Adam, which trains the demo
+                                model (fused Adam rounds differently).
   channels_last vs contiguous   NHWC memory format for the convolutions.
   bf16 autocast vs fp32         CUDA only.
 """
@@ -26,13 +27,15 @@ from .train import Schedule, make_optimizer
 from .weighting import weighted_loss
 
 
-def _step_fn(model, probe, hw: Hardware, online: bool, losses, ours: bool = True):
+def _step_fn(model, probe, hw: Hardware, online: bool, losses, ours: bool = True, optimizer: str = "sgd"):
     """One FLOW training step; with ``ours`` the optimiser training uses (``train.make_optimizer``:
-    fused on the CPU), else torch's default SGD (the official code's: a for-loop over the tensors on
-    the CPU)."""
-    sched = Schedule(epochs=1, lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    opt = (make_optimizer(list(model.parameters()), sched, hw) if ours else
-           torch.optim.SGD(model.parameters(), lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay))
+    fused on the CPU), else torch's default (the official code's SGD: a for-loop over the tensors on
+    the CPU). ``optimizer`` adam: the demo model's (its pre-training)."""
+    sched = Schedule(epochs=1, lr=1e-3, momentum=0.9, weight_decay=5e-4, optimizer=optimizer)
+    params = list(model.parameters())
+    opt = (make_optimizer(params, sched, hw) if ours else
+           torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay)
+           if optimizer == "sgd" else torch.optim.Adam(params, lr=sched.lr, weight_decay=sched.weight_decay))
     forward = hw.prepare(model)
     probe_fwd = hw.prepare(probe) if online else None
 
@@ -63,20 +66,23 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 32, st
     idx = torch.arange(batch_size)
     losses = torch.rand(batch_size, device=device)
     plain = Hardware(device)
-    variants = {  # name -> (hardware, online weights, flowvision's optimiser)
-        "flow step, online weights (official)": (plain, True, False),
-        "flow step, static weights, torch's default SGD": (plain, False, False),
-        "flow step, static weights": (plain, False, True),
-        "flow step, static + channels_last": (Hardware(device, channels_last=True), False, True),
+    official, adam = "flow step, online weights (official)", "Adam step (demo model), torch's default"
+    variants = {  # name -> (hardware, online weights, flowvision's optimiser, optimiser, baseline)
+        official: (plain, True, False, "sgd", official),
+        "flow step, static weights, torch's default SGD": (plain, False, False, "sgd", official),
+        "flow step, static weights": (plain, False, True, "sgd", official),
+        "flow step, static + channels_last": (Hardware(device, channels_last=True), False, True, "sgd", official),
     }
     if device.type == "cuda":
-        variants["flow step, static + bf16 autocast"] = (Hardware(device, amp=True), False, True)
+        variants["flow step, static + bf16 autocast"] = (Hardware(device, amp=True), False, True, "sgd", official)
         variants["flow step, static + bf16 + channels_last"] = (Hardware(device, amp=True, channels_last=True), False,
-                                                                 True)
+                                                                 True, "sgd", official)
+    variants[adam] = (plain, False, False, "adam", adam)
+    variants["Adam step (demo model), flowvision's"] = (plain, False, True, "adam", adam)
     fns = {}
-    for name, (hw, online, ours) in variants.items():
+    for name, (hw, online, ours, optimizer, _) in variants.items():
         m = models.with_new_head(base, 10, 0)
-        fns[name] = (_step_fn(m, models.with_new_head(probe, 10, 0).eval(), hw, online, losses, ours), hw)
+        fns[name] = (_step_fn(m, models.with_new_head(probe, 10, 0).eval(), hw, online, losses, ours, optimizer), hw)
     times = {name: [] for name in fns}
     for r in range(repeats + 1):  # the first round warms up (allocator, cudnn autotune) and is dropped
         for name, (fn, hw) in fns.items():
@@ -92,9 +98,8 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 32, st
             if r:
                 times[name].append(time.perf_counter() - t0)
     speed = {name: steps * batch_size / statistics.median(ts) for name, ts in times.items()}
-    baseline = "flow step, online weights (official)"
-    return [{"variant": name, "baseline": baseline, "images_per_s": speed[name],
-             "ratio": speed[name] / speed[baseline]} for name in fns]
+    return [{"variant": name, "baseline": variants[name][-1], "images_per_s": speed[name],
+             "ratio": speed[name] / speed[variants[name][-1]]} for name in fns]
 
 
 # ---- the data path: host-side images/s, JPEG + PIL per sample vs the decoded cache ----------------------

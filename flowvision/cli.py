@@ -594,11 +594,13 @@ def bench(
         dev = resolve_device(device)
         rows = run_bench(model, image_size, batch_size, steps, repeats, dev)
         t = Table(title=f"{model} @ {image_size} px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")
-        for col in ("variant", "images/s", "× vs online (official)"):
+        for col in ("variant", "images/s", "× vs its baseline"):
             t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col == "variant")
         for r in rows:
             t.add_row(r["variant"], f"{r['images_per_s']:.0f}", f"{r['ratio']:.2f}")
         out.print(t)
+        baselines = list(dict.fromkeys(r["baseline"] for r in rows))
+        out.print(f"× compares each row with the first row of its group: {' and '.join(repr(b) for b in baselines)}", highlight=False)
 
 
 # What may run under torchrun (WORLD_SIZE > 1): one run shared by the processes. Everything else runs in

@@ -73,11 +73,13 @@ def test_bench_prints_ratios():
         [c.strip() for c in line.strip().strip("│").split("│")]
         for line in res.output.splitlines() if line.lstrip().startswith("│"))}
     assert set(rows) == {"flow step, online weights (official)", "flow step, static weights, torch's default SGD",
-                         "flow step, static weights", "flow step, static + channels_last"}, res.output
+                         "flow step, static weights", "flow step, static + channels_last",
+                         "Adam step (demo model), torch's default", "Adam step (demo model), flowvision's"}, res.output
     for variant, (images_per_s, ratio) in rows.items():
         for value in (float(images_per_s), float(ratio)):
             assert math.isfinite(value) and value > 0, (variant, res.output)
-    assert rows["flow step, online weights (official)"][1] == "1.00"  # the baseline against itself
+    assert rows["flow step, online weights (official)"][1] == "1.00"  # the baselines against themselves
+    assert rows["Adam step (demo model), torch's default"][1] == "1.00"
 
 
 def test_new_command_errors_are_one_line_and_exit_2(tmp_path):

@@ -109,3 +109,25 @@ def test_a_family_not_declared_follows_its_norm_layers():
     assert models.family_rule(Plain(nn.LayerNorm(4))) == "head"
     assert models.task_specific_keys(Plain(nn.LayerNorm(4)), "head+norms") == {
         "fc.weight", "fc.bias", "norm.weight", "norm.bias"}
+
+
+def test_the_demo_model_is_one_model_whatever_the_callers_thread_count(tmp_path, tiny):
+    """The CPU's rounding depends on the torch thread count (this tiny model, trained on 1 and on 3
+    threads, ends with different weights), so the demo model trains on DEMO_THREADS whatever the caller
+    runs with: one recipe key, one model, and the caller's count is back afterwards."""
+    import hashlib
+
+    import torch
+
+    from flowvision import config
+    from flowvision.hardware import CPU, torch_threads
+    from flowvision.source import demo_source
+
+    digests = []
+    for n in (1, 3):
+        cfg = config.resolve("gratings", "demo", "flow", dict(tiny, cache_dir=str(tmp_path / f"cache-{n}")))
+        with torch_threads(n):
+            model = demo_source(cfg, CPU).model
+            assert torch.get_num_threads() == n
+        digests.append(hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values())).digest())
+    assert digests[0] == digests[1]
