@@ -241,8 +241,9 @@ def _finetune(i):
                else EWC(m, reference, i["fisher"]["fisher"], cfg.ewc_lambda, cfg.task_specific))
     distill = None
     if cfg.distill == "lwf":  # the teacher and its head: the pre-trained model itself (Appendix B's source parts)
+        rule = cfg.task_specific if cfg.lwf_parts == "source" else "auto"  # read (and keyed) only where it counts
         distill = LwF(hw.place(copy.deepcopy(i["source"].model)), cfg.lwf_lambda, cfg.lwf_temperature,
-                      cfg.lwf_parts, cfg.task_specific)
+                      cfg.lwf_parts, rule)
     rows = train(m, task.train, Schedule(cfg.epochs, cfg.lr, cfg.batch_size, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, cosine=True),
                  seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher,

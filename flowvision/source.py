@@ -97,11 +97,13 @@ def demo_source(cfg: RunConfig, hw) -> Source:
     def compute():  # the source task's images are drawn only to train (every run after loads the model)
         task = load_synthetic_task(SOURCE_TASK, seed=cfg.data_seed, image_size=cfg.image_size,
                                    n_train=cfg.demo_n_train, n_test=cfg.demo_n_test, augment=True)
-        with torch_threads(DEMO_THREADS if hw.device.type == "cpu" else None):
+        cpu = hw.device.type == "cpu"
+        with torch_threads(DEMO_THREADS if cpu else None):
             rows = train(model, task.train, Schedule(epochs=cfg.demo_epochs, lr=cfg.demo_lr,
                                                      batch_size=cfg.demo_batch_size, optimizer="adam",
                                                      weight_decay=0.0),
-                         seed=cfg.data_seed, hw=hw, desc="demo source model (shapes)")
+                         seed=cfg.data_seed, hw=hw,
+                         desc=f"demo source model (shapes{f', {DEMO_THREADS} threads' if cpu else ''})")
             acc = predict(model, task.test, hw=hw, desc="demo source model: val").acc
         model.cpu()
         return {"model": model.state_dict(), "info": {"demo_recipe": recipe, "demo_train_acc": rows[-1]["acc"],

@@ -260,9 +260,9 @@ def selected_epoch(rows: list[dict]) -> Optional[int]:
 
 def make_optimizer(params: list, sched: Schedule, hw: Hardware = CPU) -> torch.optim.Optimizer:
     """The schedule's optimiser. On the CPU the fused kernels: one pass over all parameters instead of
-    several per tensor. Fused SGD gives the for-loop's weights bit for bit (``test_train``), at a
-    third of its step time on a ResNet-18; fused Adam rounds differently (it trains only the demo
-    model, whose version says so) at a sixth of the for-loop's step time."""
+    torch's default loop over the tensors. Fused SGD gives the loop's weights bit for bit
+    (``test_train``); fused Adam rounds differently (it trains only the demo model, whose version says
+    so). ``flowvision bench`` times a training step with each (docs/speed.md)."""
     fused = True if hw.device.type == "cpu" else None  # elsewhere torch's default (foreach on CUDA)
     if sched.optimizer == "sgd":
         return torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay,

@@ -149,9 +149,12 @@ def test_a_new_ewc_lambda_reruns_the_finetuning_not_the_fisher_pass(tiny):
     assert not torch.equal(a["layer1.0.conv1.weight"], b["layer1.0.conv1.weight"])
 
 
-def test_lwf_at_zero_lambda_is_plain_finetuning_from_the_probe_bit_for_bit(tiny):
+@pytest.mark.parametrize("parts", ["source", "training"])
+def test_lwf_at_zero_lambda_is_plain_finetuning_from_the_probe_bit_for_bit(tiny, parts):
+    """Either student (the measured model's source outputs, or the network's own BatchNorms through the
+    pre-trained head) runs a whole run, and adds nothing at λ = 0."""
     lpft = run_one(config.resolve("gratings", "demo", "lpft", tiny))
-    zero = run_one(config.resolve("gratings", "demo", "lwf", dict(tiny, lwf_lambda=0.0)))
+    zero = run_one(config.resolve("gratings", "demo", "lwf", dict(tiny, lwf_lambda=0.0, lwf_parts=parts)))
     assert zero["stages"]["probe"] == "cached" and zero["stages"]["finetune"] == "computed"
     a, b = _finetuned(tiny["results_dir"], lpft), _finetuned(tiny["results_dir"], zero)
     assert all(torch.equal(a[k], b[k]) for k in a)
