@@ -125,7 +125,8 @@ def test_the_demo_model_is_one_model_whatever_the_callers_thread_count(tmp_path,
 
     digests = []
     for n in (1, 3):
-        cfg = config.resolve("gratings", "demo", "flow", dict(tiny, cache_dir=str(tmp_path / f"cache-{n}")))
+        cfg = config.resolve("gratings", "demo", "flow", dict(tiny, demo_epochs=1, demo_n_train=32,
+                                                              cache_dir=str(tmp_path / f"cache-{n}")))
         with torch_threads(n):
             model = demo_source(cfg, CPU).model
             assert torch.get_num_threads() == n
