@@ -231,7 +231,8 @@ def demo_workers(n_runs: int, device: str = "cpu") -> int:
     from .distributed import device_type
 
     given = re.match(r"\s*(\d+)", os.environ.get("OMP_NUM_THREADS", ""))  # "2,1" (nested levels): the first
-    threads = int(given.group(1)) if given and int(given.group(1)) > 0 else os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = int(given.group(1)) if given and int(given.group(1)) > 0 else cores
     return max(1, min(threads, n_runs)) if device_type(device) == "cpu" else 1
 
 
