@@ -32,10 +32,7 @@ def _step_fn(model, probe, hw: Hardware, online: bool, losses, ours: bool = True
     fused on the CPU), else torch's default (the official code's SGD: a for-loop over the tensors on
     the CPU). ``optimizer`` adam: the demo model's (its pre-training)."""
     sched = Schedule(epochs=1, lr=1e-3, momentum=0.9, weight_decay=5e-4, optimizer=optimizer)
-    params = list(model.parameters())
-    opt = (make_optimizer(params, sched, hw) if ours else
-           torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay)
-           if optimizer == "sgd" else torch.optim.Adam(params, lr=sched.lr, weight_decay=sched.weight_decay))
+    opt = make_optimizer(list(model.parameters()), sched, hw, fused=ours)
     forward = hw.prepare(model)
     probe_fwd = hw.prepare(probe) if online else None
 

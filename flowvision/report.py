@@ -223,8 +223,8 @@ def demo_workers(n_runs: int, device: str = "cpu") -> int:
     """How many processes the demo runs on: on the CPU one per thread this process may use
     (OMP_NUM_THREADS, else the cores), at most one per run. Each computes with one thread: on 2 cores two
     32-px runs side by side use them better than one run on two threads, and the numbers do not depend
-    on the thread count. On a GPU the runs go one after the other in this process, as any run. (Read
-    without torch: this process only hands the runs out.)"""
+    on the thread count. On a GPU the runs go one after the other in this process, as any run. The count
+    is read from the environment, not from torch (``device_type`` imports torch only for ``auto``)."""
     import os
     import re
 

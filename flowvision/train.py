@@ -258,17 +258,18 @@ def selected_epoch(rows: list[dict]) -> Optional[int]:
     return max(scored, key=lambda r: (r["test_acc"], -r["epoch"]))["epoch"]
 
 
-def make_optimizer(params: list, sched: Schedule, hw: Hardware = CPU) -> torch.optim.Optimizer:
+def make_optimizer(params: list, sched: Schedule, hw: Hardware = CPU, fused: bool = True) -> torch.optim.Optimizer:
     """The schedule's optimiser. On the CPU the fused kernels: one pass over all parameters instead of
     torch's default loop over the tensors. Fused SGD gives the loop's weights bit for bit
     (``test_train``); fused Adam rounds differently (it trains only the demo model, whose version says
-    so). ``flowvision bench`` times a training step with each (docs/speed.md)."""
-    fused = True if hw.device.type == "cpu" else None  # elsewhere torch's default (foreach on CUDA)
+    so). ``fused=False``: torch's default everywhere, which ``flowvision bench`` times beside it
+    (docs/speed.md)."""
+    kernels = True if fused and hw.device.type == "cpu" else None  # None: torch's default (foreach on CUDA)
     if sched.optimizer == "sgd":
         return torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum, weight_decay=sched.weight_decay,
-                               fused=fused)
+                               fused=kernels)
     if sched.optimizer == "adam":
-        return torch.optim.Adam(params, lr=sched.lr, weight_decay=sched.weight_decay, fused=fused)
+        return torch.optim.Adam(params, lr=sched.lr, weight_decay=sched.weight_decay, fused=kernels)
     raise ValueError(f"unknown optimizer {sched.optimizer!r}")
 
 
