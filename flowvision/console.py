@@ -25,8 +25,11 @@ class Table(RichTable):
     A column added with ``no_wrap=True`` holds ids, names or keys (a run id, a data set, a model, a
     config id): it keeps its longest cell on one line. Every other cell wraps (and folds a long word)
     instead of ending in '…'. A table that is still wider than the console is printed as several,
-    each repeating the ``no_wrap`` columns beside as many of the others as fit. Paths and commands too
-    long for any column are printed under the table as plain lines (``line``), not put in a cell."""
+    each repeating the ``no_wrap`` columns beside as many of the others as fit. Where the ``no_wrap``
+    columns themselves leave no room for another (a folder path and a long model tag at 80 columns),
+    each row is printed as a block of ``header  value`` lines, its values folded at the console's edge:
+    a table prints at any width and with any content. Paths and commands too long for any column are
+    printed under the table as plain lines (``line``), not put in a cell."""
 
     def __rich_console__(self, console, options):
         for column in self.columns:
@@ -43,12 +46,24 @@ class Table(RichTable):
         width = options.max_width if self.width is None else self.width
         if len(self.columns) < 2 or _least(self) <= width:
             yield from RichTable.__rich_console__(_fitted(self, console, options, width), console, options)
-            return
-        yield Group(*self._parts(width, console, options))
+        elif self._splits(width):
+            yield Group(*self._parts(width, console, options))
+        else:
+            yield self._records()
+
+    def _ids(self) -> list:
+        return [c for c in self.columns if c.no_wrap] or self.columns[:1]
+
+    def _splits(self, width: int) -> bool:
+        """Whether the table can be cut by columns into parts that fit ``width``: the ids beside each
+        other column, one at a time, fit."""
+        ids = self._ids()
+        rest = [c for c in self.columns if c not in ids]
+        return bool(rest) and all(_least(self._part(ids + [c])) <= width for c in rest)
 
     def _parts(self, width: int, console, options) -> list:
         """The table cut by columns into tables that fit ``width``, ids repeated in each."""
-        ids = [c for c in self.columns if c.no_wrap] or self.columns[:1]
+        ids = self._ids()
         rest, parts = [c for c in self.columns if c not in ids], []
         while rest:
             chosen = [rest.pop(0)]
@@ -67,6 +82,21 @@ class Table(RichTable):
         if self.caption:  # under the last part, at the console's width rather than that part's
             tables.append(Text(self.caption) if isinstance(self.caption, str) else self.caption)
         return tables
+
+    def _records(self) -> RichTable:
+        """The table as one block per row: each column's header beside the row's value, every value
+        folded where the console ends (ids included: at this width nothing else can hold them)."""
+        block = RichTable(title=self.title, caption=self.caption, title_justify=self.title_justify,
+                          caption_justify=self.caption_justify, show_header=False, box=self.box)
+        block.add_column(overflow="fold", style="bold")
+        block.add_column(overflow="fold")
+        headers = [" ".join(str(c.header).split()) if isinstance(c.header, str) else c.header for c in self.columns]
+        cells = [list(c.cells) for c in self.columns]
+        for r in range(self.row_count):
+            shown = [i for i in range(len(headers)) if str(cells[i][r]).strip()]
+            for i in shown:  # an empty cell says nothing in this layout: its line is left out
+                block.add_row(headers[i], cells[i][r], end_section=i == shown[-1])
+        return block
 
     def _part(self, columns) -> RichTable:
         part = _plain_copy(self)

@@ -1,5 +1,6 @@
 """The CLI as a person reads it at 100 columns: nothing that must be copied is cut, every number has its
 unit, help reads cleanly, and an unknown value gets a "did you mean"."""
+import io
 import re
 from pathlib import Path
 
@@ -241,3 +242,61 @@ def test_the_list_of_commands_gives_each_one_flowing_paragraph():
         res = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "400"})
         panel = [line for line in res.output.split("─ Commands ─")[1].splitlines() if line.startswith("│")]
         assert panel and all(re.match(r"│ [a-z]", line) for line in panel), "\n".join(panel)
+
+
+def _in_order(printed: str, text: str) -> bool:
+    """Every visible character of ``text`` appears in ``printed`` in order (a folded cell is split over
+    lines and interleaved with its row's other cells, but loses nothing); borders and spaces ignored."""
+    visible = iter(re.sub(r"[\s│┃┏┓┗┛┡┩└┘┌┐├┤┼╇╋━─┬┴┳┻]", "", printed))
+    return all(ch in visible for ch in text.replace(" ", ""))
+
+
+LONGEST = dict(dataset="folder:/home/someone-with-a-long-name/projects/birds-of-the-world/train-images-2026",
+               model="tf_efficientnet_lite0", weights="tf_efficientnet_lite0.in1k")
+
+
+def test_a_table_prints_at_every_width_from_40_to_200_whatever_its_cells_hold():
+    """The ids of a run on one's own folder do not fit 80 or 120 columns side by side (they crashed the
+    column fitting): at any width each line fits, no cell is cut, and every cell's text is there."""
+    from rich.console import Console
+
+    from flowvision.console import Table
+    from flowvision.registry import METHODS
+
+    longest = max(METHODS, key=len)
+    for width in range(40, 201):
+        t = Table(title="Table 9: every id the project prints, at its longest")
+        for header in ("method", "dataset", "model", "settings", "config", "protocol"):
+            t.add_column(header, no_wrap=True)
+        for header in ("target acc (%)", "source acc after (%)", "drop (points)"):
+            t.add_column(header)
+        rows = [(f"{m} (not in the paper)", LONGEST["dataset"], LONGEST["model"], "lr=0.003, epochs=3, lwf_lambda=1",
+                 "0123abcd", "paper", "73.80 ± 1.87", "", "32.62 ± 1.87") for m in (longest, "ft")]
+        for row in rows:
+            t.add_row(*row)
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(t)
+        printed = console.export_text()
+        assert all(cell_len(line) <= width for line in printed.splitlines()), (width, printed)
+        assert "…" not in printed
+        for row in rows:
+            for cell in row:
+                assert _in_order(printed, cell), (width, cell, printed)
+
+
+def test_flowvision_table_prints_every_table_at_any_width_with_folder_lite0_demo_and_frontier_runs(tmp_path, monkeypatch):
+    for seed in (0, 1):
+        for method in ("ft", "flow", "ewc", "lwf"):
+            write_run(tmp_path, f"birds-{method}-s{seed}", method=method, seed=seed, lr=0.003, **LONGEST)
+        write_run(tmp_path, f"g-flow-s{seed}", model="demo", dataset="gratings", synthetic=True, seed=seed)
+        write_run(tmp_path, f"g-ft-lr-s{seed}", model="demo", dataset="gratings", synthetic=True, seed=seed,
+                  method="ft", lr=0.001, epochs=1, sweep="frontier")
+    write_run(tmp_path, "c10-flow", dataset="cifar10", model="resnet18", weights="resnet18.tv_in1k", hard10_acc=0.3,
+              hard10_n=1000)
+    for width in (40, 57, 80, 100, 120, 143, 200):
+        monkeypatch.setattr(out, "width", width)
+        printed = runner.invoke(app, ["table", "--results-dir", str(tmp_path)])
+        assert printed.exit_code == 0, (width, printed.output)
+        assert all(cell_len(line) <= width for line in printed.output.splitlines() if line[:1] in "┏┃┡│└┌├"), width
+        for text in ("ewc (not in the paper)", LONGEST["model"], "Table 5", "demo: synthetic tasks"):
+            assert _in_order(printed.output, text), (width, text, printed.output)
