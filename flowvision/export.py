@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from .errors import UserError
@@ -78,39 +77,46 @@ def _state(run_dir: Path):
 
 def _stage_value(run_dir: Path, record, name: str):
     """A cached stage's saved value, verified, from the store beside the run folder."""
-    from .files import DamagedFile, load_checked
-    from .stages import STORE_VERSION, stage_path
+    from .stages import STORE_VERSION, stage_path, stored
 
     key = record.stage_keys.get(name)
     if not key:
         raise UserError(f"run {record.run_id}'s record names no {name} stage; rerun it with a current flowvision")
-    path = stage_path(run_dir.parent.parent / "cache", name, key)
-    if not path.is_file():
-        raise UserError(f"the {name} stage file of run {record.run_id} is gone ({path}; pruned or moved?): rerun "
-                        "the run (it recomputes the stage), then export")
-    try:
-        return load_checked(path, {"stage": name, "key": key, "store": STORE_VERSION})
-    except (OSError, DamagedFile) as e:
-        reason = e.reason if isinstance(e, DamagedFile) else e.strerror
-        raise UserError(f"the {name} stage file of run {record.run_id} is damaged ({path.name}: {reason}): rerun "
-                        "the run (it recomputes the stage), then export") from None
+    return stored(stage_path(run_dir.parent.parent / "cache", name, key),
+                  {"stage": name, "key": key, "store": STORE_VERSION}, f"the {name} stage file of run {record.run_id}",
+                  "rerun the run (it recomputes the stage), then export")
+
+
+def as_run(cfg, record):
+    """``cfg`` (a run's config.yaml, precision "auto") with the precision the run resolved and recorded, so
+    that what depends on it (the demo model's key) is what the run used."""
+    import dataclasses
+
+    from .config import speed_defaults
+
+    ran = speed_defaults(cfg, "cuda" if str(record.device or "cpu").startswith("cuda") else "cpu")
+    return dataclasses.replace(ran, device="cpu", amp=ran.amp if record.amp is None else record.amp,
+                               channels_last=ran.channels_last if record.channels_last is None else record.channels_last)
 
 
 def reported_model(run_dir: Path):
     """(model, source, record, cfg): the model a finished run reports, rebuilt from its stage files
-    (the final stage's upstream, WiSE-FT applied when the method reports a point), and the source."""
-    import dataclasses
-
+    (the final stage's upstream, WiSE-FT applied when the method reports a point), and the source. Only
+    read: nothing is computed and nothing is written (a demo model that is not cached is an error)."""
     from . import models
     from .hardware import CPU
     from .pipeline import STAGES
-    from .source import load_source
+    from .source import demo_key, load_source
 
     run_dir = Path(run_dir)
     record, cfg = _finished(run_dir)
     (upstream,) = STAGES["final"].needs_for(cfg)
     saved = _stage_value(run_dir, record, upstream)
-    source = load_source(dataclasses.replace(cfg, device="cpu"), CPU)
+    ran = as_run(cfg, record)
+    if cfg.model == "demo" and demo_key(ran) != record.weights:
+        raise UserError(f"run {record.run_id}'s config.yaml makes the demo model {demo_key(ran)}, its record names "
+                        f"{record.weights}: the run folder's files do not belong together; rerun the run, then export")
+    source = load_source(ran, CPU, build=False)
     if source.key != record.weights:
         raise UserError(f"the pre-trained weights found now ({source.key}) are not run {record.run_id}'s "
                         f"({record.weights}); put those back (--weights or the weights cache), then export")
@@ -143,7 +149,7 @@ def export(run_dir: Path, out: Path) -> dict:
     from safetensors.torch import save_file
     from timm.models import save_for_hf
 
-    from .files import make_folder, shareable
+    from .files import make_folder, remove_tree, shareable
     from .forgetting import restored_keys
     from .models import family_rule
 
@@ -158,7 +164,7 @@ def export(run_dir: Path, out: Path) -> dict:
     state = source.model.state_dict()
     arch = model.pretrained_cfg.get("architecture") or type(model).__name__
     tmp = out / f".export-{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp, "a leftover of an earlier export")
     try:
         # the tag names this model, not the source weights' (timm's config would keep theirs)
         save_for_hf(model, str(tmp), model_config={"label_names": labels,
@@ -174,7 +180,7 @@ def export(run_dir: Path, out: Path) -> dict:
     except OSError as e:
         raise UserError(f"cannot write the export into {out} ({e.strerror}); choose a folder you can write") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, "the export's temporary folder")
     return {"out": str(out), "files": [str(out / n) for n in FILES], "architecture": arch,
             "num_classes": model.num_classes, "source_parts": len(keys), "rule": rule}
 

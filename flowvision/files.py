@@ -44,6 +44,34 @@ def make_folder(folder: Path) -> Path:
     return folder
 
 
+def not_a_link(path: Path, what: str) -> Path:
+    """``path`` itself when it is not a symbolic link (it need not exist); a one-line UserError naming the
+    link and where it points otherwise. flowvision creates, removes and renames only inside the folders it
+    owns: a link planted at such a path would carry the write (or the removal) somewhere else."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"{path} ({what}) is a symbolic link to {os.readlink(path)}: flowvision does not write "
+                        "through links; remove the link (its target is left as it is) and run this again")
+    return path
+
+
+def remove_tree(path: Path, what: str) -> None:
+    """Remove the folder (or file) ``path`` that flowvision made, links inside it as links (never what they
+    point to); a link at ``path`` itself is refused (``not_a_link``), and a removal that fails is a one-line
+    UserError naming what is left, not ignored."""
+    import shutil
+
+    path = not_a_link(path, what)
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot remove {path} ({what}): {e.strerror or e}; remove it by hand and run this "
+                        "again") from None
+
+
 def _atomic(path: Path, write, size: int = 0) -> None:
     """Write through a temporary file in the same folder, then rename: a killed process leaves
     either the old file or the new one, never half of one. A full disk or an unwritable folder is a

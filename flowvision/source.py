@@ -76,15 +76,16 @@ def demo_path(cfg: RunConfig) -> Path:
     return Path(cfg.cache_dir or default_cache_dir()) / "demo" / f"{stable_hash(demo_recipe(cfg))}.pt"
 
 
-def demo_source(cfg: RunConfig, hw) -> Source:
-    """Train (once) or load the demo source model; cached under cfg.cache_dir/demo/<hash>.pt."""
+def demo_source(cfg: RunConfig, hw, build: bool = True) -> Source:
+    """Train (once) or load the demo source model; cached under cfg.cache_dir/demo/<hash>.pt. With
+    ``build=False`` it is only read: a model that is not cached is a UserError, never trained."""
     import torch
 
     from . import models
     from .data.synthetic import SOURCE_TASK, SPECS, load_synthetic_task
     from .evaluate import predict
     from .hardware import torch_threads
-    from .stages import load_or_compute
+    from .stages import load_or_compute, stored
     from .train import Schedule, train
 
     preflight(cfg)
@@ -108,7 +109,11 @@ def demo_source(cfg: RunConfig, hw) -> Source:
         model.cpu()
         return {"model": model.state_dict(), "info": {"demo_recipe": recipe, "demo_train_acc": rows[-1]["acc"],
                                                       "demo_val_acc": acc}}
-    saved, _ = load_or_compute(path, {"demo_model": key}, compute, "the demo model")
+    if build:
+        saved, _ = load_or_compute(path, {"demo_model": key}, compute, "the demo model")
+    else:
+        saved = stored(path, {"demo_model": key}, f"the demo model {demo_key(cfg)}",
+                       "rerun a run that uses it (it trains it again)")
     model.load_state_dict(saved["model"])
     info = saved["info"]
     model.cpu().eval()
@@ -294,9 +299,10 @@ def where_from(full_tag: str, hub_id, local: Path) -> str:
             "or pass --weights PATH to it")
 
 
-def load_source(cfg: RunConfig, hw) -> Source:
-    """The pre-trained model for cfg.model: the demo model (trained once, cached) or timm weights."""
+def load_source(cfg: RunConfig, hw, build: bool = True) -> Source:
+    """The pre-trained model for cfg.model: the demo model (trained once, cached; only read with
+    ``build=False``) or timm weights (read, never written)."""
     if cfg.model == "demo":
-        return demo_source(cfg, hw)
+        return demo_source(cfg, hw, build)
     model, key = pretrained_model(cfg)
     return Source(key=key, model=model.eval(), info={"weights": key})

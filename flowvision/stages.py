@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 from . import distributed
 from .config import FIELDS, KEYED_FIELDS, RunConfig
+from .errors import UserError
 from .files import DamagedFile, load_checked, move_aside, remove_orphans, save_checked, stable_hash
 
 # The layout of the store's folder; bump when the file format changes (a stage's own computation
@@ -165,6 +166,18 @@ def load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: s
     if not distributed.is_main():
         return _read_only(path, what), "cached"
     return _load_or_compute(path, what, compute, label, checkpoint)
+
+
+def stored(path: Path, what: dict, label: str, fix: str):
+    """A stored file read and verified, never computed (the commands that read what a run made: export).
+    A file that is gone or damaged is a one-line UserError naming it, ending in ``fix``."""
+    if not path.is_file():
+        raise UserError(f"{label} is gone ({path}; pruned or moved?): {fix}")
+    try:
+        return load_checked(path, what)
+    except (OSError, DamagedFile) as e:
+        reason = e.reason if isinstance(e, DamagedFile) else e.strerror
+        raise UserError(f"{label} is damaged ({path.name}: {reason}): {fix}") from None
 
 
 def _acquire(path: Path, label: str):

@@ -186,3 +186,36 @@ def test_the_estimate_counts_lwf_teacher_passes_and_one_fisher_pass_shared_by_ev
     got = images(ewcs)
     assert got["train"] - 2 * ft["train"] == 2000 * 2  # one Fisher pass: 2000 images × 2 draws, shared by both λ
     assert got["inference"] - ft["inference"] == 2000 + 10_000 + 1000  # its label draws; the second λ's evaluations
+
+
+def _files(*folders) -> dict:
+    """Every file under ``folders`` -> (size, mtime): what a command that only reads must leave as it is."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders for p in Path(folder).rglob("*")
+            if p.is_file()}
+
+
+def test_export_of_a_demo_run_reads_its_files_trains_nothing_and_writes_only_under_out(tiny, tmp_path):
+    """The run's config.yaml says amp "auto"; the demo model's key holds the precision that ran. Export
+    reads that precision from the record, so it finds the run's own demo model and trains none."""
+    res = runner.invoke(app, ["finetune", "--dataset", "gratings", "--method", "ft", *_sets(tiny),
+                              "--results-dir", tiny["results_dir"]])
+    assert res.exit_code == 0, res.output
+    (run_dir,) = Path(tiny["results_dir"], "runs").iterdir()
+    before = _files(tmp_path, tiny["cache_dir"])
+    out = tmp_path / "exported"
+    res = runner.invoke(app, ["export", str(run_dir), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    after = _files(tmp_path, tiny["cache_dir"])
+    assert {p: v for p, v in after.items() if not p.startswith(f"{out}/")} == before
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                      "source_parts.safetensors"]
+    json_record = json.loads((run_dir / "result.json").read_text())
+    for demo_file in Path(tiny["cache_dir"], "demo").glob("*.pt"):  # the run's demo model gone: one line, no training
+        demo_file.rename(demo_file.with_suffix(".kept"))
+    try:
+        res = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "again")])
+    finally:
+        for kept in Path(tiny["cache_dir"], "demo").glob("*.kept"):
+            kept.rename(kept.with_suffix(".pt"))
+    assert res.exit_code == 2 and f"the demo model {json_record['weights']} is gone" in " ".join(res.output.split())
+    assert not (tmp_path / "again" / "model.safetensors").exists()

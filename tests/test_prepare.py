@@ -336,3 +336,50 @@ def test_members_are_read_one_at_a_time_and_a_tar_cut_between_two_is_found(tmp_p
     for end in (third, third + 100):                              # at it, inside it: tarfile stops quietly
         with pytest.raises(UserError, match="ends before its end-of-archive marker"):
             [f.read() for _, f in prepare.members(saved(plain.read_bytes()[:end], f"cut{end}.tar"))]
+
+
+# ------------------------------------------------------------------------------ links where it writes
+def _listing(folder: Path) -> dict:
+    """Every path under ``folder`` -> its bytes (files), its target (links) or None (folders)."""
+    return {str(p.relative_to(folder)): (str(p.readlink()) if p.is_symlink() else p.read_bytes() if p.is_file()
+                                         else None) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("where", [".stanford_cars.partial", ".stanford_cars.prepare.lock", "stanford_cars",
+                                   "dangling stanford_cars"])
+@pytest.mark.parametrize("archive_kind", ["good", "damaged"])
+def test_a_link_planted_where_prepare_writes_leaves_its_target_untouched(tmp_path, where, archive_kind):
+    """The staging folder, its lock and the destination, each a symbolic link out of the data root: one
+    line naming the link, exit 2, and the folder it points into byte-identical (a sentinel and a folder of
+    the data set's name in it stay where they are)."""
+    root, outside = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    (outside / "stanford_cars" / "train").mkdir(parents=True)
+    (outside / "stanford_cars" / "train" / "mine.jpg").write_bytes(jpeg())
+    (outside / "sentinel.txt").write_text("keep me")
+    name = where.split()[-1]
+    target = {".stanford_cars.prepare.lock": outside / "sentinel.txt", "stanford_cars": outside / "empty",
+              "dangling stanford_cars": outside / "not-there"}.get(where, outside)
+    if where == "stanford_cars":
+        target.mkdir()
+    (root / name).symlink_to(target)
+    before = _listing(outside)
+    archive = cars_zip(tmp_path / "archive.zip")
+    if archive_kind == "damaged":
+        archive.write_bytes(archive.read_bytes()[: archive.stat().st_size * 2 // 3])
+    text = one_line_error(run("prepare", "stanford_cars", "--archive", archive, "--data-root", root)[0])
+    assert f"{root / name} " in text and "is a symbolic link to" in text and "remove the link" in text, text
+    assert _listing(outside) == before
+    assert (root / name).is_symlink()  # the link itself is the user's to remove
+
+
+def test_a_complete_folder_behind_a_link_is_left_as_it_is(tmp_path):
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    archive = cars_zip(tmp_path / "archive.zip")
+    assert run("prepare", "stanford_cars", "--archive", archive, "--data-root", elsewhere)[0].exit_code == 0
+    root.mkdir()
+    (root / "stanford_cars").symlink_to(elsewhere / "stanford_cars")
+    before = _listing(elsewhere)
+    result, text = run("prepare", "stanford_cars", "--archive", archive, "--data-root", root)
+    assert result.exit_code == 0 and "already" in text, text
+    assert _listing(elsewhere) == before

@@ -14,6 +14,8 @@ The contract, the same for the three:
   the counts the devkit declares (the real devkit: 50,000 images, 50 for each of 1000 classes);
 * a destination that is already complete is left as it is (``already``: a no-op); one that exists and is
   not complete is never touched;
+* nothing is written, renamed or removed through a symbolic link: a link planted at the staging folder,
+  the lock or an incomplete destination is a one-line UserError naming it, and its target is untouched;
 * a damaged, cut-short or wrong archive, a devkit that is not the val set's, a full disk: one-line
   UserError, and the partial folder is removed.
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import tarfile
 import zipfile
 import zlib
@@ -30,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Optional
 
 from ..errors import UserError
-from ..files import make_folder, writing
+from ..files import make_folder, not_a_link, remove_tree, writing
 from .fetch import status_row
 from .real import IMAGE_EXTENSIONS, data_folder
 
@@ -109,22 +110,28 @@ def _staging(dest: Path) -> Iterator[Path]:
     from filelock import FileLock, Timeout
 
     parent = make_folder(dest.parent)
-    lock = FileLock(str(parent / f".{dest.name}.prepare.lock"))
+    lock = FileLock(str(not_a_link(parent / f".{dest.name}.prepare.lock", "the lock of data prepare")))
+    partial = not_a_link(parent / f".{dest.name}.partial", "the staging folder of data prepare")
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise UserError(f"another `flowvision data prepare` is writing {dest}: wait for it to end") from None
-    partial = parent / f".{dest.name}.partial"
+    except OSError as e:
+        raise UserError(f"cannot make the lock of data prepare in {parent} ({e.strerror or e}); choose a data "
+                        "root you can write") from None
     try:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_tree(partial, "the staging folder of an interrupted data prepare")
         yield make_folder(partial / dest.name)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
-        lock.release()
+        try:
+            remove_tree(partial, "the staging folder of data prepare")
+        finally:
+            lock.release()
 
 
 def _place(stage: Path, dest: Path) -> None:
-    """The checked folder ``stage`` becomes ``dest`` in one rename (an empty ``dest`` folder gives way)."""
+    """The checked folder ``stage`` becomes ``dest`` in one rename (an empty ``dest`` folder gives way;
+    ``_existing`` has refused a link there)."""
     with writing(dest):
         if dest.is_dir() and not any(dest.iterdir()):
             dest.rmdir()
@@ -135,6 +142,10 @@ def _existing(dest: Path, complete: Callable[[], Optional[str]]) -> bool:
     """True when ``dest`` is already complete (``complete()`` returns None, else why not); False when it
     does not exist or is an empty folder; a UserError when it holds something incomplete. Asked under
     ``_staging``'s lock, so that no other run places the folder between this check and ``_place``."""
+    if dest.is_symlink():  # a complete folder behind a link is read, never written: nothing to do
+        if dest.is_dir() and any(dest.iterdir()) and complete() is None:
+            return True
+        not_a_link(dest, "the destination")
     if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
         return False
     if not dest.is_dir():
