@@ -44,7 +44,7 @@ def full_disk(monkeypatch):
     (the temporary file is still created and must be removed by the writer). Call it to switch on."""
     import tempfile
 
-    from flowvision import files
+    from flowvision.core import files
 
     real = tempfile.mkstemp
 

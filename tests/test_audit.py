@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flowvision.audit import per_class, pick_extremes, sample_audit
-from flowvision.errors import UserError
+from flowvision.stages.audit import per_class, pick_extremes, sample_audit
+from flowvision.core.errors import UserError
 
 RED, BLUE = (220, 0, 0), (0, 0, 220)
 
@@ -80,7 +80,7 @@ def test_greyscale_images_and_bad_input(tmp_path):
 
 
 def test_noise_audit_by_hand():
-    from flowvision.audit import noise_audit
+    from flowvision.stages.audit import noise_audit
 
     table = weights_table().assign(noisy=[0, 0, 0, 1, 0, 0, 1, 0])  # the two lowest weights but one
     got = noise_audit(table, k=3)

@@ -133,7 +133,7 @@ def test_demo_command_prints_the_comparison(tiny):
 def test_the_demo_runs_on_one_process_per_thread_up_to_one_per_run(monkeypatch):
     import os
 
-    from flowvision.report import demo_workers
+    from flowvision.reporting.report import demo_workers
 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert (demo_workers(12), demo_workers(1), demo_workers(12, "cuda")) == (2, 1, 1)
@@ -246,7 +246,7 @@ def test_help_and_config_errors_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom flowvision import cli, config\nfrom flowvision.errors import UserError\n"
+    code = ("import sys\nfrom flowvision import cli\nfrom flowvision.core import config\nfrom flowvision.core.errors import UserError\n"
             "try:\n    config.resolve('gratings', 'demo', 'flow', {'tau': '0'})\nexcept UserError:\n    pass\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -256,7 +256,7 @@ def test_help_and_config_errors_do_not_import_torch():
 def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny):
     """On a machine whose torch was built for CUDA but sees no GPU (this CI's kind), --device auto
     warns with the fix; --device cpu is a choice and does not; the device is recorded either way."""
-    from flowvision.hardware import cuda_build_without_gpu
+    from flowvision.core.hardware import cuda_build_without_gpu
 
     sets = [a for k, v in tiny.items() if k != "device" for a in ("--set", f"{k}={v}")]
     auto = runner.invoke(app, ["finetune", "--method", "lp", *sets, "--set", "device=auto",
@@ -274,7 +274,7 @@ def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny)
 
 @pytest.mark.slow  # 6 fine-tunings and 5 evaluations each: 58 s on 2 cores shared with another torch process
 def test_frontier_command_runs_the_sweep_and_tags_the_off_default_runs(tiny):
-    from flowvision import runs as runframe
+    from flowvision.reporting import runs as runframe
 
     res = runner.invoke(app, ["frontier", "--dataset", "gratings", "--lrs", "0.01,0.003", "--epochs", "1",
                               "--taus", "p25,median", "--l2sp-lambdas", "0.01,1", "--lwf-lambdas", "1",

@@ -125,8 +125,8 @@ def _partial_imagenet(root: Path, synsets=("n01440764", "n01443537")) -> Path:
 
 
 def test_dry_run_and_grid_accept_a_partial_imagenet_folder_as_the_run_does(tmp_path):
-    from flowvision import config
-    from flowvision.grid import check_inputs
+    from flowvision.core import config
+    from flowvision.scale.grid import check_inputs
 
     partial = _partial_imagenet(tmp_path / "val")
     args = ["finetune", "--dataset", "cifar10", "--dry-run", "--results-dir", str(tmp_path / "r")]
@@ -143,7 +143,8 @@ def test_dry_run_and_grid_accept_a_partial_imagenet_folder_as_the_run_does(tmp_p
 
 
 def test_a_partial_imagenet_folder_is_warned_about_once_per_process(tmp_path, capsys):
-    from flowvision import config, forgetting
+    from flowvision.core import config
+    from flowvision.methods import forgetting
 
     partial = _partial_imagenet(tmp_path / "val2")
     for seed in (0, 1):  # two cells of a grid
@@ -155,8 +156,8 @@ def test_a_partial_imagenet_folder_is_warned_about_once_per_process(tmp_path, ca
 
 
 def test_an_input_error_before_any_work_leaves_no_failed_run_folder(tmp_path, monkeypatch):
-    from flowvision import config
-    from flowvision.runstate import read_states
+    from flowvision.core import config, identity
+    from flowvision.stages.runstate import read_states
 
     monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)
     results = tmp_path / "results"
@@ -166,7 +167,7 @@ def test_an_input_error_before_any_work_leaves_no_failed_run_folder(tmp_path, mo
     assert res.exit_code == 2 and "error:" in res.output, res.output
     assert not list(results.glob("runs/*")) and read_states(results) == []
     # a folder holding what an earlier attempt wrote keeps it, and says the run failed
-    run_dir = results / "runs" / config.run_id(config.resolve("cifar10", None, "lp", options))
+    run_dir = results / "runs" / identity.run_id(config.resolve("cifar10", None, "lp", options))
     run_dir.mkdir(parents=True)
     (run_dir / "summary.csv").write_text("stage,epoch\n")
     assert runner.invoke(app, args, env=WIDE).exit_code == 2
@@ -177,9 +178,10 @@ def test_an_input_error_before_any_work_leaves_no_failed_run_folder(tmp_path, mo
 def test_the_target_tasks_n_test_does_not_redefine_the_demo_source():
     """n_test sizes the target task only: the demo model (its cached file, the source stage) and the source
     evaluation keep their keys, the target evaluation's changes; demo_n_test sizes the source task's val."""
-    from flowvision import config, pipeline
-    from flowvision.dryrun import fingerprints
-    from flowvision.source import demo_path
+    from flowvision.core import config, identity
+    from flowvision.stages import pipeline
+    from flowvision.stages.dryrun import fingerprints
+    from flowvision.methods.source import demo_path
 
     def keys(**sets):
         cfg = config.resolve("gratings", "demo", "flow", {"image_size": 16, "n_train": 48, "demo_n_test": 40, **sets})
@@ -187,8 +189,8 @@ def test_the_target_tasks_n_test_does_not_redefine_the_demo_source():
 
     (a, one), (b, other), (c, source_changed) = keys(n_test=32), keys(n_test=24), keys(n_test=32, demo_n_test=30)
     assert one["source"] == other["source"] and one["source_eval"] == other["source_eval"]
-    assert demo_path(a) == demo_path(b) and config.run_id(a) != config.run_id(b)
+    assert demo_path(a) == demo_path(b) and identity.run_id(a) != identity.run_id(b)
     assert one["target_eval"] != other["target_eval"] and one["probe"] != other["probe"]
     assert source_changed["source"] != one["source"] and demo_path(c) != demo_path(a)
     # the identity of a configuration written before demo_n_test existed is unchanged
-    assert config.run_id(config.resolve("gratings", "demo", "flow")) == "gratings-demo-flow-s0-25b4eb93"
+    assert identity.run_id(config.resolve("gratings", "demo", "flow")) == "gratings-demo-flow-s0-25b4eb93"

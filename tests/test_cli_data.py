@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flowvision.cli_data import data_app
+from flowvision.cli.data import data_app
 from flowvision.data.fetch import data_status, download, how_to_get, resolve_data_root, resolve_imagenet
-from flowvision.data.real import REAL_TASKS
-from flowvision.errors import UserError
+from flowvision.data.specs import REAL_TASKS
+from flowvision.core.errors import UserError
 
 WIDE = {"COLUMNS": "250"}
 

@@ -9,10 +9,10 @@ import typer
 from rich.cells import cell_len
 from typer.testing import CliRunner
 
-from flowvision import report
+from flowvision.reporting import report
 from flowvision.cli import app
-from flowvision.console import out
-from flowvision.record import read_record
+from flowvision.core.console import out
+from flowvision.stages.record import read_record
 from test_tables import write_run
 
 runner = CliRunner()
@@ -90,7 +90,7 @@ def test_every_commands_main_table_at_100_columns_keeps_ids_paths_and_commands_w
 
 
 def test_a_table_too_wide_is_split_by_columns_with_its_ids_in_each_part(narrow):
-    from flowvision.console import Table
+    from flowvision.core.console import Table
 
     t = Table(title="wide")
     t.add_column("model", no_wrap=True)
@@ -108,7 +108,7 @@ def test_a_table_too_wide_is_split_by_columns_with_its_ids_in_each_part(narrow):
 def test_a_table_that_fits_only_at_its_least_widths_is_not_cut_at_the_right(narrow):
     """rich narrows the widest columns first and the least widths pushed them back: the table came out wider
     than the console, its last column cut off at the edge. Now each line ends in the table's right border."""
-    from flowvision.console import Table
+    from flowvision.core.console import Table
 
     t = Table(title="fits only narrowed")
     for header in ("method", "seeds", "target acc (%)", "source acc before (%)", "source acc after (%)",
@@ -140,21 +140,21 @@ def test_run_printout_numbers_carry_units_and_read_as_words(tmp_path, narrow):
 
 
 def test_table_headers_carry_their_units(tmp_path):
-    from flowvision import tables
+    from flowvision.reporting import formats, tables
 
-    assert [tables.unit(c) for c in ("target acc", "IN-1K acc (ours)", "source drop", "Δ Average (ours)", "KL",
+    assert [formats.unit(c) for c in ("target acc", "IN-1K acc (ours)", "source drop", "Δ Average (ours)", "KL",
                                      "mean_loss", "# hard (ours)", "seeds", "dominated area (%)", "method")] == [
         "%", "%", "points", "points", "nats", "nats", "", "", "", ""]
     write_run(tmp_path, "a", dataset="gratings", model="demo", synthetic=True)
     record, _ = read_record(tmp_path / "runs" / "a" / "result.json")
     headers = [c.header for t in report.demo_table([record.to_dict()]).renderables for c in t.columns]
     assert all(h in ("method", "seeds") or h.endswith(("(%)", "(points)", "(nats)")) for h in headers), headers
-    printed = tables.render(tables.table5())
+    printed = formats.render(tables.table5())
     assert "hardest 10% (ours)\n%" in [c.header for c in printed.columns]
 
 
 def test_progress_lines_count_batches_in_words_and_say_each_epoch_once(tiny):
-    from flowvision import console
+    from flowvision.core import console
 
     with console.console.capture() as cap:
         bar = console.PlainProgress(every=1)
@@ -260,8 +260,8 @@ def test_a_table_prints_at_every_width_from_40_to_200_whatever_its_cells_hold():
     column fitting): at any width each line fits, no cell is cut, and every cell's text is there."""
     from rich.console import Console
 
-    from flowvision.console import Table
-    from flowvision.registry import METHODS
+    from flowvision.core.console import Table
+    from flowvision.core.registry import METHODS
 
     longest = max(METHODS, key=len)
     for width in range(40, 201):

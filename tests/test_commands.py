@@ -98,8 +98,8 @@ def test_the_grid_estimate_counts_each_shared_stage_once_by_kind_at_the_stated_r
     """By hand for one data set: ft and wiseft share a fine-tuning; lp's probe is ft's Table-5 probe;
     lp's forgetting reuses the source evaluation; WiSE-FT's α = 0.25 and 0.75 are measured on
     wise_subset source images, the reported α = 0.5 on all of them."""
-    from flowvision import config
-    from flowvision.costs import assumed_rates, estimate, rates
+    from flowvision.core import config
+    from flowvision.stages.costs import assumed_rates, estimate, rates
 
     sets = {"imagenet_subset": 20_000, "wise_subset": 5000}
     cfgs = [config.resolve("cifar10", "resnet18", m, sets) for m in ("ft", "wiseft", "lp")]
@@ -127,9 +127,9 @@ def test_both_paper_grids_fit_one_night_on_one_a6000_at_the_assumed_bf16_rates()
     ResNet-18 and ResNet-50 together take ≤ 17 GPU-hours (33 in fp32 before the WiSE-FT subset)."""
     import re
 
-    from flowvision.costs import describe, estimate, rates
-    from flowvision.grid import grid
-    from flowvision.registry import PAPER_METHODS, resolve_dataset_group
+    from flowvision.stages.costs import describe, estimate, rates
+    from flowvision.scale.grid import grid
+    from flowvision.core.registry import PAPER_METHODS, resolve_dataset_group
 
     total = fp32 = 0.0
     for model in ("resnet18", "resnet50"):
@@ -146,8 +146,8 @@ def test_both_paper_grids_fit_one_night_on_one_a6000_at_the_assumed_bf16_rates()
 
 
 def test_measured_rates_replace_the_assumed_ones_and_name_their_gpu(tmp_path):
-    from flowvision import config
-    from flowvision.costs import describe, estimate, rates
+    from flowvision.core import config
+    from flowvision.stages.costs import describe, estimate, rates
 
     results = tmp_path / "results"
     results.mkdir()
@@ -165,8 +165,8 @@ def test_measured_rates_replace_the_assumed_ones_and_name_their_gpu(tmp_path):
 
 
 def test_the_estimate_counts_lwf_teacher_passes_and_one_fisher_pass_shared_by_every_ewc_lambda():
-    from flowvision import config
-    from flowvision.costs import estimate
+    from flowvision.core import config
+    from flowvision.stages.costs import estimate
 
     sub = {"imagenet_subset": 1000}
 

@@ -1,7 +1,7 @@
 import pytest
 
-from flowvision import config
-from flowvision.errors import UserError
+from flowvision.core import config
+from flowvision.core.errors import UserError
 
 
 def test_order_defaults_file_preset_method_section_overrides(tmp_path):

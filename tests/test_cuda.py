@@ -4,8 +4,8 @@ run, and a deterministic run repeated."""
 import pytest
 import torch
 
-from flowvision import config
-from flowvision.run import run as run_one
+from flowvision.core import config
+from flowvision.stages.run import run as run_one
 
 pytestmark = pytest.mark.cuda
 

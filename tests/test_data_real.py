@@ -13,10 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from flowvision.data.real import (CALTECH_TRAIN_PER_CLASS, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN,
-                                  IMAGENET_STD, REAL_TASKS, build_transforms, is_real, load_real_task)
+from flowvision.data.real import load_real_task
+from flowvision.core.registry import is_real
+from flowvision.data.recipes import build_transforms
+from flowvision.data.specs import CALTECH_TRAIN_PER_CLASS, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, REAL_TASKS
 from flowvision.data.decoded import scaled
-from flowvision.errors import UserError
+from flowvision.core.errors import UserError
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +104,7 @@ def test_host_augmentation_is_the_same_for_any_number_of_workers():
     """On the PIL path each sample's crop, flip and jitter come from (seed, index), not from whichever
     worker process happened to load it: 0 and 2 workers give the same epoch, bit for bit."""
     from flowvision.data.base import Indexed
-    from flowvision.data.real import Transformed
+    from flowvision.data.recipes import Transformed
 
     rng = np.random.default_rng(0)
     images = [(Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)), 0) for _ in range(12)]
@@ -339,7 +341,7 @@ def all_dogs(tmp_path_factory):
 
 
 def test_dogs_paper_split_is_a_seeded_80_20_of_all_images_tested_with_training_transforms(all_dogs):
-    from flowvision.data.real import load_real_splits
+    from flowvision.data.loaders import load_real_splits
 
     task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper", dogs_split="single")
     assert (len(task.train), len(task.test)) == (16_464, 4_116) and task.splits == {}
@@ -363,7 +365,7 @@ def test_dogs_paper_split_is_a_seeded_80_20_of_all_images_tested_with_training_t
 def test_dogs_per_stage_splits_are_independent_draws_over_one_set_of_images(all_dogs):
     """As the official scripts, each of which drew its own 80/20 split: the probe's (also standard FT's),
     FLOW round 1's and round 2's, so ~80% of a later split's test images trained an earlier stage."""
-    from flowvision.data.real import folder_relpaths, seen_shares
+    from flowvision.data.splits import folder_relpaths, seen_shares
 
     task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper")  # per-stage: the default
     single = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper", dogs_split="single")
@@ -422,8 +424,8 @@ def test_dry_run_prints_the_per_stage_dogs_splits_and_their_overlap(all_dogs):
 
 
 def test_a_dogs_record_carries_its_split_overlap_and_older_records_read_as_single(all_dogs):
-    from flowvision import config
-    from flowvision.record import from_dict, split_overlap
+    from flowvision.core import config
+    from flowvision.stages.record import from_dict, split_overlap
 
     task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper")
     flow = split_overlap(task, config.resolve("stanford_dogs", "resnet18", "flow", {"protocol": "paper"}))

@@ -11,7 +11,7 @@ from PIL import Image
 from flowvision.data.decoded import decoded, folder_fingerprint, stored
 from flowvision.data.device import recipe_transforms
 from flowvision.data.imagenet import imagenet_synsets, load_imagenet_eval
-from flowvision.forgetting import official_imagenet_transform
+from flowvision.methods.forgetting import official_imagenet_transform
 from test_real_e2e import weights_file  # noqa: F401 (a fixture)
 
 
@@ -62,7 +62,8 @@ def test_cached_eval_pixels_are_within_one_level_of_a_pil_resize(recipe, tmp_pat
 
 
 def test_the_imagenet_eval_set_takes_the_decoded_path_and_labels_follow_the_synsets(tmp_path):
-    from flowvision import config, forgetting
+    from flowvision.core import config
+    from flowvision.methods import forgetting
     from test_imagenet import write_val
 
     val = write_val(tmp_path / "val", imagenet_synsets(), per_class=1)
@@ -132,8 +133,8 @@ def test_device_augmentation_draws_per_sample_within_the_recipe_ranges():
 
 @pytest.mark.parametrize("data_path", ["pil", "device"])
 def test_both_data_paths_run_end_to_end_on_a_real_layout(data_path, tmp_path, tiny, weights_file):
-    from flowvision import config
-    from flowvision.run import run as run_one
+    from flowvision.core import config
+    from flowvision.stages.run import run as run_one
     from test_imagenet import write_val
     from test_real_e2e import write_cars
 

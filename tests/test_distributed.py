@@ -57,9 +57,9 @@ def test_each_step_is_one_process_step_split_between_the_processes(n, batch, pro
 def _worker(rank, init, out):
     import torch.distributed as dist
 
-    from flowvision import distributed
-    from flowvision.evaluate import predict
-    from flowvision.train import train
+    from flowvision.core import distributed
+    from flowvision.methods.evaluate import predict
+    from flowvision.methods.train import train
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
@@ -75,7 +75,7 @@ def _worker(rank, init, out):
 
 
 def _setup():
-    from flowvision import models
+    from flowvision.methods import models
 
     task = load_synthetic_task("gratings", image_size=16, n_train=42, n_test=32, augment=False)
     torch.manual_seed(0)
@@ -83,7 +83,7 @@ def _setup():
 
 
 def _schedules():
-    from flowvision.train import Schedule
+    from flowvision.methods.train import Schedule
 
     return {"head": Schedule(2, 0.05, 16, head_only=True, bn_train=False),
             "all": Schedule(2, 0.05, 16, bn_train=False)}
@@ -96,8 +96,8 @@ _SCHEDULES = _schedules()
 def test_two_processes_evaluate_exactly_and_train_as_one_with_batchnorm_frozen(tmp_path):
     import torch.multiprocessing as mp
 
-    from flowvision.evaluate import predict
-    from flowvision.train import train
+    from flowvision.methods.evaluate import predict
+    from flowvision.methods.train import train
 
     mp.spawn(_worker, args=(f"file://{tmp_path}/rendezvous", str(tmp_path / "out.pt")), nprocs=2)
     two = torch.load(tmp_path / "out.pt", weights_only=False)
@@ -131,9 +131,9 @@ def _finetune_args(results, cache, **changes):
 
 @pytest.mark.slow  # ~17 s on 2 cores: one run here, then torchrun with 2 processes
 def test_torchrun_two_processes_give_the_same_tau_and_weights_and_close_metrics(tmp_path, demo_cache):
-    from flowvision import config
-    from flowvision.files import load_checked
-    from flowvision.run import run
+    from flowvision.core import config
+    from flowvision.core.files import load_checked
+    from flowvision.stages.run import run
 
     one = run(config.resolve("gratings", "demo", "flow", dict(TINY, device="cpu", cache_dir=str(demo_cache),
                                                               results_dir=str(tmp_path / "one"))))

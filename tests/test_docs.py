@@ -23,7 +23,7 @@ import pytest
 import typer
 
 from flowvision.cli import app
-from flowvision.config import RunConfig
+from flowvision.core.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

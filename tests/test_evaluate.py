@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from flowvision.evaluate import hard_accuracy, hard_count, hardest
+from flowvision.methods.evaluate import hard_accuracy, hard_count, hardest
 
 
 def test_the_hardest_tenth_of_a_hand_made_loss_vector():

@@ -18,10 +18,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from flowvision import config, pipeline
+from flowvision.core import config, identity
+from flowvision.stages import pipeline
 from flowvision.cli import app
 from flowvision.data.folder import IMAGE_SUFFIXES, FolderImages, load_folder_task, scan
-from flowvision.errors import UserError
+from flowvision.core.errors import UserError
 from test_hostile import _fails_cleanly
 
 runner = CliRunner()
@@ -234,14 +235,14 @@ def test_a_folder_gets_the_models_default_config_and_the_dry_run_says_so(tmp_pat
     cfg = config.resolve(f"folder:{data}", None, "flow", trace=trace)
     assert cfg.model == "resnet18" and cfg.dataset == f"folder:{data}" and (cfg.epochs, cfg.lr) == (30, 0.01)
     assert trace["epochs"].endswith("configs/resnet18/default.yaml") and "Caltech-101" in cfg.hparams_note
-    assert config.run_id(cfg).startswith("my_birds-resnet18-flow-s0-")
+    assert identity.run_id(cfg).startswith("my_birds-resnet18-flow-s0-")
     here = os.getcwd()
     os.chdir(tmp_path)
     try:  # a relative PATH is made absolute: the record names the folder wherever the run starts
         assert config.resolve("folder:my birds").dataset == f"folder:{data}"
     finally:
         os.chdir(here)
-    from flowvision.dryrun import dry_run
+    from flowvision.stages.dryrun import dry_run
 
     plan = dry_run(cfg, trace)
     assert plan["files"][0]["found"] and plan["files"][0]["note"].startswith(
@@ -288,10 +289,10 @@ def finished(tmp_path_factory, weights, photos) -> dict:
 def _flowvision_logprobs(run_dir: Path) -> dict:
     """flowvision's own evaluation of the exported model on the test images, and of the model forgetting
     was measured on over the source images (evaluate.predict: log-softmax per image)."""
-    from flowvision import forgetting
+    from flowvision.methods import forgetting
     from flowvision.data import load_task
-    from flowvision.evaluate import predict
-    from flowvision.export import reported_model
+    from flowvision.methods.evaluate import predict
+    from flowvision.reporting.export import reported_model
 
     model, source, _, cfg = reported_model(run_dir)
     measured = forgetting.measured_model(source.model, model, cfg.restore, cfg.task_specific)
@@ -391,7 +392,8 @@ def test_the_export_loads_in_a_fresh_process_with_timm_alone(finished):
 def test_timm_rebuilds_each_recipes_eval_transform_from_the_exported_config(recipe):
     import timm.data
 
-    from flowvision.data.real import IMAGENET_MEAN, IMAGENET_STD, recipe_pil_transforms, timm_eval_config
+    from flowvision.data.recipes import recipe_pil_transforms, timm_eval_config
+    from flowvision.data.specs import IMAGENET_MEAN, IMAGENET_STD
 
     rng = np.random.default_rng(0)
     size = (32, 32) if recipe == "resize" else (53, 41)  # CIFAR's recipe is for square images
@@ -406,7 +408,7 @@ def test_the_command_in_the_model_card_is_the_runs_config(finished):
     cfg = config.read_run_config(finished["run_dir"] / "config.yaml")
     import shlex
 
-    args = shlex.split(config.finetune_command(cfg))[1:] + ["--dry-run"]
+    args = shlex.split(identity.finetune_command(cfg))[1:] + ["--dry-run"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert finished["run_dir"].name in res.output

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from flowvision import forgetting, models
+from flowvision.methods import forgetting, models
 from test_models import _randomise
 
 
@@ -28,8 +28,8 @@ def test_measured_model_takes_exactly_the_restored_parts_from_the_source(restore
 
 def test_restore_rule_changes_only_the_forgetting_evaluation(tiny):
     """restore=none re-measures the same cached fine-tuning: only the forgetting stage is new."""
-    from flowvision import config
-    from flowvision.run import run as run_one
+    from flowvision.core import config
+    from flowvision.stages.run import run as run_one
 
     a = run_one(config.resolve("gratings", "demo", "ft", tiny))
     b = run_one(config.resolve("gratings", "demo", "ft", dict(tiny, restore="none")))
@@ -40,7 +40,7 @@ def test_restore_rule_changes_only_the_forgetting_evaluation(tiny):
 
 
 def test_agreement_and_kl_by_hand():
-    from flowvision.evaluate import agreement_kl
+    from flowvision.methods.evaluate import agreement_kl
 
     ref = torch.log(torch.tensor([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05]]))
     same = agreement_kl(ref, ref)
@@ -56,7 +56,7 @@ def test_agreement_and_kl_by_hand():
 
 
 def test_a_wise_subset_is_seeded_class_balanced_nested_and_points_at_the_same_images():
-    from flowvision import config
+    from flowvision.core import config
 
     data = forgetting.eval_set(config.resolve("gratings", "demo", "wiseft", {"image_size": 16, "demo_n_test": 60}))
     assert forgetting.subset(data, 60, 0) is None and forgetting.subset(data, None, 0) is None  # nothing to cut
@@ -75,8 +75,8 @@ def test_a_wise_subset_is_seeded_class_balanced_nested_and_points_at_the_same_im
 def test_wise_points_no_table_prints_are_measured_on_the_subset_the_reported_one_on_every_image(tiny):
     """α = 0.001 is nearly the pre-trained model: on the subset its predictions must agree with the
     pre-trained ones on the same images (a misaligned reference would agree by chance only)."""
-    from flowvision import config
-    from flowvision.run import run as run_one
+    from flowvision.core import config
+    from flowvision.stages.run import run as run_one
 
     r = run_one(config.resolve("gratings", "demo", "wiseft", dict(tiny, wise_subset=10,
                                                                    wise_alphas="0,0.001,0.5,0.75,1")))

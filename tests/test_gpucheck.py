@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowvision import gpucheck
-from flowvision.costs import KINDS, PRECISIONS, read_measured
-from flowvision.gpucell import TOY, run_cell
+from flowvision.scale import gpucheck
+from flowvision.stages.costs import KINDS, PRECISIONS, read_measured
+from flowvision.scale.gpucell import TOY, run_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -382,7 +382,8 @@ def test_skipping_bad_images_goes_on_without_them_and_records_which(tmp_path, ca
     would block for ever), skipped, named; the data sets hold the good images only."""
     import signal
 
-    from flowvision import config, forgetting
+    from flowvision.core import config
+    from flowvision.methods import forgetting
     from flowvision.data import load_task
 
     photos = tmp_path / "photos"
@@ -429,7 +430,8 @@ def test_an_image_damaged_after_the_check_is_one_line_even_from_a_loader_worker(
 
 
 def test_what_was_skipped_changes_the_evaluation_images_fingerprint(tmp_path):
-    from flowvision import config, forgetting
+    from flowvision.core import config
+    from flowvision.methods import forgetting
 
     photos = tmp_path / "photos"
     _image(photos / "a.jpg"), _image(photos / "b.jpg", colour=(1, 2, 3))
@@ -453,8 +455,9 @@ def test_a_decoded_cache_holding_another_split_is_moved_aside_and_rebuilt(tmp_pa
     import json
     import shutil
 
-    from flowvision import config, models
-    from flowvision.run import run as run_one
+    from flowvision.core import config
+    from flowvision.methods import models
+    from flowvision.stages.run import run as run_one
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
@@ -490,7 +493,7 @@ def test_a_decoded_cache_folder_that_is_a_file_is_healed_and_one_over_the_decode
     from torchvision.datasets import ImageFolder
 
     from flowvision.data.decoded import decoded, stored
-    from flowvision.errors import UserError
+    from flowvision.core.errors import UserError
 
     for i in range(3):
         _image(tmp_path / "photos" / f"c{i % 2}" / f"{i}.jpg", (i * 80, 0, 0))
@@ -522,7 +525,7 @@ def test_a_decoded_folder_that_is_a_file_is_one_line_through_the_cli(tmp_path, t
 # ---- weights: floating point, finite ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def r18_state():
-    from flowvision import models
+    from flowvision.methods import models
 
     torch.manual_seed(0)
     return models.create("resnet18", 1000).state_dict()
@@ -638,13 +641,13 @@ def test_a_torchrun_environment_without_a_working_rendezvous_is_one_line(env, me
     t0 = time.time()
     text = _fails_cleanly(_base(tmp_path, tiny), message, tmp_path)
     assert time.time() - t0 < 30 and "FLOWVISION_DIST_START_TIMEOUT_S" in text or "join" not in message
-    from flowvision import distributed
+    from flowvision.core import distributed
 
     assert not distributed.initialised()
 
 
 def test_the_start_up_timeout_is_minutes_and_the_long_waits_keep_a_day(monkeypatch):
-    from flowvision import distributed
+    from flowvision.core import distributed
 
     monkeypatch.delenv("FLOWVISION_DIST_START_TIMEOUT_S", raising=False)
     monkeypatch.delenv("FLOWVISION_DIST_TIMEOUT_S", raising=False)
@@ -815,7 +818,7 @@ def test_readers_of_run_records_skip_a_bad_one_with_one_warning(kind, command, t
 
 
 def test_nan_and_inf_accuracies_in_a_record_are_named_not_shown(tmp_path):
-    from flowvision.record import read_record
+    from flowvision.stages.record import read_record
     from test_tables import write_run
 
     path = write_run(tmp_path, "r", source_acc_after=0.5, wise=[{"alpha": 0.5, "target_acc": 0.4}]) / "result.json"

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flowvision.data.imagenet import (ImageNetCountWarning, describe, imagenet_synsets, imagenet_transform,
-                                      load_imagenet_eval)
-from flowvision.errors import UserError
+from flowvision.data.imagenet import ImageNetCountWarning, describe, imagenet_synsets, imagenet_transform, load_imagenet_eval
+from flowvision.core.errors import UserError
 
 SYNSETS = imagenet_synsets()
 

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flowvision.cli import app
-from flowvision.console import PlainProgress, console
-from flowvision.errors import UserError
-from flowvision.launch import minutes, slots
-from flowvision.runstate import RunState, read_states
+from flowvision.core.console import PlainProgress, console
+from flowvision.core.errors import UserError
+from flowvision.scale.launch import minutes, slots
+from flowvision.stages.runstate import RunState, read_states
 
 runner = CliRunner()
 SHARING = "ft,wiseft,flow,flow+wiseft"  # ft/wiseft share a fine-tuning; flow/flow+wiseft share probe..refit
@@ -63,7 +63,7 @@ def test_local_workers_compute_every_shared_stage_once(tiny):
 
 
 def test_status_reads_waiting_running_failed_and_a_dead_holder(tiny, tmp_path):
-    from flowvision import config
+    from flowvision.core import config
 
     res = Path(tiny["results_dir"])
     cfgs = [config.resolve("gratings", "demo", m, dict(tiny)) for m in ("ft", "flow", "lp", "wiseft")]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from flowvision import models
+from flowvision.methods import models
 
 
 def _randomise(model, seed):
@@ -74,7 +74,7 @@ FAMILY_CASES = [
 def test_task_specific_rule_per_family_and_the_forgetting_model_tensor_by_tensor(arch, rule, applied, pattern):
     import re
 
-    from flowvision import forgetting
+    from flowvision.methods import forgetting
 
     source = _randomise(models.create(arch, 10), 0)
     before = models.clone_state(source)
@@ -119,9 +119,9 @@ def test_the_demo_model_is_one_model_whatever_the_callers_thread_count(tmp_path,
 
     import torch
 
-    from flowvision import config
-    from flowvision.hardware import CPU, torch_threads
-    from flowvision.source import demo_source
+    from flowvision.core import config
+    from flowvision.core.hardware import CPU, torch_threads
+    from flowvision.methods.source import demo_source
 
     digests = []
     for n in (1, 3):

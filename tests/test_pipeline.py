@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowvision import config, pipeline
-from flowvision.run import run as run_one
-from flowvision.evaluate import hard_count
-from flowvision.files import load_checked
+from flowvision.core import config, identity
+from flowvision.stages import pipeline
+from flowvision.stages.run import run as run_one
+from flowvision.methods.evaluate import hard_count
+from flowvision.core.files import load_checked
 
 
 def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(tiny):
@@ -264,7 +265,7 @@ def test_what_a_loading_stage_found_changes_every_key_downstream_of_it():
 def test_a_stage_reading_a_field_it_did_not_declare_fails_loudly(tiny):
     import dataclasses
 
-    from flowvision.stages import Run, Store, UndeclaredRead
+    from flowvision.stages.store import Run, Store, UndeclaredRead
 
     probe = pipeline.STAGES["probe"]
     forgetful = dataclasses.replace(probe, reads=tuple(f for f in probe.reads if f != "probe_lr"))
@@ -279,7 +280,7 @@ def test_a_stage_reading_a_field_it_did_not_declare_fails_loudly(tiny):
 def test_a_declaration_that_looks_at_an_undeclared_field_is_refused():
     import dataclasses
 
-    from flowvision.stages import UndeclaredRead, check_declarations
+    from flowvision.stages.store import UndeclaredRead, check_declarations
 
     sneaky = dataclasses.replace(pipeline.STAGES["final"], reads=("finetune",))  # its needs also look at refit
     with pytest.raises(UndeclaredRead, match="'refit'"):
@@ -301,7 +302,7 @@ def test_paper_protocol_changes_the_loss_pass_not_the_one_epoch_probe(tiny):
 
 
 def test_dry_run_plans_the_keys_a_run_uses_and_sees_its_cached_stages(tiny):
-    from flowvision import dryrun
+    from flowvision.stages import dryrun
 
     cfg = config.resolve("gratings", "demo", "flow", tiny)
     before = {r["stage"]: r for r in dryrun.plan_rows(cfg, dryrun.fingerprints(cfg))}
@@ -319,7 +320,8 @@ def test_each_training_stage_reads_its_own_split_and_the_run_is_measured_on_the_
     import dataclasses
 
     from flowvision.data.synthetic import load_synthetic_task
-    from flowvision.stages import Run, Store
+    from flowvision.stages.store import Run, Store
+    from flowvision.stages.training import training_splits
 
     def task(i):
         own = load_synthetic_task("gratings", image_size=16, n_train=48, n_test=32)
@@ -336,9 +338,9 @@ def test_each_training_stage_reads_its_own_split_and_the_run_is_measured_on_the_
     assert {k: len(v["losses"]) for k, v in r["probe_test"]["splits"].items()} == {"round1": 24, "round2": 16}
     assert len(r["probe_test"]["losses"]) == 32  # the probe's own split
     ft = config.resolve("gratings", "demo", "ft", tiny)
-    assert pipeline.training_splits(ft) == [("probe", "probe"), ("finetune", "probe")]  # standard_ft.py's split
+    assert training_splits(ft) == [("probe", "probe"), ("finetune", "probe")]  # standard_ft.py's split
     lp = config.resolve("gratings", "demo", "lp", tiny)
-    assert pipeline.training_splits(lp) == [("probe", "probe")]
+    assert training_splits(lp) == [("probe", "probe")]
 
 
 def test_precision_auto_is_fp32_on_the_cpu_and_bf16_on_cuda_under_the_clean_protocol_only():
@@ -347,7 +349,7 @@ def test_precision_auto_is_fp32_on_the_cpu_and_bf16_on_cuda_under_the_clean_prot
     the CPU exactly amp=false's (nothing cached moves), on CUDA amp=true's, fp32 under the paper protocol."""
     import dataclasses
 
-    from flowvision.config import speed_defaults
+    from flowvision.core.config import speed_defaults
 
     for protocol, on_cuda in (("clean", True), ("paper", False)):
         auto = config.resolve("gratings", "demo", "flow", {"protocol": protocol})
@@ -357,7 +359,7 @@ def test_precision_auto_is_fp32_on_the_cpu_and_bf16_on_cuda_under_the_clean_prot
                 for name, cfg, dev in (("cpu", auto, "cpu"), ("cuda", auto, "cuda"), ("off", off, "cuda"), ("on", on, "cpu"))}
         assert plan["cpu"] == plan["off"] and plan["cuda"] == plan["on" if on_cuda else "off"]
         assert speed_defaults(auto, "cuda").channels_last is on_cuda and speed_defaults(auto, "cpu").channels_last is False
-        assert len({config.run_id(c) for c in (auto, off, on)}) == 3
+        assert len({identity.run_id(c) for c in (auto, off, on)}) == 3
     assert config.resolve("gratings", "demo", "flow", {"amp": "auto"}).amp is None
 
 
@@ -386,8 +388,8 @@ def test_a_bf16_run_of_the_demo_ends_within_tolerance_of_fp32_in_stages_of_its_o
 def test_the_fisher_pass_reads_the_split_its_finetuning_trains_on():
     """With one split per official script (Stanford Dogs, paper protocol) FLOW's fine-tuning trains on its
     own split, so EWC's Fisher for flow+ewc is not ewc's; with one split for all they share the pass."""
-    from flowvision import config
-    from flowvision.pipeline import grid_plan
+    from flowvision.core import config
+    from flowvision.stages.pipeline import grid_plan
 
     def fisher_key(method, **sets):
         return grid_plan(config.resolve("stanford_dogs", "resnet18", method, dict(protocol="paper", **sets)))["fisher"]
@@ -396,3 +398,22 @@ def test_the_fisher_pass_reads_the_split_its_finetuning_trains_on():
     assert fisher_key("ewc", dogs_split="single") == fisher_key("flow+ewc", dogs_split="single")
     clean = [grid_plan(config.resolve("cifar10", "resnet18", m))["fisher"] for m in ("ewc", "flow+ewc")]
     assert clean[0] == clean[1]
+
+
+def test_a_knob_is_declared_once_and_both_the_run_id_and_the_stage_key_follow_it(monkeypatch):
+    """core.knobs is the one table of which method part reads which field: an ft run's lwf_temperature
+    changes neither its run id nor its fine-tuning's key; declare it a knob of plain fine-tuning (one entry
+    in the table) and it changes both."""
+    from flowvision.core import knobs
+    from flowvision.core.identity import run_id
+    from flowvision.stages.pipeline import grid_plan
+
+    def ids_and_keys():
+        ft = config.resolve("gratings", "demo", "ft")
+        warmer = config.resolve("gratings", "demo", "ft", {"lwf_temperature": "4"})
+        return (run_id(ft) == run_id(warmer), grid_plan(ft)["finetune"] == grid_plan(warmer)["finetune"])
+
+    assert ids_and_keys() == (True, True)
+    moved = tuple(k for k in knobs.KNOBS if k.field != "lwf_temperature")
+    monkeypatch.setattr(knobs, "KNOBS", moved + (knobs.Knob("lwf_temperature", "weighting", ("uniform",), "finetune"),))
+    assert ids_and_keys() == (False, False)

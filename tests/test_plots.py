@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flowvision import plots
-from flowvision.errors import UserError
-from flowvision.runs import load_runs
+from flowvision.reporting import plots
+from flowvision.core.errors import UserError
+from flowvision.reporting.runs import load_runs
 from test_tables import write_run as write_table_run
 
 PANEL_PX = (800, 640)   # PANEL_INCHES (4.0, 3.2) at 200 dpi
@@ -96,7 +96,7 @@ def test_trade_off_plots_put_source_on_x_count_seeds_and_give_each_configuration
     ax = kept["figures"][0].axes[0]
     assert "acc after" in ax.get_xlabel() and ax.get_ylabel() == "target acc (%)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "flow τ=0.05, 3 seeds" in labels and "ft, 3 seeds" in labels
+    assert "flow [τ=0.05], 3 seeds" in labels and "ft, 3 seeds" in labels
     colors = {tuple(c.lines[0].get_color()) for c in ax.containers}
     assert len(ax.containers) == 4 and len(colors) == 4  # ft and three τ rules: four points, four colours
     lo, hi = ax.get_xlim()
@@ -119,7 +119,7 @@ def _boxes_overlap(a, b) -> bool:
 
 
 def test_frontier_point_labels_never_overlap_even_for_crowded_points(tmp_path, monkeypatch):
-    from flowvision import frontier
+    from flowvision.reporting import frontier
 
     rows = []  # 20 settings whose points nearly coincide, two seeds each
     for k in range(20):
@@ -155,7 +155,7 @@ def test_frontier_point_labels_never_overlap_even_for_crowded_points(tmp_path, m
 
 
 def test_frontier_summary_gives_intervals_over_seeds():
-    from flowvision import frontier
+    from flowvision.reporting import frontier
 
     seed_pts = pd.DataFrame([
         {"method": "ft", "setting": "a", "order": 1, "seed": s, "source": src, "target": tgt}
@@ -189,7 +189,7 @@ def test_no_runs_is_one_error_said_once(tmp_path):
 
 def test_figures_without_their_data_are_skipped(tmp_path, caplog):
     write_run(tmp_path, "only-one-tau")  # no weights.csv, no WiSE list, a single τ rule
-    with caplog.at_level(logging.WARNING, logger="flowvision.plots"):
+    with caplog.at_level(logging.WARNING, logger="flowvision.reporting.plots"):
         paths = plots.make_all(tmp_path, tmp_path / "fig")
     assert [p.name for p in paths] == ["tradeoff_resnet18.png"]
     assert "skipping weight histograms" in caplog.text

@@ -17,12 +17,12 @@ from PIL import Image
 from scipy.io import savemat
 from typer.testing import CliRunner
 
-from flowvision.cli_data import data_app
+from flowvision.cli.data import data_app
 from flowvision.data import prepare
 from flowvision.data.fetch import data_status
 from flowvision.data.imagenet import ImageNetCountWarning, imagenet_synsets, load_imagenet_eval
 from flowvision.data.real import load_real_task
-from flowvision.errors import UserError
+from flowvision.core.errors import UserError
 
 WIDE = {"COLUMNS": "250"}
 

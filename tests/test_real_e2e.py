@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from flowvision import models
+from flowvision.methods import models
 from flowvision.cli import app
 from flowvision.data.imagenet import imagenet_synsets
 from test_imagenet import write_val
@@ -71,7 +71,8 @@ def test_wrong_weights_for_the_architecture_is_a_clear_error(tmp_path):
 
 
 def test_imagenet_eval_set_follows_the_subset_seed_and_the_official_transform(tmp_path, weights_file):
-    from flowvision import config, forgetting
+    from flowvision.core import config
+    from flowvision.methods import forgetting
 
     val = write_val(tmp_path / "val", imagenet_synsets(), per_class=2)
     sets = [forgetting.eval_set(config.resolve("gratings", "resnet18", "ft", {

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from flowvision import config
+from flowvision.core import config
 from flowvision.cli import app
 
 runner = CliRunner()
@@ -58,8 +58,8 @@ def test_the_imported_checkpoint_is_the_original_tensor_for_tensor(lite0_pth, li
 
 def _source_eval(weights: Path, photos: Path, transform: str, tmp_path: Path, **sets) -> dict:
     """The pre-trained model's source evaluation, as a run computes it (the source_eval stage)."""
-    from flowvision.pipeline import STAGES
-    from flowvision.stages import Run, Store
+    from flowvision.stages.pipeline import STAGES
+    from flowvision.stages.store import Run, Store
 
     cfg = config.resolve("gratings", "tf_efficientnet_lite0", "ft", {
         "weights": str(weights), "imagenet": str(photos), "imagenet_transform": transform,
@@ -80,7 +80,7 @@ def test_real_lite0_on_20_real_photos_through_flowvisions_imagenet_path(lite0, p
 def test_bf16_autocast_evaluates_the_real_lite0_as_fp32_does_on_20_real_photos(lite0, photos, tmp_path):
     """The bf16 path (CPU autocast here; CUDA's by default under the clean protocol) against fp32 on real
     weights and real photos: the same top-1 class for at least 19 of 20 and a mean KL ≤ 0.01 nats."""
-    from flowvision.evaluate import agreement_kl
+    from flowvision.methods.evaluate import agreement_kl
 
     fp32 = _source_eval(lite0, photos, "auto", tmp_path)
     bf16 = _source_eval(lite0, photos, "auto", tmp_path, amp="true")
@@ -90,8 +90,8 @@ def test_bf16_autocast_evaluates_the_real_lite0_as_fp32_does_on_20_real_photos(l
 
 
 def test_unlabelled_folder_gives_predictions_but_no_accuracy(lite0, photos, tmp_path):
-    from flowvision.pipeline import STAGES
-    from flowvision.stages import Run, Store
+    from flowvision.stages.pipeline import STAGES
+    from flowvision.stages.store import Run, Store
 
     flat = tmp_path / "flat"
     flat.mkdir()
@@ -108,7 +108,7 @@ def test_unlabelled_folder_gives_predictions_but_no_accuracy(lite0, photos, tmp_
 # ---- refusals: one line, exit 2, nothing written --------------------------------------------------------
 def _foreign_tiny(tmp_path: Path, edit=None) -> Path:
     """A tiny timm EfficientNet's state dict under another library's names (same order), saved as .pth."""
-    from flowvision import models
+    from flowvision.methods import models
 
     state = models.create("test_efficientnet", 1000).state_dict()
     foreign = {f"_m.{i}.{key.rsplit('.', 1)[-1]}": value for i, (key, value) in enumerate(state.items())}
@@ -126,7 +126,7 @@ def _import(path: Path, out: Path):
 def test_a_tiny_foreign_checkpoint_imports_and_loads_strictly(tmp_path):
     from safetensors.torch import load_file
 
-    from flowvision import models
+    from flowvision.methods import models
 
     res = _import(_foreign_tiny(tmp_path), tmp_path / "ok.safetensors")
     assert res.exit_code == 0, res.output
@@ -183,8 +183,8 @@ def test_sample_photos_refuses_a_folder_that_is_not_empty(photos):
 def test_missing_weights_name_the_hub_file_and_the_local_path_and_that_path_is_read(lite0, tmp_path):
     import shutil
 
-    from flowvision import source
-    from flowvision.errors import UserError
+    from flowvision.methods import source
+    from flowvision.core.errors import UserError
 
     cache = tmp_path / "cache"
     cfg = config.resolve("cifar10", "resnet18", "ft", {"cache_dir": str(cache)})

@@ -2,19 +2,20 @@
 import pytest
 from typer.testing import CliRunner
 
-from flowvision import config, registry, tables
+from flowvision.core import config, registry
+from flowvision.reporting import tables
 from flowvision.cli import app
-from flowvision.errors import UserError
+from flowvision.core.errors import UserError
 
 
 def test_every_data_set_has_exactly_one_loader_spec():
-    from flowvision.data import real, synthetic
+    from flowvision.data import loaders, specs, synthetic
 
-    assert list(real.REAL_TASKS) == list(registry.REAL_DATASETS)
-    assert set(real._SPECS) == set(registry.REAL_DATASETS)          # no spec left without a name
-    assert set(real._LOADERS) | {"caltech101"} == set(registry.REAL_DATASETS)
+    assert list(specs.REAL_TASKS) == list(registry.REAL_DATASETS)
+    assert set(specs.SPECS) == set(registry.REAL_DATASETS)          # no spec left without a name
+    assert set(loaders.LOADERS) | {"caltech101"} == set(registry.REAL_DATASETS)
     assert set(synthetic.SPECS) == set(registry.SYNTHETIC_DATASETS)
-    assert set(registry.DATASETS) == set(real.REAL_TASKS) | set(synthetic.SPECS)
+    assert set(registry.DATASETS) == set(specs.REAL_TASKS) | set(synthetic.SPECS)
     assert synthetic.SOURCE_TASK not in registry.DEMO_DATASETS
 
 

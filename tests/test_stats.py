@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from flowvision.stats import dominated_area, paired_t, pareto_front
+from flowvision.core.stats import dominated_area, paired_t, pareto_front
 
 
 def test_paired_t_interval_by_hand():
@@ -29,7 +29,7 @@ def test_pareto_front_on_hand_made_points():
 
 
 def test_frontier_sweep_tags_only_runs_off_a_methods_defaults():
-    from flowvision.frontier import sweep
+    from flowvision.reporting.frontier import sweep
 
     cfgs = sweep("gratings", "demo", {}, seeds=(0,))
     ft = [c for c in cfgs if c.method == "ft"]
@@ -50,8 +50,8 @@ def test_frontier_sweep_tags_only_runs_off_a_methods_defaults():
 def test_frontier_sweeps_l2sp_over_lambda_at_ft_settings():
     """The ℓ2 baseline has no published λ, so the frontier sweeps it like FT's learning rate: the
     config's λ × 0.1, 1, 10 at FT's lr and epochs, the config's own λ being the method's ordinary run."""
-    from flowvision import config
-    from flowvision.frontier import sweep
+    from flowvision.core import config
+    from flowvision.reporting.frontier import sweep
 
     overrides = {"lr": 0.02, "epochs": 2}
     l2sp = [c for c in sweep("gratings", "demo", overrides, seeds=(0,)) if c.method == "l2sp"]

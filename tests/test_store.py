@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowvision import config
-from flowvision.run import run as run_one
-from flowvision.errors import UserError
-from flowvision.files import DamagedFile, load_checked, save_checked
-from flowvision.stages import load_or_compute
+from flowvision.core import config
+from flowvision.stages.run import run as run_one
+from flowvision.core.errors import UserError
+from flowvision.core.files import DamagedFile, load_checked, save_checked
+from flowvision.core.cache import load_or_compute
 
 
 def _damage(path: Path, how: str, other: Path = None) -> None:
@@ -47,8 +47,8 @@ def test_a_damaged_stage_file_is_moved_aside_and_recomputed_to_the_same_result(h
 
 
 def test_a_damaged_checkpoint_restarts_training_instead_of_crashing(tiny):
-    from flowvision.train import Schedule, train
-    from flowvision import models
+    from flowvision.methods.train import Schedule, train
+    from flowvision.methods import models
     from flowvision.data.synthetic import load_synthetic_task
 
     task = load_synthetic_task("gratings", image_size=16, n_train=32, n_test=8)
@@ -70,7 +70,7 @@ def test_a_file_under_the_wrong_name_is_refused_even_when_intact(tmp_path):
 _WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from flowvision.stages import load_or_compute
+    from flowvision.core.cache import load_or_compute
     path, log, seconds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
     def compute():
         with open(log, "a") as f:

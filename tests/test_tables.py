@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from flowvision import runs as runframe, tables
-from flowvision.errors import UserError
-from flowvision.record import RunRecord, write_record
+from flowvision.reporting import formats, runs as runframe, tables
+from flowvision.core.errors import UserError
+from flowvision.stages.record import RunRecord, write_record
 
 
 def write_run(root, run_id, **overrides):
@@ -164,7 +164,7 @@ def test_empty_results_dir(tmp_path):
     assert set(r50["avg target (ours, clean)"]) == {runframe.MISSING, ""}
     assert cell(r50, "IN-1K drop (paper)", method="flow") == "2.93"
     assert len(tables.missing_commands(runs)) == 2 * 6 * 6 * 3
-    paths = tables.write_tables(tabs, tmp_path / "tables")
+    paths = formats.write_tables(tabs, tmp_path / "tables")
     assert all(p.stat().st_size > 0 for p in paths)
 
 
@@ -174,7 +174,7 @@ def test_unreadable_records_are_skipped_with_a_warning_naming_them(tmp_path, cap
     (tmp_path / "runs" / "broken" / "result.json").write_text("{not json")
     (tmp_path / "runs" / "partial").mkdir()
     (tmp_path / "runs" / "partial" / "result.json").write_text(json.dumps({"run_id": "partial"}))
-    with caplog.at_level(logging.WARNING, logger="flowvision.runs"):
+    with caplog.at_level(logging.WARNING, logger="flowvision.reporting.runs"):
         runs = runframe.load_runs(tmp_path)
     assert list(runs["run_id"]) == ["good"]
     assert str(tmp_path / "runs" / "broken" / "result.json") in caplog.text
@@ -191,7 +191,7 @@ def test_an_older_record_is_read_with_a_note_naming_its_missing_fields(tmp_path,
     (tmp_path / "runs" / "old").mkdir(parents=True)
     (tmp_path / "runs" / "old" / "result.json").write_text(json.dumps(old))
     write_run(tmp_path, "new", method="ft", seed=0, target_acc=0.88)
-    with caplog.at_level(logging.WARNING, logger="flowvision.runs"):
+    with caplog.at_level(logging.WARNING, logger="flowvision.reporting.runs"):
         runs = runframe.load_runs(tmp_path)
     assert sorted(runs["run_id"]) == ["new", "old"]
     row = runs.set_index("run_id").loc["old"]
@@ -206,7 +206,7 @@ def test_tau_rules_get_their_own_rows_and_the_newest_rerun_wins(tmp_path, caplog
     write_run(tmp_path, "median", tau_rule="median", target_acc=0.80)
     write_run(tmp_path, "fixed-old", tau_rule="0.1", target_acc=0.10, created="2025-01-01T00:00:00")
     write_run(tmp_path, "fixed-new", tau_rule="0.1", target_acc=0.60, created="2025-03-01T00:00:00")
-    with caplog.at_level(logging.WARNING, logger="flowvision.runs"):
+    with caplog.at_level(logging.WARNING, logger="flowvision.reporting.runs"):
         tabs = tables.paper_tables(runframe.load_runs(tmp_path))
     assert "fixed-old" in caplog.text
     per_set = frame(tabs, "resnet50: per data set vs paper")
@@ -237,9 +237,9 @@ def test_demo_table_from_synthetic_runs(tmp_path):
 def test_written_tables_exist_and_round_trip(tmp_path):
     three_seeds(tmp_path)
     tabs = tables.paper_tables(runframe.load_runs(tmp_path))
-    paths = tables.write_tables(tabs, tmp_path / "out")
+    paths = formats.write_tables(tabs, tmp_path / "out")
     for title, df in tabs:
-        stem = tmp_path / "out" / tables.slug(title)
+        stem = tmp_path / "out" / formats.slug(title)
         back = pd.read_csv(stem.with_suffix(".csv"), keep_default_na=False, dtype=str)
         assert back.equals(df.astype(str)), title
         markdown = stem.with_suffix(".md").read_text(encoding="utf-8")
@@ -253,7 +253,7 @@ def test_written_tables_exist_and_round_trip(tmp_path):
 
 def test_render_and_bad_paper_csv(tmp_path):
     title, df = tables.table5()
-    rich_table = tables.render((title, df))
+    rich_table = formats.render((title, df))
     assert rich_table.row_count == 6 and len(rich_table.columns) == len(df.columns)  # 3 data sets × (ft, flow)
     with pytest.raises(UserError, match="not found"):
         tables.paper_tables(runframe.load_runs(tmp_path), tmp_path / "nope.csv")
@@ -278,10 +278,10 @@ def test_table5_puts_our_hardest_tenth_beside_the_papers_and_keeps_synthetic_row
 
 def _configured(dataset, model, method, **changes):
     """(config dict, config id) of a method's own configuration with ``changes``, as a run records them."""
-    from flowvision import config
+    from flowvision.core import config, identity
 
     cfg = config.resolve(dataset, model, method, changes)
-    return config.keyed_values(cfg), config.config_id(cfg)
+    return identity.keyed_values(cfg), identity.config_id(cfg)
 
 
 def test_methods_the_paper_does_not_report_come_after_its_own_and_are_marked(tmp_path):
@@ -457,7 +457,7 @@ def test_every_command_the_ledger_suggests_plans_the_cells_it_names(tmp_path):
 
 
 def test_a_set_key_given_twice_is_an_error_naming_both_values():
-    from flowvision import config
+    from flowvision.core import config
 
     with pytest.raises(UserError, match=r"--set tau is given twice \(tau=p10 and tau=p90\)"):
         config.parse_sets(["tau=p10", "epochs=1", "tau=p90"])

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flowvision import config
+from flowvision.core import config
 from flowvision.cli import app
-from flowvision.run import run
+from flowvision.stages.run import run
 
 runner = CliRunner()
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None

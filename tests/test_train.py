@@ -6,15 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowvision import forgetting, models
+from flowvision.methods import forgetting, models
 from flowvision.data.synthetic import load_synthetic_task
-from flowvision.errors import UserError
-from flowvision.evaluate import predict
-from flowvision.files import load_checked
-from flowvision.evaluate import fisher_diagonal
-from flowvision.forgetting import measured_model
-from flowvision.train import (EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, WithSourceHead, WithSourceParts,
-                              lwf_loss, make_optimizer, selected_epoch, train)
+from flowvision.core.errors import UserError
+from flowvision.methods.evaluate import predict
+from flowvision.core.files import load_checked
+from flowvision.methods.evaluate import fisher_diagonal
+from flowvision.methods.forgetting import measured_model
+from flowvision.methods.train import EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, WithSourceHead, WithSourceParts, lwf_loss, make_optimizer, selected_epoch, train
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +320,7 @@ def test_bf16_training_follows_fp32_within_tolerance(net):
     training loss within 5% of fp32's, and the weights move the same way (cosine of the two updates ≥ 0.5);
     measured here: losses within 2.1%, cosine 0.82. At 32 px: at 16 px ResNet-18's last stride-2 convolution sees a 1×1 map, where this torch's CPU bf16
     backward gives that convolution's weights nondeterministic gradients (docs/speed.md)."""
-    from flowvision.hardware import Hardware
+    from flowvision.core.hardware import Hardware
 
     data = load_synthetic_task("gratings", image_size=32, n_train=40, n_test=16, augment=True).train
     sched = Schedule(epochs=2, lr=0.05, batch_size=16)

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from flowvision.errors import UserError
-from flowvision.weighting import flow_weights, parse_tau, weight_stats, weighted_loss
+from flowvision.core.errors import UserError
+from flowvision.core.tau import parse_tau
+from flowvision.methods.weighting import flow_weights, weight_stats, weighted_loss
 
 
 def test_weights_match_hand_computed_values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..registry import is_folder, is_synthetic
+from ..core.registry import is_folder, is_synthetic
 
 if TYPE_CHECKING:  # torch loads with the data, not with this package: the dry run stays torch-free
     from .base import TaskData
@@ -29,7 +29,7 @@ def load_task(cfg) -> TaskData:
         return load_synthetic_task(cfg.dataset, seed=cfg.data_seed, image_size=cfg.image_size,
                                    n_train=cfg.n_train, n_test=cfg.n_test, augment=cfg.augment,
                                    data_path=cfg.data_path)
-    from ..config import default_cache_dir
+    from ..core.config import default_cache_dir
 
     if is_folder(cfg.dataset):
         from .folder import load_folder_task
@@ -38,7 +38,8 @@ def load_task(cfg) -> TaskData:
                                 seed=cfg.data_seed, split_ratio=cfg.split_ratio, data_path=cfg.data_path,
                                 cache_dir=Path(cfg.cache_dir or default_cache_dir()))
     from .fetch import resolve_data_root
-    from .real import PAPER_SPLITS, load_real_task
+    from .real import load_real_task
+    from ..core.registry import PAPER_SPLITS
 
     paper = cfg.dataset in PAPER_SPLITS and cfg.protocol == "paper"
     return load_real_task(cfg.dataset, resolve_data_root(cfg.data_root), image_size=cfg.image_size or 224,
@@ -58,7 +59,7 @@ def normalisation(name: str) -> tuple[tuple, tuple]:
         from .folder import IMAGENET_MEAN, IMAGENET_STD
 
         return IMAGENET_MEAN, IMAGENET_STD
-    from .real import REAL_TASKS
+    from .specs import REAL_TASKS
 
     return REAL_TASKS[name].mean, REAL_TASKS[name].std
 

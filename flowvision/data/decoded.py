@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..files import DamagedFile, TMP_SUFFIX, make_folder, stable_hash
+from ..core.files import DamagedFile, TMP_SUFFIX, make_folder, stable_hash
+from ..core.distributed import usable_cores
 
 FORMAT = 2  # 2: the header carries the cache's identity and key
 
@@ -139,8 +140,8 @@ def _build(folder: Path, source: Dataset, prepare: Callable, size: tuple, worker
     ``size``) into ``folder``; the header is written last, so a killed build is never taken as done."""
     from torch.utils.data import DataLoader
 
-    from ..console import progress
-    from ..files import atomic_write_text
+    from ..core.console import progress
+    from ..core.files import atomic_write_text
 
     make_folder(folder)
     n = len(source)
@@ -189,7 +190,7 @@ def decoded(source: Dataset, prepare: Callable, size: tuple, identity: dict, cac
 
     from filelock import FileLock
 
-    from ..files import move_aside
+    from ..core.files import move_aside
 
     key = stable_hash("decoded", FORMAT, identity, list(size))
     folder = Path(cache_dir) / "decoded" / key
@@ -209,7 +210,7 @@ def decoded(source: Dataset, prepare: Callable, size: tuple, identity: dict, cac
                     shutil.rmtree(leftover)
                 else:
                     leftover.unlink()
-        workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        workers = min(8, usable_cores()) if workers is None else workers
         _build(folder, source, prepare, size, workers, desc, key, identity)
         return _read(folder, key, identity, shape), key
 

@@ -19,9 +19,10 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import UserError
-from ..registry import REAL_DATASETS, check_dataset
-from .real import REAL_TASKS, data_folder, load_real_splits
+from ..core.errors import UserError
+from ..core.registry import REAL_DATASETS, check_dataset
+from .loaders import load_real_splits
+from .specs import REAL_TASKS, data_folder
 
 DEFAULT_DATA_ROOT = "./data"
 SOCKET_TIMEOUT_S = 60
@@ -116,7 +117,7 @@ def data_status(root: Path, imagenet: Optional[Path] = None, folders: Sequence[s
     name, found, path, n_train, n_test (None when not found), how_to_get, problem (why not found,
     or a note; None when all is well). Reads every split once (CIFAR: ~1 s); for caltech101 this
     computes and saves the split file if there is none yet."""
-    from ..registry import folder_dataset, folder_path, is_folder
+    from ..core.registry import folder_dataset, folder_path, is_folder
     from .folder import folder_status
 
     wrong = [name for name in folders if not is_folder(name)]

@@ -40,10 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import UserError
-from ..registry import folder_path
-from .real import (IMAGENET_MEAN, IMAGENET_STD, TWO_SPLITS, RealSpec, hash_rank, make_task, saved_split,
-                   split_file_candidates)
+from ..core.distributed import usable_cores
+from ..core.errors import UserError
+from ..core.registry import folder_path
+from .real import TWO_SPLITS, make_task
+from .splits import hash_rank, saved_split, split_file_candidates
+from .specs import IMAGENET_MEAN, IMAGENET_STD, RealSpec
 
 if TYPE_CHECKING:
     from .base import TaskData
@@ -228,13 +230,13 @@ def check_images(listing: Listing, cache_dir: Path, workers: Optional[int] = Non
     ``<cache_dir>/checked/`` says this listing decoded cleanly."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..files import atomic_write_json, stable_hash
+    from ..core.files import atomic_write_json, stable_hash
 
     marker = Path(cache_dir) / "checked" / f"{stable_hash(str(listing.root), listing.fingerprint)[:16]}.json"
     if marker.is_file():
         return
     paths = [listing.root / rel for rel in listing.images]
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or min(8, usable_cores())
     with ThreadPoolExecutor(workers) as pool:  # PIL decodes without holding the GIL
         problems = list(pool.map(image_problem, paths))
     bad = [(p, why) for p, why in zip(paths, problems) if why]
@@ -308,7 +310,7 @@ def load_folder_task(name: str, *, image_size: int = 224, augment: bool = True, 
     split read or made, its images through the Caltech-101 recipe by either data path
     (``real.make_task``). ``seed`` (data_seed) and ``split_ratio`` decide the class-folder layout's
     split; ``cache_dir`` holds the decoded caches and the checked-images markers."""
-    from ..files import stable_hash
+    from ..core.files import stable_hash
 
     listing = scan(Path(folder_path(name)))
     check_images(listing, cache_dir)

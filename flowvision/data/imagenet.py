@@ -30,12 +30,11 @@ from typing import Callable, Optional, Sequence
 
 from torchvision.datasets import ImageFolder
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import Indexed
 from .images import IMAGE_SUFFIXES, CheckedImages, ImageFiles, check_images, cut, read_image  # noqa: F401 (cut: part of this module's API)
-from .real import hash_rank
-from .synsets import (LAYOUT_HELP, SOURCE_EVAL_HELP, check_classes, class_folders, folder_what,  # noqa: F401 (API)
-                      imagenet_synsets, is_synset_folder, layout_help)
+from .splits import hash_rank
+from .synsets import LAYOUT_HELP, SOURCE_EVAL_HELP, check_classes, class_folders, folder_what, imagenet_synsets, is_synset_folder, layout_help
 
 N_VAL = 50_000
 
@@ -206,7 +205,7 @@ def build_sample_folder(out: Path, photos: Optional[Path] = None) -> dict:
     import re
     import shutil
 
-    from ..files import make_folder
+    from ..core.files import make_folder
 
     photos = Path(photos) if photos is not None else foolbox_photos()
     synsets = imagenet_synsets()

@@ -30,10 +30,11 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Optional
 
-from ..errors import UserError
-from ..files import make_folder, not_a_link, remove_tree, writing
+from ..core.errors import UserError
+from ..core.files import make_folder, not_a_link, remove_tree, writing
 from .fetch import status_row
-from .real import IMAGE_EXTENSIONS, data_folder
+from .images import IMAGE_EXTENSIONS
+from .specs import data_folder
 
 CHUNK = 1 << 20
 VAL_NAME = re.compile(r"(?:\./)?(ILSVRC2012_val_(\d{8})\.JPEG)")
@@ -225,7 +226,7 @@ def read_devkit(devkit: Path) -> list[str]:
 
 def _sort_val(val_tar: Path, labels: list[str], stage: Path) -> Counter:
     """Each val image of ``val_tar`` into ``stage/<its synset>/`` -> images per synset."""
-    from ..console import progress
+    from ..core.console import progress
 
     seen: set[int] = set()
     counts: Counter = Counter()

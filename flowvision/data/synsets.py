@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 LAYOUT_HELP = ("pass --imagenet DIR (or FLOWVISION_IMAGENET), the val set in 1000 synset folders: "
                "`flowvision data prepare imagenet --val-tar ILSVRC2012_img_val.tar --devkit "

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..registry import SOURCE_TASK  # noqa: F401 (source.py reads it from here)
+from ..core.registry import SOURCE_TASK  # noqa: F401 (source.py reads it from here)
 from .base import HOST_DRAWS, Indexed, TaskData
 
 # Normalisation for every synthetic task (pixels are roughly uniform on [0, 1]).

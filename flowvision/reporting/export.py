@@ -1,0 +1,254 @@
+"""A finished run -> a model to keep and load anywhere: ``flowvision export RUN_DIR --out DIR``.
+
+    DIR/model.safetensors          the model the run reports (the fine-tuned network, or the WiSE-FT
+                                   point its method reports): a timm state dict
+    DIR/config.json                timm's pretrained-config form (``timm.models.save_for_hf``):
+                                   architecture, num_classes, label_names in class order, and the eval
+                                   transform the run used (input size, mean/std, interpolation, crop_pct)
+    DIR/source_parts.safetensors   the pre-trained task-specific tensors (head and BatchNorms, per
+                                   ``models.FAMILIES``; the head alone under ``restore=none``): with the
+                                   shared tensors of model.safetensors they are the source model the
+                                   run measured forgetting on (Appendix B: one backbone, two sets of
+                                   task-specific parts)
+    DIR/README.md                  a model card: data, method, τ, target accuracy, forgetting, the
+                                   command that made it, versions, the run id
+
+Loading needs timm alone::
+
+    import json, timm
+    cfg = json.load(open("DIR/config.json"))
+    model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=cfg["num_classes"],
+                              pretrained_cfg_overlay=dict(cfg["pretrained_cfg"], file="DIR/model.safetensors"))
+    # or: timm.create_model("local-dir:DIR", pretrained=True)
+
+Everything is read from the run folder's files and the stage store beside it (``<results>/cache``),
+each stage file verified; the pre-trained weights are loaded as the run loaded them and must be the
+ones its record names. A run that is not finished, or whose files are gone or damaged, is a one-line
+UserError. The four files are written to a temporary folder first and then moved into DIR.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..core.errors import UserError
+
+FILES = ("model.safetensors", "config.json", "source_parts.safetensors", "README.md")
+
+
+def _finished(run_dir: Path):
+    """(RunRecord, RunConfig) of a finished run folder, or a UserError saying why it is not one."""
+    from ..core.config import read_run_config
+    from ..core.identity import run_id
+    from ..stages.record import read_record
+
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a run folder (no such folder); pass a folder under <results>/runs/")
+    result = run_dir / "result.json"
+    if not result.is_file():
+        state = _state(run_dir)
+        if state is None:
+            raise UserError(f"{run_dir} holds no result.json: not a finished flowvision run folder; pass a "
+                            "folder under <results>/runs/")
+        where = f"stage {state.get('stage')}" if state.get("stage") else "not started"
+        raise UserError(f"run {run_dir.name} is not finished (state: {state.get('status')}, {where}); finish it "
+                        "with its command (it resumes), then export")
+    try:
+        record, _ = read_record(result)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{result} cannot be read as a run record ({e}); rerun the run to write it again") from None
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"run {run_dir.name} has no config.yaml; rerun the run to write it again")
+    cfg = read_run_config(run_dir / "config.yaml")
+    if run_id(cfg) != record.run_id:
+        raise UserError(f"{run_dir / 'config.yaml'} is not the config of run {record.run_id} (it gives "
+                        f"{run_id(cfg)}); rerun the run to write its files again")
+    return record, cfg
+
+
+def _state(run_dir: Path):
+    from ..stages.runstate import STATE_FILE
+
+    try:
+        return json.loads((run_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stage_value(run_dir: Path, record, name: str):
+    """A cached stage's saved value, verified, from the store beside the run folder."""
+    from ..core.cache import read_cached
+    from ..stages.store import STORE_VERSION, stage_path
+
+    key = record.stage_keys.get(name)
+    if not key:
+        raise UserError(f"run {record.run_id}'s record names no {name} stage; rerun it with a current flowvision")
+    return read_cached(stage_path(run_dir.parent.parent / "cache", name, key),
+                  {"stage": name, "key": key, "store": STORE_VERSION}, f"the {name} stage file of run {record.run_id}",
+                  "rerun the run (it recomputes the stage), then export")
+
+
+def as_run(cfg, record):
+    """``cfg`` (a run's config.yaml, precision "auto") with the precision the run resolved and recorded, so
+    that what depends on it (the demo model's key) is what the run used."""
+    import dataclasses
+
+    from ..core.config import speed_defaults
+
+    ran = speed_defaults(cfg, "cuda" if str(record.device or "cpu").startswith("cuda") else "cpu")
+    return dataclasses.replace(ran, device="cpu", amp=ran.amp if record.amp is None else record.amp,
+                               channels_last=ran.channels_last if record.channels_last is None else record.channels_last)
+
+
+def reported_model(run_dir: Path):
+    """(model, source, record, cfg): the model a finished run reports, rebuilt from its stage files
+    (the final stage's upstream, WiSE-FT applied when the method reports a point), and the source. Only
+    read: nothing is computed and nothing is written (a demo model that is not cached is an error)."""
+    from ..methods import models
+    from ..core.hardware import CPU
+    from ..stages.pipeline import STAGES
+    from ..methods.source import demo_key, load_source
+
+    run_dir = Path(run_dir)
+    record, cfg = _finished(run_dir)
+    (upstream,) = STAGES["final"].needs_for(cfg)
+    saved = _stage_value(run_dir, record, upstream)
+    ran = as_run(cfg, record)
+    if cfg.model == "demo" and demo_key(ran) != record.weights:
+        raise UserError(f"run {record.run_id}'s config.yaml makes the demo model {demo_key(ran)}, its record names "
+                        f"{record.weights}: the run folder's files do not belong together; rerun the run, then export")
+    source = load_source(ran, CPU, build=False)
+    if source.key != record.weights:
+        raise UserError(f"the pre-trained weights found now ({source.key}) are not run {record.run_id}'s "
+                        f"({record.weights}); put those back (--weights or the weights cache), then export")
+    model = models.with_new_head(source.model, record.target_data["num_classes"], 0)
+    try:
+        model.load_state_dict(saved["model"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise UserError(f"the {upstream} stage file of run {record.run_id} does not fit its model "
+                        f"({str(e).splitlines()[0][:80]}); rerun the run, then export") from None
+    if cfg.wise_alpha is not None:
+        model = models.interpolate_shared(source.model, model, cfg.wise_alpha, cfg.task_specific)
+    return model.eval(), source, record, cfg
+
+
+def data_config(record, cfg) -> dict:
+    """The eval transform the run's target data went through, in timm's terms (``real.timm_eval_config``)."""
+    from ..data import normalisation
+    from ..data.recipes import timm_eval_config
+
+    info = record.target_data or {}
+    recipe = info.get("recipe", "synthetic" if cfg.synthetic else None)
+    size = info.get("image_size") or cfg.image_size or (32 if cfg.synthetic else 224)
+    mean, std = normalisation(cfg.dataset)
+    return timm_eval_config(recipe, size, mean, std)
+
+
+def export(run_dir: Path, out: Path) -> dict:
+    """Write the four files (module docstring) for the finished run in ``run_dir`` into ``out``;
+    -> {"out", "files", "architecture", "num_classes", "source_parts"}."""
+    from safetensors.torch import save_file
+    from timm.models import save_for_hf
+
+    from ..core.files import make_folder, remove_tree, shareable
+    from ..methods.forgetting import restored_keys
+    from ..methods.models import family_rule
+
+    model, source, record, cfg = reported_model(Path(run_dir))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder (it is made if missing)")
+    make_folder(out)
+    labels = _labels(record)
+    rule = family_rule(source.model, cfg.task_specific) if cfg.restore == "task-specific" else "head"
+    keys = sorted(restored_keys(source.model, cfg.restore, cfg.task_specific))
+    state = source.model.state_dict()
+    arch = model.pretrained_cfg.get("architecture") or type(model).__name__
+    tmp = out / f".export-{os.getpid()}.tmp"
+    remove_tree(tmp, "a leftover of an earlier export")
+    try:
+        # the tag names this model, not the source weights' (timm's config would keep theirs)
+        save_for_hf(model, str(tmp), model_config={"label_names": labels,
+                                                   "pretrained_cfg": {"tag": f"flowvision_{record.run_id}"}},
+                    safe_serialization=True, data_config=data_config(record, cfg))
+        save_file({k: state[k].detach().contiguous() for k in keys}, str(tmp / "source_parts.safetensors"),
+                  metadata={"architecture": arch, "num_classes": str(source.model.num_classes), "rule": rule,
+                            "source_weights": record.weights or "", "run_id": record.run_id})
+        (tmp / "README.md").write_text(model_card(record, cfg, model, rule, len(keys)))
+        for name in FILES:
+            shareable(tmp / name)
+            os.replace(tmp / name, out / name)
+    except OSError as e:
+        raise UserError(f"cannot write the export into {out} ({e.strerror}); choose a folder you can write") from None
+    finally:
+        remove_tree(tmp, "the export's temporary folder")
+    return {"out": str(out), "files": [str(out / n) for n in FILES], "architecture": arch,
+            "num_classes": model.num_classes, "source_parts": len(keys), "rule": rule}
+
+
+def _labels(record) -> list:
+    """Class names in label order: a folder's class folders, else 'class_<i>' for each output."""
+    info = record.target_data or {}
+    return list(info.get("classes") or [f"class_{i}" for i in range(info["num_classes"])])
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f} %"
+
+
+def model_card(record, cfg, model, rule: str, n_parts: int) -> str:
+    """The export's README.md: what the model is, how it was made and what it forgot."""
+    from ..core.identity import finetune_command
+
+    arch = model.pretrained_cfg.get("architecture") or type(model).__name__
+    data = record.target_data or {}
+    tau = (f"rule `{record.tau_rule}`, τ = {record.tau:.4g} (in units of the pre-trained model's loss)"
+           if record.tau is not None else "— (no FLOW weights)")
+    if record.source_acc_before is not None and record.source_drop is not None:
+        accuracy = (f"source accuracy {_pct(record.source_acc_before)} before → {_pct(record.source_acc_after)} "
+                    f"after (drop {100 * record.source_drop:.2f} points); ")
+    else:
+        accuracy = "no labels, so no accuracy; "
+    kl = "—" if record.source_kl is None else f"{record.source_kl:.4f} nats"
+    licence = [f"license: {model.pretrained_cfg['license']}"] if model.pretrained_cfg.get("license") else []
+    lines = [
+        "---", "library_name: timm", *licence, "tags: [image-classification, timm, flowvision]", "---", "",
+        f"# {arch} fine-tuned on {data.get('path') or record.dataset}", "",
+        f"Made by flowvision run `{record.run_id}` from the pre-trained weights `{record.weights}`: method "
+        f"`{record.method}` ({record.weighting} weighting). Load it with timm alone:", "",
+        "```python", "import json, timm", 'cfg = json.load(open("config.json"))',
+        'model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=cfg["num_classes"],',
+        '                          pretrained_cfg_overlay=dict(cfg["pretrained_cfg"], file="model.safetensors")).eval()',
+        "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))",
+        "# images: PIL.Image.open(path).convert(\"RGB\"), as the run read them", "```", "",
+        "## Data", "",
+        f"- data set: `{record.dataset}`; {data.get('num_classes')} classes: "
+        f"{', '.join(_labels(record)[:20])}{' …' if len(_labels(record)) > 20 else ''}",
+        f"- {data.get('n_train')} training / {data.get('n_test')} test images; split: {data.get('split', '—')}"
+        + (f" ({data['split_file']})" if data.get("split_file") else ""),
+        f"- fingerprint of the image files (paths, sizes, modification times): `{data.get('fingerprint', '—')}`",
+        f"- eval transform: {data.get('recipe', '—')} recipe at {data.get('image_size', cfg.image_size)} px "
+        "(config.json holds it in timm's terms)", "",
+        "## Method", "",
+        f"- `{record.method}`: weighting {record.weighting}, head init {record.head_init}, regulariser "
+        f"{record.regularizer}, distillation {record.distill or 'none'}, head refit {'yes' if record.refit else 'no'}, "
+        "WiSE-FT α "
+        f"{record.wise_alpha if record.wise_alpha is not None else '—'}",
+        f"- τ: {tau}",
+        f"- {record.epochs} fine-tuning epoch{'' if record.epochs == 1 else 's'} at learning rate {record.lr:g}; "
+        f"protocol {record.protocol}",
+        "", "## Results", "",
+        f"- target test accuracy: {_pct(record.target_acc)}",
+        f"- forgetting, on {record.source_eval_name} ({record.source_eval}, {record.source_eval_images} images): "
+        f"{accuracy}agreement with the pre-trained model's top-1 {_pct(record.source_agreement)}, "
+        f"KL(pre-trained ‖ after) {kl}",
+        f"- measured with the shared tensors of this model and the pre-trained task-specific parts "
+        f"(`{rule}`: {n_parts} tensors), which `source_parts.safetensors` holds; loading them over "
+        "model.safetensors (with a head of the source's classes) rebuilds that model", "",
+        "## Provenance", "",
+        "```bash", finetune_command(cfg), "```", "",
+        f"- run id `{record.run_id}`, created {record.created}, git {record.git_sha or '—'}, device {record.device}",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in sorted((record.versions or {}).items()))}", "",
+    ]
+    return "\n".join(lines)

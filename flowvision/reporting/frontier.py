@@ -1,0 +1,237 @@
+"""Trade-off frontiers: is FLOW better than simply fine-tuning less?
+
+    flowvision frontier --dataset gratings --model demo     # ~14 fine-tunings, then a PNG and a table
+
+One point per method cannot answer a sceptic: standard FT with a smaller learning rate, fewer epochs
+or WiSE-FT's α also trades target accuracy for source accuracy. This sweeps each method's own knob
+through the ordinary pipeline (the same cached stages, ordinary run folders):
+
+    FT            learning rate × epochs          (default: the config's lr × 0.1, 0.3, 1; 1 and the config's epochs)
+    ℓ2-SP         λ, at FT's lr and epochs        (default: the config's l2sp_lambda × 0.1, 1, 10)
+    WiSE-FT       α over the config's wise_alphas (one fine-tuning: the FT run at the config's lr and epochs)
+    FLOW          τ over quantiles of the probe's losses (default: p10, p25, median, p75, p90)
+    FLOW+WiSE-FT  α, on the FLOW run at the config's τ
+    LwF           its λ (lwf_lambda; default 0.1, 0.3, 1, 3, 10: Li & Hoiem's 1 in the middle)
+    EWC           its λ (ewc_lambda, on the Fisher scaled to max 1; default 0.1, 1, 10, 100)
+
+The ℓ2 baseline is swept because its default strength (l2sp_lambda = 0.01) is not a published
+number (``config.RunConfig``): judged at one arbitrary λ it would be judged at a guess.
+
+It then plots target accuracy against source accuracy with each method's Pareto front (``stats``); on
+unlabelled source images (``--source-eval`` photos) the source axis is the label-free measure instead,
+the agreement with the pre-trained model's top-1 class (the pre-trained model is at 100 %). The
+table gives the area each front dominates (from the origin, in percent of the 100 × 100 square: a
+front that is better everywhere has the larger area) and the paper's "Average", mean(source acc,
+target acc), at each method's best point. Runs off a method's defaults carry ``sweep="frontier"``
+in their record, so ``flowvision table`` does not pool them with the method's own runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from ..core import config
+from ..core.console import console, plural
+
+METHODS = ("ft", "l2sp", "wiseft", "flow", "flow+wiseft", "lwf", "ewc")
+LABELS = {"ft": "FT (lr × epochs)", "l2sp": "ℓ2-SP (λ)", "wiseft": "WiSE-FT (α)", "flow": "FLOW (τ)",
+          "flow+wiseft": "FLOW+WiSE-FT (α)", "lwf": "LwF (λ)", "ewc": "EWC (λ)"}
+LR_SCALES = (0.1, 0.3, 1.0)
+L2SP_SCALES = (0.1, 1.0, 10.0)
+TAUS = ("p10", "p25", "median", "p75", "p90")
+# The baselines swept over their own strength λ: method -> (config field, default values; None: the
+# config's own value × L2SP_SCALES)
+LAMBDAS = {"l2sp": ("l2sp_lambda", None), "lwf": ("lwf_lambda", (0.1, 0.3, 1.0, 3.0, 10.0)),
+           "ewc": ("ewc_lambda", (0.1, 1.0, 10.0, 100.0))}
+SWEEP = "frontier"
+
+
+def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,),
+          lrs: Optional[Sequence[float]] = None, epochs: Optional[Sequence[int]] = None,
+          taus: Optional[Sequence[str]] = None, lambdas: Optional[dict] = None) -> list:
+    """-> [RunConfig]: every run of the sweep (see the module docstring); a run whose numbers are its
+    method's defaults is the method's ordinary run (no ``sweep`` tag), any other is tagged."""
+    from ..core.identity import run_id
+
+    cfgs = []
+
+    def add(method: str, seed: int, **knobs):
+        default = config.resolve(dataset, model, method, dict(overrides, seed=seed))
+        cfg = config.resolve(dataset, model, method, dict(overrides, seed=seed, **knobs))
+        if run_id(cfg) != run_id(default):
+            cfg = config.resolve(dataset, model, method, dict(overrides, seed=seed, sweep=SWEEP, **knobs))
+        cfgs.append(cfg)
+
+    for seed in seeds:
+        ft = config.resolve(dataset, model, "ft", dict(overrides, seed=seed))
+        for lr in lrs or [round(ft.lr * s, 12) for s in LR_SCALES]:
+            for ep in epochs or sorted({1, ft.epochs}):
+                add("ft", seed, lr=lr, epochs=ep)
+        add("wiseft", seed)
+        for tau in taus or TAUS:
+            add("flow", seed, tau=tau)
+        add("flow+wiseft", seed)
+        for method, (field, values) in LAMBDAS.items():
+            if values is None:
+                own = getattr(config.resolve(dataset, model, method, dict(overrides, seed=seed)), field)
+                values = [round(own * s, 12) for s in L2SP_SCALES]
+            for lam in (lambdas or {}).get(method) or values:
+                add(method, seed, **{field: lam})
+    return cfgs
+
+
+def source_measure(records: Sequence[dict]) -> str:
+    """The record field the source axis shows: source accuracy, or on unlabelled source images (no
+    accuracy) the agreement with the pre-trained model's top-1 class."""
+    return "source_acc_after" if any(r["source_acc_after"] is not None for r in records) else "source_agreement"
+
+
+MEASURES = {"source_acc_after": "source accuracy", "source_agreement": "agreement with the pre-trained top-1"}
+
+
+def seed_points(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per run and setting (a WiSE-FT run gives one per α): method, setting, order, seed,
+    source, target, average (percent); ``source`` is ``source_measure``'s field."""
+    rows, measure = [], source_measure(records)
+    for r in records:
+        if r["method"] in ("wiseft", "flow+wiseft"):
+            for p in r["wise"]:
+                rows.append({"method": r["method"], "setting": f"α={p['alpha']:g}", "order": p["alpha"],
+                             "source": p[measure], "target": p["target_acc"], "seed": r["seed"]})
+        elif r["method"] == "ft":
+            rows.append({"method": "ft", "setting": f"lr={r['lr']:g}, {r['epochs']} ep",
+                         "order": r["lr"] * r["epochs"], "source": r[measure], "target": r["target_acc"],
+                         "seed": r["seed"]})
+        elif r["method"] in LAMBDAS:
+            lam = r[LAMBDAS[r["method"]][0]]
+            rows.append({"method": r["method"], "setting": f"λ={lam:g}", "order": lam, "source": r[measure],
+                         "target": r["target_acc"], "seed": r["seed"]})
+        else:
+            rows.append({"method": r["method"], "setting": f"τ={r['tau_rule']}", "order": r["tau"],
+                         "source": r[measure], "target": r["target_acc"], "seed": r["seed"]})
+    df = pd.DataFrame(rows)
+    df[["source", "target"]] *= 100.0
+    df["average"] = (df["source"] + df["target"]) / 2
+    return df
+
+
+def points(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per method × setting, mean over seeds: method, setting, order, source, target, average
+    (percent), their sample std over seeds (``source_std`` …; NaN for one seed), n_seeds, seeds."""
+    df = seed_points(records)
+    out = (df.groupby(["method", "setting"], sort=False)
+           .agg(order=("order", "mean"), source=("source", "mean"), target=("target", "mean"),
+                average=("average", "mean"), source_std=("source", "std"), target_std=("target", "std"),
+                n_seeds=("seed", "nunique"), seeds=("seed", lambda s: " ".join(map(str, sorted(s)))))
+           .reset_index())
+    return out
+
+
+def _interval(values) -> str:
+    """'87.3 [85.1, 89.5]': the mean and its 95% t-interval over seeds ('87.3' for one seed)."""
+    from ..core.stats import paired_t
+
+    p = paired_t(list(values))
+    return f"{p['mean']:.2f}" if p["n"] < 2 else f"{p['mean']:.2f} [{p['lo']:.2f}, {p['hi']:.2f}]"
+
+
+def summary(seed_pts: pd.DataFrame) -> pd.DataFrame:
+    """Per method, from ``seed_points``: points, front points (of the seed means), the dominated area
+    (percent of the 100 × 100 square, from the origin) as the mean over seeds of each seed's own front
+    with its 95% t-interval, and the best setting by the paper's Average (of the seed means) with the
+    interval of that Average over seeds and its mean source and target accuracy."""
+    from ..core.stats import dominated_area, pareto_front
+
+    means = (seed_pts.groupby(["method", "setting"], sort=False)[["source", "target", "average"]].mean()
+             .reset_index())
+    rows = []
+    for method in [m for m in METHODS if m in set(seed_pts["method"])]:
+        own = means[means["method"] == method].reset_index(drop=True)
+        front = pareto_front(list(zip(own["source"], own["target"])))
+        areas = []
+        for _, per_seed in seed_pts[seed_pts["method"] == method].groupby("seed"):
+            xy = list(zip(per_seed["source"], per_seed["target"]))
+            areas.append(dominated_area([xy[i] for i in pareto_front(xy)]) / 100.0)
+        best = own.loc[own["average"].idxmax()]
+        at_best = seed_pts[(seed_pts["method"] == method) & (seed_pts["setting"] == best["setting"])]
+        rows.append({"method": LABELS[method], "seeds": len(areas), "points": len(own), "on front": len(front),
+                     "dominated area (%)": _interval(areas), "best Average": _interval(at_best["average"]),
+                     "at": best["setting"], "source there": round(best["source"], 2),
+                     "target acc there": round(best["target"], 2)})
+    return pd.DataFrame(rows)
+
+
+def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path,
+         measure: str = "source_acc_after") -> Path:
+    """Source (x: ``measure``) vs target (y) accuracy: every setting's mean over seeds (error bars: std over
+    seeds), each method's Pareto front of the means as a staircase, every point labelled in a column beside
+    the axes (``plots.label_points``: no two labels overlap), the pre-trained source value inside the axes."""
+    from matplotlib.figure import Figure
+
+    from .plots import DPI, FONT, include, label_points, method_style, save_figure
+    from ..core.stats import pareto_front
+
+    n = len(pts)
+    fig = Figure(figsize=(8.0, max(6.0, 0.14 * n + 2.2)), dpi=DPI)
+    ax = fig.add_axes([0.09, 0.24, 0.55, 0.68])  # fixed: the label column and the legend have their room
+    xs, ys, labels, colors = [], [], [], []
+    for method in [m for m in METHODS if m in set(pts["method"])]:
+        own = pts[pts["method"] == method].reset_index(drop=True)
+        look = method_style(method)
+        seeds = int(own["n_seeds"].max())
+        ax.errorbar(own["source"], own["target"], xerr=own["source_std"].fillna(0), yerr=own["target_std"].fillna(0),
+                    ls="none", marker=look["marker"], ms=4, alpha=0.75, color=look["color"], capsize=1.5, lw=0.6,
+                    label=f"{LABELS[method]}, {seeds} seed{'s' if seeds != 1 else ''}")
+        front = own.loc[pareto_front(list(zip(own["source"], own["target"])))]
+        ax.step(front["source"], front["target"], where="pre", color=look["color"], lw=1.4)
+        short = LABELS[method].split(" (")[0]
+        for _, row in own.iterrows():
+            xs.append(row["source"]), ys.append(row["target"]), colors.append(look["color"])
+            labels.append(f"{short} {row['setting']}")
+    ax.axvline(source_before, color="grey", ls="--", lw=0.8, label=f"pre-trained {MEASURES[measure]}")
+    include(ax, "x", source_before)
+    ax.set_xlabel(f"{MEASURES[measure]} after fine-tuning (%)  → forgets less", fontsize=FONT + 1)
+    ax.set_ylabel("target accuracy (%)", fontsize=FONT + 1)
+    ax.set_title(title, fontsize=FONT + 2)
+    ax.tick_params(labelsize=FONT)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=FONT, loc="upper left", bbox_to_anchor=(0.0, -0.1), ncols=2)
+    label_points(ax, xs, ys, labels, colors)
+    return save_figure(fig, Path(path))
+
+
+def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,), **knobs) -> dict:
+    """Run the sweep (cached stages: a rerun only re-reads), write
+    ``<results>/frontier/<dataset>-<model>/{frontier.png, points.csv, summary.csv}`` and return
+    {"points", "summary", "png", "folder", "runs", "seconds"}."""
+    import time
+
+    from ..core.files import atomic_write_text
+    from ..core.identity import model_slug
+    from ..core.registry import dataset_slug
+    from ..stages.run import run
+
+    cfgs = sweep(dataset, model, overrides, seeds, **knobs)
+    t0, records = time.time(), []
+    for i, cfg in enumerate(cfgs):
+        lam = f", λ {getattr(cfg, LAMBDAS[cfg.method][0]):g}" if cfg.method in LAMBDAS else ""
+        console.print(f"[bold]frontier run {i + 1} of {len(cfgs)}[/]: {cfg.method}, lr {cfg.lr:g}, "
+                      f"{plural(cfg.epochs, 'epoch')}, τ {cfg.tau if cfg.weighting != 'uniform' else '—'}{lam}, "
+                      f"seed {cfg.seed}", highlight=False)
+        records.append(run(cfg))
+    per_seed = seed_points(records)
+    pts = points(records)
+    table = summary(per_seed)
+    folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset_slug(cfgs[0].dataset)}-{model_slug(cfgs[0])}"
+    measure = source_measure(records)
+    before = 100.0 * records[0]["source_acc_before"] if measure == "source_acc_after" else 100.0
+    seeds_text = ", ".join(map(str, seeds))
+    png = plot(pts, before, f"{dataset_slug(cfgs[0].dataset)} / {model}: trade-off frontiers (seed{'s' if len(seeds) > 1 else ''} "
+                            f"{seeds_text})", folder / "frontier.png", measure)
+    atomic_write_text(folder / "points.csv", pts.round(4).to_csv(index=False))
+    atomic_write_text(folder / "summary.csv", table.to_csv(index=False))
+    return {"points": pts, "summary": table, "png": str(png), "folder": str(folder),
+            "runs": [r["run_dir"] for r in records], "seconds": time.time() - t0, "source_before": before,
+            "measure": MEASURES[measure]}

@@ -1,0 +1,195 @@
+"""`flowvision reproduce`: a grid of runs (model × data sets × methods × seeds).
+
+Each cell is an ordinary run (config from configs/, the same pipeline); a cell whose result.json
+exists is skipped, and cells share cached stages, so an interrupted grid resumes where it stopped.
+This module says *what* the grid is (its cells, which stages they share, the order to run them in,
+whether their inputs are there); launch.py says *where* the cells run (this process, one worker per
+GPU or CPU slot, Slurm jobs).
+
+Which cells share a stage follows from the stage keys (``pipeline.plan``), not from method names:
+ft and wiseft share one fine-tuning, the FLOW variants and lp share one probe and one loss pass, a τ
+sweep shares its probe and losses. The keys are planned without loading anything (each loading
+stage's key stands on its declared fields), which is exact for deciding *which cells share*.
+"""
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Optional
+
+from ..core import config
+from ..core.console import console, progress
+
+
+def grid(model: Optional[str], datasets: list[str], methods: list[str], seeds: list[int], overrides: dict) -> list:
+    """-> [(RunConfig, command line)] for every cell; bad names fail before anything runs. ``model`` None:
+    each data set's default, as for one run (``registry.default_model``, applied by ``config.resolve``)."""
+    from ..core.errors import UserError
+
+    if "seed" in overrides:
+        raise UserError("'seed' cannot be set with --set in a grid; use --seeds N (seeds 0..N-1)")
+    cells = []
+    for dataset in datasets:
+        for method in methods:
+            for seed in seeds:
+                cfg = config.resolve(dataset, model, method, dict(overrides, seed=seed))
+                extra = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
+                cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {cfg.model} --method {method} "
+                       f"--seed {seed}")
+                cells.append((cfg, f"{cmd} {extra}".strip()))
+    return cells
+
+
+def result_path(cfg) -> Path:
+    from ..core.identity import run_id
+
+    return Path(cfg.results_dir) / "runs" / run_id(cfg) / "result.json"
+
+
+def todo(cells: list) -> list:
+    return [(cfg, cmd) for cfg, cmd in cells if not result_path(cfg).exists()]
+
+
+# ---- shared stages and the order ---------------------------------------------------------------------
+def stored_keys(cfg) -> dict:
+    """stage -> planned key for every cached stage this cell reaches (what it would store or load)."""
+    from ..stages.pipeline import STAGES, grid_plan
+
+    return {name: key for name, key in grid_plan(cfg).items() if STAGES[name].cached}
+
+
+def _per_target(cfg) -> set:
+    """The stages that depend on the target task (what links cells into groups; the source
+    evaluation is shared by every cell of a model and would make the whole grid one group)."""
+    from ..stages.pipeline import STAGES
+
+    reached, stack = set(), ["task"]
+    downstream = {name: {n for n, s in STAGES.items() if name in s.needs_for(cfg)} for name in STAGES}
+    while stack:
+        for n in downstream[stack.pop()] - reached:
+            reached.add(n)
+            stack.append(n)
+    return reached
+
+
+def order(cells: list, keys: list[dict]) -> list[int]:
+    """Cell indices, those that share the most stages with other cells first: they compute what the
+    others then load, so the others start once it is on disk (stable within ties: grid order)."""
+    counts: dict = {}
+    for k in keys:
+        for item in k.items():
+            counts[item] = counts.get(item, 0) + 1
+    shared = [sum(counts[item] - 1 for item in k.items()) for k in keys]
+    return sorted(range(len(cells)), key=lambda i: -shared[i])
+
+
+def groups(cells: list, keys: list[dict]) -> list[list[int]]:
+    """Cells linked by a shared per-target stage, as lists of indices in ``order``; groups that share
+    nothing can run on different machines without waiting for each other."""
+    parent = list(range(len(cells)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict = {}
+    for i, ((cfg, _), k) in enumerate(zip(cells, keys)):
+        per_target = _per_target(cfg)
+        for item in k.items():
+            if item[0] in per_target:
+                parent[root(i)] = root(owner.setdefault(item, i))
+    out: dict = {}
+    for i in order(cells, keys):
+        out.setdefault(root(i), []).append(i)
+    return list(out.values())
+
+
+# ---- inputs ------------------------------------------------------------------------------------------
+def check_inputs(cells: list) -> list[str]:
+    """What is missing before anything starts, one line each: data sets, weights, the ImageNet folder.
+    Reads folder listings and split files; loads no model and decodes no image."""
+    from ..data.fetch import resolve_data_root
+    from ..core.errors import UserError
+    from ..methods.forgetting import source_folder
+    from ..core.registry import folder_path, is_folder, is_real
+    from ..methods.source import preflight
+
+    problems, seen = [], set()
+
+    def check(what, fn):
+        if what in seen:
+            return
+        seen.add(what)
+        try:
+            fn()
+        except UserError as e:
+            problems.append(str(e))
+
+    for cfg, _ in cells:
+        if is_real(cfg.dataset):
+            from ..data.loaders import load_real_splits
+
+            root = resolve_data_root(cfg.data_root)
+            check(("data", cfg.dataset, str(root), cfg.protocol),  # its error says how; the paper protocol's
+                  lambda: load_real_splits(cfg.dataset, root, protocol=cfg.protocol))  # Dogs split needs no lists
+        elif is_folder(cfg.dataset):
+            from ..data.folder import scan
+
+            check(("data", cfg.dataset), lambda: scan(Path(folder_path(cfg.dataset))))
+        check(("weights", cfg.model, cfg.weights), lambda: (preflight(cfg), _weights_found(cfg)))
+        if cfg.model != "demo":
+            check(("imagenet", cfg.imagenet, cfg.source_eval_dir), lambda: source_folder(cfg))
+    return problems
+
+
+def _weights_found(cfg) -> None:
+    """A timm tag's weights in the local Hugging Face cache (or a --weights file, checked by preflight);
+    a tag that would be downloaded is fine only when the hub answers."""
+    from ..core.errors import UserError
+    from ..methods.source import hub_reachable, model_tag
+
+    if cfg.model == "demo" or cfg.weights:
+        return
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    tag, arch = model_tag(cfg.model)
+    hub_id = timm.models.get_pretrained_cfg(tag).to_dict().get("hf_hub_id") if "." in tag else None
+    if hub_id and any(isinstance(try_to_load_from_cache(hub_id, f), str)
+                      for f in ("model.safetensors", "pytorch_model.bin")):
+        return
+    if not hub_reachable():
+        raise UserError(f"no weights for {tag} in the local cache and the model hub cannot be reached: "
+                        f"pass --weights PATH (a .safetensors or .pth file for {arch})")
+
+
+# ---- this process ------------------------------------------------------------------------------------
+def reproduce(cells: list, dry_run: bool = False) -> dict:
+    """Run every cell not yet finished, in this process, in ``order``; -> counts of done / skipped /
+    failed and the failures."""
+    from ..core.errors import UserError
+    from ..stages.run import run
+
+    left = todo(cells)
+    summary = {"cells": len(cells), "skipped": len(cells) - len(left), "ran": 0, "failed": [], "seconds": 0.0}
+    if dry_run:
+        summary["todo"] = [cmd for _, cmd in left]
+        return summary
+    t0 = time.time()
+    with progress() as bar:
+        task = bar.add_task("reproduce", total=len(left), info="", unit="run")
+        for i in order(left, [stored_keys(cfg) for cfg, _ in left]):
+            cfg, cmd = left[i]
+            bar.update(task, info=f"{cfg.dataset} {cfg.method} seed {cfg.seed}")
+            try:
+                run(cfg)
+                summary["ran"] += 1
+            except UserError as e:  # one cell's missing data must not stop the rest of the grid
+                console.print(f"[red]failed[/]: {cmd}: {e}", highlight=False, soft_wrap=True)
+                summary["failed"].append((cmd, str(e)))
+            bar.advance(task)
+    summary["seconds"] = round(time.time() - t0, 1)
+    return summary

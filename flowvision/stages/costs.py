@@ -1,0 +1,214 @@
+"""A small cost model of a grid: images through the model per stage kind, and GPU-hours at stated rates.
+
+    flowvision reproduce --model resnet18 --dry-run      # ... "estimate for what is left: 4.1 GPU-hours ..."
+
+Every stage a grid reaches is counted once per key (the stages runs share are computed once), by the
+kind of pass it makes, because the three run at very different speeds:
+
+    training    finetune: epochs x N_train training steps through every parameter (twice for LwF through the
+                pre-trained parts: the student's second pass); EWC's fisher: ewc_samples
+                (default N_train) x ewc_draws per-sample gradients (a lower bound: a per-sample gradient costs
+                more than its share of a batch's step)
+    frozen      probe, refit: epochs x N_train through the frozen backbone (no graph there) to a head that trains
+    inference   losses (N_train); target_eval, probe_test (N_test); source_eval, forgetting (the source images:
+                50,000 for IN-1K val); every WiSE-FT point not reused (N_test, and the source images: the
+                reported α on all of them, the others on ``wise_subset``); online FLOW weights (the probe on
+                every fine-tuning batch); LwF's targets (the pre-trained model on every fine-tuning batch);
+                EWC's label draws (ewc_samples); the paper protocol's test pass after every epoch of a
+                trained stage
+
+Rates are images/s per model, precision (fp32 | bf16: what ``config.speed_defaults`` gives a run on a
+CUDA device) and kind. ``make gpu-check`` measures them and writes results/gpu-check.json
+(``MEASURED``), which ``rates`` reads and names the GPU of; without it the rates are assumptions for one
+A6000 at 224 px, each labelled with where it comes from (``ASSUMED_SOURCES``). The demo model is a
+CPU-sized toy at 32 px: no GPU rate applies to it, so its cells are counted in images only (``toy``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+KINDS = ("train", "frozen", "inference")
+KIND_NAMES = {"train": "training", "frozen": "frozen backbone", "inference": "inference"}
+PRECISIONS = ("fp32", "bf16")
+MEASURED = "gpu-check.json"  # under the results folder: what `make gpu-check` writes and ``rates`` reads
+
+# Round numbers for one A6000 at 224 px in fp32, not measured by flowvision (no GPU had run it); a frozen
+# backbone's pass costs about an inference pass (no backward through it).
+A6000_FP32 = {"resnet18": {"train": 1200.0, "frozen": 4000.0, "inference": 4000.0},
+              "resnet50": {"train": 400.0, "frozen": 1300.0, "inference": 1300.0}}
+BF16_FACTOR = 2.0
+ASSUMED_SOURCES = {
+    "fp32": "round numbers for one A6000 at 224 px, not measured (frozen backbone at inference speed)",
+    "bf16": "the fp32 assumption × 2: NVIDIA's ResNet-50 v1.5 reference (DeepLearningExamples, PyTorch) states "
+            "mixed precision trains \"over 2x faster\" on Volta, Turing and Ampere",
+}
+IN1K_VAL = 50_000
+
+
+def assumed_rates() -> dict:
+    """{model: {precision: {kind: images/s}}} for one A6000 (``ASSUMED_SOURCES`` says where each comes from)."""
+    return {m: {"fp32": dict(r), "bf16": {k: v * BF16_FACTOR for k, v in r.items()}} for m, r in A6000_FP32.items()}
+
+
+def read_measured(path: Path) -> Optional[dict]:
+    """results/gpu-check.json's rates, or None when there is none: {"device": GPU name, "measured_at",
+    "rates": {model: {precision: {kind: images/s}}}}. A file without rates (a gpu-check that stopped
+    early) counts as none."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    rates = data.get("rates") if isinstance(data, dict) else None
+    if not isinstance(rates, dict) or not rates:
+        return None
+    return {"device": data.get("device", "an unnamed GPU"), "measured_at": data.get("measured_at"), "rates": rates}
+
+
+def precision(cfg) -> str:
+    """'bf16' | 'fp32': what ``cfg`` computes in on a CUDA device."""
+    from ..core.config import speed_defaults
+
+    return "bf16" if speed_defaults(cfg, "cuda").amp else "fp32"
+
+
+def _sizes(cfg) -> tuple[int, int]:
+    """(N_train, N_test) of a run's target data set: the official counts of a real set, the
+    configured or default sizes of a synthetic one, the images a folder holds (0 when it cannot be read)."""
+    from ..core.registry import is_folder, is_synthetic
+
+    if is_folder(cfg.dataset):
+        from ..data.folder import folder_status
+
+        row = folder_status(cfg.dataset, cfg.split_ratio, cfg.data_seed)
+        return row["n_train"] or 0, row["n_test"] or 0
+
+    if is_synthetic(cfg.dataset):
+        from ..data.synthetic import SPECS
+
+        spec = SPECS[cfg.dataset]
+        return cfg.n_train or spec.n_train, cfg.n_test or spec.n_test
+    from ..data.specs import REAL_TASKS
+
+    return REAL_TASKS[cfg.dataset].sizes
+
+
+def _source_task_size() -> int:
+    from ..data.synthetic import SOURCE_TASK, SPECS
+
+    return SPECS[SOURCE_TASK].n_test
+
+
+def stage_images(name: str, cfg) -> dict:
+    """{kind: images} one computation of stage ``name`` pushes through the model (``KINDS``)."""
+    n_train, n_test = _sizes(cfg)
+    source = (cfg.imagenet_subset or IN1K_VAL) if cfg.model != "demo" else (cfg.demo_n_test or _source_task_size())
+    selecting = cfg.protocol == "paper"  # one target test pass after every epoch (train.train's ``select``)
+    out = dict.fromkeys(KINDS, 0.0)
+    if name in ("probe", "refit"):
+        epochs = cfg.probe_epochs if name == "probe" else cfg.refit_epochs
+        out["frozen"], out["inference"] = epochs * n_train, epochs * n_test * selecting
+    elif name == "finetune":
+        online = cfg.weighting == "flow-online" or (selecting and cfg.weighting != "uniform")
+        teachers = online + (cfg.distill == "lwf")  # the probe (online weights) and LwF's pre-trained model
+        out["train"] = cfg.epochs * n_train * (1 + (cfg.distill == "lwf" and cfg.lwf_parts == "source"))  # LwF's
+        # student pass through the pre-trained parts is a second forward and backward of the backbone
+        out["inference"] = cfg.epochs * (n_train * teachers + n_test * selecting)
+    elif name == "fisher":
+        n = min(cfg.ewc_samples or n_train, n_train)
+        out["train"], out["inference"] = n * cfg.ewc_draws, n
+    elif name == "losses":
+        out["inference"] = n_train
+    elif name in ("target_eval", "probe_test"):
+        out["inference"] = n_test
+    elif name in ("source_eval", "forgetting"):
+        out["inference"] = source
+    elif name == "wise":
+        from .measuring import wise_alphas
+
+        alphas = wise_alphas(cfg)
+        interior = [a for a in alphas if a not in (0.0, 1.0)]
+        on_subset = min(source, cfg.wise_subset or source)
+        out["inference"] = (len(interior) * n_test + (n_test if 0.0 in alphas else 0)
+                            + sum(source if a == cfg.wise_alpha else on_subset for a in interior))
+    return out
+
+
+def rates(results_dir: Optional[Path] = None) -> dict:
+    """The rates an estimate uses: measured (results_dir/gpu-check.json) when there, else assumed.
+    -> {"rates": {model: {precision: {kind: images/s}}}, "measured": None | {"device", "measured_at"},
+    "sources": {precision: where the assumption comes from} (empty when measured)}."""
+    measured = read_measured(Path(results_dir) / MEASURED) if results_dir is not None else None
+    if measured:
+        return {"rates": measured["rates"], "measured": {k: measured[k] for k in ("device", "measured_at")},
+                "sources": {}}
+    return {"rates": assumed_rates(), "measured": None, "sources": dict(ASSUMED_SOURCES)}
+
+
+def estimate(cfgs: list, table: Optional[dict] = None) -> dict:
+    """GPU-hours of a grid on one GPU, each stage key counted once, at ``table`` (``rates()``; default:
+    the assumed A6000 rates). -> {"hours", "by_kind": {kind: {"hours", "images"}}, "used": {(model,
+    precision): {kind: images/s}}, "fp32_hours": the same grid in fp32, "measured", "sources", "toy": {"runs",
+    "images": {kind: images}} of the demo model's cells, not costed}. A model the table has no rates for is
+    costed at resnet50's (the larger of the two)."""
+    from .pipeline import grid_plan
+    from ..core.registry import DEMO_MODEL
+
+    table = table or rates()
+    seen = set()
+    by_kind = {k: {"hours": 0.0, "images": 0.0} for k in KINDS}
+    toy = {"runs": 0, "images": dict.fromkeys(KINDS, 0.0)}
+    used, fp32_hours = {}, 0.0
+    for cfg in cfgs:
+        demo = cfg.model == DEMO_MODEL  # no GPU rate describes it: its images are counted, not costed
+        toy["runs"] += demo
+        if not demo:
+            arch, prec = cfg.model.split(".")[0], precision(cfg)
+            per_model = (table["rates"].get(arch) or table["rates"].get("resnet50")
+                         or next(iter(table["rates"].values())))
+            rate = per_model.get(prec) or per_model["fp32"]
+            used[(arch, prec)] = rate
+        for name, key in grid_plan(cfg).items():
+            if (name, key) in seen or name == "forgetting" and not cfg.finetune:
+                continue  # computed once per grid; a linear probe's forgetting reuses the source evaluation
+            seen.add((name, key))
+            for kind, images in stage_images(name, cfg).items():
+                if demo:
+                    toy["images"][kind] += images
+                    continue
+                by_kind[kind]["images"] += images
+                by_kind[kind]["hours"] += images / rate[kind] / 3600
+                fp32_hours += images / per_model["fp32"][kind] / 3600
+    return {"hours": sum(v["hours"] for v in by_kind.values()), "by_kind": by_kind, "used": used,
+            "fp32_hours": fp32_hours, "measured": table["measured"], "sources": table["sources"], "toy": toy}
+
+
+def describe(cost: dict) -> list[str]:
+    """The estimate as lines for a person: the total and hours per kind, the rates per model and
+    precision, and where they come from (measured on which GPU, or assumed and why); for demo-model runs
+    the images they compute and that no GPU rate applies."""
+    toy = cost.get("toy") or {"runs": 0}
+    lines = []
+    if toy["runs"]:
+        images = ", ".join(f"{KIND_NAMES[k]} {v:,.0f}" for k, v in toy["images"].items() if v)
+        lines.append(f"estimate: GPU-hours do not apply to the demo model ({toy['runs']} run{'s' * (toy['runs'] != 1)}), "
+                     f"a toy network sized for a CPU; what is left pushes {images} images through it")
+    if not cost["used"]:
+        return lines
+    where = f"one {cost['measured']['device']}" if cost["measured"] else "one A6000"
+    kinds = ", ".join(f"{KIND_NAMES[k]} {v['hours']:.1f} h ({v['images'] / 1e6:.1f} M images)"
+                      for k, v in cost["by_kind"].items() if v["images"])
+    lines += [f"estimate for what is left: {cost['hours']:.1f} GPU-hours on {where} — {kinds}"]
+    for (model, prec), rate in sorted(cost["used"].items()):
+        lines.append(f"  {model} {prec}: " + " / ".join(f"{KIND_NAMES[k]} {rate[k]:,.0f}" for k in KINDS) + " images/s")
+    if any(prec == "bf16" for _, prec in cost["used"]):
+        lines.append(f"  in fp32 instead (--set amp=false, or the paper protocol): {cost['fp32_hours']:.1f} GPU-hours")
+    if cost["measured"]:
+        when = f" ({cost['measured']['measured_at']})" if cost["measured"].get("measured_at") else ""
+        lines.append(f"  rates measured on {cost['measured']['device']} by `make gpu-check`{when}")
+    else:
+        lines += [f"  assumed {prec} rates: {source}" for prec, source in cost["sources"].items()]
+        lines.append(f"  measure them on your GPU with `make gpu-check` (it writes results/{MEASURED}, "
+                     "which this estimate then uses)")
+    return lines

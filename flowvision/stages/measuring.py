@@ -1,0 +1,135 @@
+"""The measuring stages of one run: target accuracy (with every test sample's correctness), the probe's
+loss on every test sample (Table 5's difficulty), accuracy on the hardest 10%, the pre-trained model's
+source accuracy and predictions, forgetting (the measured model of Appendix B against them) and the
+WiSE-FT points. Compute functions of the stage's inputs with their declarations, as ``training``'s.
+"""
+from __future__ import annotations
+
+from ..methods.forgetting import measured_model, subset
+from .training import final_task
+
+
+# ---- evaluations ---------------------------------------------------------------------------------------
+def target_eval(i):
+    """Target accuracy, and every test sample's top-1 correctness (N,) bool for Table 5, on the test set
+    of the reported model's split."""
+    from ..methods.evaluate import accuracy
+
+    return accuracy(i["final"].model, final_task(i).test, i.hw, "target accuracy", keep_correct=True)
+
+
+def probe_test(i):
+    """Table 5's difficulty: the pre-trained model's loss on every test sample, i.e. the linear probe
+    (pre-trained backbone, head fitted to the task; Algorithm 1's θ*), eval transforms, by index:
+    losses (N,) float32. One inference pass, shared by every method of a seed through the probe's key
+    (standard FT uses no probe otherwise; it is trained for this table). A task with a split per
+    official script gets the losses on every split's test set, under "splits" (the reported model may
+    end on any of them)."""
+    from ..methods.evaluate import predict
+
+    probe, task = i["probe"].model, i["task"]
+    p = predict(probe, task.test, hw=i.hw, desc="test losses (probe model)")
+    splits = {}
+    for name, part in task.splits.items():
+        q = predict(probe, part.test, hw=i.hw, desc=f"test losses (probe model, split {name})")
+        splits[name] = {"losses": q.losses, "labels": q.labels}
+    probe.cpu()
+    return {"losses": p.losses, "labels": p.labels, "splits": splits}
+
+
+def hard(i):
+    """Accuracy on the hardest 10% of the test samples (highest probe loss; evaluate.hard_accuracy)
+    of the reported model, and of every WiSE-FT point. Cheap and pure: recomputed, never stored."""
+    from ..methods.evaluate import hard_accuracy
+
+    test = i["probe_test"]
+    losses = test.get("splits", {}).get(i["final"].split, test)["losses"]  # the reported model's test set
+    out = hard_accuracy(losses, i["target_eval"]["correct"])
+    wise = i.up.get("wise")
+    out["wise"] = ({p["alpha"]: hard_accuracy(losses, c)["acc"] for p, c in zip(wise["points"], wise["target_correct"])}
+                   if wise else {})
+    return out
+
+
+def source_eval(i):
+    """Source accuracy of the pre-trained model and its log-probabilities on every source image
+    (N × classes float32: 200 MB for the full IN-1K val), the reference for agreement and KL."""
+    from ..methods.evaluate import accuracy
+
+    return accuracy(i["source"].model, i["source_data"].dataset, i.hw, "source accuracy (pre-trained)",
+                    keep_logprobs=True)
+
+
+def forgetting(i):
+    """Source accuracy of the measured model, and the label-free pair: agreement with the pre-trained
+    model's top-1 class and the mean KL(pre-trained || measured)."""
+    from ..methods.evaluate import accuracy
+
+    if "final" not in i.up:  # see forgetting_needs
+        return unchanged(i["source_eval"])
+    m = measured_model(i["source"].model, i["final"].model, i.cfg.restore, restore_rule(i.cfg))
+    return accuracy(m, i["source_data"].dataset, i.hw, "source accuracy (after)",
+                    reference=i["source_eval"]["logprobs"])
+
+
+def unchanged(before: dict) -> dict:
+    """The forgetting evaluation of a measured model that *is* the pre-trained one: its own
+    evaluation, agreement 1 and KL 0 exactly, without a second pass."""
+    return {**{k: before[k] for k in ("acc", "acc5", "n", "n_labelled")}, "agreement": 1.0, "kl": 0.0,
+            "reused": "source_eval"}
+
+
+def restore_rule(cfg) -> str:
+    """The task_specific rule, read only where the restore rule uses it."""
+    return cfg.task_specific if cfg.restore == "task-specific" else "auto"
+
+
+def forgetting_reads(cfg) -> tuple:
+    return ("restore", "finetune") + (("task_specific",) if cfg.restore == "task-specific" else ())
+
+
+def forgetting_needs(cfg) -> tuple:
+    # Linear probing trains the head alone (and, in train mode, moves BatchNorm statistics): when the
+    # restore rule takes the head and every BatchNorm back, the measured model *is* the pre-trained
+    # one, so its evaluation is reused rather than repeated. A head-only rule keeps the probe's
+    # BatchNorm statistics, so it is measured.
+    if not cfg.finetune and cfg.restore == "task-specific" and cfg.task_specific != "head":
+        return ("source_eval",)
+    return ("final", "source", "source_data", "source_eval")
+
+
+def wise_alphas(cfg) -> list:
+    return sorted(set(cfg.wise_alphas) | ({cfg.wise_alpha} if cfg.wise_alpha is not None else set()))
+
+
+def wise(i):
+    """WiSE-FT points: for each α, target and source accuracy of the interpolated model. α = 1 is the
+    fine-tuned model exactly and, with the task-specific parts restored, α = 0 measures the
+    pre-trained model exactly: those evaluations are reused, not repeated. Every other point but the
+    reported α measures source accuracy on a seeded class-balanced subset of ``wise_subset`` images when
+    the source set is larger (a curve's shape, not a table's number: 10,000 of IN-1K's 50,000 images);
+    each point records how many images it was measured on."""
+    from ..methods import models
+    from ..methods.evaluate import accuracy
+
+    points, correct = [], []
+    sub = subset(i["source_data"], i.cfg.wise_subset, i.cfg.data_seed)
+    for alpha in wise_alphas(i.cfg):
+        m = models.interpolate_shared(i["source"].model, i["final"].model, alpha, i.cfg.task_specific)
+        tgt = i["target_eval"] if alpha == 1 else accuracy(m, final_task(i).test, i.hw, f"target accuracy α={alpha:g}",
+                                                           keep_correct=True)
+        correct.append(tgt["correct"])
+        if alpha == 1:
+            src = i["forgetting"]
+        elif alpha == 0 and i.cfg.restore == "task-specific":
+            src = unchanged(i["source_eval"])
+        else:
+            images, reference = ((sub[0], i["source_eval"]["logprobs"][sub[1]]) if sub and alpha != i.cfg.wise_alpha
+                                 else (i["source_data"].dataset, i["source_eval"]["logprobs"]))
+            src = accuracy(measured_model(i["source"].model, m, i.cfg.restore, restore_rule(i.cfg)),
+                           images, i.hw, f"source accuracy (after) α={alpha:g}", reference=reference)
+        points.append({"alpha": alpha, "target_acc": tgt["acc"], "source_acc_after": src["acc"],
+                       "source_top5_after": src["acc5"], "source_agreement": src["agreement"],
+                       "source_kl": src["kl"], "source_images": src["n"],
+                       "source_subset": src["n"] < i["source_data"].n_images})
+    return {"points": points, "target_correct": correct}  # correct: (N,) bool per point, for Table 5
