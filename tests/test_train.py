@@ -13,7 +13,8 @@ from flowvision.methods.evaluate import predict
 from flowvision.core.files import load_checked
 from flowvision.methods.evaluate import fisher_diagonal
 from flowvision.methods.forgetting import measured_model
-from flowvision.methods.train import EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, WithSourceHead, WithSourceParts, lwf_loss, make_optimizer, selected_epoch, train
+from flowvision.methods.train import OnlineWeights, Schedule, StaticWeights, make_optimizer, selected_epoch, train
+from flowvision.methods.regularizers import EWC, L2SP, LwF, WithSourceHead, WithSourceParts, lwf_loss
 
 
 @pytest.fixture(scope="module")

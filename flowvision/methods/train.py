@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,9 @@ from ..data.base import make_loader, step_share
 from ..core.errors import UserError
 from ..core.hardware import CPU, Hardware
 from ..core.files import DamagedFile, load_checked, move_aside, save_checked
+
+if TYPE_CHECKING:
+    from .regularizers import LwF
 
 
 @dataclass(frozen=True)
@@ -70,165 +73,6 @@ class OnlineWeights:
     @torch.no_grad()
     def __call__(self, x, y, idx) -> torch.Tensor:
         return F.cross_entropy(self.probe(x).float(), y, reduction="none")
-
-
-class L2SP:
-    """(λ/2)·Σ‖θ − θ_source‖² over the shared tensors (conv weights); head and BN are task-specific
-    and are not pulled (``rule``: models.task_specific_keys). ``reference`` maps parameter names to the source values. The optimiser's
-    weight decay (5e-4, as every other method) stays on: L2-SP papers often drop decay on the
-    pulled weights, the official FLOW code has no L2-SP to copy, and one optimiser for all methods
-    keeps the comparison about the regulariser alone."""
-
-    def __init__(self, model: nn.Module, reference: dict, lam: float, rule: str = "auto"):
-        shared, _ = models.split_state(model, rule)
-        self.names = [name for name, _ in model.named_parameters() if name in shared]
-        params = dict(model.named_parameters())
-        self.pairs = [(params[name], reference[name]) for name in self.names]
-        self.lam = lam
-
-    def __call__(self) -> torch.Tensor:
-        total = sum(((p - ref.to(p.device)) ** 2).sum() for p, ref in self.pairs)
-        return 0.5 * self.lam * total
-
-
-class EWC(L2SP):
-    """EWC (Kirkpatrick et al. 2017) without the source data: (λ/2)·Σ_j F̄_j (θ_j − θ_source,j)² over the
-    same shared tensors as L2-SP, F̄ the diagonal Fisher of the pre-trained model (``evaluate.fisher_diagonal``:
-    target images, labels drawn from its own source predictions) divided by its largest entry over those
-    tensors, so 0 ≤ F̄ ≤ 1.
-
-    The scaling is a deviation: Kirkpatrick's λ multiplies the raw Fisher, whose size depends on the model,
-    the data and the number of classes, so no published λ transfers. Scaled by its maximum, λ is the L2-SP
-    strength of the entry the Fisher finds most important, and an upper bound on every other entry's: EWC
-    at λ never pulls harder than L2-SP at λ. That also makes the stiffest entry's stability a matter of λ
-    and the learning rate alone (SGD with momentum 0.9 diverges past lr·λ ≈ 3.8), not of the Fisher's
-    tail. λ_raw = λ / ``fisher_max`` is Kirkpatrick's. ``fisher``: parameter name -> tensor."""
-
-    def __init__(self, model: nn.Module, reference: dict, fisher: dict, lam: float, rule: str = "auto"):
-        super().__init__(model, reference, lam, rule)
-        self.fisher_max = fisher_max(fisher, self.names)
-        self.importance = [(fisher[name] / self.fisher_max).to(p.device) for name, (p, _) in zip(self.names, self.pairs)]
-
-    def __call__(self) -> torch.Tensor:
-        total = sum((f * (p - ref.to(p.device)) ** 2).sum() for (p, ref), f in zip(self.pairs, self.importance))
-        return 0.5 * self.lam * total
-
-
-def fisher_max(fisher: dict, names) -> float:
-    """The largest Fisher entry of the tensors ``names`` (what EWC scales by); a UserError when it is not a
-    positive number (a pre-trained model certain of every target image gives no Fisher to weigh by)."""
-    largest = max((float(fisher[name].max()) for name in names if fisher[name].numel()), default=0.0)
-    if not largest > 0 or largest == float("inf"):
-        raise UserError(f"EWC: the largest Fisher entry of the pre-trained model over the pulled tensors is {largest}; "
-                        "use --set regularizer=l2sp (the unweighted pull), or more images (ewc_samples)")
-    return largest
-
-
-def lwf_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Li & Hoiem 2016, Eq. 2: the cross-entropy between the teacher's and the student's softened outputs,
-    −mean_b Σ_c softmax(t_b/T)_c · log softmax(s_b/T)_c. (The paper writes the softened probabilities as
-    y^(1/T) renormalised; that is softmax(logits/T).) student, teacher: (B, C) logits."""
-    target = F.softmax(teacher / temperature, dim=1)
-    return -(target * F.log_softmax(student / temperature, dim=1)).sum(dim=1).mean()
-
-
-class LwF:
-    """Learning without Forgetting (Li & Hoiem 2016) without the source data: λ·``lwf_loss`` added to the
-    task loss, between the pre-trained model's source-task outputs on each augmented batch (the teacher:
-    its own head and BatchNorms, eval mode, no gradient, fp32) and the student's (``student``: by default
-    the model forgetting measures, ``WithSourceParts``).
-
-    Choices, each a deviation from the paper's Algorithm 1 for a stated reason:
-    - the targets are computed online, on the same augmented images the network sees (as the official FLOW
-      code's online weights), not recorded once per image: with augmentation, a response recorded on one
-      view is not the teacher's response to the view being trained on. Cost: one forward pass of the
-      pre-trained model per batch.
-    - the source head stays frozen (the paper also trains θ_o): Appendix B measures forgetting with the
-      pre-trained head restored, so the head the distillation runs through *is* the head that is measured,
-      and a trained θ_o would be thrown away.
-    - the term is unweighted under FLOW: FLOW's weights weigh the target loss (its definition); the
-      distillation keeps the source outputs on every target image alike."""
-
-    def __init__(self, source: nn.Module, lam: float, temperature: float, parts: str = "source", rule: str = "auto"):
-        self.source = source.eval()
-        for p in self.source.parameters():
-            p.requires_grad_(False)
-        self.head = self.source.get_classifier()  # the pre-trained head itself, not a copy
-        self.lam, self.temperature, self.parts, self.rule = lam, temperature, parts, rule
-
-    def student(self, model: nn.Module) -> nn.Module:
-        """``parts="source"``: the source outputs of the model forgetting measures (``WithSourceParts``);
-        ``"training"``: the training network's own features through the pre-trained head (``WithSourceHead``)."""
-        if self.parts == "training":
-            return WithSourceHead(model, self.head)
-        return WithSourceParts(model, self.source, self.rule)
-
-    def __call__(self, x: torch.Tensor, source_logits: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            teacher = self.source(x).float()
-        return self.lam * lwf_loss(source_logits.float(), teacher, self.temperature)
-
-
-class WithSourceHead(nn.Module):
-    """The training model's forward pass with a second output: its pooled features through the frozen
-    pre-trained head. -> (task logits, source logits); the task logits are the model's own forward pass
-    (timm's forward_head is pre-logits features, then the classifier), so LwF at λ = 0 is plain training."""
-
-    def __init__(self, model: nn.Module, source_head: nn.Module):
-        super().__init__()
-        self.model, self.source_head = model, source_head
-
-    def forward(self, x):
-        pooled = pooled_features(self.model, x)
-        return self.model.get_classifier()(pooled), self.source_head(pooled)
-
-
-class WithSourceParts(nn.Module):
-    """The model forgetting measures, inside the training one. -> (task logits, source logits): the task
-    logits are the model's own forward pass (so LwF at λ = 0 is plain training); the source logits are a
-    second pass of the same shared tensors through the pre-trained task-specific parts (Appendix B: its
-    BatchNorms, in eval mode with their running statistics, and its head). That is
-    ``forgetting.measured_model`` computed without a copy, so the distillation keeps what is measured. The
-    second pass costs one more forward and backward of the backbone per batch; nothing of the source
-    model trains."""
-
-    def __init__(self, model: nn.Module, source: nn.Module, rule: str = "auto"):
-        super().__init__()
-        self.model, self.source_head = model, source.get_classifier()
-        specific = models.task_specific_keys(model, rule) - models.head_keys(model)
-        state = source.state_dict()
-        self._parts = {f"model.{k}": state[k] for k in specific}  # as ``_Pooled`` names them
-        owners = {k.rsplit(".", 1)[0] for k in specific}
-        self._norms = [m for name, m in model.named_modules() if name in owners]
-        object.__setattr__(self, "_pooled", _Pooled(model))  # not a submodule: the model is registered once
-
-    def forward(self, x):
-        task = self.model(x)
-        modes = [m.training for m in self._norms]
-        for m in self._norms:
-            m.eval()
-        try:
-            pooled = torch.func.functional_call(self._pooled, self._parts, (x,))
-        finally:
-            for m, mode in zip(self._norms, modes):
-                m.train(mode)
-        return task, self.source_head(pooled)
-
-
-def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A timm model's pooled pre-logits features: its forward pass without the head."""
-    return model.forward_head(model.forward_features(x), pre_logits=True)
-
-
-class _Pooled(nn.Module):
-    """``pooled_features`` as a module, for ``torch.func.functional_call``."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return pooled_features(self.model, x)
 
 
 class FrozenBackbone(nn.Module):

@@ -342,7 +342,7 @@ def _fisher_scale(fisher: Optional[dict], r: Run, rule: str) -> dict:
     if fisher is None:
         return {"ewc_fisher_max": None, "ewc_fisher_mean": None}
     from ..methods import models
-    from ..methods.train import fisher_max
+    from ..methods.regularizers import fisher_max
 
     model = r["finetune"].model
     shared, _ = models.split_state(model, rule)

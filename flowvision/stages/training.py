@@ -186,7 +186,8 @@ def fisher_reads(cfg) -> tuple:
 # ---- fine-tuning and the Appendix-B refit -------------------------------------------------------------
 def finetune(i):
     from ..methods import models
-    from ..methods.train import EWC, L2SP, LwF, OnlineWeights, Schedule, StaticWeights, train
+    from ..methods.train import OnlineWeights, Schedule, StaticWeights, train
+    from ..methods.regularizers import EWC, L2SP, LwF
 
     cfg, hw = i.cfg, i.hw
     task = i["task"].of_split(stage_split("finetune", cfg))
