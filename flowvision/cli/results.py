@@ -60,15 +60,26 @@ def frontier(
                                     "lwf": numbers(lwf_lambdas, float, "lwf-lambdas"),
                                     "ewc": numbers(ewc_lambdas, float, "ewc-lambdas")})
         table = res["summary"].astype(str)
-        table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds]. "
-                               "dominated area: of the 100 × 100 square (source %, target %) under each seed's front, "
-                               "from the origin; Average: mean(source, target), the paper's metric on source accuracy, "
-                               "at the setting whose seed-mean Average is best. Pre-trained: "
-                               f"{res['source_before']:.2f}%. One seed is a sketch: --seeds 3 or more for intervals.")
+        chance = res["chance"]
+        table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds, clipped to "
+                               "0–100 only as printed]. Every front includes the anchors (the pre-trained model at "
+                               f"target chance, {chance[1]:.1f}%, and the linear probe); area: of the square above chance "
+                               f"(source {chance[0]:.1f}%, target {chance[1]:.1f}%) under each seed's front. Best: the "
+                               "setting whose seed-mean Average, mean(source, target), is highest on the numbers named in "
+                               "the column, reported on the test numbers; at grid edge: the best may lie beyond that end. "
+                               f"target at drop ≤ d: the best target accuracy of a setting that forgets at most d points. "
+                               f"Pre-trained: {res['source_before']:.2f}%.")
         out.print(render((f"frontiers — {dataset_slug(dataset)} / {model}", table)))
+        if len(res["comparisons"]):
+            compared = res["comparisons"].astype(str)
+            compared.attrs["note"] = ("each method minus FT, paired over the seeds both ran (the same seed: the same source "
+                                      "model and data order); mean [95% t-interval over seeds].")
+            out.print(render(("each method against FT, paired over seeds", compared)))
+        if res["diverged"]:
+            console.print(f"[yellow]diverged[/] (recorded in their run folders, marked in the figure): "
+                          f"{'; '.join(res['diverged'])}", highlight=False, soft_wrap=True)
         out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {plural(len(res['runs']), 'run')}, "
                   f"{res['seconds']:.0f} s", highlight=False, soft_wrap=True)
-
 
 
 def table(results_dir: str = typer.Option("results", help="Folder holding runs/ (tables go to <it>/tables)."),

@@ -30,7 +30,7 @@ from ..core import distributed
 from . import models, weighting
 from ..core.console import epoch_done, log_line, progress
 from ..data.base import make_loader, step_share
-from ..core.errors import UserError
+from ..core.errors import Diverged
 from ..core.hardware import CPU, Hardware
 from ..core.files import DamagedFile, load_checked, move_aside, save_checked
 
@@ -213,7 +213,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                 if distill is not None:
                     loss = loss + distill(x, source_logits)
                 if not torch.isfinite(loss):
-                    raise UserError(f"{desc}: the training loss became {loss.item()} at epoch {epoch + 1}, "
+                    raise Diverged(f"{desc}: the training loss became {loss.item()} at epoch {epoch + 1}, "
                                     f"step {step + 1}; lower the learning rate (--lr) or check the data")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
