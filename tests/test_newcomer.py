@@ -58,6 +58,14 @@ def test_a_cpu_run_is_priced_in_cpu_hours_at_the_measured_rates_and_small_runs_n
     cpu = next(x for x in lines if "CPU" in x and "about" in x)
     assert "(--device cpu)" in cpu and f"about {duration(cost['hours'])} on 2 cores" in cpu
     assert [duration(h) for h in (0.0, 0.005, 0.2, 1.6, 250.0)] == ["< 1 min", "< 1 min", "12 min", "1.6 h", "250 h"]
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "b.PNG", "sub/c.jpeg", "notes.txt"):
+        (photos / name).write_bytes(b"")
+    own = config.resolve("cifar10", "resnet18", "ft", {"source_eval_dir": str(photos)})
+    from flowvision.stages.costs import stage_images
+
+    assert stage_images("source_eval", own)["inference"] == 3  # its photos, not IN-1K val's 50,000
     tiny = config.resolve("gratings", "demo", "ft", {"n_train": 48, "n_test": 32, "device": "cpu"})
     assert not any(re.search(r"\b0\.0 (h|GPU)", x) for x in report({"clean": [tiny]})), report({"clean": [tiny]})
 

@@ -72,7 +72,7 @@ def frontier(
             out.print(f"frontier — {dataset_slug(cfgs[0].dataset)} / {model}: {plural(p['runs'], 'run')} "
                       f"(seed{'s' * (len(p['seeds']) > 1)} {', '.join(map(str, p['seeds']))}), {p['finished']} "
                       "finished" + ("; a WiSE-FT run gives all its α" if any("α" in k for k in p["by_method"]) else "")
-                      + ":", highlight=False)
+                      + ":", highlight=False, soft_wrap=True)
             for label, points in p["by_method"].items():
                 out.print(f"  {label}: {'; '.join(points)}", highlight=False, soft_wrap=True)
             print_estimate([cfg for cfg, _ in todo([(cfg, "") for cfg in cfgs])], Path(cfgs[0].results_dir))

@@ -22,9 +22,16 @@ CUDA device) and kind. ``make gpu-check`` measures them and writes results/gpu-c
 (``MEASURED``), which ``rates`` reads and names the GPU of; without it the rates are assumptions for one
 A6000 at 224 px, each labelled with where it comes from (``ASSUMED_SOURCES``). The demo model is a
 CPU-sized toy at 32 px: no GPU rate applies to it, so its cells are counted in images only (``toy``).
+
+Runs that compute on the CPU (``--device cpu``, or auto on a machine that shows no NVIDIA GPU: ``runs_on``)
+are priced in CPU-hours at the rates measured on a 2-core CPU machine (``CPU_RATES``, ``cpu_estimate``), the
+demo model's included. ``report`` puts it together for a dry run: the total per protocol on one GPU (the
+clean protocol in bf16 and fp32, the paper protocol priced as its own grid), the CPU's where the runs go
+there, and where every rate comes from; a time reads in minutes or hours, never "0.0" (``duration``).
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Optional
@@ -100,10 +107,27 @@ def _source_task_size() -> int:
     return SPECS[SOURCE_TASK].n_test
 
 
+def _source_images(cfg) -> int:
+    """The images forgetting is measured on: the demo's source val set, the images of a --source-eval folder
+    (counted by name, none opened), else IN-1K val (or its subset)."""
+    if cfg.model == "demo":
+        return cfg.demo_n_test or _source_task_size()
+    if cfg.source_eval_dir:
+        return _images_in(str(Path(cfg.source_eval_dir).expanduser()))
+    return cfg.imagenet_subset or IN1K_VAL
+
+
+@functools.lru_cache(maxsize=None)
+def _images_in(folder: str) -> int:
+    from ..data.folder import IMAGE_SUFFIXES  # what torchvision reads as an image
+
+    return sum(1 for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def stage_images(name: str, cfg) -> dict:
     """{kind: images} one computation of stage ``name`` pushes through the model (``KINDS``)."""
     n_train, n_test = _sizes(cfg)
-    source = (cfg.imagenet_subset or IN1K_VAL) if cfg.model != "demo" else (cfg.demo_n_test or _source_task_size())
+    source = _source_images(cfg)
     selecting = cfg.protocol == "paper"  # one target test pass after every epoch (train.train's ``select``)
     out = dict.fromkeys(KINDS, 0.0)
     if name in ("probe", "refit"):
