@@ -214,8 +214,8 @@ def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path,
         look = method_style(method)
         seeds = int(own["n_seeds"].max())
         shown = own[~((own["setting"] == "α=1") & (WISE_BASE.get(method) in present))]
-        ax.errorbar(shown["source"], shown["target"], xerr=shown["source_std"].fillna(0),
-                    yerr=shown["target_std"].fillna(0), ls="none", marker=look["marker"], ms=4.5, alpha=0.8,
+        ax.errorbar(shown["source"], shown["target"], xerr=shown["source_std"].fillna(0) if seeds > 1 else None,
+                    yerr=shown["target_std"].fillna(0) if seeds > 1 else None, ls="none", marker=look["marker"], ms=4.5, alpha=0.8,
                     color=look["color"], mfc="none" if method in WISE_BASE else look["color"], capsize=1.5, lw=0.6,
                     label=f"{LABELS[method]}, {seeds} seed{'s' if seeds != 1 else ''}")
         front = own.loc[pareto_front(list(zip(own["source"], own["target"])))]

@@ -203,8 +203,10 @@ def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
             colors = palette(len(panel))
             shared, own = shared_settings(list(panel["settings"].fillna("")))
             for (i, row), tag, settings in zip(panel.iterrows(), several, own):
+                one = row["n_seeds"] < 2  # no std: no error bar (caps of zero width sat inside the marker)
                 ax.errorbar(row["source_acc_after_mean"], row["target_acc_mean"],
-                            xerr=_nan0(row["source_acc_after_std"]), yerr=_nan0(row["target_acc_std"]),
+                            xerr=None if one else _nan0(row["source_acc_after_std"]),
+                            yerr=None if one else _nan0(row["target_acc_std"]),
                             linestyle="none", markersize=5.5, capsize=2, color=colors[i], mfc="none", mew=1.2,
                             marker=method_style(row["method"])["marker"],  # hollow: a point on another stays seen
                             label=variant_label(row["method"], row["tau_rule"], tag, settings, row["n_seeds"]))
