@@ -23,21 +23,26 @@ def _flat(text: str) -> str:
 def test_dry_run_names_a_tau_far_from_the_official_one_and_its_cost(tmp_path):
     args = ["finetune", "--dataset", "cifar10", "--dry-run", "--results-dir", str(tmp_path / "results")]
     far = runner.invoke(app, [*args, "--tau", "1.0"], env=WIDE)
-    assert far.exit_code == 0, far.output
+    assert far.exit_code == 2, far.output  # CIFAR-10, the weights and ImageNet are not here: the run would stop
     assert "τ = 1 is 9.6× the official τ for cifar10 (0.1041" in _flat(far.output)
     assert "GPU-hours on one A6000" in far.output  # the cost of the one run, as reproduce --dry-run gives it
     for close in ("0.2", "median"):
         res = runner.invoke(app, [*args, "--tau", close], env=WIDE)
-        assert res.exit_code == 0 and "the official τ" not in res.output, res.output
+        assert res.exit_code == 2 and "the official τ" not in res.output, res.output
 
 
-def test_the_demo_model_gets_no_gpu_rate(tmp_path):
+def test_the_demo_model_gets_no_gpu_rate_and_its_cpu_time_in_minutes(tmp_path):
     small = {"image_size": 16, "n_train": 48, "n_test": 32, "demo_n_test": 32}
-    res = runner.invoke(app, ["finetune", "--dataset", "gratings", "--dry-run", "--results-dir", str(tmp_path),
-                              *_sets(small)], env=WIDE)
-    assert res.exit_code == 0, res.output
-    assert "GPU-hours do not apply to the demo model (1 run)" in _flat(res.output)
-    assert "A6000" not in res.output and "images/s" not in res.output
+    args = ["finetune", "--dataset", "gratings", "--dry-run", "--results-dir", str(tmp_path), *_sets(small)]
+    gpu = runner.invoke(app, [*args, "--device", "cuda"], env=WIDE)
+    assert gpu.exit_code == 0, gpu.output
+    assert "GPU-hours do not apply to the demo model (1 run)" in _flat(gpu.output)
+    assert "A6000" not in gpu.output and "images/s" not in gpu.output
+    cpu = runner.invoke(app, [*args, "--device", "cpu"], env=WIDE)
+    assert cpu.exit_code == 0, cpu.output
+    line = next(x for x in cpu.output.splitlines() if x.startswith("estimate for what is left (1 run)"))
+    assert "on this machine's CPU (--device cpu): about < 1 min on 2 cores" in line, cpu.output
+    assert "0.0 " not in line and "A6000" not in cpu.output
 
 
 def test_a_run_says_when_its_tau_is_far_from_the_official_one(tiny):
@@ -131,7 +136,7 @@ def test_dry_run_and_grid_accept_a_partial_imagenet_folder_as_the_run_does(tmp_p
     partial = _partial_imagenet(tmp_path / "val")
     args = ["finetune", "--dataset", "cifar10", "--dry-run", "--results-dir", str(tmp_path / "r")]
     res = runner.invoke(app, [*args, "--imagenet", str(partial)], env=WIDE)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2, res.output  # CIFAR-10 and the weights are not here
     row = next(line for line in res.output.splitlines() if "ImageNet-1K val" in line and str(partial) in line)
     assert "found:" in row and "NOT FOUND" not in row and "2 of the 1000 class folders" in _flat(res.output), res.output
     cfg = config.resolve("cifar10", None, "lp", {"imagenet": str(partial), "data_root": str(tmp_path / "d")})

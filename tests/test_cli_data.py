@@ -79,12 +79,12 @@ def test_status_command_prints_the_table(tmp_path):
     assert result.exit_code == 0, result.output
     cells = {}
     for line in result.output.splitlines():
-        if line.count("│") == 6:
+        if line.count("│") == 7:
             row = [c.strip() for c in line.split("│")[1:-1]]
             cells[row[0]] = row
     assert list(cells) == list(REAL_TASKS) + ["imagenet"]
-    assert cells["cifar10"] == ["cifar10", "yes", "15", "3", "cifar10/"]  # under the data root named above the table
-    assert cells["cifar100"][1:4] == ["no", "-", "-"]
+    assert cells["cifar10"] == ["cifar10", "yes", "10", "15", "3", "cifar10/"]  # under the data root named above it
+    assert cells["cifar100"][1:5] == ["no", "-", "-", "-"]
     steps = result.output.splitlines()
     assert f"cifar100: flowvision data download cifar100 --data-root {tmp_path}" in steps
     assert not any(line.startswith("cifar10:") for line in steps)  # found: no steps printed

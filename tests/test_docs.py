@@ -349,7 +349,8 @@ def test_generated_outputs_are_ignored_by_git():
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     generated = ["results/REPRODUCIBILITY.md", "results/frontier/gratings-demo/points.csv",
-                 "results/tables/vision.md", "results/runs/x/result.json"]
+                 "results/tables/vision.md", "results/runs/x/result.json", "results/figures/tradeoff_demo.pdf",
+                 "results/logs/local-cpu0.log", "results/slurm/123_0_log.out"]
     kept = ["results/paper/vision.csv", "results/figures/readme-tau.png"]
     ignored = subprocess.run(["git", "check-ignore", *generated, *kept], cwd=ROOT, capture_output=True, text=True)
     assert ignored.stdout.split() == generated

@@ -248,7 +248,7 @@ def test_a_folder_gets_the_models_default_config_and_the_dry_run_says_so(tmp_pat
     assert plan["files"][0]["found"] and plan["files"][0]["note"].startswith(
         "3 classes (class folders, seeded stratified split): 15 train / 3 test images")
     res = runner.invoke(app, ["finetune", "--dataset", f"folder:{data}", "--dry-run"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2, res.output  # the weights and ImageNet are not here: the run would stop on them
     text = " ".join(res.output.split())
     assert (f"no config file names folder:{data}: the values marked 'config file {config.CONFIG_DIR}"
             f"/resnet18/default.yaml' apply") in text and "Caltech-101's official ResNet-18 recipe" in text
@@ -265,7 +265,8 @@ def test_data_status_lists_a_folder_with_its_counts_or_its_problem(tmp_path):
                               "--dataset", f"folder:{bad}"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert f"folder:{good} │ yes │ 15 │ 3" in text and "holds one class folder ('cat')" in text
+    assert f"folder:{good} │ yes │ 3 │ 15 │ 3" in text and "holds one class folder ('cat')" in text  # classes, train, test
+    assert f"folder:{good}: 3 classes, class folders, seeded stratified split, 15 train / 3 test images" in text
 
 
 # ---- export ------------------------------------------------------------------------------------------
@@ -374,8 +375,11 @@ def test_the_export_loads_with_timm_and_gives_flowvisions_logits(finished):
     r = finished["record"]
     for needle in (r["run_id"], r["target_data"]["fingerprint"], "15 training / 3 test images", "flowvision finetune",
                    f"{100 * r['target_acc']:.2f} %", f"τ = {r['tau']:.4g}", "no labels, so no accuracy",
-                   f"{100 * r['source_agreement']:.2f} %", "torch 2."):
+                   f"{100 * r['source_agreement']:.2f} %", "torch 2.", 'timm.create_model("local-dir:.", pretrained=True)',
+                   f"fine-tuned on folder:data ({r['target_data']['fingerprint'][:8]})", "4 unlabelled photos"):
         assert needle in card, needle
+    # a card is shared: no absolute path of the owner's (the images, the photos, the weights, the results)
+    assert str(finished["tmp"]) not in card and "pytest-of-" not in card and "IN-1K" not in card, card
 
 
 @pytest.mark.slow

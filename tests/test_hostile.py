@@ -371,7 +371,9 @@ def _linked(src: Path, dst: Path) -> Path:
 def test_a_bad_image_in_a_target_data_set_is_one_line_naming_it(kind, tmp_path, tiny, cars):
     data = _linked(cars, tmp_path / "data")
     _bad_image(data / "stanford_cars" / "test" / "Car Model 007", kind)
-    args = _resnet(tmp_path, tiny, "--dataset", "stanford_cars", "--data-root", str(data), real=True)
+    _image(tmp_path / "photos" / "a.jpg")  # forgetting's images are there: the run stops at the bad one
+    args = _resnet(tmp_path, tiny, "--dataset", "stanford_cars", "--data-root", str(data), "--source-eval",
+                   str(tmp_path / "photos"), real=True)
     text = _fails_cleanly(args, BAD_IMAGES[kind][1], tmp_path)
     assert f"1 of 393 images in stanford_cars under {data / 'stanford_cars'} cannot be read: " \
            f"test/Car Model 007/bad.jpg" in " ".join(text.split())
@@ -516,8 +518,10 @@ def test_a_decoded_cache_folder_that_is_a_file_is_healed_and_one_over_the_decode
 def test_a_decoded_folder_that_is_a_file_is_one_line_through_the_cli(tmp_path, tiny, cars):
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "decoded").write_text("a file")
+    _image(tmp_path / "photos" / "a.jpg")
     args = _resnet(tmp_path, tiny, "--dataset", "stanford_cars", "--data-root", str(cars), "--set",
-                   f"cache_dir={tmp_path / 'cache'}", "--set", "data_path=device", real=True)
+                   f"cache_dir={tmp_path / 'cache'}", "--set", "data_path=device", "--source-eval",
+                   str(tmp_path / "photos"), real=True)
     _fails_cleanly(args, f"cannot make folder {tmp_path / 'cache' / 'decoded'}: a part of that path is a file",
                    tmp_path)
 
@@ -641,6 +645,7 @@ def test_a_torchrun_environment_without_a_working_rendezvous_is_one_line(env, me
     t0 = time.time()
     text = _fails_cleanly(_base(tmp_path, tiny), message, tmp_path)
     assert time.time() - t0 < 30 and "FLOWVISION_DIST_START_TIMEOUT_S" in text or "join" not in message
+    assert "waiting for the other processes to join at 127.0.0.1:" in text or "join" not in message  # said while waiting
     from flowvision.core import distributed
 
     assert not distributed.initialised()

@@ -263,7 +263,7 @@ def test_swapped_cut_or_incomplete_dogs_archives_are_refused(tmp_path):
     images, lists = dogs_archives(few, n_breeds=119)
     text = one_line_error(run("prepare", "stanford_dogs", "--images", images, "--lists", lists, "--data-root", root)[0])
     assert "images.tar and lists.tar did not make a complete stanford_dogs, so nothing was put in place" in text
-    assert "119 classes, expected 120" in text and nothing_left(root, "stanford_dogs")
+    assert "119 classes, expected 120" in text and nothing_left(root, "stanford_dogs") and ".partial" not in text
 
 
 # ------------------------------------------------------------------------------------ Stanford Cars
@@ -304,6 +304,7 @@ def test_damaged_or_incomplete_cars_archives_are_refused(tmp_path):
     text = one_line_error(run("prepare", "stanford_cars", "--archive", cars_zip(tmp_path / "195.zip", 195),
                               "--data-root", root)[0])
     assert "195.zip did not make a complete stanford_cars" in text and "195 classes, expected 196" in text
+    assert ".partial" not in text and "what was unpacked is removed" in text  # no pointer to the removed folder
     assert nothing_left(root, "stanford_cars")
     dogs_images, _ = dogs_archives(tmp_path)
     text = one_line_error(run("prepare", "stanford_cars", "--archive", dogs_images, "--data-root", root)[0])

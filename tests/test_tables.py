@@ -254,7 +254,11 @@ def test_written_tables_exist_and_round_trip(tmp_path):
 def test_render_and_bad_paper_csv(tmp_path):
     title, df = tables.table5()
     rich_table = formats.render((title, df))
-    assert rich_table.row_count == 6 and len(rich_table.columns) == len(df.columns)  # 3 data sets × (ft, flow)
+    assert rich_table.row_count == 6  # 3 data sets × (ft, flow)
+    # with no run of ours, settings, config, protocol, # hard (ours) and seeds are empty in every row: not printed
+    headers = [str(c.header).split("\n")[0] for c in rich_table.columns]
+    assert headers == [c for c in df.columns if df[c].astype(str).str.strip().ne("").any()]
+    assert "settings" not in headers and "config" not in headers and "settings" in df.columns
     with pytest.raises(UserError, match="not found"):
         tables.paper_tables(runframe.load_runs(tmp_path), tmp_path / "nope.csv")
 

@@ -38,6 +38,7 @@ WEIGHTS_HELP = ("Local weights file (.safetensors/.pth) for --model (default: th
                 "the tag's weights).")
 SOURCE_MODEL_HELP = "Source model, as for finetune (default: resnet18 for a real data set, demo for a synthetic task)."
 SET_HELP = "Any config key, e.g. --set probe_epochs=2 (repeatable; default: none)."
+DEVICE_HELP = "auto | cpu | cuda | cuda:N (default: auto, a GPU when there is one)."
 
 
 def _readable(params: list) -> list:
@@ -106,9 +107,27 @@ def overrides(**options) -> dict:
     return {**given, **sets}
 
 
-def print_estimate(cfgs: list, results: Path) -> None:
-    """The cost of the runs ``cfgs`` (costs.py), at the rates measured under ``results`` or assumed."""
-    from ..stages.costs import describe, estimate, rates
+def print_estimate(cfgs, results: Path, ran: str | None = None) -> None:
+    """The cost of the runs ``cfgs`` (a list, or {protocol: list} to price the grid under each protocol) on the
+    device they will use (``costs.report``), at the rates measured under ``results`` or stated; nothing when
+    nothing is left."""
+    from ..stages.costs import report
 
-    for text in describe(estimate(cfgs, rates(results))):
+    by_protocol = cfgs if isinstance(cfgs, dict) else {cfgs[0].protocol: cfgs} if cfgs else {}
+    if not any(by_protocol.values()):
+        return
+    for text in report(by_protocol, results, ran):
         out.print(text, highlight=False, soft_wrap=True)
+
+
+def print_missing(cfg) -> bool:
+    """A dry run's inputs that are not there (``dryrun.missing_inputs``), each with its fix, printed; -> whether
+    there were any (the run would stop on them: the dry run then exits 2, as the run would)."""
+    from ..core.console import show
+    from ..reporting.report import missing_items
+    from ..stages.dryrun import missing_inputs
+
+    rows = missing_inputs(cfg)
+    for item in missing_items(rows):
+        show(item)
+    return bool(rows)

@@ -55,8 +55,8 @@ def _status(data_root, imagenet, folders) -> None:
     rows = data_status(root, imagenet=resolve_imagenet(imagenet), folders=folders)
     line(f"data root: {root}")  # whole on its own line: the folders in the table are under it
     table = Table()
-    for column, justify in (("data set", "left"), ("found", "left"), ("train", "right"), ("test", "right"),
-                            ("folder", "left")):
+    for column, justify in (("data set", "left"), ("found", "left"), ("classes", "right"), ("train", "right"),
+                            ("test", "right"), ("folder", "left")):
         table.add_column(column, justify=justify, no_wrap=column == "data set")
     below = []  # a folder outside the data root, whole on its own line rather than folded in a cell
     for r in rows:
@@ -64,8 +64,8 @@ def _status(data_root, imagenet, folders) -> None:
         if len(folder) > 30:
             below.append(f"{r['name']} folder: {folder}")
             folder = "(below)"
-        table.add_row(r["name"], "[green]yes[/]" if r["found"] else "[red]no[/]", _count(r["n_train"]),
-                      _count(r["n_test"]), escape(folder))
+        table.add_row(escape(r["name"]), "[green]yes[/]" if r["found"] else "[red]no[/]", _count(r.get("classes")),
+                      _count(r["n_train"]), _count(r["n_test"]), escape(folder))
     out.print(table)
     for text in below:
         line(text)
@@ -74,6 +74,9 @@ def _status(data_root, imagenet, folders) -> None:
         lead = Text.assemble((r["name"], "bold"), ": ")
         # "not found" is the table's 'no'; how_to_get below says what to do
         said = not r["found"] and ("not found" in (r["problem"] or "") or r["path"] is None)
+        if r["found"] and r.get("layout"):  # a folder of one's own images: how it was read
+            show(Text.assemble(lead, f"{r['classes']} classes, {r['layout']}, {r['n_train']:,} train / "
+                                     f"{r['n_test']:,} test images, fingerprint {r['fingerprint']}"))
         if r["problem"] and not said:
             for item in commands_apart(r["problem"], lead=lead):
                 show(item)

@@ -9,7 +9,7 @@ import typer
 
 from ..core.console import commands_apart, console, line, out, plural, show, user_errors
 from ..core.errors import UserError
-from .app import (CACHE_HELP, DATASET_HELP, IMAGENET_HELP, RESULTS_HELP, SET_HELP, SOURCE_EVAL_HELP, SOURCE_MODEL_HELP, WEIGHTS_HELP, overrides)
+from .app import (CACHE_HELP, DATASET_HELP, DEVICE_HELP, IMAGENET_HELP, RESULTS_HELP, SET_HELP, SOURCE_EVAL_HELP, SOURCE_MODEL_HELP, WEIGHTS_HELP, overrides, print_estimate, print_missing)
 from .data import DATA_ROOT_HELP
 
 
@@ -22,21 +22,26 @@ def frontier(
     taus: Optional[str] = typer.Option(None, help="FLOW τ rules, comma-separated (default: p10,p25,median,p75,p90)."),
     l2sp_lambdas: Optional[str] = typer.Option(None, "--l2sp-lambdas", help="ℓ2-SP strengths λ, comma-separated "
                                                "(default: the config's l2sp_lambda × 0.1, 1, 10)."),
-    lwf_lambdas: Optional[str] = typer.Option(None, help="LwF λ values, comma-separated (default: 0.1,0.3,1,3,10)."),
-    ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0.1,1,10,100)."),
+    lwf_lambdas: Optional[str] = typer.Option(None, help="LwF λ values, comma-separated (default: 0,0.1,0.3,1,3,10; 0 is LP-FT)."),
+    ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0,0.1,1,10,100; 0 is FT)."),
     weights_file: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
     imagenet: Optional[str] = typer.Option(None, help=IMAGENET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods to sweep (default: all): "
+                                          "ft, l2sp, wiseft, flow, flow+wiseft, lwf, ewc."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP.replace("key,", "key for every run,")),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs per method, what is finished, how long the "
+                                 "rest takes and what is missing; run nothing."),
 ):
     """Trade-off frontiers: FT over learning rates and epochs, ℓ2-SP, LwF and EWC over their λ, WiSE-FT over α,
     FLOW over τ, FLOW+WiSE-FT over α; a PNG of target vs source accuracy with each method's Pareto front,
-    and a table."""
+    a summary and each method paired with FT over seeds."""
     with user_errors():
-        from ..reporting.frontier import frontier as run_frontier
+        from ..reporting.frontier import frontier as run_frontier, plan, sweep
         from ..reporting.formats import render
 
         def numbers(text, kind, name):
@@ -51,14 +56,30 @@ def frontier(
         from ..core.registry import dataset_slug, default_model
 
         model = model or default_model(dataset)
-        res = run_frontier(dataset, model, overrides(weights=weights_file, data_root=data_root, imagenet=imagenet,
-                                                      source_eval_dir=source_eval, results_dir=results_dir,
-                                                      cache_dir=cache_dir, sets=sets),
-                           seed_list(seeds), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
-                           taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
-                           lambdas={"l2sp": numbers(l2sp_lambdas, float, "l2sp-lambdas"),
-                                    "lwf": numbers(lwf_lambdas, float, "lwf-lambdas"),
-                                    "ewc": numbers(ewc_lambdas, float, "ewc-lambdas")})
+        given = overrides(weights=weights_file, data_root=data_root, imagenet=imagenet, source_eval_dir=source_eval,
+                          results_dir=results_dir, cache_dir=cache_dir, device=device, sets=sets)
+        knobs = dict(lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
+                     taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
+                     lambdas={"l2sp": numbers(l2sp_lambdas, float, "l2sp-lambdas"),
+                              "lwf": numbers(lwf_lambdas, float, "lwf-lambdas"),
+                              "ewc": numbers(ewc_lambdas, float, "ewc-lambdas")},
+                     methods=[m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None)
+        cfgs = sweep(dataset, model, given, seed_list(seeds), **knobs)
+        if dry_run:
+            from ..scale.grid import todo
+
+            p = plan(cfgs)
+            out.print(f"frontier — {dataset_slug(cfgs[0].dataset)} / {model}: {plural(p['runs'], 'run')} "
+                      f"(seed{'s' * (len(p['seeds']) > 1)} {', '.join(map(str, p['seeds']))}), {p['finished']} "
+                      "finished" + ("; a WiSE-FT run gives all its α" if any("α" in k for k in p["by_method"]) else "")
+                      + ":", highlight=False, soft_wrap=True)
+            for label, points in p["by_method"].items():
+                out.print(f"  {label}: {'; '.join(points)}", highlight=False, soft_wrap=True)
+            print_estimate([cfg for cfg, _ in todo([(cfg, "") for cfg in cfgs])], Path(cfgs[0].results_dir))
+            if print_missing(cfgs[0]):  # what the first run would stop on (every run reads the same inputs)
+                raise typer.Exit(2)
+            return
+        res = run_frontier(dataset, model, given, seed_list(seeds), cfgs=cfgs)
         table = res["summary"].astype(str)
         chance = res["chance"]
         table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds, clipped to "
@@ -83,7 +104,8 @@ def frontier(
 
 
 def table(results_dir: str = typer.Option("results", help="Folder holding runs/ (tables go to <it>/tables)."),
-          show_commands: int = typer.Option(10, help="How many of the commands that would fill missing cells to list.")):
+          show_commands: int = typer.Option(10, min=0, help="How many of the commands that would fill missing cells to "
+                                            "list (default: 10; the count of all is printed).")):
     """Print the paper's vision tables with our runs beside the paper's numbers; write md/csv/tex."""
     with user_errors():
         from ..reporting.tables import empty_tables, make_tables
@@ -104,9 +126,12 @@ def table(results_dir: str = typer.Option("results", help="Folder holding runs/ 
                 line(f"  flowvision reproduce --model {model} --seeds 3")
         line(f"wrote {plural(len(paths), 'file')} under {Path(results_dir) / 'tables'}")
         if missing:
-            out.print(f"{len(missing)} paper cells have no run of ours; commands that fill them "
-                      f"(or `flowvision reproduce`):")
-            for cmd in missing[:show_commands]:
+            shown = missing[:show_commands]
+            more = (f"the first {len(shown)} of the {len(missing)} commands that fill them (--show-commands "
+                    f"{len(missing)} lists all; `flowvision reproduce --model MODEL` runs a model's grid)"
+                    if len(shown) < len(missing) else "the commands that fill them")
+            out.print(f"{len(missing)} paper cells have no run of ours; {more}:", highlight=False, soft_wrap=True)
+            for cmd in shown:
                 out.print(f"  {cmd}", highlight=False, soft_wrap=True)
 
 
@@ -134,6 +159,7 @@ def weights(
     weights_file: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
     results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """The sample audit: which training samples FLOW up- and down-weights most, and per-class means."""
@@ -142,7 +168,8 @@ def weights(
         from ..stages.audit import run_audit as audit
 
         cfg = config.resolve(dataset, model, "flow", overrides(tau=tau, seed=seed, weights=weights_file,
-                                                                data_root=data_root, results_dir=results_dir, sets=sets))
+                                                                data_root=data_root, results_dir=results_dir,
+                                                                device=device, sets=sets))
         res = audit(cfg, k)
         from ..reporting.formats import render
 

@@ -10,8 +10,8 @@ import typer
 
 from ..core.console import console, out, plural, user_errors
 from ..core.errors import UserError
-from ..core.registry import DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, resolve_dataset_group
-from .app import (CACHE_HELP, DATASET_HELP, IMAGENET_HELP, IMAGENET_SUBSET_HELP, LOG_HELP, MODEL_HELP, PROTOCOL_HELP, RESULTS_HELP, SET_HELP, SOURCE_EVAL_HELP, TAU_HELP, WEIGHTS_HELP, overrides, print_estimate)
+from ..core.registry import DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS, resolve_dataset_group
+from .app import (CACHE_HELP, DATASET_HELP, DEVICE_HELP, IMAGENET_HELP, IMAGENET_SUBSET_HELP, LOG_HELP, MODEL_HELP, PROTOCOL_HELP, RESULTS_HELP, SET_HELP, SOURCE_EVAL_HELP, TAU_HELP, WEIGHTS_HELP, overrides, print_estimate)
 from .data import DATA_ROOT_HELP
 
 
@@ -32,7 +32,7 @@ def finetune(
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto, a GPU when there is one)."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     log: Optional[str] = typer.Option(None, "--log", help=LOG_HELP),
     config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML config instead of the default, "
                                                  "configs/<model>/<dataset>.yaml."),
@@ -55,11 +55,13 @@ def finetune(
             from ..core.console import show
             from ..reporting.report import dry_run_tables
 
+            report = plan_run(cfg, sources)
             if os.environ.get("RANK", "0") == "0":  # under torchrun: one plan, from rank 0
-                report = plan_run(cfg, sources)
                 for item in dry_run_tables(report):
                     show(item)
                 print_estimate([] if report["run"]["finished"] else [cfg], Path(cfg.results_dir))
+            if any(row["found"] is False for row in report["files"]):
+                raise typer.Exit(2)  # the run would stop on these: a dry run says so as the run would (exit 2)
             return
         from ..stages.run import run
         from ..reporting.report import print_result
@@ -81,6 +83,7 @@ def demo(
     methods: str = typer.Option(",".join(DEMO_METHODS), help=f"Comma-separated methods: {', '.join(METHODS)}."),
     results_dir: Optional[str] = typer.Option(None, help="Where run folders go (default: results)."),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
 ):
     """The offline demo: standard fine-tuning vs FLOW on a synthetic task, over several seeds."""
@@ -89,12 +92,13 @@ def demo(
         from ..reporting.report import run_demo
 
         run_demo(dataset, len(seed_list(seeds)), [m.strip() for m in methods.split(",") if m.strip()],
-                 overrides(results_dir=results_dir, cache_dir=cache_dir, sets=sets))
+                 overrides(results_dir=results_dir, cache_dir=cache_dir, device=device, sets=sets))
 
 
 
 def reproduce(
-    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP + " Several, comma-separated: the grid of each "
+                                        "(--model resnet18,resnet50)."),
     datasets: str = typer.Option("paper", help="Comma-separated data sets and groups: "
                                  + "; ".join(f"'{g}' = {', '.join(names)}" for g, names in DATASET_GROUPS.items())
                                  + "; folder:PATH for a folder of your own images."),
@@ -153,10 +157,10 @@ def reproduce(
             option, text = ("--datasets", datasets) if not names else ("--methods", methods)
             raise UserError(f"{option} {text!r} names nothing to run; give comma-separated names, e.g. "
                             + ("--datasets paper or --datasets cifar10,flowers102" if not names else "--methods ft,flow"))
-        cells = grid(model, names, method_names, seed_list(seeds),
-                     overrides(protocol=protocol, tau=tau, weights=weights, data_root=data_root, imagenet=imagenet,
-                                imagenet_subset=imagenet_subset, source_eval_dir=source_eval, results_dir=results_dir,
-                                cache_dir=cache_dir, device=device, log=log, sets=sets))
+        given = overrides(protocol=protocol, tau=tau, weights=weights, data_root=data_root, imagenet=imagenet,
+                          imagenet_subset=imagenet_subset, source_eval_dir=source_eval, results_dir=results_dir,
+                          cache_dir=cache_dir, device=device, log=log, sets=sets)
+        cells = grid(model, names, method_names, seed_list(seeds), given)
         if dry_run:
             summary = run_grid(cells, dry_run=True)
             problems = check_inputs(cells)
@@ -164,8 +168,18 @@ def reproduce(
             for cmd in summary["todo"]:
                 out.print(f"  {cmd}", highlight=False, soft_wrap=True)
             todo = {cmd for cmd in summary["todo"]}
-            print_estimate([cfg for cfg, cmd in cells if cmd in todo],
-                            Path(cells[0][0].results_dir) if cells else Path("results"))
+            results = Path(cells[0][0].results_dir) if cells else Path("results")
+            mine = cells[0][0].protocol if cells else "clean"
+            by_protocol = {mine: [cfg for cfg, cmd in cells if cmd in todo]}
+            other = next(p for p in PROTOCOLS if p != mine)
+            try:  # the same grid under the other protocol, priced beside it (what is left of it)
+                from ..scale.grid import todo as left
+
+                by_protocol[other] = [cfg for cfg, _ in left(grid(model, names, method_names, seed_list(seeds),
+                                                                   dict(given, protocol=other)))]
+            except UserError:
+                pass  # a setting only one protocol takes (--tau paper): no price for the other
+            print_estimate(by_protocol, results, mine)
             if problems:
                 for p in problems:
                     console.print(f"[bold red]missing:[/] {p}", highlight=False, soft_wrap=True)

@@ -4,7 +4,8 @@
 
 Order (later wins): the dataclass defaults; the top-level keys of the config file for
 (model, dataset) — ``configs/<model>/<dataset>.yaml``, else ``configs/<model>/default.yaml`` (for a
-data set no file names, such as a folder of the user's own images), else ``configs/<model>.yaml``; the method
+data set no file names, such as a folder of the user's own images), else ``configs/<model>.yaml``, else the
+recipe of the model's family, ``configs/families/<family>.yaml`` (a timm model without configs); the method
 preset's knobs; the file's ``methods:`` section for that method (a method inherits its base's
 entry first, e.g. ``wiseft`` uses ``ft``'s learning rate); then explicit overrides.
 The presets, like every data set and model name, are defined in ``registry.py``.
@@ -215,12 +216,19 @@ def _check_not_identity(values: dict, where: str) -> None:
 DEFAULT_CONFIG = "default.yaml"  # configs/<model>/default.yaml: for data sets no config file names
 
 
+FAMILY_DIR = CONFIG_DIR / "families"  # configs/families/<family>.yaml: a model without configs of its own
+
+
 def config_file_for(model: str, dataset: str) -> Optional[Path]:
     """configs/<model>/<dataset>.yaml, else configs/<model>/default.yaml (a folder data set never has
-    a file of its own), else configs/<model>.yaml, else None."""
+    a file of its own), else configs/<model>.yaml, else its family's recipe, configs/families/<family>.yaml
+    (``registry.recipe_family``), else None."""
+    from .registry import recipe_family
+
     slug = model.split(".")[0] if model in MODEL_TAGS.values() else model
     own = () if is_folder(dataset) else (CONFIG_DIR / slug / f"{dataset}.yaml",)
-    for path in (*own, CONFIG_DIR / slug / DEFAULT_CONFIG, CONFIG_DIR / f"{slug}.yaml"):
+    for path in (*own, CONFIG_DIR / slug / DEFAULT_CONFIG, CONFIG_DIR / f"{slug}.yaml",
+                 FAMILY_DIR / f"{recipe_family(model)}.yaml"):
         if path.is_file():
             return path
     return None

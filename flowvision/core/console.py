@@ -164,15 +164,20 @@ _COMMAND = re.compile(r"`([^`]+)`|(?:^|(?<=: ))(flowvision [^;`]*)$")
 
 def commands_apart(text: str, lead: str | Text = "", indent: str = "") -> list:
     """Prose that names commands (``how_to_get``, a dry run's fix) as items for ``show``: the prose as Text
-    that wraps, each command a line (str) of its own two columns in, never wrapped or cut. ``lead`` opens
-    the first line (on a text that is one command, that command's line)."""
+    that wraps (indented by ``indent`` on every line it takes), each command a line (str) of its own two
+    columns in, never wrapped or cut. ``lead`` opens the first line (on a text that is one command, that
+    command's line)."""
+    from rich.padding import Padding
+
     items, at = [], 0
 
     def prose(part: str) -> None:
         opening = lead if not items else ""
         if part.strip() or opening:
-            items.append(Text.assemble(indent, opening, part.strip()))
-            items[-1].rstrip()
+            text = Text.assemble(opening, part.strip())
+            text.rstrip()
+            # indented prose keeps its indent on every line it wraps to (a fix under its file in a dry run)
+            items.append(Padding(text, (0, 0, 0, len(indent)), expand=False) if indent else text)
 
     for match in _COMMAND.finditer(text):
         command = (match[1] or match[2]).strip()

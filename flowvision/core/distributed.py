@@ -162,6 +162,7 @@ def session(device: str, batch_size: Optional[int] = None):
             torch.cuda.set_device(local_rank())
         # the group forms within the start-up timeout; the long waits go to a gloo group of their own
         backend = "nccl" if dev.type == "cuda" else "gloo"
+        note = _waiting_note(start.total_seconds())
         try:
             if os.environ["RANK"].strip() != "0":
                 _reach_master(start.total_seconds())
@@ -176,6 +177,8 @@ def session(device: str, batch_size: Optional[int] = None):
             raise UserError(f"rank {os.environ['RANK']} of {env_world()}: the processes did not all join at {where} "
                             f"within {start.total_seconds():g} s ({reason}); start every rank (torchrun does), or "
                             "give slow starts more time with FLOWVISION_DIST_START_TIMEOUT_S") from None
+        finally:
+            note.cancel()
         own = True
     if initialised() and _cpu_group is None:  # a group the caller set up (tests)
         backend = dist.get_backend()
@@ -191,6 +194,24 @@ def session(device: str, batch_size: Optional[int] = None):
         _cpu_group = _device = None
         if own:
             dist.destroy_process_group()
+
+
+WAIT_NOTE_S = 10.0  # a rank still waiting for the others this long says so, once
+
+
+def _waiting_note(seconds: float):
+    """A started timer that, unless cancelled first, prints once that this rank is waiting for the others to join
+    (after ``WAIT_NOTE_S``, or half the start-up timeout when that is shorter): a rank waiting up to ten minutes
+    in silence reads as a hang."""
+    import threading
+
+    where = f"{os.environ['MASTER_ADDR'].strip()}:{os.environ['MASTER_PORT'].strip()}"
+    text = (f"rank {os.environ['RANK'].strip()} of {env_world()}: waiting for the other processes to join at {where} "
+            f"(at most {seconds:g} s, FLOWVISION_DIST_START_TIMEOUT_S; torchrun starts every rank)")
+    timer = threading.Timer(min(WAIT_NOTE_S, seconds / 2), lambda: print(text, file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _reach_master(seconds: float) -> None:

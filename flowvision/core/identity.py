@@ -69,7 +69,12 @@ def finetune_command(cfg: RunConfig) -> str:
     for key in KEYED_FIELDS:
         value = getattr(cfg, key)
         if value != getattr(base, key):
-            text = (",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else "none" if value is None
-                    else str(value).lower() if isinstance(value, bool) else str(value))
-            parts += ["--set", f"{key}={text}"]
+            parts += ["--set", f"{key}={set_text(value)}"]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def set_text(value) -> str:
+    """A config value as ``--set key=VALUE`` writes it: '0,0.5,1' for a tuple, 'none', 'true'/'false'."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v:g}" for v in value)
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)

@@ -68,6 +68,15 @@ DEMO_METHODS = ("ft", "flow")                                           # `flowv
 DEMO_MODEL = "demo"   # a small timm ResNet pre-trained on SOURCE_TASK, cached (see source.py)
 MODEL_TAGS = {"resnet18": "resnet18.tv_in1k", "resnet50": "resnet50.ram_in1k"}   # alias -> pinned weights
 PAPER_MODELS = ("resnet18", "resnet50")
+# The recipe a timm model without a configs/<model>/ folder of its own gets, configs/families/<family>.yaml, told
+# by its architecture's name (no model is built to decide it): LayerNorm networks by these prefixes; every other
+# name is taken for a BatchNorm convnet (ResNet, EfficientNet, MobileNet, RegNet, ...). timm's tiny test models
+# (test_vit, test_resnet) go with the family of the name after 'test_'.
+RECIPE_FAMILIES = {"transformer": ("vit", "deit", "beit", "swin", "convnext", "convit", "eva", "cait", "xcit", "mixer",
+                                   "maxvit", "levit", "pvt", "twins", "crossvit", "hiera", "mvit", "coat", "volo",
+                                   "efficientformer", "fastvit", "poolformer", "tnt")}
+DEFAULT_FAMILY = "convnet"
+
 # The models whose τ the official run scripts give (configs/<model>/<dataset>.yaml: paper_tau).
 # ResNet-50's τ and learning rates were not published; its configs carry ResNet-18's hyper-parameters.
 PAPER_TAU_MODELS = ("resnet18",)
@@ -147,6 +156,13 @@ def default_model(dataset: Optional[str]) -> str:
     """The model a run uses when --model is not given: the demo network for the synthetic tasks,
     ImageNet-1K ResNet-18 (the paper's smaller model, the official code's scripted one) otherwise."""
     return DEMO_MODEL if is_synthetic(dataset or "") else "resnet18"
+
+
+def recipe_family(model: str) -> str:
+    """'transformer' | 'convnet': whose recipe (configs/families/) a model without configs of its own gets."""
+    arch = model.split(".")[0].lower()
+    arch = arch[len("test_"):] if arch.startswith("test_") else arch
+    return next((family for family, prefixes in RECIPE_FAMILIES.items() if arch.startswith(prefixes)), DEFAULT_FAMILY)
 
 
 def model_alias(model: str) -> str:

@@ -74,7 +74,7 @@ def how_to_get(name: str, root: Path) -> str:
 
 def status_row(name: str, root: Path, imagenet: Optional[Path] = None) -> dict:
     """What ``data status`` shows for one data set under ``root`` (for "imagenet": the val folder
-    ``imagenet``): name, found, path, n_train, n_test (None when not found), how_to_get, problem (why
+    ``imagenet``): name, found, path, n_train, n_test, classes (None when not found), how_to_get, problem (why
     not found, or a note; None when all is well). The same check reads it for every caller."""
     if name == "imagenet":
         return _imagenet_row(imagenet, root)
@@ -85,7 +85,7 @@ def status_row(name: str, root: Path, imagenet: Optional[Path] = None) -> dict:
     except UserError as e:
         row["problem"] = str(e)
         return row
-    row.update(found=True, n_train=len(train), n_test=len(test))
+    row.update(found=True, n_train=len(train), n_test=len(test), classes=REAL_TASKS[name].num_classes)
     return row
 
 
@@ -107,7 +107,7 @@ def _imagenet_row(imagenet: Optional[Path], root: Path) -> dict:
     except UserError as e:
         row["problem"] = str(e)
         return row
-    row.update(found=True, n_test=len(val), problem="; ".join(val.warnings) or None)
+    row.update(found=True, n_test=len(val), classes=val.n_classes, problem="; ".join(val.warnings) or None)
     return row
 
 

@@ -162,9 +162,14 @@ def _checked(name: str, root: Path, imagenet: Optional[Path] = None, made_from: 
     """The ``data status`` row of ``name``, or the UserError of its problem (``made_from``: the archives
     that were unpacked into the partial folder checked, for the message)."""
     row = status_row(name, root, imagenet=imagenet)
+    if not row["found"] and made_from:  # ``root`` is the staging folder, removed on the way out: not named
+        import re
+
+        problem = re.sub(r"[;,]? ?(see |run )?`flowvision [^`]*`[^;]*", "", row["problem"].replace(str(root), "the archive"))
+        raise UserError(f"{made_from} did not make a complete {name}, so nothing was put in place (what was "
+                        f"unpacked is removed): {problem}")
     if not row["found"]:
-        raise UserError(f"{made_from} did not make a complete {name}, so nothing was put in place: {row['problem']}"
-                        if made_from else row["problem"])
+        raise UserError(row["problem"])
     return row
 
 

@@ -15,11 +15,11 @@
 
 Loading needs timm alone::
 
-    import json, timm
-    cfg = json.load(open("DIR/config.json"))
-    model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=cfg["num_classes"],
-                              pretrained_cfg_overlay=dict(cfg["pretrained_cfg"], file="DIR/model.safetensors"))
-    # or: timm.create_model("local-dir:DIR", pretrained=True)
+    import timm
+    model = timm.create_model("local-dir:DIR", pretrained=True)   # architecture, classes, eval transform from DIR
+
+The model card names the data set by its base name and fingerprint and every local path by its base name:
+a card is shared, its owner's file system is not.
 
 Everything is read from the run folder's files and the stage store beside it (``<results>/cache``),
 each stage file verified; the pre-trained weights are loaded as the run loaded them and must be the
@@ -197,12 +197,36 @@ def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
 
+def _base(path) -> str:
+    """A file or folder by its base name (the card is shared; the owner's directories are not); a timm tag or
+    any other name as it is."""
+    text = str(path or "—")
+    return os.path.basename(text.rstrip("/")) if os.path.isabs(text) else text
+
+
+def _private_paths_out(command: str, cfg) -> str:
+    """``command`` with every local path it names (the folder data set, weights, data root, ImageNet and source
+    images, the results folder) cut to its base name."""
+    from ..core.registry import folder_path, is_folder
+
+    paths = [folder_path(cfg.dataset)] if is_folder(cfg.dataset) else []
+    paths += [p for p in (cfg.weights, cfg.data_root, cfg.imagenet, cfg.source_eval_dir, cfg.results_dir, cfg.cache_dir)
+              if p and os.path.isabs(str(p))]
+    for path in sorted(map(str, paths), key=len, reverse=True):
+        command = command.replace(path.rstrip("/"), _base(path))
+    return command
+
+
 def model_card(record, cfg, model, rule: str, n_parts: int) -> str:
     """The export's README.md: what the model is, how it was made and what it forgot."""
     from ..core.identity import finetune_command
 
+    from .labels import dataset_label, source_label
+
     arch = model.pretrained_cfg.get("architecture") or type(model).__name__
     data = record.target_data or {}
+    name = dataset_label(record.dataset, data.get("fingerprint"))
+    source = source_label(record.source_eval_name, record.source_eval)
     tau = (f"rule `{record.tau_rule}`, τ = {record.tau:.4g} (in units of the pre-trained model's loss)"
            if record.tau is not None else "— (no FLOW weights)")
     if record.source_acc_before is not None and record.source_drop is not None:
@@ -214,19 +238,19 @@ def model_card(record, cfg, model, rule: str, n_parts: int) -> str:
     licence = [f"license: {model.pretrained_cfg['license']}"] if model.pretrained_cfg.get("license") else []
     lines = [
         "---", "library_name: timm", *licence, "tags: [image-classification, timm, flowvision]", "---", "",
-        f"# {arch} fine-tuned on {data.get('path') or record.dataset}", "",
-        f"Made by flowvision run `{record.run_id}` from the pre-trained weights `{record.weights}`: method "
-        f"`{record.method}` ({record.weighting} weighting). Load it with timm alone:", "",
-        "```python", "import json, timm", 'cfg = json.load(open("config.json"))',
-        'model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=cfg["num_classes"],',
-        '                          pretrained_cfg_overlay=dict(cfg["pretrained_cfg"], file="model.safetensors")).eval()',
+        f"# {arch} fine-tuned on {name}", "",
+        f"Made by flowvision run `{record.run_id}` from the pre-trained weights `{_base(record.weights)}`: method "
+        f"`{record.method}` ({record.weighting} weighting). Load it with timm alone, from the folder that holds "
+        "these files:", "",
+        "```python", "import timm",
+        'model = timm.create_model("local-dir:.", pretrained=True).eval()   # "local-dir:PATH" from elsewhere',
         "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))",
         "# images: PIL.Image.open(path).convert(\"RGB\"), as the run read them", "```", "",
         "## Data", "",
-        f"- data set: `{record.dataset}`; {data.get('num_classes')} classes: "
+        f"- data set: `{name}`; {data.get('num_classes')} classes: "
         f"{', '.join(_labels(record)[:20])}{' …' if len(_labels(record)) > 20 else ''}",
         f"- {data.get('n_train')} training / {data.get('n_test')} test images; split: {data.get('split', '—')}"
-        + (f" ({data['split_file']})" if data.get("split_file") else ""),
+        + (f" ({_base(data['split_file'])}, beside the images)" if data.get("split_file") else ""),
         f"- fingerprint of the image files (paths, sizes, modification times): `{data.get('fingerprint', '—')}`",
         f"- eval transform: {data.get('recipe', '—')} recipe at {data.get('image_size', cfg.image_size)} px "
         "(config.json holds it in timm's terms)", "",
@@ -240,14 +264,15 @@ def model_card(record, cfg, model, rule: str, n_parts: int) -> str:
         f"protocol {record.protocol}",
         "", "## Results", "",
         f"- target test accuracy: {_pct(record.target_acc)}",
-        f"- forgetting, on {record.source_eval_name} ({record.source_eval}, {record.source_eval_images} images): "
+        f"- forgetting, on {source} ({record.source_eval}): "
         f"{accuracy}agreement with the pre-trained model's top-1 {_pct(record.source_agreement)}, "
         f"KL(pre-trained ‖ after) {kl}",
         f"- measured with the shared tensors of this model and the pre-trained task-specific parts "
         f"(`{rule}`: {n_parts} tensors), which `source_parts.safetensors` holds; loading them over "
         "model.safetensors (with a head of the source's classes) rebuilds that model", "",
         "## Provenance", "",
-        "```bash", finetune_command(cfg), "```", "",
+        "```bash", _private_paths_out(finetune_command(cfg), cfg), "```", "",
+        "(the folders and files it read are named by their base names: put yours in their place)", "",
         f"- run id `{record.run_id}`, created {record.created}, git {record.git_sha or '—'}, device {record.device}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in sorted((record.versions or {}).items()))}", "",
     ]

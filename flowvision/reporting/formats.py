@@ -85,12 +85,18 @@ IDS = ("class", "method", "dataset", "model", "settings", "config", "protocol") 
 def render(table: Table):
     """A rich Table for printing one (title, DataFrame); the footnote becomes the caption. A settings text
     too long for a column is shown as a key, S1, S2, ..., spelled out whole under the table, so that no
-    row is cut or wrapped into unreadable pieces."""
+    row is cut or wrapped into unreadable pieces. A column empty in every row (no settings off the defaults,
+    no config id) is left out of the printed form — split at a narrow width it was repeated, empty, in every
+    part; the files keep it."""
     from rich.text import Text
 
     from ..core.console import Table as RichTable
 
     title, frame = table
+    if len(frame):
+        note = frame.attrs.get("note")
+        frame = frame[[c for c in frame.columns if not frame[c].astype(str).str.strip().eq("").all()]]
+        frame.attrs["note"] = note
     legend = {}
     if "settings" in frame.columns:
         for text in frame["settings"]:

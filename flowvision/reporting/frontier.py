@@ -1,6 +1,8 @@
 """Trade-off frontiers: is FLOW better than simply fine-tuning less?
 
-    flowvision frontier --dataset gratings --model demo     # ~14 fine-tunings, then a PNG and a table
+    flowvision frontier --dataset gratings --model demo --dry-run   # the runs, what is left, how long
+    flowvision frontier --dataset gratings --model demo             # then a PNG and two tables
+    flowvision frontier --dataset gratings --methods ft,flow        # FT (lr × epochs) and FLOW (τ) only
 
 One point per method cannot answer a sceptic: standard FT with a smaller learning rate, fewer epochs
 or WiSE-FT's α also trades target accuracy for source accuracy. This sweeps each method's own knob
@@ -53,18 +55,36 @@ LAMBDAS = {"l2sp": ("l2sp_lambda", None), "lwf": ("lwf_lambda", (0.0, 0.1, 0.3, 
 SWEEP = "frontier"
 
 
+def check_methods(methods: Optional[Sequence[str]]) -> tuple:
+    """The frontier's methods to sweep, in ``METHODS`` order (None: all of them); a name it does not sweep is a
+    UserError naming the ones it does."""
+    from ..core.errors import UserError, did_you_mean
+
+    if methods is None:
+        return METHODS
+    wrong = [m for m in methods if m not in METHODS]
+    if wrong or not methods:
+        raise UserError(f"--methods {','.join(methods)!r}: "
+                        + (f"'{wrong[0]}' is not swept here{did_you_mean(wrong[0], METHODS)}; " if wrong else "none given; ")
+                        + f"choose among {', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in methods)
+
+
 def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,),
           lrs: Optional[Sequence[float]] = None, epochs: Optional[Sequence[int]] = None,
           taus: Optional[Sequence[str]] = None, lambdas: Optional[dict] = None,
-          methods: Sequence[str] = METHODS) -> list:
-    """-> [RunConfig]: every run of the sweep (see the module docstring) for ``methods`` (the LP anchor
-    always); a run whose numbers are its method's defaults is the method's ordinary run (no ``sweep``
-    tag), any other is tagged."""
+          methods: Optional[Sequence[str]] = None) -> list:
+    """-> [RunConfig]: every run of the sweep (see the module docstring) for ``methods`` (None: every method of
+    ``METHODS``) and the LP anchor; a run whose numbers are its method's defaults is the method's ordinary run
+    (no ``sweep`` tag), any other is tagged."""
     from ..core.identity import run_id
 
+    chosen = check_methods(methods) + ("lp",)
     cfgs = []
 
     def add(method: str, seed: int, **knobs):
+        if method not in chosen:
+            return
         default = config.resolve(dataset, model, method, dict(overrides, seed=seed))
         cfg = config.resolve(dataset, model, method, dict(overrides, seed=seed, **knobs))
         if run_id(cfg) != run_id(default):
@@ -74,20 +94,14 @@ def sweep(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,)
     for seed in seeds:
         add("lp", seed)
         ft = config.resolve(dataset, model, "ft", dict(overrides, seed=seed))
-        if "ft" in methods:
-            for lr in lrs or [round(ft.lr * s, 12) for s in LR_SCALES]:
-                for ep in epochs or sorted({1, ft.epochs}):
-                    add("ft", seed, lr=lr, epochs=ep)
-        if "wiseft" in methods:
-            add("wiseft", seed)
-        if "flow" in methods:
-            for tau in taus or TAUS:
-                add("flow", seed, tau=tau)
-        if "flow+wiseft" in methods:
-            add("flow+wiseft", seed)
+        for lr in lrs or [round(ft.lr * s, 12) for s in LR_SCALES]:
+            for ep in epochs or sorted({1, ft.epochs}):
+                add("ft", seed, lr=lr, epochs=ep)
+        add("wiseft", seed)
+        for tau in taus or TAUS:
+            add("flow", seed, tau=tau)
+        add("flow+wiseft", seed)
         for method, (field, values) in LAMBDAS.items():
-            if method not in methods:
-                continue
             if values is None:
                 own = getattr(config.resolve(dataset, model, method, dict(overrides, seed=seed)), field)
                 values = [round(own * s, 12) for s in L2SP_SCALES]
@@ -132,9 +146,7 @@ def seed_points(records: Sequence[dict], failed: Sequence[tuple] = ()) -> pd.Dat
         else:
             row(r, f"τ={r['tau_rule']}", r["tau"], [("τ", tau_rank(r["tau_rule"], r["tau"]))], r[measure], r["target_acc"])
     for cfg, _ in failed:
-        setting = (f"lr={cfg.lr:g}, {cfg.epochs} ep" if cfg.method == "ft" else
-                   f"λ={getattr(cfg, LAMBDAS[cfg.method][0]):g}" if cfg.method in LAMBDAS else f"τ={cfg.tau}")
-        rows.append({"method": cfg.method, "setting": setting, "order": math.nan, "seed": cfg.seed,
+        rows.append({"method": cfg.method, "setting": setting(cfg), "order": math.nan, "seed": cfg.seed,
                      "source": math.nan, "target": math.nan, "knobs": (), "diverged": True})
     df = pd.DataFrame(rows, columns=["method", "setting", "order", "seed", "source", "target", "knobs", "diverged"])
     df[["source", "target"]] = df[["source", "target"]].astype(float) * 100.0
@@ -169,14 +181,23 @@ def points(seed_pts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# A WiSE-FT sweep's α = 1 is the fine-tuned run it starts from: the same model as that method's point.
+WISE_BASE = {"wiseft": "ft", "flow+wiseft": "flow"}
+
+
 def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path, measure: str = "source_acc_after",
-         chance_target: Optional[float] = None, diverged: Sequence[str] = ()) -> Path:
-    """Source (x: ``measure``) vs target (y) accuracy: every setting's mean over seeds (error bars: ± one
-    sample std over seeds, said in the legend), each method's Pareto front of the means — with the anchors
-    every front shares: the linear probe (``lp`` rows) and the pre-trained model (at ``chance_target``) — as a
-    staircase, every point labelled in a column beside the axes (``plots.label_points``: no two labels
-    overlap), the pre-trained source value inside the axes, and the settings that diverged (``diverged``:
-    'EWC λ=100, seed 0') listed under the legend."""
+         source: str = "", chance_target: Optional[float] = None, diverged: Sequence[str] = ()) -> Path:
+    """Source (x: ``measure``, on the images ``source`` names) vs target (y) accuracy: every setting's mean over
+    seeds (error bars: ± 1 std over seeds, said under the legend), each method's Pareto front of the means —
+    with the anchors every front shares: the linear probe (``lp`` rows) and the pre-trained model (at
+    ``chance_target``) — as a staircase, every point labelled in a column beside the axes
+    (``plots.label_points``: no two labels overlap), the pre-trained source value inside the axes, and the
+    settings that diverged (``diverged``: 'EWC λ=100, seed 0') listed under the figure. A WiSE-FT α = 1 point
+    is the run its sweep starts from: where that run's own method is drawn it is not drawn again (its front
+    still reaches it), and the α sweeps use hollow markers, so points that coincide (every α = 0 is the
+    pre-trained backbone) stay visible."""
+    import textwrap
+
     from matplotlib.figure import Figure
 
     from .plots import DPI, FONT, include, label_points, method_style, save_figure
@@ -186,44 +207,80 @@ def plot(pts: pd.DataFrame, source_before: float, title: str, path: Path, measur
     fig = Figure(figsize=(8.0, max(6.0, 0.14 * n + 2.2)), dpi=DPI)
     ax = fig.add_axes([0.09, 0.24, 0.55, 0.68])  # fixed: the label column and the legend have their room
     xs, ys, labels, colors = [], [], [], []
+    present = set(pts["method"])
     lp = pts[pts["method"] == "lp"]
     shared = list(zip(lp["source"], lp["target"])) + ([(source_before, chance_target)] if chance_target is not None else [])
-    for method in [m for m in METHODS if m in set(pts["method"])]:
+    for method in [m for m in METHODS if m in present]:
         own = pts[pts["method"] == method].reset_index(drop=True)
         look = method_style(method)
         seeds = int(own["n_seeds"].max())
-        ax.errorbar(own["source"], own["target"], xerr=own["source_std"].fillna(0), yerr=own["target_std"].fillna(0),
-                    ls="none", marker=look["marker"], ms=4, alpha=0.75, color=look["color"], capsize=1.5, lw=0.6,
-                    label=f"{LABELS[method]}, {seeds} seed{'s' if seeds != 1 else ''}")
+        shown = own[~((own["setting"] == "α=1") & (WISE_BASE.get(method) in present))]
+        ax.errorbar(shown["source"], shown["target"], xerr=shown["source_std"].fillna(0) if seeds > 1 else None,
+                    yerr=shown["target_std"].fillna(0) if seeds > 1 else None, ls="none", marker=look["marker"], ms=4.5,
+                    alpha=0.8, color=look["color"], mfc="none" if method in WISE_BASE else look["color"], capsize=1.5,
+                    lw=0.6, label=f"{LABELS[method]}, {seeds} seed{'s' if seeds != 1 else ''}")
         xy = list(zip(own["source"], own["target"])) + shared
         front = sorted(xy[i] for i in pareto_front(xy))
         ax.step([x for x, _ in front], [y for _, y in front], where="pre", color=look["color"], lw=1.4)
         short = LABELS[method].split(" (")[0]
-        for _, row in own.iterrows():
+        for _, row in shown.iterrows():
             xs.append(row["source"]), ys.append(row["target"]), colors.append(look["color"])
             labels.append(f"{short} {row['setting']}")
-    for _, row in lp.iterrows():
-        ax.plot(row["source"], row["target"], marker="s", ms=5, color="black", ls="none", label="linear probe (anchor)")
+    if len(lp):
+        ax.plot(lp["source"], lp["target"], marker="s", ms=5, color="black", ls="none", label="linear probe (anchor)")
     if chance_target is not None:
-        ax.plot(source_before, chance_target, marker="*", ms=7, color="black", ls="none",
+        ax.plot([source_before], [chance_target], marker="*", ms=7, color="black", ls="none",
                 label="pre-trained model: target at chance (anchor)")
     ax.axvline(source_before, color="grey", ls="--", lw=0.8, label=f"pre-trained {MEASURES[measure]}")
     include(ax, "x", source_before)
-    ax.set_xlabel(f"{MEASURES[measure]} after fine-tuning (%)  → forgets less", fontsize=FONT + 1)
+    on = f" on {source}" if source else ""
+    ax.set_xlabel(f"{MEASURES[measure]}{on} after fine-tuning (%)  → forgets less", fontsize=FONT + 1)
     ax.set_ylabel("target accuracy (%)", fontsize=FONT + 1)
     ax.set_title(title, fontsize=FONT + 2)
     ax.tick_params(labelsize=FONT)
     ax.grid(alpha=0.3)
-    ax.errorbar([], [], xerr=[], yerr=[], ls="none", color="grey", lw=0.6, label="error bars: ± 1 std over seeds")
-    ax.legend(fontsize=FONT, loc="upper left", bbox_to_anchor=(0.0, -0.1), ncols=2)
+    ax.legend(fontsize=FONT, loc="upper left", bbox_to_anchor=(0.0, -0.1), ncols=2, alignment="left",
+              title=textwrap.fill("points: mean over seeds; error bars: ± 1 std over seeds (none for one seed); lines: "
+                                  "each method's Pareto front, the two anchors included; a WiSE-FT α = 1 is its "
+                                  "fine-tuned run's point", 100),
+              title_fontsize=FONT - 1)
     if diverged:
         fig.text(0.09, 0.02, "diverged (no point): " + "; ".join(diverged), fontsize=FONT, color="red", wrap=True)
     label_points(ax, xs, ys, labels, colors)
     return save_figure(fig, Path(path))
 
 
-def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,), **knobs) -> dict:
-    """Run the sweep (cached stages: a rerun only re-reads), write
+def setting(cfg) -> str:
+    """A sweep run's point as ``seed_points`` names it ('lr=0.003, 3 ep', 'λ=10', 'τ=p25'), from its config; a
+    WiSE-FT run: its α values."""
+    if cfg.method in ("wiseft", "flow+wiseft"):
+        return "α=" + ",".join(f"{a:g}" for a in cfg.wise_alphas)
+    if cfg.method == "ft":
+        return f"lr={cfg.lr:g}, {cfg.epochs} ep"
+    if cfg.method in LAMBDAS:
+        return f"λ={getattr(cfg, LAMBDAS[cfg.method][0]):g}"
+    if cfg.method == "lp":
+        return "probe"
+    return f"τ={cfg.tau}"
+
+
+def plan(cfgs: list) -> dict:
+    """What ``frontier --dry-run`` says of a sweep: {"runs": n, "finished": n, "by_method": {label: [settings, one
+    per seed-free point]}, "seeds": [...]}."""
+    from ..scale.grid import result_path
+
+    by_method: dict = {}
+    for cfg in cfgs:
+        points = by_method.setdefault(LABELS[cfg.method], [])
+        if setting(cfg) not in points:
+            points.append(setting(cfg))
+    return {"runs": len(cfgs), "finished": sum(result_path(cfg).exists() for cfg in cfgs), "by_method": by_method,
+            "seeds": sorted({cfg.seed for cfg in cfgs})}
+
+
+def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (0,), cfgs: Optional[list] = None,
+             **knobs) -> dict:
+    """Run the sweep (``cfgs``, else ``sweep``'s for ``knobs``; cached stages: a rerun only re-reads), write
     ``<results>/frontier/<dataset>-<model>/{frontier.png, points.csv, summary.csv, comparisons.csv}`` and return
     {"points", "summary", "comparisons", "png", "folder", "runs", "diverged", "seconds", "source_before", "measure"}.
     A run whose loss stops being finite (``errors.Diverged``) is recorded as diverged and the sweep goes on."""
@@ -236,7 +293,7 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     from ..stages.run import run
     from . import fronts
 
-    cfgs = sweep(dataset, model, overrides, seeds, **knobs)
+    cfgs = cfgs if cfgs is not None else sweep(dataset, model, overrides, seeds, **knobs)
     t0, records, failed = time.time(), [], []
     for i, cfg in enumerate(cfgs):
         lam = f", λ {getattr(cfg, LAMBDAS[cfg.method][0]):g}" if cfg.method in LAMBDAS else ""
@@ -253,19 +310,21 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     seed_pts = seed_points(records, failed)
     pts = points(seed_pts)
     folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset_slug(cfgs[0].dataset)}-{model_slug(cfgs[0])}"
+    from .labels import source_label
+
     measure = source_measure(records)
+    source = source_label(records[0].get("source_eval_name"), records[0].get("source_eval"))
     before = {r["seed"]: (100.0 * r["source_acc_before"] if measure == "source_acc_after" else 100.0) for r in records}
     chance = fronts.chance_levels(records, measure)
     table, compared = fronts.summary(seed_pts, before, chance, LABELS, ("lp",) + METHODS)
-    diverged = [f"{LABELS.get(c.method, c.method).split(' (')[0]} {row}, seed {c.seed}"
-                for (c, _), row in zip(failed, seed_pts[seed_pts["diverged"]]["setting"])]
+    diverged = [f"{LABELS[c.method].split(' (')[0]} {setting(c)}, seed {c.seed}" for c, _ in failed]
     mean_before = sum(before.values()) / len(before)
     seeds_text = ", ".join(map(str, seeds))
     png = plot(pts, mean_before, f"{dataset_slug(cfgs[0].dataset)} / {model}: trade-off frontiers (seed{'s' if len(seeds) > 1 else ''} "
-                                 f"{seeds_text})", folder / "frontier.png", measure, chance[1], diverged)
+                                 f"{seeds_text})", folder / "frontier.png", measure, source, chance[1], diverged)
     atomic_write_text(folder / "points.csv", pts.round(4).to_csv(index=False))
     atomic_write_text(folder / "summary.csv", table.to_csv(index=False))
     atomic_write_text(folder / "comparisons.csv", compared.to_csv(index=False))
     return {"points": pts, "summary": table, "comparisons": compared, "png": str(png), "folder": str(folder),
             "runs": [r["run_dir"] for r in records], "diverged": diverged, "seconds": time.time() - t0,
-            "source_before": mean_before, "measure": MEASURES[measure], "chance": chance}
+            "source_before": mean_before, "measure": f"{MEASURES[measure]} on {source}", "chance": chance}

@@ -56,11 +56,13 @@ def _seeds(runs: pd.DataFrame) -> str:
 
 
 def commands(model: str, datasets: str, methods: str, seeds: int, protocol: str = "clean",
-             rules: tuple = ()) -> list:
+             rules: tuple = (), sets: str = "") -> list:
     """The ``flowvision reproduce`` commands that produce a number: one per τ rule off the default (a
-    sweep is several commands, never a repeated ``--set``)."""
+    sweep is several commands, never a repeated ``--set``); ``sets``: the ``--set`` options of a configuration
+    off the method's defaults (``_sets``)."""
     base = f"flowvision reproduce --model {model} --datasets {datasets} --methods {methods} --seeds {seeds}"
     base += ("" if model == "demo" else WHERE) + (" --set protocol=paper" if protocol == "paper" else "")
+    base += f" {sets}" if sets else ""
     out = []
     for rule in rules or ("",):
         command = base if rule in ("", "median") else f"{base} --set tau={rule}"
@@ -131,8 +133,10 @@ def _paper_rows(paper: pd.DataFrame, real: pd.DataFrame) -> list:
                 cmds = commands(model, datasets, methods, used["seed"].nunique(), protocol,
                                 tuple(sorted(set(used["tau_rule"]))))
                 found.append((text, PROTOCOL_LABELS[protocol], _seeds(used), _evidence(used), cmds))
-        if not found:
-            datasets = "paper" if row.dataset in ("avg6", "imagenet") else row.dataset
+        if not found and row.method == "pretrained":  # every run measures the pre-trained model; lp costs least
+            found = [(MISSING, "", "0", "no run", commands(row.model or "resnet18", "cifar10", "lp", 1))]
+        elif not found:
+            datasets = "paper" if row.dataset == "avg6" else row.dataset
             methods = {"delta_average": "wiseft,flow+wiseft"}.get(row.metric, row.method or "ft,flow")
             found = [(MISSING, "", "0", "no run", commands(row.model or "resnet18", datasets, methods, 3))]
         for ours, protocol, seeds, evidence, cmds in found:
@@ -151,13 +155,35 @@ def _stand_in_rows(synthetic: pd.DataFrame) -> list:
     for (dataset, model, method, rule, protocol, _), runs in synthetic.groupby(keys, sort=True):
         label = f"{method} [τ={rule}]" if rule else method
         settings = runs["settings"].iloc[0]
-        cmds = commands(model, dataset, method, runs["seed"].nunique(), protocol, (rule,) if rule else ())
-        if settings:
-            cmds = [f"{c} (with {settings})" for c in cmds]
+        sets = _sets(runs) if settings else ""
+        cmds = ([] if sets is None else
+                commands(model, dataset, method, runs["seed"].nunique(), protocol, (rule,) if rule else (), sets))
+        cmds = [f"`{c}`" for c in cmds] or ["its configuration is not recorded (a record older than schema 5)"]
         lines.append(f"| {dataset} | {model} | {label} | {PROTOCOL_LABELS.get(protocol, protocol)} | {settings or 'defaults'} "
                      f"| {_seeds(runs)} | {_pm(100 * runs['target_acc'])} | {_pm(100 * runs['source_drop'])} "
-                     f"| {_pm(100 * runs['hard10_acc'])} | {'<br>'.join(f'`{c}`' for c in cmds)} |")
+                     f"| {_pm(100 * runs['hard10_acc'])} | {'<br>'.join(cmds)} |")
     return lines
+
+
+def _sets(runs: pd.DataFrame):
+    """The ``--set key=value`` options that turn a method's defaults into the configuration of ``runs`` (one
+    configuration: its record's ``config``), or None where the records do not hold their configuration."""
+    from ..core.config import resolve
+    from ..core.errors import UserError
+    from ..core.identity import keyed_values, set_text
+    from .runs import NOT_SETTINGS
+
+    row = runs.iloc[0]
+    config = row["config"] if "config" in runs else None
+    if not isinstance(config, dict):
+        return None
+    try:
+        base = keyed_values(resolve(str(row["dataset"]), str(row["model"]), str(row["method"]),
+                                    {"protocol": str(row["protocol"])}))
+    except (UserError, TypeError, ValueError):
+        return None
+    return " ".join(f"--set {k}={set_text(v)}" for k, v in config.items()
+                    if k not in NOT_SETTINGS and v != base.get(k, v))
 
 
 def ledger(runs: pd.DataFrame, paper_csv=PAPER_CSV) -> str:

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from flowvision.core.console import plural
 from flowvision.core.errors import UserError
 from flowvision.core.registry import METHODS, PAPER_METHODS
+from flowvision.reporting.labels import shareable
 from flowvision.reporting.runs import dedupe_runs, load_runs, summarise, variant_label
 
 log = logging.getLogger(__name__)
@@ -46,24 +47,37 @@ MARKERS = "osD^vPX*<>ph"
 FONT = 7
 
 
+# A method's colour in every figure. The frontier's seven (ft, l2sp, wiseft, flow, flow+wiseft, lwf, ewc) are drawn
+# together, so no two of them are near twins (tab10's blue and cyan, or its green and olive, read as one colour).
+METHOD_COLORS = {"ft": "C0", "l2sp": "C1", "wiseft": "C2", "lp": "C3", "flow": "C4", "flow+wiseft": "C5",
+                 "lpft": "C6", "flow+l2sp": "C7", "lwf": "black", "ewc": "#e6ab02", "flow+lwf": "C8",
+                 "flow+ewc": "C9"}
+
+
 def method_style(method: str) -> dict:
-    """The same marker for a method in every figure, and its default colour: the paper's methods first, then
-    the registry's others (the frontier's LwF and EWC get colours of their own), then any other name."""
+    """The same marker and colour for a method in every figure (``METHOD_COLORS``): the paper's methods first,
+    then the registry's others, then any other name."""
     base = method.split(" [")[0]
     order = [*PAPER_METHODS, *(m for m in METHODS if m not in PAPER_METHODS)]
     i = order.index(base) if base in order else len(order) + sum(map(ord, base)) % 5
-    return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
+    return {"color": METHOD_COLORS.get(base, f"C{i % 10}"), "marker": MARKERS[i % len(MARKERS)]}
+
+
+# Ten colours no two of which are near twins (tab10 without its cyan and olive, which read as its blue and
+# green, then black and gold): a figure's configurations take them in turn; beyond them, the hues of a circle,
+# each next one across it from the last.
+DISTINCT = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#000000",
+            "#e6ab02")
 
 
 def palette(n: int) -> list:
-    """n distinct colours: tab10, then tab20's, then evenly spaced hues."""
+    """n colours, no two near twins for n ≤ 10 (``DISTINCT``); more are evenly spaced hues, taken in an order
+    that puts each next to ones far from it on the colour circle."""
     from matplotlib import colormaps
 
-    if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
-    if n <= 20:
-        return [colormaps["tab20"](i) for i in range(n)]
-    return [colormaps["hsv"](i / n) for i in range(n)]
+    if n <= len(DISTINCT):
+        return list(DISTINCT[:n])
+    return [colormaps["hsv"]((i * 7 % n) / n) if math.gcd(7, n) == 1 else colormaps["hsv"](i / n) for i in range(n)]
 
 
 def _grid(n_panels: int, legend: bool = True):
@@ -120,8 +134,9 @@ def legend_beside(ax, shared: str = "", handles: Optional[list] = None) -> None:
 
 
 def _source_name(runs: pd.DataFrame, model: str, dataset: str) -> str:
-    """How the runs of one panel name their source evaluation (the record's source_eval_name,
-    e.g. 'IN-1K val' or 'shapes val'); 'source' when the records do not say."""
+    """How the runs of one panel name their source evaluation (``labels.source_label``, applied in
+    ``make_all``: 'IN-1K val', '20 photos of 20 IN-1K classes', 'shapes val'); 'source' when the records do not
+    say."""
     here = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
     names = sorted(set(here["source_eval_name"].dropna().astype(str))) if "source_eval_name" in here else []
     return " / ".join(names) or "source"
@@ -188,10 +203,12 @@ def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
             colors = palette(len(panel))
             shared, own = shared_settings(list(panel["settings"].fillna("")))
             for (i, row), tag, settings in zip(panel.iterrows(), several, own):
+                one = row["n_seeds"] < 2  # no std: no error bar (caps of zero width sat inside the marker)
                 ax.errorbar(row["source_acc_after_mean"], row["target_acc_mean"],
-                            xerr=_nan0(row["source_acc_after_std"]), yerr=_nan0(row["target_acc_std"]),
-                            linestyle="none", markersize=5, capsize=2, color=colors[i],
-                            marker=method_style(row["method"])["marker"],
+                            xerr=None if one else _nan0(row["source_acc_after_std"]),
+                            yerr=None if one else _nan0(row["target_acc_std"]),
+                            linestyle="none", markersize=5.5, capsize=2, color=colors[i], mfc="none", mew=1.2,
+                            marker=method_style(row["method"])["marker"],  # hollow: a point on another stays seen
                             label=variant_label(row["method"], row["tau_rule"], tag, settings, row["n_seeds"]))
             before = panel["source_acc_before_mean"].dropna()
             if len(before):
@@ -200,6 +217,8 @@ def tradeoff(runs: pd.DataFrame, out_dir: Path) -> list:
             name = _source_name(runs, model, dataset)
             _label_axes(ax, dataset, f"{name} acc after (%)  → forgets less", "target acc (%)")
             legend_beside(ax, shared)
+        fig.suptitle(f"{model}: one point per configuration, the mean over its seeds; error bars ± 1 std over seeds "
+                     "(none for one seed)", fontsize=FONT)
         paths.append(save_figure(fig, Path(out_dir) / f"tradeoff_{_safe(model)}.png"))
     return paths
 
@@ -282,11 +301,11 @@ def tau_sweeps(runs: pd.DataFrame, out_dir: Path) -> list:
                                label=f"ft ({plural(int(ft['n_seeds'].iloc[0]), 'seed')})")
                     include(ax, "y", value)
                 ax.set_xscale("log")
-                _label_axes(ax, name.split(" (")[0], "τ (log scale)", name)
+                _label_axes(ax, "", "τ (log scale)", name)  # the y label names the panel: no title repeats it
                 ax.legend(fontsize=FONT - 1)
             rules = ", ".join(f"{rule} = {tau:.3g}" for rule, tau in points["tau"].items())
             fig.suptitle(f"{model} / {dataset} / {method}{f' {{{settings}}}' if settings else ''}: τ sweep "
-                         f"(τ rules: {rules})", fontsize=FONT + 1)
+                         f"(τ rules: {rules}); mean over seeds, error bars ± 1 std over seeds", fontsize=FONT + 1)
             paths.append(save_figure(fig, Path(out_dir) / f"tau_{_safe(model)}_{_safe(dataset)}_{_safe(method)}"
                                           f"{'_' + _safe(settings) if settings else ''}.png"))
     if not paths:
@@ -352,6 +371,7 @@ def wise_curves(runs: pd.DataFrame, out_dir: Path) -> list:
                                label="α = 1 (fine-tuned)")]
             _label_axes(ax, dataset, f"{_source_name(runs, model, dataset)} acc (%)  → forgets less", "target acc (%)")
             legend_beside(ax, shared, handles)
+        fig.suptitle(f"{model}: WiSE-FT's path over α, each point the mean over seeds", fontsize=FONT)
         paths.append(save_figure(fig, Path(out_dir) / f"wise_{_safe(model)}.png"))
     return paths
 
@@ -368,10 +388,17 @@ def make_all(results_dir: Path, out_dir: Optional[Path] = None) -> list:
     if runs.empty:  # said once, by the caller's error handler
         raise UserError(f"no runs under {Path(results_dir) / 'runs'} to plot; run `flowvision demo` or "
                         "`flowvision finetune` first")
-    runs = dedupe_runs(runs)  # once, so a repeated run is reported once, not per figure
-    # protocols are never pooled: a paper-protocol run is its own method in every figure
-    runs["method"] = runs["method"].where(runs["protocol"] == "clean", runs["method"] + " [paper protocol]")
+    def ready(frame):  # once, so a repeated run is reported once, not per figure
+        frame = shareable(dedupe_runs(frame))
+        # protocols are never pooled: a paper-protocol run is its own method in every figure
+        frame["method"] = frame["method"].where(frame["protocol"] == "clean", frame["method"] + " [paper protocol]")
+        return frame
+
+    own = ready(runs)
+    # a frontier's τ points are FLOW at the method's settings but τ (which is no setting): they make a τ sweep
+    # of their own, with the frontier's FT run as its reference
+    swept = ready(runs.assign(sweep=None)) if "sweep" in runs and runs["sweep"].notna().any() else own
     paths = []
-    for plot in (tradeoff, weight_histograms, tau_sweeps, wise_curves):
-        paths += plot(runs, out_dir)
+    for plot, frame in ((tradeoff, own), (weight_histograms, own), (tau_sweeps, swept), (wise_curves, own)):
+        paths += plot(frame, out_dir)
     return paths

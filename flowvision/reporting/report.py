@@ -29,9 +29,11 @@ def result_table(r: dict) -> Table:
     t.add_column(no_wrap=True)
     t.add_column()
     t.add_row("target accuracy", pct(r["target_acc"]))
-    images = f", {r['source_eval_images']:,} images" if r.get("source_eval_images") else ""
-    t.add_row("source accuracy", f"{pct(r['source_acc_before'])} → {pct(r['source_acc_after'])} "
-                                 f"(before → after, on {r['source_eval_name']}{images})")
+    from .labels import source_label
+
+    on = source_label(r["source_eval_name"], r.get("source_eval"))
+    on += f", {r['source_eval_images']:,} images" if r.get("source_eval_images") and on in ("IN-1K val", r["source_eval_name"]) else ""
+    t.add_row("source accuracy", f"{pct(r['source_acc_before'])} → {pct(r['source_acc_after'])} (before → after, on {on})")
     t.add_row("drop", pct(r["source_drop"], " points"))
     if r.get("source_agreement") is not None:
         t.add_row("agreement with the pre-trained model",
@@ -113,8 +115,7 @@ def dry_run_tables(report: dict) -> list:
         below.append(f"config file: {next(iter(files_named))}")
     files = ["files the run reads:"]
     for row in report["files"]:
-        found = {True: "found", False: "NOT FOUND", None: "not checked"}[row["found"]]
-        files.append(f"  {row['what']}: {found}: {row['path']}")
+        files.append(f"  {row['what']}: {row['shown']}: {row['path']}")
         files += commands_apart(row["note"], indent="    ")  # each command alone on its line, to copy whole
     plan = Table(title="stage plan", title_justify="left")
     plan.add_column("stage", no_wrap=True)
@@ -129,6 +130,18 @@ def dry_run_tables(report: dict) -> list:
     splits = report.get("splits")
     return ([config, *below, *files, plan, *folder]
             + ([split_table(splits)] if splits and splits["stages"] else []))
+
+
+def missing_items(rows: list[dict]) -> list:
+    """Every missing input (``dryrun.missing_inputs``) as items for ``show``: 'missing: what (path)' and its fix,
+    each command on a line of its own."""
+    from rich.text import Text
+
+    items = []
+    for row in rows:
+        fix = row["note"].split("missing; fix: ", 1)[-1]
+        items += commands_apart(f"{row['what']} ({row['path']}): {fix}", lead=Text.assemble(("missing: ", "bold red")))
+    return items
 
 
 def split_table(splits: dict) -> Table:

@@ -33,6 +33,7 @@ import pandas as pd
 
 from flowvision.core.registry import PAPER_DATASETS, PAPER_METHODS, PAPER_MODELS, PROTOCOLS
 from flowvision.reporting.formats import Table, write_tables
+from flowvision.reporting.labels import shareable
 from flowvision.reporting.runs import MISSING, NO_STD, PAPER_CSV, PARTIAL, PROTOCOL_LABELS, SUMMARY_COLUMNS, UNKNOWN, PaperNumbers, SEEDS, at_defaults, dedupe_runs, fmt_ours, fmt_paper, fmt_summary, load_paper, load_runs, preferred, six_set, summarise, variant_label
 
 
@@ -52,9 +53,10 @@ def _variants(runs: pd.DataFrame, methods: Sequence[str]) -> list:
 
 
 def _eval_note(runs: pd.DataFrame, what: str = "IN-1K") -> str:
-    """Which source evaluation the runs used (a subset of IN-1K val is not the paper's 50000)."""
-    evals = sorted(set(runs["source_eval"].dropna().astype(str)))
-    return f" {what} accuracy measured on {', '.join(evals)}." if evals else ""
+    """Which source images the runs were measured on, in words (``labels.source_label``: a subset of IN-1K val,
+    or photos of some of its classes, is not the paper's 50,000 images)."""
+    evals = sorted(set(runs["source_eval_name"].dropna().astype(str))) if "source_eval_name" in runs else []
+    return f" {what} accuracy measured on {'; '.join(evals)}." if evals else ""
 
 
 NOTE = (f"ours: mean ± std over seeds in percent (std with ddof=1, '± {NO_STD}' for one seed); "
@@ -266,7 +268,7 @@ def paper_tables(df_runs: pd.DataFrame, paper_csv: Path = PAPER_CSV) -> list:
     then, each only when such runs exist: the paper grid's runs at other settings (what each changes), a
     table of synthetic runs and one of other real runs (every configuration its own row)."""
     paper = PaperNumbers(load_paper(paper_csv))
-    runs = (dedupe_runs(df_runs) if len(df_runs)
+    runs = (shareable(dedupe_runs(df_runs)) if len(df_runs)
             else df_runs.assign(tau_rule="", synthetic=False, config_id="", settings=""))
     real = runs[~runs["synthetic"].astype(bool)]
     grid = real[real["model"].isin(PAPER_MODELS) & real["dataset"].isin(PAPER_DATASETS)]

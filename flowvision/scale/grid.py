@@ -23,21 +23,26 @@ from ..core.console import console, progress
 
 
 def grid(model: Optional[str], datasets: list[str], methods: list[str], seeds: list[int], overrides: dict) -> list:
-    """-> [(RunConfig, command line)] for every cell; bad names fail before anything runs. ``model`` None:
+    """-> [(RunConfig, command line)] for every cell; bad names fail before anything runs. ``model``: one
+    model or several, comma-separated (``resnet18,resnet50``: the grid of each, one after the other); None:
     each data set's default, as for one run (``registry.default_model``, applied by ``config.resolve``)."""
     from ..core.errors import UserError
 
     if "seed" in overrides:
         raise UserError("'seed' cannot be set with --set in a grid; use --seeds N (seeds 0..N-1)")
+    models = [m.strip() for m in model.split(",") if m.strip()] if model else [None]
+    if model is not None and not models:
+        raise UserError(f"--model {model!r} names no model; e.g. --model resnet18 or --model resnet18,resnet50")
+    extra = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
     cells = []
-    for dataset in datasets:
-        for method in methods:
-            for seed in seeds:
-                cfg = config.resolve(dataset, model, method, dict(overrides, seed=seed))
-                extra = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
-                cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {cfg.model} --method {method} "
-                       f"--seed {seed}")
-                cells.append((cfg, f"{cmd} {extra}".strip()))
+    for name in models:
+        for dataset in datasets:
+            for method in methods:
+                for seed in seeds:
+                    cfg = config.resolve(dataset, name, method, dict(overrides, seed=seed))
+                    cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {cfg.model} "
+                           f"--method {method} --seed {seed}")
+                    cells.append((cfg, f"{cmd} {extra}".strip()))
     return cells
 
 
@@ -109,61 +114,11 @@ def groups(cells: list, keys: list[dict]) -> list[list[int]]:
 
 # ---- inputs ------------------------------------------------------------------------------------------
 def check_inputs(cells: list) -> list[str]:
-    """What is missing before anything starts, one line each: data sets, weights, the ImageNet folder.
-    Reads folder listings and split files; loads no model and decodes no image."""
-    from ..data.fetch import resolve_data_root
-    from ..core.errors import UserError
-    from ..methods.forgetting import source_folder
-    from ..core.registry import folder_path, is_folder, is_real
-    from ..methods.source import preflight
+    """What is missing before anything starts, one line each: data sets, weights, the ImageNet folder, each
+    checked once over the grid (``stages.inputs``: the run's own checks). Loads no model, decodes no image."""
+    from ..stages.inputs import check_inputs as checked
 
-    problems, seen = [], set()
-
-    def check(what, fn):
-        if what in seen:
-            return
-        seen.add(what)
-        try:
-            fn()
-        except UserError as e:
-            problems.append(str(e))
-
-    for cfg, _ in cells:
-        if is_real(cfg.dataset):
-            from ..data.loaders import load_real_splits
-
-            root = resolve_data_root(cfg.data_root)
-            check(("data", cfg.dataset, str(root), cfg.protocol),  # its error says how; the paper protocol's
-                  lambda: load_real_splits(cfg.dataset, root, protocol=cfg.protocol))  # Dogs split needs no lists
-        elif is_folder(cfg.dataset):
-            from ..data.folder import scan
-
-            check(("data", cfg.dataset), lambda: scan(Path(folder_path(cfg.dataset))))
-        check(("weights", cfg.model, cfg.weights), lambda: (preflight(cfg), _weights_found(cfg)))
-        if cfg.model != "demo":
-            check(("imagenet", cfg.imagenet, cfg.source_eval_dir), lambda: source_folder(cfg))
-    return problems
-
-
-def _weights_found(cfg) -> None:
-    """A timm tag's weights in the local Hugging Face cache (or a --weights file, checked by preflight);
-    a tag that would be downloaded is fine only when the hub answers."""
-    from ..core.errors import UserError
-    from ..methods.source import hub_reachable, model_tag
-
-    if cfg.model == "demo" or cfg.weights:
-        return
-    import timm
-    from huggingface_hub import try_to_load_from_cache
-
-    tag, arch = model_tag(cfg.model)
-    hub_id = timm.models.get_pretrained_cfg(tag).to_dict().get("hf_hub_id") if "." in tag else None
-    if hub_id and any(isinstance(try_to_load_from_cache(hub_id, f), str)
-                      for f in ("model.safetensors", "pytorch_model.bin")):
-        return
-    if not hub_reachable():
-        raise UserError(f"no weights for {tag} in the local cache and the model hub cannot be reached: "
-                        f"pass --weights PATH (a .safetensors or .pth file for {arch})")
+    return checked(cfg for cfg, _ in cells)
 
 
 # ---- this process ------------------------------------------------------------------------------------

@@ -22,9 +22,16 @@ CUDA device) and kind. ``make gpu-check`` measures them and writes results/gpu-c
 (``MEASURED``), which ``rates`` reads and names the GPU of; without it the rates are assumptions for one
 A6000 at 224 px, each labelled with where it comes from (``ASSUMED_SOURCES``). The demo model is a
 CPU-sized toy at 32 px: no GPU rate applies to it, so its cells are counted in images only (``toy``).
+
+Runs that compute on the CPU (``--device cpu``, or auto on a machine that shows no NVIDIA GPU: ``runs_on``)
+are priced in CPU-hours at the rates measured on a 2-core CPU machine (``CPU_RATES``, ``cpu_estimate``), the
+demo model's included. ``report`` puts it together for a dry run: the total per protocol on one GPU (the
+clean protocol in bf16 and fp32, the paper protocol priced as its own grid), the CPU's where the runs go
+there, and where every rate comes from; a time reads in minutes or hours, never "0.0" (``duration``).
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Optional
@@ -100,10 +107,27 @@ def _source_task_size() -> int:
     return SPECS[SOURCE_TASK].n_test
 
 
+def _source_images(cfg) -> int:
+    """The images forgetting is measured on: the demo's source val set, the images of a --source-eval folder
+    (counted by name, none opened), else IN-1K val (or its subset)."""
+    if cfg.model == "demo":
+        return cfg.demo_n_test or _source_task_size()
+    if cfg.source_eval_dir:
+        return _images_in(str(Path(cfg.source_eval_dir).expanduser()))
+    return cfg.imagenet_subset or IN1K_VAL
+
+
+@functools.lru_cache(maxsize=None)
+def _images_in(folder: str) -> int:
+    from ..data.folder import IMAGE_SUFFIXES  # what torchvision reads as an image
+
+    return sum(1 for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def stage_images(name: str, cfg) -> dict:
     """{kind: images} one computation of stage ``name`` pushes through the model (``KINDS``)."""
     n_train, n_test = _sizes(cfg)
-    source = (cfg.imagenet_subset or IN1K_VAL) if cfg.model != "demo" else (cfg.demo_n_test or _source_task_size())
+    source = _source_images(cfg)
     selecting = cfg.protocol == "paper"  # one target test pass after every epoch (train.train's ``select``)
     out = dict.fromkeys(KINDS, 0.0)
     if name in ("probe", "refit"):
@@ -152,36 +176,45 @@ def estimate(cfgs: list, table: Optional[dict] = None) -> dict:
     precision): {kind: images/s}}, "fp32_hours": the same grid in fp32, "measured", "sources", "toy": {"runs",
     "images": {kind: images}} of the demo model's cells, not costed}. A model the table has no rates for is
     costed at resnet50's (the larger of the two)."""
-    from .pipeline import grid_plan
     from ..core.registry import DEMO_MODEL
 
     table = table or rates()
-    seen = set()
     by_kind = {k: {"hours": 0.0, "images": 0.0} for k in KINDS}
-    toy = {"runs": 0, "images": dict.fromkeys(KINDS, 0.0)}
-    used, fp32_hours = {}, 0.0
-    for cfg in cfgs:
+    toy = {"runs": sum(cfg.model == DEMO_MODEL for cfg in cfgs), "images": dict.fromkeys(KINDS, 0.0)}
+    used, fp32_hours, last = {}, 0.0, None
+    for cfg, name in _stages(cfgs):
         demo = cfg.model == DEMO_MODEL  # no GPU rate describes it: its images are counted, not costed
-        toy["runs"] += demo
-        if not demo:
-            arch, prec = cfg.model.split(".")[0], precision(cfg)
-            per_model = (table["rates"].get(arch) or table["rates"].get("resnet50")
-                         or next(iter(table["rates"].values())))
-            rate = per_model.get(prec) or per_model["fp32"]
-            used[(arch, prec)] = rate
+        if cfg is not last:
+            last = cfg
+            if not demo:
+                arch, prec = cfg.model.split(".")[0], precision(cfg)
+                per_model = (table["rates"].get(arch) or table["rates"].get("resnet50")
+                             or next(iter(table["rates"].values())))
+                rate = per_model.get(prec) or per_model["fp32"]
+                used[(arch, prec)] = rate
+        for kind, images in stage_images(name, cfg).items():
+            if demo:
+                toy["images"][kind] += images
+                continue
+            by_kind[kind]["images"] += images
+            by_kind[kind]["hours"] += images / rate[kind] / 3600
+            fp32_hours += images / per_model["fp32"][kind] / 3600
+    return {"hours": sum(v["hours"] for v in by_kind.values()), "by_kind": by_kind, "used": used,
+            "fp32_hours": fp32_hours, "measured": table["measured"], "sources": table["sources"], "toy": toy}
+
+
+def _stages(cfgs: list):
+    """(cfg, stage name) for every stage the runs ``cfgs`` reach, each stage key once (the runs of a grid share
+    it), in grid order."""
+    from .pipeline import grid_plan
+
+    seen = set()
+    for cfg in cfgs:
         for name, key in grid_plan(cfg).items():
             if (name, key) in seen or name == "forgetting" and not cfg.finetune:
                 continue  # computed once per grid; a linear probe's forgetting reuses the source evaluation
             seen.add((name, key))
-            for kind, images in stage_images(name, cfg).items():
-                if demo:
-                    toy["images"][kind] += images
-                    continue
-                by_kind[kind]["images"] += images
-                by_kind[kind]["hours"] += images / rate[kind] / 3600
-                fp32_hours += images / per_model["fp32"][kind] / 3600
-    return {"hours": sum(v["hours"] for v in by_kind.values()), "by_kind": by_kind, "used": used,
-            "fp32_hours": fp32_hours, "measured": table["measured"], "sources": table["sources"], "toy": toy}
+            yield cfg, name
 
 
 def describe(cost: dict) -> list[str]:
@@ -203,7 +236,9 @@ def describe(cost: dict) -> list[str]:
     for (model, prec), rate in sorted(cost["used"].items()):
         lines.append(f"  {model} {prec}: " + " / ".join(f"{KIND_NAMES[k]} {rate[k]:,.0f}" for k in KINDS) + " images/s")
     if any(prec == "bf16" for _, prec in cost["used"]):
-        lines.append(f"  in fp32 instead (--set amp=false, or the paper protocol): {cost['fp32_hours']:.1f} GPU-hours")
+        lines.append(f"  in fp32 instead (--set amp=false): {cost['fp32_hours']:.1f} GPU-hours (the paper protocol's "
+                     "own total, with its test passes and online weights, is another number: reproduce --dry-run "
+                     "prints it)")
     if cost["measured"]:
         when = f" ({cost['measured']['measured_at']})" if cost["measured"].get("measured_at") else ""
         lines.append(f"  rates measured on {cost['measured']['device']} by `make gpu-check`{when}")
@@ -212,3 +247,150 @@ def describe(cost: dict) -> list[str]:
         lines.append(f"  measure them on your GPU with `make gpu-check` (it writes results/{MEASURED}, "
                      "which this estimate then uses)")
     return lines
+
+
+# ---- the CPU, and the device a run will use --------------------------------------------------------------
+# Images/s on one 2-core CPU machine of the kind flowvision is developed on (batch 32, fp32, both cores;
+# measured with timm's resnet18/resnet50 at each image side, docs/speed.md), per architecture and image side; a
+# frozen backbone's pass at inference speed, as for the GPU. A run on another CPU scales with its cores.
+CPU_RATES = {("resnet18", 32): {"train": 460.0, "frozen": 1780.0, "inference": 1780.0},
+             ("resnet18", 64): {"train": 150.0, "frozen": 560.0, "inference": 560.0},
+             ("resnet18", 224): {"train": 12.0, "frozen": 35.0, "inference": 35.0},
+             ("resnet50", 32): {"train": 140.0, "frozen": 570.0, "inference": 570.0},
+             ("resnet50", 64): {"train": 60.0, "frozen": 225.0, "inference": 225.0},
+             ("resnet50", 224): {"train": 3.6, "frozen": 13.0, "inference": 13.0}}
+CPU_SOURCE = ("measured on a 2-core CPU machine, batch 32, fp32 (docs/speed.md); a real-size resnet18 run there "
+              "fine-tuned at about 11 images/s")
+
+
+def cpu_rate(cfg) -> tuple[tuple[str, int], dict, bool]:
+    """((architecture, image side), {kind: images/s}, exact) for a run on the CPU: the measured rates of its
+    architecture (the demo model's: ``demo_arch``) at the nearest measured side; an architecture without
+    measured rates gets resnet50's (the slower of the two, so an estimate errs long), ``exact`` False."""
+    import math
+
+    from ..core.registry import DEMO_MODEL
+
+    arch = cfg.demo_arch if cfg.model == DEMO_MODEL else cfg.model.split(".")[0]
+    side = cfg.image_size or (32 if cfg.synthetic else 224)
+    exact = any(a == arch for a, _ in CPU_RATES)
+    known = arch if exact else "resnet50"
+    near = min((s for a, s in CPU_RATES if a == known), key=lambda s: abs(math.log(s / side)))
+    return (known, near), CPU_RATES[(known, near)], exact
+
+
+def cpu_estimate(cfgs: list) -> dict:
+    """Hours of ``cfgs`` on the CPU, in fp32 (the CPU's precision), each stage key once: {"hours", "by_kind",
+    "used": {(arch, side): rates}, "guessed": architectures costed at another's rates}."""
+    by_kind = {k: {"hours": 0.0, "images": 0.0} for k in KINDS}
+    used, guessed = {}, set()
+    for cfg, name in _stages(cfgs):
+        which, rate, exact = cpu_rate(cfg)
+        used[which] = rate
+        if not exact:
+            guessed.add(cfg.model.split(".")[0])
+        for kind, images in stage_images(name, cfg).items():
+            by_kind[kind]["images"] += images
+            by_kind[kind]["hours"] += images / rate[kind] / 3600
+    return {"hours": sum(v["hours"] for v in by_kind.values()), "by_kind": by_kind, "used": used,
+            "guessed": sorted(guessed)}
+
+
+def duration(hours: float) -> str:
+    """A time as a person reads it, never '0.0': '< 1 min', '12 min', '3.4 h', '1,234 h'."""
+    minutes = hours * 60
+    if minutes < 1:
+        return "< 1 min"
+    if minutes < 90:
+        return f"{minutes:.0f} min"
+    return f"{hours:,.1f} h" if hours < 100 else f"{hours:,.0f} h"
+
+
+def nvidia_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU to a run on ``--device auto``, told without importing torch (a
+    dry run stays under a second): the driver's files, and CUDA_VISIBLE_DEVICES not hiding every GPU."""
+    import os
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+def runs_on(cfgs: list) -> str:
+    """'cpu' | 'gpu': where the runs ``cfgs`` compute, from their ``device`` (auto: a GPU where one shows)."""
+    devices = {cfg.device for cfg in cfgs}
+    if devices and all(d == "cpu" for d in devices):
+        return "cpu"
+    if any(d.startswith("cuda") for d in devices):
+        return "gpu"
+    return "gpu" if nvidia_visible() else "cpu"
+
+
+PROTOCOL_NOTES = {"clean": "bf16 on a GPU, the default", "paper": "fp32, a test pass after every epoch, online weights"}
+
+
+def report(by_protocol: dict, results_dir: Optional[Path] = None, ran: Optional[str] = None) -> list[str]:
+    """What is left, priced once for the device the runs will use: ``by_protocol`` {protocol: [cfg]} (the runs
+    this command would do under ``ran``, and the same grid under the other protocol where the caller has it).
+    Lines: the total per protocol on one GPU (measured or assumed rates; the clean protocol in bf16 and in fp32),
+    on this machine's CPU when the runs compute there (or a line saying they would), then where the rates
+    come from (``describe``'s detail for the protocol that runs)."""
+    from ..core.registry import DEMO_MODEL
+
+    ran = ran or next(iter(by_protocol))
+    mine = by_protocol.get(ran, [])
+    if not any(by_protocol.values()):
+        return ["estimate: nothing left to run"]
+    everything = [cfg for cfgs in by_protocol.values() for cfg in cfgs]
+    device = runs_on(mine or everything)
+    table = rates(results_dir)
+    real = {p: [c for c in cfgs if c.model != DEMO_MODEL] for p, cfgs in by_protocol.items()}
+    lines, n = [], len(mine)
+    head = f"estimate for what is left ({n} run{'s' * (n != 1)})"
+    if any(real.values()):
+        gpu = f"one {table['measured']['device']}" if table["measured"] else "one A6000 (assumed rates)"
+        parts = []
+        for protocol, cfgs in real.items():
+            if not cfgs:
+                continue
+            cost = estimate(cfgs, table)
+            here = " (this command)" if protocol == ran and len(real) > 1 else ""
+            text = (f"{duration(cost['hours'])} in bf16, {duration(cost['fp32_hours'])} in fp32 (--set amp=false)"
+                    if protocol == "clean" and cost["hours"] != cost["fp32_hours"] else
+                    f"{duration(cost['fp32_hours'])} ({PROTOCOL_NOTES.get(protocol, 'fp32')})")
+            parts.append(f"  {protocol} protocol{here}: {text}")
+        lines += [f"{head}, in GPU-hours on {gpu}:", *parts]
+    toy = [c for c in mine if c.model == DEMO_MODEL]
+    if device == "gpu" and toy:
+        lines += [text for text in describe(estimate(toy, table)) if text.startswith("estimate")]
+    if device == "cpu":
+        cpu = cpu_estimate(mine)
+        why = ("--device cpu" if all(c.device == "cpu" for c in mine)
+               else "--device auto finds no NVIDIA GPU on this machine")
+        kinds = ", ".join(f"{KIND_NAMES[k]} {duration(v['hours'])}" for k, v in cpu["by_kind"].items() if v["images"])
+        lines.append(f"{head + ' on this machine' if not lines else 'this command runs on this machine'}'s CPU "
+                     f"({why}): about {duration(cpu['hours'])} on 2 cores — {kinds}")
+        lines.append("  at " + "; ".join(f"{arch} {side} px: " + " / ".join(f"{KIND_NAMES[k]} {r[k]:,.4g}" for k in KINDS)
+                                        + " images/s" for (arch, side), r in sorted(cpu["used"].items()))
+                     + f", {CPU_SOURCE}")
+        if cpu["guessed"]:
+            lines.append(f"  {', '.join(cpu['guessed'])}: no CPU rate measured; costed at resnet50's (the slower)")
+        if _demo_model_missing(mine):
+            lines.append("  and before them the demo model is trained once (not cached yet): about a minute on 2 cores")
+    if real.get(ran):
+        lines += [text for text in describe(estimate(real[ran], table))[1:] if text.startswith("  ")
+                  and "in fp32 instead" not in text]
+    return lines
+
+
+def _demo_model_missing(cfgs: list) -> bool:
+    """Whether a demo-model run among ``cfgs`` would train the demo model first (no cached file for it)."""
+    from ..core.registry import DEMO_MODEL
+
+    demo = next((cfg for cfg in cfgs if cfg.model == DEMO_MODEL), None)
+    if demo is None:
+        return False
+    from ..methods.source import demo_path
+    from .dryrun import planned
+
+    return not demo_path(planned(demo)).is_file()

@@ -47,8 +47,12 @@ def config_rows(cfg: RunConfig, sources: dict) -> list[tuple[str, str, str]]:
     return [(name, values[name], sources.get(name, "default")) for name in FIELDS]
 
 
-def _row(what: str, path, found: Optional[bool], note: str = "") -> dict:
-    return {"what": what, "path": str(path), "found": found, "note": note}
+def _row(what: str, path, found: Optional[bool], note: str = "", shown: Optional[str] = None) -> dict:
+    """One input: found True (there) | False (missing: the run stops) | None (not checkable without loading, or
+    made by the run); ``shown``: how the plan names its state where 'found' / 'NOT FOUND' / 'not checked' would
+    mislead."""
+    return {"what": what, "path": str(path), "found": found, "note": note,
+            "shown": shown or {True: "found", False: "NOT FOUND", None: "not checked"}[found]}
 
 
 def _data_row(cfg: RunConfig) -> dict:
@@ -79,8 +83,10 @@ def _weights_row(cfg: RunConfig) -> dict:
 
     if cfg.model == "demo":
         path = demo_path(cfg)
-        return _row("pre-trained weights (demo model)", path, path.is_file(),
-                    "cached" if path.is_file() else "trained once by the first run (about a minute on 2 CPU cores)")
+        if path.is_file():
+            return _row("pre-trained weights (demo model)", path, True, "cached")
+        return _row("pre-trained weights (demo model)", path, None,
+                    "trained once by the first run (about a minute on 2 CPU cores)", shown="made by the run")
     if cfg.weights:
         path = Path(cfg.weights).expanduser()
         return _row("pre-trained weights (--weights)", path, path.is_file(),
@@ -92,11 +98,19 @@ def _weights_row(cfg: RunConfig) -> dict:
                     f"found when the run loads timm; pin them with a full tag such as {tag}.<tag>")
     from huggingface_hub import try_to_load_from_cache
 
+    from ..methods.source import hub_reachable, weights_folder
+
+    copied = weights_folder(cfg) / f"{tag}.safetensors"
+    if copied.is_file():
+        return _row(f"pre-trained weights ({tag})", copied, True, "a copied weights file in the cache")
     repo = f"timm/{tag}"  # where timm keeps its weights on the Hugging Face hub
     hit = next((h for h in (try_to_load_from_cache(repo, f) for f in ("model.safetensors", "pytorch_model.bin"))
                 if isinstance(h, str)), None)
     if hit:
         return _row(f"pre-trained weights ({tag})", hit, True, "in the local Hugging Face cache")
+    if hub_reachable():
+        return _row(f"pre-trained weights ({tag})", f"Hugging Face hub: {repo}", None,
+                    "not here yet: the run downloads them (huggingface.co answers now)", shown="downloaded by the run")
     return _row(f"pre-trained weights ({tag})", f"Hugging Face cache: {repo}", False,
                 f"missing; fix: the run downloads {repo} when huggingface.co answers; offline, pass --weights "
                 f"PATH, or on a machine with internet run `python -c \"import timm; timm.create_model('{tag}', "
@@ -133,8 +147,15 @@ N_CLASSES = 1000  # ImageNet-1K
 
 def file_rows(cfg: RunConfig) -> list[dict]:
     """The files the run reads: what, path, found (True / False / None: not checkable without
-    loading), and a note: the fix when something is missing."""
+    loading, or made by the run), shown (how the plan names that), and a note: the fix when something is
+    missing."""
     return [_data_row(cfg), _weights_row(planned(cfg)), _imagenet_row(cfg)]
+
+
+def missing_inputs(cfg: RunConfig) -> list[dict]:
+    """The rows of ``file_rows`` the run cannot start without: what a dry run lists as NOT FOUND, and what
+    makes both the dry run and the run itself stop with exit code 2, every one of them named at once."""
+    return [row for row in file_rows(cfg) if row["found"] is False]
 
 
 SPEED = ("amp", "channels_last")  # auto (None) until decided for the device (config.speed_defaults)
@@ -253,7 +274,7 @@ def plan_rows(cfg: RunConfig, found: dict) -> list[dict]:
 
 def dry_run(cfg: RunConfig, sources: dict) -> dict:
     """Everything ``--dry-run`` prints, as data (see the module docstring)."""
-    from ..core.config import DEFAULT_CONFIG
+    from ..core.config import DEFAULT_CONFIG, FAMILY_DIR
     from ..core.identity import run_id
 
     rid = run_id(cfg)
@@ -275,6 +296,19 @@ def dry_run(cfg: RunConfig, sources: dict) -> dict:
                     and where.split(" (")[0].endswith(f"/{DEFAULT_CONFIG}")), None)
     if default:
         notes.append(f"no config file names {cfg.dataset}: the values marked '{default.split(' (')[0]}' apply")
+    files = {Path(where.split(" (")[0][len("config file "):]) for where in sources.values()
+             if where.startswith("config file ")}
+    family = next((path for path in files if path.parent == FAMILY_DIR), None)
+    if family:
+        from ..core.registry import RECIPE_FAMILIES
+
+        kind = ("a LayerNorm network (its name starts like " + ", ".join(RECIPE_FAMILIES["transformer"][:4]) + ", …)"
+                if Path(family).stem == "transformer" else "a BatchNorm convnet (its name is none of the LayerNorm "
+                "families')")
+        notes.append(f"no configs/{cfg.model.split('.')[0]}/ folder: {cfg.model} is taken for {kind}, so its "
+                     f"family's recipe applies: the values marked 'config file' come from configs/families/"
+                     f"{Path(family).name}; --set key=value or --config FILE overrides them, and `flowvision frontier` "
+                     "finds a learning rate and τ for it")
     splits = split_report(cfg)
     if splits and splits["stages"] is None:
         notes.append(f"Stanford Dogs splits (dogs_split={cfg.dogs_split}): drawn from the file list once the images "

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 from ..core.config import RunConfig, write_yaml
 from ..core.identity import run_id
 from ..core.files import atomic_write_text
+from .inputs import require_inputs
 from .pipeline import start, targets
 from .record import TRAINED, make_record, write_record
 from .store import Run
@@ -45,6 +46,7 @@ def run(cfg: RunConfig, on_stage: Optional[Callable[[str, str], None]] = None) -
 
 def _follow(cfg: RunConfig) -> None:
     """A rank other than 0: the stages rank 0 resolves, in the same order, writing nothing."""
+    require_inputs(cfg)  # as rank 0 does: every rank stops on a missing input, none waits for the others
     r = start(cfg)
     r["source_data"], r["source"]
     for name in targets(cfg):
@@ -64,6 +66,7 @@ def _run(cfg: RunConfig, listener: Optional[Callable[[str, str], None]] = None) 
             if listener is not None:
                 listener(name, event)
 
+        require_inputs(cfg)  # every missing input named at once, before any work (not the first one met)
         r = start(cfg)
         r.on_stage = heard
         r["source_data"], r["source"]  # the evaluation images first: a wrong ImageNet folder costs no weight load
