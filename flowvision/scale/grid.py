@@ -29,6 +29,8 @@ def grid(model: Optional[str], datasets: list[str], methods: list[str], seeds: l
 
     if "seed" in overrides:
         raise UserError("'seed' cannot be set with --set in a grid; use --seeds N (seeds 0..N-1)")
+    from ..stages.pipeline import with_shared_probe
+
     cells = []
     for dataset in datasets:
         for method in methods:
@@ -38,7 +40,9 @@ def grid(model: Optional[str], datasets: list[str], methods: list[str], seeds: l
                 cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {cfg.model} --method {method} "
                        f"--seed {seed}")
                 cells.append((cfg, f"{cmd} {extra}".strip()))
-    return cells
+    shared = with_shared_probe([cfg for cfg, _ in cells])  # Table 5's number for every cell (hard10 is no id field)
+    return [(cfg, cmd + (" --set hard10=true" if cfg.hard10 and "hard10" not in overrides else ""))
+            for cfg, (_, cmd) in zip(shared, cells)]
 
 
 def result_path(cfg) -> Path:

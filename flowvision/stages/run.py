@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from ..core.config import RunConfig, write_yaml
 from ..core.identity import run_id
 from ..core.files import atomic_write_text
-from .pipeline import start, targets
+from .pipeline import hard_target, start, targets
 from .record import TRAINED, make_record, write_record
 from .store import Run
 
@@ -47,7 +47,7 @@ def _follow(cfg: RunConfig) -> None:
     """A rank other than 0: the stages rank 0 resolves, in the same order, writing nothing."""
     r = start(cfg)
     r["source_data"], r["source"]
-    for name in targets(cfg):
+    for name in targets(cfg, hard_target(r)):
         r[name]
 
 
@@ -81,7 +81,7 @@ def _run(cfg: RunConfig, listener: Optional[Callable[[str, str], None]] = None) 
                     tracker.rows(name, r[name].rows)
 
             state.on_epoch, r.on_stage = on_epoch, on_stage
-            for name in targets(cfg):
+            for name in targets(cfg, hard_target(r)):
                 r[name]
             record = make_record(r, run_dir.name, t_start)
             with _run_folder(run_dir):
