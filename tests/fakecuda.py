@@ -72,7 +72,11 @@ class Syncs:
         return [e for e in self.events if e.kind != "h2d" or e.blocking]
 
     def __str__(self) -> str:
-        return "\n".join(f"{e.kind}{' blocking' if e.blocking else ''} at {e.where}" for e in self.events)
+        """Each kind of event once, with how often, in the order first seen."""
+        from collections import Counter
+
+        counts = Counter((e.kind + (" blocking" if e.blocking and e.kind == "h2d" else ""), e.where) for e in self.events)
+        return "\n".join(f"{n} × {kind} at {where}" for (kind, where), n in counts.items())
 
 
 def _where() -> str:
@@ -220,8 +224,10 @@ def _kornia_patch(stack: contextlib.ExitStack, mode: FakeTensorMode, syncs: Sync
             with _disable_current_modes():
                 if device.type != "cpu":  # drawn on the CPU here; the shapes are those a GPU draw has
                     self.set_rng_device_and_dtype(torch.device("cpu"), self.dtype)
-                    self.device = device
-                drawn = self.forward_parameters(input.shape) if params is None else params
+                try:
+                    drawn = self.forward_parameters(input.shape) if params is None else params
+                finally:
+                    self.device = device  # as it was (its samplers stay on the CPU)
             mark = syncs.mark()
             try:
                 return real_forward(self, input, drawn, **kwargs)
