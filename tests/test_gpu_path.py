@@ -215,3 +215,15 @@ def test_an_ft_run_after_a_flow_run_reads_the_shared_probe_and_grids_ask_for_it(
     cells = grid("demo", ["gratings"], ["ft", "flow"], [0], {})
     assert all(cfg.hard10 for cfg, _ in cells) and "--set hard10=true" in cells[0][1]
     assert not any(cfg.hard10 for cfg, _ in grid("demo", ["gratings"], ["ft", "wiseft"], [0], {}))
+
+
+def test_bench_fisher_times_the_loop_and_the_vmap_chunks_side_by_side():
+    from typer.testing import CliRunner
+
+    from flowvision.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--fisher", "--model", "test_resnet", "--image-size", "16", "--images", "12",
+                                   "--repeats", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "one backward per image (the usual loop)" in res.output and "vmap over grad, 10 at a time" in res.output
+    assert "vmap over grad, 12 at a time (cpu's chunk)" in res.output  # the chunk, capped at the images there are
