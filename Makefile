@@ -42,7 +42,7 @@ CHECK_NEEDS  := $(STAMP)
 endif
 
 gpu-check: $(CHECK_NEEDS)  ## on a CUDA machine, < 8 min: CUDA tests, rates, a real-scale cell, compile -> results/gpu-check.json
-	@FLOWVISION_QUIET=1 $(CHECK_PYTHON) -m flowvision.scale.gpucheck
+	@FLOWVISION_QUIET=1 $(CHECK_PYTHON) -m flowvision.scale.gpucheck $(CHECK_ARGS)
 
 bench: $(STAMP)         ## speed ratios measured side by side in one run
 	$(BIN)/flowvision bench

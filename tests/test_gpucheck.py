@@ -66,3 +66,44 @@ def test_the_whole_check_at_toy_size_writes_the_rates_the_dry_run_reads(tmp_path
     text = gpucheck.summary(result)
     assert "test_resnet bf16" in text and "finetune" in text and "paper grid, resnet50" in text
     assert not list(out.parent.glob("gpu-check-*"))  # the cell's generated images are gone
+
+
+def test_a_part_that_raises_is_one_line_and_the_summary_and_estimate_survive(tmp_path, monkeypatch):
+    """The real-scale cell forced to raise, and compile failing as on a machine without a C compiler: each is one
+    FAILED line; the rates, the Fisher rate and the paper-grid estimate (from the steady-state rates) are there."""
+    import dataclasses
+
+    from flowvision.scale import gpucell
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forced: the cell broke")
+    monkeypatch.setattr(gpucell, "run_cell", broken)
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no C compiler")))
+    sizes = dataclasses.replace(TOY, models=("test_resnet",), compile=True)
+    out = tmp_path / "results" / "gpu-check.json"
+    result = gpucheck.check(out, sizes, "cpu", budget_s=10_000)
+    text = gpucheck.summary(result)
+    failed = [line for line in text.splitlines() if line.startswith("FAILED")]
+    assert failed == ["FAILED cell fp32: RuntimeError: forced: the cell broke",
+                      "FAILED cell bf16: RuntimeError: forced: the cell broke",
+                      "FAILED compile train: RuntimeError: no C compiler",
+                      "FAILED compile inference: RuntimeError: no C compiler"], text
+    saved = json.loads(out.read_text())
+    assert saved["estimate"]["resnet50"]["hours"] > 0 and "paper grid, resnet50" in text
+    assert saved["rates"] == saved["steady_rates"] and "no real-scale cell" in saved["rates_basis"]
+    assert all(r["images_per_s"] > 0 for r in saved["fisher"]["rows"]) and "cell" not in saved
+    assert "EWC's Fisher pass, images/s: one backward per image" in text
+    assert gpucheck.main(out, ["--no-compile"]) == 2  # no GPU here: the check itself says so in one line
+
+
+def test_the_estimate_takes_the_cells_rates_and_scales_the_other_models_by_its_ratio():
+    steady = {"resnet50": {"bf16": {"train": 400.0, "frozen": 1000.0, "inference": 1200.0}},
+              "resnet18": {"bf16": {"train": 1000.0, "frozen": 3000.0, "inference": 4000.0}}}
+    cell = {"bf16": {"stages": [{"stage": "finetune", "kind": "train", "images": 300, "seconds": 1.0},
+                                {"stage": "probe", "kind": "frozen", "images": 500, "seconds": 1.0},
+                                {"stage": "losses", "kind": "inference", "images": 600, "seconds": 0.5},
+                                {"stage": "target_eval", "kind": "inference", "images": 300, "seconds": 0.5}]}}
+    rates, basis = gpucheck.estimate_rates(steady, cell, "resnet50")
+    assert rates["resnet50"]["bf16"] == {"train": 300.0, "frozen": 500.0, "inference": 900.0}
+    assert rates["resnet18"]["bf16"] == {"train": 750.0, "frozen": 1500.0, "inference": 3000.0}
+    assert "real-scale cell" in basis and steady["resnet50"]["bf16"]["train"] == 400.0  # the input is untouched

@@ -27,7 +27,7 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
         ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "probe_test", "forgetting"], "computed")
     assert saved["hard10_n"] == hard_count(tiny["n_test"]) and 0.0 <= saved["hard10_acc"] <= 1.0
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
-    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 7 and saved["config"]["epochs"] == saved["epochs"]
+    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 8 and saved["config"]["epochs"] == saved["epochs"]
     assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
     assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
     assert saved["source_eval_images"] == tiny["demo_n_test"] and saved["source_eval_classes"] >= 2
@@ -208,6 +208,7 @@ ALTERNATIVES = {
     "n_train": [17], "n_test": [17], "data_seed": [3], "imagenet_subset": [100],
     "imagenet_transform": ["timm"], "restore": ["none"], "task_specific": ["head"], "demo_arch": ["resnet10t"],
     "demo_epochs": [9], "demo_lr": [0.123], "demo_batch_size": [7], "demo_n_train": [17], "demo_n_test": [17], "amp": [True],
+    "amp_dtype": ["float16"], "tf32": [False],
     "data_path": ["device", "pil"], "split_ratio": [0.5], "dogs_split": ["single", "per-stage"],
 }
 
@@ -224,7 +225,7 @@ def _expected_changes(before, after, field, common):
         if name not in common:
             continue
         needs = stage.needs_for(after)
-        if (field in stage.reads_for(before) or field in stage.reads_for(after)
+        if (field in stage.keyed_reads(before) or field in stage.keyed_reads(after)
                 or set(stage.needs_for(before)) != set(needs) or any(n in expected for n in needs)):
             expected.add(name)
     return expected

@@ -206,12 +206,29 @@ def export_run(
 
 def cache(results_dir: str = typer.Option("results", help="Folder holding cache/ and runs/."),
           prune: bool = typer.Option(False, "--prune", help="Remove every stage file no run record refers to."),
-          dry_run: bool = typer.Option(False, "--dry-run", help="With --prune: list what would go, remove nothing.")):
+          dry_run: bool = typer.Option(False, "--dry-run", help="With --prune: list what would go, remove nothing."),
+          verify: bool = typer.Option(False, "--verify", help="Hash every decoded image cache in full (a run checks a "
+                                      "stamp instead once a cache has passed); a damaged one is moved aside."),
+          cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP)):
     """What the stage store holds (per stage and kind, with sizes), and pruning what no run refers to."""
     with user_errors():
         from ..core.console import Table
         from ..reporting.housekeeping import prune as prune_store, store_files
 
+        if verify:
+            from ..core.config import default_cache_dir
+            from ..data.decoded import verify_all
+
+            where = Path(cache_dir) if cache_dir else default_cache_dir()
+            checked = verify_all(where)
+            line(f"decoded image caches: {where / 'decoded'}")
+            for row in checked:
+                out.print(f"  {row['key']}  {row['bytes'] / 2**20:,.1f} MiB  "
+                          + ("ok" if row["ok"] else f"damaged ({row['reason']}), moved aside"), highlight=False)
+            out.print(f"{plural(len(checked), 'decoded cache')} hashed in full, "
+                      f"{sum(not r['ok'] for r in checked)} damaged", highlight=False)
+            if not Path(results_dir).is_dir():
+                return
         if not Path(results_dir).is_dir():
             raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
         rows = store_files(Path(results_dir))

@@ -37,6 +37,8 @@ def bench(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     data: bool = typer.Option(False, "--data", help="Time the data path instead: PIL per sample vs the decoded cache."),
     images: int = typer.Option(64, min=8, help="With --data: generated images per recipe."),
+    fisher: bool = typer.Option(False, "--fisher", help="Time EWC's Fisher pass instead: per-sample gradients one "
+                                "backward at a time vs batched (torch.func), --images images of --model."),
 ):
     """Speed ratios of the training step, variants interleaved in one run (see flowvision/scale/bench.py)."""
     with user_errors():
@@ -57,6 +59,18 @@ def bench(
         if not is_arch(model):
             raise UserError(f"--model {model} is not a timm architecture; e.g. resnet18 or resnet50")
         dev = resolve_device(device)
+        if fisher:
+            from ..scale.bench import bench_fisher
+
+            rows = bench_fisher(model, image_size, images, repeats, dev)
+            t = Table(title=f"EWC's Fisher, {model} @ {image_size} px, {images} images, {dev} — median of {repeats} "
+                            "interleaved repeats")
+            for col in ("variant", "images/s", "× vs the loop"):
+                t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col == "variant")
+            for r in rows:
+                t.add_row(r["variant"], f"{r['images_per_s']:.1f}", f"{r['ratio']:.2f}")
+            out.print(t)
+            return
         rows = run_bench(model, image_size, batch_size, steps, repeats, dev)
         t = Table(title=f"{model} @ {image_size} px, batch {batch_size}, {dev} — median of {repeats} interleaved repeats")
         for col in ("variant", "images/s", "× vs its baseline"):

@@ -26,6 +26,7 @@ IMAGENET_TRANSFORMS = ("auto", "official", "timm")
 RESTORE_RULES = ("task-specific", "none")
 DATA_PATHS = ("device", "pil")
 TASK_SPECIFIC_RULES = ("auto", "head", "head+bn", "head+norms")  # see models.task_specific_keys
+AMP_DTYPES = ("bfloat16", "float16")  # autocast's (hardware.Hardware); none: decided for the device
 
 MAX_SEED = 2 ** 32
 MAX_SEEDS = 1000  # seeds in one grid or demo (the paper uses 3)
@@ -116,6 +117,8 @@ def validate(cfg) -> None:
         raise UserError(f"weight_decay must be ≥ 0, got {cfg.weight_decay}")
     choice("restore", RESTORE_RULES)
     choice("data_path", DATA_PATHS)
+    if cfg.amp_dtype is not None:
+        choice("amp_dtype", AMP_DTYPES)
     choice("task_specific", TASK_SPECIFIC_RULES)
     if cfg.weighting != "uniform":
         if is_paper_tau(cfg.tau) and model_alias(cfg.model) not in PAPER_TAU_MODELS:

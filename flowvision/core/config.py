@@ -127,10 +127,18 @@ class RunConfig:
     # (``speed_defaults``); a run id keeps "auto", the stage keys the precision that ran
     device: str = _where("auto")
     amp: Optional[bool] = None
+    amp_dtype: Optional[str] = None     # autocast's dtype: bfloat16 | float16 (with a gradient scaler); none: decided for the
+    #                                     device, bfloat16 where the GPU computes it (capability >= 8.0), else float16
+    #                                     (decided, bfloat16 reads as none: what amp meant before the field)
+    tf32: Optional[bool] = None         # CUDA only: none keeps torch's defaults (convolutions TF32, matmuls fp32: what the
+    #                                     official code ran), false is IEEE fp32 throughout, true TF32 throughout
     channels_last: Optional[bool] = _where(None)
     compile: bool = _where(False)
     deterministic: bool = _where(False)  # deterministic algorithms, no cuDNN autotuning (slower; recorded)
     num_workers: Optional[int] = _where(None)  # none: min(8, cores) for real data on the PIL path, else 0
+    # Table 5's hardest 10 % needs a linear probe and a test pass of it: none computes them where the run trains the
+    # probe anyway or finds it cached (a grid's FLOW run shares it), true always, false never
+    hard10: Optional[bool] = _where(None)
     # experiment tracking (trackers.py): none | tensorboard | wandb; never changes a number
     log: str = _where("none")
 
@@ -358,18 +366,26 @@ def resolve(dataset: Optional[str] = "gratings", model: Optional[str] = None, me
     return cfg
 
 
-def speed_defaults(cfg: RunConfig, device_type: str) -> RunConfig:
+def speed_defaults(cfg: RunConfig, device_type: str, bf16: bool = True) -> RunConfig:
     """``cfg`` with amp and channels_last decided for a device of ``device_type`` ('cuda' | 'cpu'): a value
-    given stays; none (auto) is on under the clean protocol on CUDA (bf16 autocast, NHWC: what fast ResNet
+    given stays; none (auto) is on under the clean protocol on CUDA (autocast, NHWC: what fast ResNet
     recipes run), off otherwise: the paper protocol computes in fp32 as the official code did, and the CPU
-    keeps fp32 (its numbers and stage keys are the ones they always were).
+    keeps fp32 (its numbers and stage keys are the ones they always were). Autocast's dtype, when not given:
+    bfloat16 where ``bf16`` (the GPU has bf16 units; ``hardware.bf16_units``), else float16 (decided as
+    "float16", or none for bfloat16); TF32 is kept on CUDA only.
 
     A run id hashes the config as given ("auto"), so it is the same wherever it is computed (a dry run
     on a laptop, a Slurm login node, the GPU that runs it); the stage keys hash the precision that
     actually ran (``stages.Run`` applies this), so a GPU run never reads a stage the CPU computed in fp32."""
     fast = cfg.protocol == "clean" and device_type == "cuda"
-    return dataclasses.replace(cfg, amp=fast if cfg.amp is None else cfg.amp,
-                               channels_last=fast if cfg.channels_last is None else cfg.channels_last)
+    amp = fast if cfg.amp is None else cfg.amp
+    cuda = device_type == "cuda"
+    # decided, the dtype is float16 or none (bfloat16, what amp always meant: its stage keys stay those of before
+    # the field); TF32 exists on CUDA only (none on the CPU, whose fp32 has no TF32, so its keys stay too)
+    fp16 = cfg.amp_dtype == "float16" or (cfg.amp_dtype is None and cuda and not bf16)
+    dtype = "float16" if amp and fp16 else None
+    return dataclasses.replace(cfg, amp=amp, channels_last=fast if cfg.channels_last is None else cfg.channels_last,
+                               amp_dtype=dtype, tf32=cfg.tf32 if cuda else None)
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -112,20 +112,84 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, see
     ``batches`` (lists of positions) replaces ``batch_size`` and the order altogether.
     ``draw_seed``: samples transformed on the host draw their augmentation from (draw_seed, index)
     (``SeededDraws``); a data set with a ``batch_transform`` draws on the device instead, in the
-    loop's process, where ``num_workers`` cannot reach."""
+    loop's process, where ``num_workers`` cannot reach.
+
+    For a GPU (``pin_memory``) a data set with a ``batch_transform`` (a decoded cache: uint8 arrays, nothing to
+    decode) is read in the loop's process, a batch ahead, by a thread (``Prefetched``): while the GPU computes on
+    one batch the next is read from the memory map, collated and pinned."""
     from torch.utils.data import DataLoader
     import torch
 
-    if draw_seed is not None and getattr(dataset, "batch_transform", None) is None:
+    device_data = getattr(dataset, "batch_transform", None) is not None
+    if draw_seed is not None and not device_data:
         dataset = SeededDraws(dataset, draw_seed)
     common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
     if batches is not None:
-        return DataLoader(dataset, batch_sampler=batches, **common)
-    if sampler is not None:
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **common)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      drop_last=False, **common)
+        loader = DataLoader(dataset, batch_sampler=batches, **common)
+    elif sampler is not None:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **common)
+    else:
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                            drop_last=False, **common)
+    return Prefetched(loader) if pin_memory and device_data and num_workers == 0 else loader
+
+
+class Prefetched:
+    """``loader``'s batches, in its order, read ``depth`` batches ahead by a thread: the thread assembles (and, for
+    a GPU, pins) the next batch while the loop queues work for this one. An error in the thread is raised in the
+    loop at the batch it happened at; a loop that stops early stops the thread."""
+
+    def __init__(self, loader, depth: int = 2):
+        self.loader, self.depth = loader, depth
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        import queue
+        import threading
+
+        done, q = object(), queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read():
+            try:
+                for batch in self.loader:
+                    if not put(batch):
+                        return
+            except BaseException as err:  # noqa: BLE001 (handed to the loop, raised there)
+                put(_Failed(err))
+                return
+            put(done)
+
+        thread = threading.Thread(target=read, daemon=True, name="flowvision-prefetch")
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 def epoch_order(n: int, seed: int) -> list:

@@ -32,6 +32,13 @@ The header carries that identity, the key, the shape and the sha256 of both arra
 one is verified against what the run asked for (its identity, its key, its image count and stored
 shape) and both arrays against their checksums. A cache that fails any of it (damaged, or another
 split's files copied in) is moved aside with one warning and rebuilt, the rule stage files follow.
+
+The checksums are computed once: a cache whose arrays matched them gets a stamp (``verified.json``) of what
+the file system says of those arrays (size, inode, modification and change times, in ns) and of its header's
+bytes. A later run that finds the stamp equal to the files skips the hashing (IN-1K val's cache is 7.5 GB:
+the full hash is tens of seconds per run); any write to an array changes its times (the change time cannot
+be set back), and a copied file has another inode, so the full hash runs again. ``flowvision cache --verify``
+hashes every cache in full whatever its stamp says (``verify_all``).
 """
 from __future__ import annotations
 
@@ -118,12 +125,7 @@ def _read(folder: Path, key: str, identity: dict, shape: list) -> Decoded:
         raise DamagedFile(header_path, f"it holds the cache {header.get('key')!r}, not {key!r}")
     if header.get("shape") != list(shape):
         raise DamagedFile(header_path, f"it holds images of shape {header.get('shape')}, the run asked for {list(shape)}")
-    for name in ("images", "labels"):
-        path = folder / f"{name}.npy"
-        if not path.is_file() or path.stat().st_size != header.get(f"{name}_bytes"):
-            raise DamagedFile(path, "missing or of the wrong size")
-        if _sha256(path) != header.get(f"{name}_sha256"):
-            raise DamagedFile(path, "its checksum does not match its header")
+    _check_arrays(folder, header)
     try:
         images = np.load(folder / "images.npy", mmap_mode="r")
         labels = np.load(folder / "labels.npy")
@@ -132,6 +134,79 @@ def _read(folder: Path, key: str, identity: dict, shape: list) -> Decoded:
     if list(images.shape) != header.get("shape") or images.dtype != np.uint8 or labels.shape != (len(images),):
         raise DamagedFile(folder / "images.npy", "its shape does not match its header")
     return Decoded(images, labels)
+
+
+STAMP = "verified.json"
+ARRAYS = ("images", "labels")
+
+
+def _stamp(folder: Path) -> dict:
+    """What the file system says of the arrays now, and the header's digest: equal to a stamp written after a full
+    check, nothing was written to them since (``_check_arrays``)."""
+    out = {"header": hashlib.sha256((folder / "header.json").read_bytes()).hexdigest()}
+    for name in ARRAYS:
+        st = (folder / f"{name}.npy").stat()
+        out[name] = [st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns]
+    return out
+
+
+def _check_arrays(folder: Path, header: dict, full: bool = False) -> None:
+    """Both arrays against the header: their sizes always; their sha256 unless the stamp of an earlier full check
+    still matches the files (or ``full``). DamagedFile naming the first that fails. A full check that passes
+    writes the stamp (where the folder is writable)."""
+    for name in ARRAYS:
+        path = folder / f"{name}.npy"
+        if not path.is_file() or path.stat().st_size != header.get(f"{name}_bytes"):
+            raise DamagedFile(path, "missing or of the wrong size")
+    try:
+        now, held = _stamp(folder), json.loads((folder / STAMP).read_text())
+    except (OSError, ValueError, RecursionError):
+        now, held = None, None
+    if not full and now is not None and held == now:
+        return
+    for name in ARRAYS:
+        path = folder / f"{name}.npy"
+        if _sha256(path) != header.get(f"{name}_sha256"):
+            raise DamagedFile(path, "its checksum does not match its header")
+    _write_stamp(folder)
+
+
+def _write_stamp(folder: Path) -> None:
+    from ..core.files import atomic_write_text
+
+    try:
+        atomic_write_text(folder / STAMP, json.dumps(_stamp(folder)))
+    except OSError:
+        pass  # a read-only cache: every run hashes it, as before stamps
+
+
+def verify_all(cache_dir: Path) -> list[dict]:
+    """``flowvision cache --verify``: every decoded cache under ``cache_dir`` checked in full (its header, its key
+    against its folder's name, both arrays' sizes and sha256, whatever the stamp says); a damaged one is moved
+    aside, as a run would. -> [{"key", "bytes", "ok", "reason"}], by key."""
+    from filelock import FileLock
+
+    from ..core.files import move_aside
+
+    rows = []
+    root = Path(cache_dir) / "decoded"
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()) if root.is_dir() else []:
+        if ".damaged-" in folder.name or not (folder / "header.json").exists():
+            continue
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        with FileLock(str(folder) + ".lock"):
+            try:
+                header = json.loads((folder / "header.json").read_text())
+                if not isinstance(header, dict) or header.get("key") != folder.name:
+                    raise DamagedFile(folder / "header.json", f"it holds the cache {header.get('key')!r}"
+                                      if isinstance(header, dict) else "its header is not a JSON object")
+                _check_arrays(folder, header, full=True)
+                rows.append({"key": folder.name, "bytes": size, "ok": True, "reason": None})
+            except (OSError, ValueError, RecursionError, DamagedFile) as err:
+                reason = err.reason if isinstance(err, DamagedFile) else "its header is missing or damaged"
+                move_aside(DamagedFile(folder, reason))
+                rows.append({"key": folder.name, "bytes": size, "ok": False, "reason": reason})
+    return rows
 
 
 def _build(folder: Path, source: Dataset, prepare: Callable, size: tuple, workers: int, desc: str,
@@ -166,6 +241,7 @@ def _build(folder: Path, source: Dataset, prepare: Callable, size: tuple, worker
         path = folder / f"{name}.npy"
         header[f"{name}_bytes"], header[f"{name}_sha256"] = path.stat().st_size, _sha256(path)
     atomic_write_text(folder / "header.json", json.dumps(header, indent=1))
+    _write_stamp(folder)  # the checksums were just taken from these files
 
 
 class _Prepared(Dataset):

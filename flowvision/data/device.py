@@ -3,7 +3,7 @@
 The decoded caches (``data/decoded.py``) hand the training loop uint8 batches at the size each recipe
 starts from; here the recipe's random steps run on the whole batch at once, on the GPU when there is
 one, with an independent draw per sample (kornia's augmentations, ``same_on_batch=False``), from
-torch's generator, which the training loop seeds per epoch (so a resumed run draws the same crops).
+torch's CPU generator, which the training loop seeds per epoch (so a resumed run draws the same crops).
 
     recipe              train                                              eval
     resize (CIFAR)      resize to s, horizontal flip                       resize to s
@@ -37,7 +37,13 @@ from torch import nn
 class BatchTransform(nn.Module):
     """uint8 (B, 3, H, W) on any device -> normalised float32 (B, 3, s, s): scale to [0, 1], an
     optional resize to ``resize``, the recipe's augmentation (``augment``: a kornia module or None),
-    then (x - mean) / std."""
+    then (x - mean) / std.
+
+    kornia's random parameters (crop boxes, flips, jitter factors: a few numbers per image) are drawn on the
+    CPU, from torch's CPU generator, and applied to the batch where it is. Drawn on the GPU, some are read back
+    to the host each batch (RandomCrop's padding, ``.unique().cpu()``), which makes the host wait for the GPU;
+    on the CPU the draws cost microseconds and kornia moves them to the batch's device without waiting
+    (``kornia.core.utils._to_device_nonblocking``). On the CPU nothing changed: the generator was there."""
 
     def __init__(self, augment, mean, std, resize=None):
         super().__init__()
@@ -52,10 +58,10 @@ class BatchTransform(nn.Module):
             down = x.shape[-1] > self.resize
             x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False, antialias=down)
         if self.augment is not None:
-            self.augment.to(x.device)
             x = self.augment(x).clamp_(0, 1)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        return (x - mean) / std
+        if self.mean.device != x.device:  # the constants go to the batches' device once, not per batch
+            self.mean, self.std = self.mean.to(x.device, non_blocking=True), self.std.to(x.device, non_blocking=True)
+        return (x - self.mean) / self.std
 
 
 def recipe_transforms(recipe: str, image_size: int, mean, std) -> tuple[BatchTransform, BatchTransform]:

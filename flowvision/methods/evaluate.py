@@ -12,6 +12,7 @@ the pre-trained model's (agreement) and the mean KL(p_pre || p_after) over the i
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -82,10 +83,13 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
     batch sequence and the results are gathered by sample index: each sample is counted once, and its
     numbers are those one process computes (the same batches through the same kernels)."""
     n = len(dataset)
-    losses = torch.empty(n)
-    labels = torch.empty(n, dtype=torch.long)
-    correct = torch.zeros(n, dtype=torch.bool)
-    correct5 = torch.zeros(n, dtype=torch.bool)
+    dev = hw.device
+    # the results stay on the device until the pass ends (one copy back each then): a copy per batch would make
+    # the host wait for every batch
+    losses = torch.empty(n, device=dev)
+    labels = torch.empty(n, dtype=torch.long, device=dev)
+    correct = torch.zeros(n, dtype=torch.bool, device=dev)
+    correct5 = torch.zeros(n, dtype=torch.bool, device=dev)
     logprobs = None
     was_training = model.training
     model.eval()
@@ -96,26 +100,28 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
         batches = [list(range(b * batch_size, min(n, (b + 1) * batch_size)))
                    for b in range(distributed.rank(), -(-n // batch_size), distributed.world())]
     loader = make_loader(dataset, batch_size, num_workers=hw.num_workers,
-                         pin_memory=hw.device.type == "cuda", batches=batches, draw_seed=draw_seed)
+                         pin_memory=dev.type == "cuda", batches=batches, draw_seed=draw_seed)
     with progress() as bar:
         task = bar.add_task(desc, total=len(loader), info="", unit="batch")
         for x, y, idx in loader:
             with hw.autocast():
                 logits = forward(hw.images(x, dataset)).float()
-            y = y.to(hw.device)
+            y, idx = hw.put(y), hw.put(idx)
             loss = F.cross_entropy(logits, y, reduction="none", ignore_index=UNLABELLED)
-            losses[idx] = torch.where(y == UNLABELLED, torch.nan, loss).cpu()
-            labels[idx] = y.cpu()
+            losses[idx] = torch.where(y == UNLABELLED, torch.nan, loss)
+            labels[idx] = y
             k = min(5, logits.shape[1])
             topk = logits.topk(k, dim=1).indices
-            correct[idx] = (topk[:, 0] == y).cpu()
-            correct5[idx] = (topk == y[:, None]).any(dim=1).cpu()
+            correct[idx] = topk[:, 0] == y
+            correct5[idx] = (topk == y[:, None]).any(dim=1)
             if keep_logprobs:
                 if logprobs is None:
-                    logprobs = torch.empty(n, logits.shape[1])
-                logprobs[idx] = F.log_softmax(logits, dim=1).cpu()
+                    logprobs = torch.empty(n, logits.shape[1], device=dev)
+                logprobs[idx] = F.log_softmax(logits, dim=1)
             bar.advance(task)
     model.train(was_training)
+    losses, labels, correct, correct5 = losses.cpu(), labels.cpu(), correct.cpu(), correct5.cpu()
+    logprobs = logprobs.cpu() if logprobs is not None else None
     if shared:
         losses, labels, correct, correct5, logprobs = _gather(n, batches, losses, labels, correct, correct5, logprobs,
                                                               keep_logprobs)
@@ -200,13 +206,22 @@ def accuracy(model: nn.Module, dataset, hw: Hardware = CPU, desc: str = "eval", 
     return out
 
 
-# EWC's Fisher pass: at most this many floats of per-sample gradients at once (1 GiB in fp32)
-FISHER_FLOATS = 1 << 28
+# EWC's Fisher pass: at most this many floats of per-sample gradients at once, by device type: 1 GiB in fp32 on
+# the CPU (10 images at a time for resnet50), 4 GiB on a GPU (42 for resnet50, 91 for resnet18), where a larger
+# vmap keeps the GPU busy. A constant per device type, not the free memory: the sums' order, and so the Fisher's
+# last bits, follow the chunking, and must not depend on what else holds the GPU.
+FISHER_FLOATS = {"cpu": 1 << 28, "cuda": 1 << 30}
 FISHER_SEED = 0  # the sample subset and the label draws: fixed, so the Fisher is shared by every seed and λ
 
 
+def fisher_chunk(model: nn.Module, device: torch.device) -> int:
+    """(image, label) pairs whose per-sample gradients one vmap call holds: FISHER_FLOATS over the parameter count."""
+    floats = FISHER_FLOATS.get(device.type, FISHER_FLOATS["cpu"])
+    return max(1, floats // sum(p.numel() for p in model.parameters()))
+
+
 def fisher_diagonal(model: nn.Module, dataset, *, samples: Optional[int] = None, draws: int = 1, hw: Hardware = CPU,
-                    desc: str = "Fisher (pre-trained model)") -> dict:
+                    desc: str = "Fisher (pre-trained model)", chunk: Optional[int] = None) -> dict:
     """The diagonal Fisher of ``model``'s own predictive distribution on ``dataset``'s images (EWC,
     Kirkpatrick et al. 2017), for every parameter:
 
@@ -219,7 +234,9 @@ def fisher_diagonal(model: nn.Module, dataset, *, samples: Optional[int] = None,
     "order": (n,) the images' positions in ``dataset``, "labels": (n, D) the labels drawn for them}.
 
     Per-sample gradients come from torch.func (vmap over grad), in chunks of at most FISHER_FLOATS
-    gradient floats; the sums run in a fixed order, so the result depends on nothing but the inputs.
+    gradient floats (per device type, ``fisher_chunk``); the sums run in a fixed order, so the result depends on
+    nothing but the inputs and the device type. ``chunk`` overrides the pairs per vmap (``flowvision bench
+    --fisher`` times them).
     Every process of a torchrun computes all of it (the store keeps rank 0's file)."""
     from torch.func import functional_call, grad, vmap
 
@@ -229,6 +246,9 @@ def fisher_diagonal(model: nn.Module, dataset, *, samples: Optional[int] = None,
              else torch.arange(n_all))
     was_training = model.training
     model.eval()
+    # NCHW: under vmap, channels_last sends the pooling through a strided copy vmap has no batching rule for (a
+    # per-sample loop; torch warns so under fake CUDA)
+    hw = dataclasses.replace(hw, channels_last=False)
     hw.place(model)
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = dict(model.named_buffers())
@@ -238,7 +258,7 @@ def fisher_diagonal(model: nn.Module, dataset, *, samples: Optional[int] = None,
         return -F.cross_entropy(logits.float(), y.unsqueeze(0))  # log p(y | x)
 
     per_sample = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
-    pairs = max(1, FISHER_FLOATS // sum(v.numel() for v in params.values()))  # (image, label) pairs at once
+    pairs = chunk or fisher_chunk(model, hw.device)  # (image, label) pairs at once
     images = max(1, pairs // draws)
     batches = [order[k:k + images].tolist() for k in range(0, len(order), images)]
     loader = make_loader(dataset, images, num_workers=hw.num_workers, pin_memory=hw.device.type == "cuda",
@@ -253,7 +273,7 @@ def fisher_diagonal(model: nn.Module, dataset, *, samples: Optional[int] = None,
                 probs = F.softmax(model(x).float(), dim=1)
             labels = torch.multinomial(probs.double().cpu(), draws, replacement=True, generator=generator)  # (B, D)
             drawn.append(labels)
-            xs, ys = x.repeat_interleave(draws, dim=0), labels.flatten().to(hw.device)
+            xs, ys = x.repeat_interleave(draws, dim=0), hw.put(labels.flatten())
             for start in range(0, len(ys), pairs):
                 for k, g in per_sample(params, xs[start:start + pairs], ys[start:start + pairs]).items():
                     sums[k] += g.square().sum(dim=0)

@@ -16,7 +16,8 @@ from . import models
 
 class L2SP:
     """(λ/2)·Σ‖θ − θ_source‖² over the shared tensors (conv weights); head and BN are task-specific
-    and are not pulled (``rule``: models.task_specific_keys). ``reference`` maps parameter names to the source values. The optimiser's
+    and are not pulled (``rule``: models.task_specific_keys). ``reference`` maps parameter names to the source values,
+    put on the device of the model's parameters once, here: build a pull after the model is placed. The optimiser's
     weight decay (5e-4, as every other method) stays on: L2-SP papers often drop decay on the
     pulled weights, the official FLOW code has no L2-SP to copy, and one optimiser for all methods
     keeps the comparison about the regulariser alone."""
@@ -25,11 +26,12 @@ class L2SP:
         shared, _ = models.split_state(model, rule)
         self.names = [name for name, _ in model.named_parameters() if name in shared]
         params = dict(model.named_parameters())
-        self.pairs = [(params[name], reference[name]) for name in self.names]
+        # the model is where it trains (``hardware.place``) before a pull is built: each reference goes there once
+        self.pairs = [(params[name], reference[name].to(params[name].device, non_blocking=True)) for name in self.names]
         self.lam = lam
 
     def __call__(self) -> torch.Tensor:
-        total = sum(((p - ref.to(p.device)) ** 2).sum() for p, ref in self.pairs)
+        total = sum(((p - ref) ** 2).sum() for p, ref in self.pairs)
         return 0.5 * self.lam * total
 
 
@@ -49,10 +51,11 @@ class EWC(L2SP):
     def __init__(self, model: nn.Module, reference: dict, fisher: dict, lam: float, rule: str = "auto"):
         super().__init__(model, reference, lam, rule)
         self.fisher_max = fisher_max(fisher, self.names)
-        self.importance = [(fisher[name] / self.fisher_max).to(p.device) for name, (p, _) in zip(self.names, self.pairs)]
+        self.importance = [(fisher[name] / self.fisher_max).to(p.device, non_blocking=True)
+                           for name, (p, _) in zip(self.names, self.pairs)]
 
     def __call__(self) -> torch.Tensor:
-        total = sum((f * (p - ref.to(p.device)) ** 2).sum() for (p, ref), f in zip(self.pairs, self.importance))
+        total = sum((f * (p - ref) ** 2).sum() for (p, ref), f in zip(self.pairs, self.importance))
         return 0.5 * self.lam * total
 
 

@@ -34,6 +34,11 @@ from ..core.errors import Diverged
 from ..core.hardware import CPU, Hardware
 from ..core.files import DamagedFile, load_checked, move_aside, save_checked
 
+# On a GPU the loop reads its running numbers (loss, accuracy, a non-finite loss) back every this many steps,
+# so the host queues steps ahead of the GPU instead of waiting for each; on the CPU, where a read costs nothing,
+# every step. A non-finite loss still names the step it happened at.
+READ_EVERY = 50
+
 if TYPE_CHECKING:
     from .regularizers import LwF
 
@@ -52,12 +57,15 @@ class Schedule:
 
 
 class StaticWeights:
-    """FLOW weights from losses computed once at θ* (Algorithm 1): ``losses`` (N,) by sample index."""
+    """FLOW weights from losses computed once at θ* (Algorithm 1): ``losses`` (N,) by sample index, put on the
+    device of the indices once (the first batch's), not copied per batch."""
 
     def __init__(self, losses: torch.Tensor, tau: float):
         self.losses, self.tau = losses, tau
 
     def __call__(self, x, y, idx) -> torch.Tensor:
+        if self.losses.device != idx.device:
+            self.losses = self.losses.to(idx.device, non_blocking=True)
         return self.losses[idx]
 
 
@@ -133,6 +141,11 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     Returns one row per epoch: stage, epoch, loss (the optimised, weighted loss), ce (plain mean
     cross-entropy), acc (on the augmented batches), lr, seconds, data_seconds, and with ``select``
     test_acc (the score).
+
+    What a step asks of the host on a GPU (docs/speed.md, "The sync budget"): batches come pinned and go to the
+    device without blocking (``Hardware.put``), FLOW's losses and the pulls' tensors are on the device once, the
+    running numbers stay there and are read every READ_EVERY steps. A step reads no scalar back (fp16's gradient
+    scaler reads one flag), and the test of that budget runs the loop under fake CUDA (tests/test_fakecuda.py).
     """
     head = set(map(id, _head_params(model)))
     for p in model.parameters():
@@ -174,6 +187,8 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     local_batch = sched.batch_size // n_proc
 
     n_batches = -(-len(dataset) // sched.batch_size)  # the same steps under DDP
+    scaler = hw.scaler()  # fp16 autocast: the gradient scaler (its step reads one flag back per step)
+    every = 1 if hw.device.type == "cpu" else READ_EVERY  # steps between two reads of the running numbers
     with progress() as bar:
         task = bar.add_task(desc, total=sched.epochs * n_batches, completed=start * n_batches, info="", unit="batch",
                             epoch_steps=n_batches)
@@ -193,37 +208,56 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                                      **loading)
             model.train(sched.bn_train)
             lr = opt.param_groups[0]["lr"]
-            t0, data_time, tot_loss, tot_ce, tot_correct, seen = time.time(), 0.0, 0.0, 0.0, 0, 0
+            t0, data_time = time.time(), 0.0
+            # on the device until read, every ``every`` steps: Σ loss·b, Σ ce, Σ correct (float64, as Python
+            # added them), the first step (1-based, 0: none) whose loss was not finite and that loss
+            totals = torch.zeros(3, dtype=torch.float64, device=hw.device)
+            bad_step = torch.zeros((), dtype=torch.float64, device=hw.device)
+            bad_loss = torch.zeros((), dtype=torch.float64, device=hw.device)
+            tot_loss, tot_ce, tot_correct, seen = 0.0, 0.0, 0.0, 0
             t_data = time.time()
             for step, (x, y, idx) in enumerate(loader):
-                x, y = hw.images(x, dataset), y.to(hw.device)
+                x, y = hw.images(x, dataset), hw.put(y)
                 data_time += time.time() - t_data
                 with hw.autocast():
                     logits = forward(x)
-                if distill is not None:
-                    logits, source_logits = logits
+                    if distill is not None:  # the teacher under the same autocast as the student
+                        logits, source_logits = logits
+                        distilled = distill(x, source_logits)
                 per_sample = F.cross_entropy(logits.float(), y, reduction="none")
                 if weigher is None:
                     loss = per_sample.mean()
                 else:
-                    ref = weigher(x, y, idx).to(per_sample.device)
+                    ref = weigher(x, y, hw.put(idx))
                     loss = weighting.weighted_loss(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
                 if regularizer is not None:
                     loss = loss + regularizer()
                 if distill is not None:
-                    loss = loss + distill(x, source_logits)
-                if not torch.isfinite(loss):
-                    raise Diverged(f"{desc}: the training loss became {loss.item()} at epoch {epoch + 1}, "
-                                    f"step {step + 1}; lower the learning rate (--lr) or check the data")
+                    loss = loss + distilled
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 b = len(y)
-                tot_loss += loss.item() * b
-                tot_ce += per_sample.detach().sum().item()
-                tot_correct += (logits.argmax(1) == y).sum().item()
+                with torch.no_grad():
+                    value = loss.detach().double()
+                    newly = (bad_step == 0) & ~torch.isfinite(value)
+                    bad_step = torch.where(newly, float(step + 1), bad_step)
+                    bad_loss = torch.where(newly, value, bad_loss)
+                    totals += torch.stack([value * b, per_sample.detach().sum().double(),
+                                           (logits.detach().argmax(1) == y).sum().double()])
                 seen += b
-                bar.update(task, advance=1, info=f"epoch {epoch + 1} of {sched.epochs}, loss {tot_loss / seen:.3f}")
+                if (step + 1) % every == 0 or step + 1 == len(loader):
+                    # one read: the GPU has queued the steps up to here
+                    tot_loss, tot_ce, tot_correct, first, bad = torch.cat([totals, bad_step[None], bad_loss[None]]).tolist()
+                    if first > 0:
+                        raise Diverged(f"{desc}: the training loss became {bad} at epoch {epoch + 1}, "
+                                        f"step {int(first)}; lower the learning rate (--lr) or check the data")
+                bar.update(task, advance=1, info=f"epoch {epoch + 1} of {sched.epochs}, loss {tot_loss / max(seen, 1):.3f}")
                 t_data = time.time()
             if lr_sched is not None:
                 lr_sched.step()

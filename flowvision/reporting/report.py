@@ -47,6 +47,8 @@ def result_table(r: dict) -> Table:
         t.add_row("FLOW weights on wrong labels", noise_text(r["label_noise"]))
     if r.get("hard10_acc") is not None:
         t.add_row(f"hardest 10 % of test samples ({r['hard10_n']}, by probe loss)", pct(r["hard10_acc"]))
+    elif r.get("hard10_note"):
+        t.add_row("hardest 10 % of test samples", "not measured: no linear probe was trained (--set hard10=true)")
     for w in r.get("wise") or []:
         t.add_row(f"WiSE-FT α={w['alpha']:g}", f"target {pct(w['target_acc'])}, source {pct(w['source_acc_after'])}"
                   + (f" (on {w['source_images']:,} of the images)" if w.get("source_subset") else ""))
@@ -260,7 +262,10 @@ def run_demo(dataset: str, seeds: int, methods: list[str], overrides: dict) -> l
 
     if dataset not in DEMO_DATASETS:
         raise UserError(f"the demo runs on a synthetic target task: {' or '.join(DEMO_DATASETS)} (got '{dataset}')")
-    cfgs = [config.resolve(dataset, DEMO_MODEL, m, dict(overrides, seed=s)) for m in methods for s in range(seeds)]
+    from ..stages.pipeline import with_shared_probe
+
+    cfgs = with_shared_probe([config.resolve(dataset, DEMO_MODEL, m, dict(overrides, seed=s))
+                              for m in methods for s in range(seeds)])
     t0 = time.time()
     cpu = device_type(cfgs[0].device) == "cpu"
     workers = demo_workers(len(cfgs), cfgs[0].device)

@@ -181,3 +181,58 @@ def bench_data(n: int = 64, repeats: int = 3, batch_size: int = 64) -> list[dict
         base = n / statistics.median(times[(recipe, "PIL per sample (host)")])
         rows.append({"recipe": recipe, "path": path, "images_per_s": speed, "ratio": speed / base})
     return rows
+
+
+# ---- EWC's Fisher: per-sample gradients one at a time vs batched with torch.func -------------------------------
+def _fisher_loop(model, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The diagonal Fisher the way it is usually written: one backward per (image, label), its gradients squared
+    and summed (the reference ``evaluate.fisher_diagonal``'s vmap is timed against)."""
+    params = dict(model.named_parameters())
+    sums = {k: torch.zeros_like(p) for k, p in params.items()}
+    for i in range(len(x)):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x[i:i + 1]).float(), y[i:i + 1]).backward()
+        for k, p in params.items():
+            sums[k] += p.grad.square()
+    return sums
+
+
+def bench_fisher(arch: str = "resnet18", image_size: int = 32, n: int = 32, repeats: int = 3,
+                 device: torch.device = torch.device("cpu")) -> list[dict]:
+    """images/s of EWC's Fisher pass (per-sample gradients of ``n`` images, fp32, eval mode), interleaved in one
+    process: one backward per image (the usual loop), and ``evaluate.fisher_diagonal``'s torch.func vmap over
+    grad at chunks of 10 (resnet50's on the CPU), of this device type's FISHER_FLOATS, and of the GPU's.
+    -> rows: variant, images/s (median), ratio to the loop."""
+    from ..core.hardware import Hardware
+    from ..data.base import Indexed
+    from ..methods.evaluate import FISHER_FLOATS, fisher_chunk, fisher_diagonal
+
+    torch.manual_seed(0)
+    model = models.create(arch, 10).to(device).eval()
+    x, y = torch.randn(n, 3, image_size, image_size), torch.randint(0, 10, (n,))
+    data = Indexed(torch.utils.data.TensorDataset(x, y))
+    hw = Hardware(device)
+    weights = sum(p.numel() for p in model.parameters())
+    loop = "one backward per image (the usual loop)"
+    chunks = {10: "", fisher_chunk(model, device): f" ({device.type}'s chunk)",
+              max(1, FISHER_FLOATS["cuda"] // weights): " (a GPU's chunk)"}
+    variants = {loop: None}
+    for chunk, why in chunks.items():  # a chunk past n runs as n: each size once
+        variants.setdefault(f"vmap over grad, {min(chunk, n)} at a time{why}", min(chunk, n))
+    xd, yd = x.to(device), y.to(device)
+    times = {name: [] for name in variants}
+    for r in range(repeats + 1):  # the first round warms up and is dropped
+        for name, chunk in variants.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            if chunk is None:
+                _fisher_loop(model, xd, yd)
+            else:
+                fisher_diagonal(model, data, hw=hw, chunk=chunk)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    speed = {name: n / statistics.median(ts) for name, ts in times.items()}
+    return [{"variant": name, "images_per_s": speed[name], "ratio": speed[name] / speed[loop]} for name in variants]

@@ -38,6 +38,7 @@ class Sizes:
     epochs: int = 2                # fine-tuning; the probe and the refit run one epoch each
     batch_size: int = 128
     rate_steps: int = 20           # timed steps of each steady-state rate (after warm-up)
+    fisher_images: int = 0         # images of the timed Fisher passes (0: 64)
     compile: bool = True           # measure torch.compile (minutes of compiling on a CPU: off in TOY)
     tests: bool = True             # run tests/test_cuda.py first
 
@@ -49,7 +50,7 @@ class Sizes:
 REAL = Sizes()
 TOY = Sizes(models=("test_resnet",), cell_model="test_resnet", image_size=32, jpeg_px=40, classes=2,
             train_per_class=6, test_per_class=2, source_classes=2, source_per_class=2, epochs=1, batch_size=4,
-            rate_steps=1, compile=False, tests=False)
+            rate_steps=1, fisher_images=4, compile=False, tests=False)
 
 
 # ---- generated data ---------------------------------------------------------------------------------------
@@ -182,7 +183,8 @@ def cell_config(inputs: dict, precision: str, sizes: Sizes, device: str, work: P
 def run_cell(work: Path, precision: str, sizes: Sizes = REAL, device: str = "cuda") -> dict:
     """Run the cell once in ``precision`` ('fp32' | 'bf16'). -> {"precision", "seconds" (the whole run),
     "compute_seconds" (its stages but the loading ones: the first run decodes the images, the next reads
-    them), "stages": [{"stage", "kind", "images", "seconds", "images_per_s", "gpu_busy"}], "target_acc"}: one row
+    them), "stages": [{"stage", "kind", "images", "seconds", "images_per_s", "gpu_busy", "peak_gib" (the GPU
+    memory the stage's allocator held at most; None on the CPU)}], "target_acc"}: one row
     per stage that did work, in the order they ran; ``kind`` is the stage's main kind for the cost model
     (training, frozen, inference) or "load" for the stages that load data or weights."""
     from ..stages.costs import KINDS, stage_images
@@ -191,9 +193,16 @@ def run_cell(work: Path, precision: str, sizes: Sizes = REAL, device: str = "cud
     inputs = prepare(work, sizes)
     cfg = cell_config(inputs, precision, sizes, device, work)
     marks: dict = {}
+    cuda = device.startswith("cuda")
 
-    def heard(name, event):
+    def heard(name, event):  # a stage's needs are resolved before it starts: no two stages' windows overlap
+        import torch
+
         marks.setdefault(name, {})[event] = time.time()
+        if cuda and event == "start":
+            torch.cuda.reset_peak_memory_stats()
+        elif cuda:
+            marks[name]["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
 
     t0 = time.time()
     with BusyMeter(device) as meter:
@@ -208,7 +217,8 @@ def run_cell(work: Path, precision: str, sizes: Sizes = REAL, device: str = "cud
         start, done = marks.get(name, {}).get("start"), marks.get(name, {}).get("done")
         rows.append({"stage": name, "kind": kind, "images": int(total), "seconds": round(seconds, 3),
                      "images_per_s": round(total / seconds, 1) if total else None,
-                     "gpu_busy": meter.share(start, done) if start and done else None})
+                     "gpu_busy": meter.share(start, done) if start and done else None,
+                     "peak_gib": marks.get(name, {}).get("peak_gib")})
     return {"precision": precision, "seconds": round(time.time() - t0, 2), "stages": rows,
             "compute_seconds": round(sum(r["seconds"] for r in rows if r["kind"] != "load"), 2),
             "target_acc": record["target_acc"], "device": record["device"]}

@@ -30,6 +30,8 @@ def grid(model: Optional[str], datasets: list[str], methods: list[str], seeds: l
 
     if "seed" in overrides:
         raise UserError("'seed' cannot be set with --set in a grid; use --seeds N (seeds 0..N-1)")
+    from ..stages.pipeline import with_shared_probe
+
     models = [m.strip() for m in model.split(",") if m.strip()] if model else [None]
     if model is not None and not models:
         raise UserError(f"--model {model!r} names no model; e.g. --model resnet18 or --model resnet18,resnet50")
@@ -43,7 +45,9 @@ def grid(model: Optional[str], datasets: list[str], methods: list[str], seeds: l
                     cmd = (f"flowvision finetune --dataset {shlex.quote(cfg.dataset)} --model {cfg.model} "
                            f"--method {method} --seed {seed}")
                     cells.append((cfg, f"{cmd} {extra}".strip()))
-    return cells
+    shared = with_shared_probe([cfg for cfg, _ in cells])  # Table 5's number for every cell (hard10 is no id field)
+    return [(cfg, cmd + (" --set hard10=true" if cfg.hard10 and "hard10" not in overrides else ""))
+            for cfg, (_, cmd) in zip(shared, cells)]
 
 
 def result_path(cfg) -> Path:

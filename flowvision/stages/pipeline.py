@@ -23,6 +23,7 @@ sample audit ``audit.py``'s.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from ..core.config import RunConfig
 from ..core.registry import is_folder
@@ -67,13 +68,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("probe", training.probe, reads=("probe_epochs", "probe_lr", "probe_bn_train", "protocol", *training.OPTIM),
           needs=("source", "task"), hardware=True, load=training.trained(training.target_shaped, "probe"), doc="linear probe"),
     Stage("losses", training.losses, reads=training.losses_reads, needs=("probe", "task"), hardware=True,
-          doc="per-sample losses of the probe model"),
+          full_precision=True, doc="per-sample losses of the probe model"),
     Stage("weights", training.weights, reads=training.weights_reads,
           needs=training.weights_needs, cached=False, doc="τ and the FLOW weights"),
     Stage("fisher", training.fisher, reads=training.fisher_reads, needs=("source", "task"), hardware=True,
-          doc="EWC: the pre-trained model's diagonal Fisher on the target images"),
+          full_precision=True, doc="EWC: the pre-trained model's diagonal Fisher on the target images"),
     Stage("finetune", training.finetune, reads=training.finetune_reads, needs=training.finetune_needs, hardware=True, resumable=True,
-          load=training.trained(training.target_shaped, "finetune"), doc="fine-tuning of every parameter"),
+          version=training.finetune_version, load=training.trained(training.target_shaped, "finetune"), doc="fine-tuning of every parameter"),
     Stage("refit", training.refit, reads=("refit_epochs", "refit_lr", "protocol", *training.OPTIM), needs=("finetune", "source", "task"),
           hardware=True, load=training.trained(training.target_shaped, "refit"), doc="head refit (Appendix B)"),
     Stage("final", lambda i: next(iter(i.up.values())), reads=("finetune", "refit", "refit_epochs"),
@@ -81,7 +82,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           doc="the model the run reports"),
     Stage("target_eval", measuring.target_eval, needs=("final", "task"), hardware=True, version=2,
           doc="target accuracy and per-sample correctness"),
-    Stage("probe_test", measuring.probe_test, needs=("probe", "task"), hardware=True,
+    Stage("probe_test", measuring.probe_test, needs=("probe", "task"), hardware=True, full_precision=True,
           doc="pre-trained (probe) loss of every test sample"),
     Stage("forgetting", measuring.forgetting, reads=measuring.forgetting_reads, needs=measuring.forgetting_needs,
           hardware=True, version=2, doc="source accuracy, agreement and KL after fine-tuning"),
@@ -94,21 +95,73 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 )}
 
 
-def targets(cfg: RunConfig) -> tuple:
-    """The stages one run reports; everything else is reached through their needs."""
+def targets(cfg: RunConfig, hard: Optional[bool] = None) -> tuple:
+    """The stages one run reports; everything else is reached through their needs. Table 5's hardest 10 %
+    (``hard``: its probe and a test pass of it) where ``hard``, or, when None, where ``measures_hard`` says so
+    from the config alone (``hard_target`` also looks in the store)."""
+    hard = measures_hard(cfg) if hard is None else hard
     return (("source_eval", "target_eval", "forgetting") + (("weights",) if cfg.weighting != "uniform" else ())
-            + (("wise",) if measuring.wise_alphas(cfg) else ()) + ("hard",))
+            + (("wise",) if measuring.wise_alphas(cfg) else ()) + (("hard",) if hard else ()))
 
 
-def plan(cfg: RunConfig, fingerprints: dict) -> dict:
-    """stage -> key for every stage this config reaches, computed from the declarations alone;
+def reached(cfg: RunConfig, names) -> set:
+    """Every stage ``names`` need, themselves included."""
+    seen, stack = set(), list(names)
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack += STAGES[name].needs_for(cfg)
+    return seen
+
+
+def trains_probe(cfg: RunConfig) -> bool:
+    """Whether the run's own stages need the linear probe (its head, FLOW's losses, or it is the model)."""
+    return "probe" in reached(cfg, targets(cfg, hard=False))
+
+
+def measures_hard(cfg: RunConfig) -> bool:
+    """Table 5's number from the config alone: ``hard10`` true or false says; none (auto) where the run trains the
+    probe anyway. A standalone standard fine-tuning (ft, wiseft, l2sp, ewc) trains none, as the official
+    ``standard_ft.py``: its probe and the test pass of it would be work for that one column."""
+    return cfg.hard10 if cfg.hard10 is not None else trains_probe(cfg)
+
+
+def with_shared_probe(cfgs: list) -> list:
+    """A grid's configs with ``hard10`` on (where it is auto) when one of them trains the probe anyway: its runs
+    share that probe (a seed's is computed once, whichever runs first), so Table 5's number costs each standard
+    fine-tuning one test pass, and no cell misses it for having run before the FLOW cell."""
+    import dataclasses
+
+    if not any(trains_probe(cfg) for cfg in cfgs):
+        return list(cfgs)
+    return [dataclasses.replace(cfg, hard10=True) if cfg.hard10 is None else cfg for cfg in cfgs]
+
+
+def hard_target(r: Run) -> bool:
+    """``measures_hard``, and under auto also where the probe (or its test pass) is already in the store: a grid's
+    FLOW run or an earlier run computed it, so the number costs one test pass at most. Needs the loading stages'
+    values (their fingerprints key the probe)."""
+    cfg = r.cfg
+    if cfg.hard10 is not None or trains_probe(cfg):
+        return measures_hard(cfg)
+    from ..core import distributed
+
+    found = {name: STAGES[name].fingerprint(r[name]) for name in ("task", "source", "source_data")}
+    keys = plan(cfg, found, hard=True)
+    cached = any(keys.get(name) and r.store.path(name, keys[name]).exists() for name in ("probe", "probe_test"))
+    return bool(distributed.broadcast(cached))  # under torchrun rank 0's answer: every process runs the same stages
+
+
+def plan(cfg: RunConfig, fingerprints: dict, hard: Optional[bool] = None) -> dict:
+    """stage -> key for every stage this config reaches (``targets``), computed from the declarations alone;
     ``fingerprints`` stands in for what the loading stages (task, source, source_data) would find.
     A loading stage missing from ``fingerprints`` (not known without loading) has key None, and so
     has every stage downstream of it."""
     from .store import check_declarations, plan_keys
 
     check_declarations(STAGES, cfg)
-    return plan_keys(STAGES, cfg, targets(cfg), fingerprints)
+    return plan_keys(STAGES, cfg, targets(cfg, hard), fingerprints)
 
 
 def grid_plan(cfg: RunConfig) -> dict:

@@ -29,10 +29,11 @@ from ..core.registry import PAPER_SPLITS
 if TYPE_CHECKING:
     from .store import Run
 
-SCHEMA_VERSION = 7  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
+SCHEMA_VERSION = 8  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
 #                     amp, channels_last; 5: config (every field that can change a number, but the seed), dogs_split,
 #                     split_overlap; 6: WiSE-FT points carry source_images and source_subset; config's amp may be
-#                     None (auto), amp says what ran; 7: EWC and LwF knobs, the Fisher's largest and mean entry
+#                     None (auto), amp says what ran; 7: EWC and LwF knobs, the Fisher's largest and mean entry;
+#                     8: precision (fp32 | bf16 | fp16), tf32 (CUDA runs), hard10_note (why Table 5's number is absent)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class RunRecord:
     # Table 5: accuracy on the hardest 10% of the test samples, ranked by the pre-trained (probe) model's loss
     hard10_acc: Optional[float] = None
     hard10_n: Optional[int] = None            # how many test samples that is
+    hard10_note: Optional[str] = None         # why hard10_acc is absent (a standalone standard fine-tuning trains no probe)
     wise: list = field(default_factory=list)  # [{alpha, target_acc, source_acc_after, source_top5_after,
     #                                              source_agreement, source_kl, source_drop, hard10_acc,
     #                                              source_images, source_subset: measured on wise_subset images}]
@@ -112,8 +114,13 @@ class RunRecord:
     # provenance
     device: Optional[str] = None            # e.g. "cuda:0 (NVIDIA H200)", "cpu"
     deterministic: Optional[bool] = None    # deterministic algorithms were on
-    amp: Optional[bool] = None              # bf16 autocast ran in training and evaluation (decided for the device:
+    amp: Optional[bool] = None              # autocast ran in training and evaluation (decided for the device:
     channels_last: Optional[bool] = None    # config.speed_defaults; the config says "auto" (None) unless set)
+    # what training and evaluation computed in: fp32 | bf16 (autocast) | fp16 (autocast and a gradient scaler, on GPUs
+    # without bf16 units); FLOW's loss pass, Table 5's probe test pass and EWC's Fisher are fp32 whatever this says
+    precision: Optional[str] = None
+    tf32: Optional[dict] = None             # CUDA: the TF32 settings that ran, {"convolutions": bool, "matmul": bool};
+    #                                         None on the CPU, which has no TF32
     stages: dict = field(default_factory=dict)        # stage -> computed | cached
     stage_keys: dict = field(default_factory=dict)    # stage -> key
     stage_seconds: dict = field(default_factory=dict)
@@ -240,6 +247,10 @@ def from_dict(obj, where: str = "record") -> tuple[RunRecord, list[str]]:
         if values.get("dataset") in PAPER_SPLITS and values.get("protocol") == "paper":
             values.setdefault("dogs_split", "single")
         absent = [k for k in absent if k not in ("dogs_split", "split_overlap")]
+    if values["schema_version"] < 8:  # before precision was recorded amp said it: bf16 or fp32; tf32 was not recorded
+        if values.get("amp") is not None:
+            values.setdefault("precision", "bf16" if values["amp"] else "fp32")
+        absent = [k for k in absent if k not in ("precision", "tf32", "hard10_note")]
     if values.get("source_eval_name") is None and values.get("source_eval"):
         values["source_eval_name"] = source_eval_name(values["source_eval"])
         absent = [k for k in absent if k != "source_eval_name"]
@@ -267,6 +278,8 @@ def write_record(path: Path, record: RunRecord) -> None:
 
 # ---- a finished run's record ----------------------------------------------------------------------------
 TRAINED = ("probe", "finetune", "refit")  # the training stages: summary.csv lists their epochs, best_epochs their pick
+HARD10_ABSENT = ("not measured: this run trains no linear probe, whose test losses rank the samples (as the official "
+                 "standard_ft.py); --set hard10=true measures it, and a grid with a FLOW run shares its probe")
 
 
 def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
@@ -274,6 +287,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
     reports one), the knobs that ran, what was measured on what, and provenance."""
     import time
 
+    from ..core.hardware import precision_name, tf32_state
     from ..methods import models
     from .audit import label_noise
     from ..methods.weighting import applied_weighting, weight_stats
@@ -321,7 +335,9 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         label_noise=label_noise(w, r["task"].noisy),
         source_eval_name=data.name, source_eval=data.desc, source_eval_classes=data.n_classes,
         source_eval_images=data.n_images, source_eval_partial=data.partial, target_data=target_data(r["task"]),
-        device=r.device, deterministic=cfg.deterministic, amp=cfg.amp, channels_last=cfg.channels_last, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
+        device=r.device, deterministic=cfg.deterministic, amp=cfg.amp, channels_last=cfg.channels_last,
+        precision=precision_name(cfg.amp, cfg.amp_dtype), tf32=tf32_state() if str(r.device).startswith("cuda") else None,
+        hard10_note=None if hard else HARD10_ABSENT, stages=r.status, stage_keys=r.keys, stage_seconds=r.seconds,
         wall_seconds=round(time.time() - t_start, 3), git_sha=git_sha(), versions=versions(),
         source_info={**src.info, **data.info})
 

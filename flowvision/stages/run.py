@@ -23,7 +23,7 @@ from ..core.config import RunConfig, write_yaml
 from ..core.identity import run_id
 from ..core.files import atomic_write_text
 from .inputs import require_inputs
-from .pipeline import start, targets
+from .pipeline import hard_target, start, targets
 from .record import TRAINED, make_record, write_record
 from .store import Run
 
@@ -49,7 +49,7 @@ def _follow(cfg: RunConfig) -> None:
     require_inputs(cfg)  # as rank 0 does: every rank stops on a missing input, none waits for the others
     r = start(cfg)
     r["source_data"], r["source"]
-    for name in targets(cfg):
+    for name in targets(cfg, hard_target(r)):
         r[name]
 
 
@@ -84,7 +84,7 @@ def _run(cfg: RunConfig, listener: Optional[Callable[[str, str], None]] = None) 
                     tracker.rows(name, r[name].rows)
 
             state.on_epoch, r.on_stage = on_epoch, on_stage
-            for name in targets(cfg):
+            for name in targets(cfg, hard_target(r)):
                 r[name]
             record = make_record(r, run_dir.name, t_start)
             with _run_folder(run_dir):

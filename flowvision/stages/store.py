@@ -6,6 +6,7 @@ A stage names what decides its output and nothing else decides it:
 
 - ``reads``: the RunConfig fields whose values decide the output. They, the stage's ``version`` and
   the keys of the upstream stages in ``needs`` are hashed into the stage's key; no key is typed by hand.
+  A field of ``LATER_READS`` at its old value is left out, so keys written before it existed stay.
 - ``uses``: fields that only say where files are or how fast to run (never keyed; config marks them).
 - ``needs``: upstream stages; their values are handed to ``compute``, their keys go into this key.
 - ``reads`` and ``needs`` may be functions of the config when a knob matters only in some settings
@@ -40,9 +41,13 @@ from ..core.files import stable_hash
 # has its own ``version``).
 STORE_VERSION = 2
 
-# What a stage that runs a model on the device reads (amp changes numbers) and uses (where, how fast).
-HARDWARE_READS = ("amp",)
+# What a stage that runs a model on the device reads (the precision changes numbers) and uses (where, how fast).
+HARDWARE_READS = ("amp", "amp_dtype", "tf32")
 HARDWARE_USES = ("device", "channels_last", "compile", "num_workers", "deterministic")
+# Fields added to the reads after stage keys were in use, with the value they have wherever they do not apply:
+# left out of a key at that value, so the stage files written before them keep their keys (decided, the dtype is
+# none but for fp16 and TF32 none on the CPU; ``config.speed_defaults``).
+LATER_READS = {"amp_dtype": None, "tf32": None}
 
 Decl = Union[tuple, Callable[[RunConfig], Iterable[str]]]
 
@@ -82,8 +87,11 @@ class Stage:
     reads: Decl = ()
     needs: Decl = ()
     uses: tuple = ()
-    version: int = 1
+    version: Union[int, Callable[[RunConfig], int]] = 1  # a function of the config where a change of the
+    #                                  computation reached some settings only (their keys move, the others' stay)
     hardware: bool = False          # runs a model: reads HARDWARE_READS, uses HARDWARE_USES
+    full_precision: bool = False    # a hardware stage that computes in fp32 whatever amp says: run and keyed as
+    #                                 amp=false (a loss ranking must not come from bf16 logits)
     cached: bool = True
     fingerprint: Optional[Callable[[Any], Any]] = None  # uncached stages that load from outside
     load: Optional[Callable[[Any, "Inputs"], Any]] = None  # saved dict -> what downstream stages get
@@ -99,6 +107,17 @@ class Stage:
 
     def uses_for(self) -> tuple:
         return tuple(self.uses) + (HARDWARE_USES if self.hardware else ())
+
+    def version_for(self, cfg: RunConfig) -> int:
+        return self.version(cfg) if callable(self.version) else self.version
+
+    def keyed_reads(self, cfg: RunConfig) -> tuple:
+        """The declared fields whose values can change this stage's key (a full-precision stage's autocast cannot)."""
+        return tuple(f for f in self.reads_for(cfg) if not (self.full_precision and f in ("amp", "amp_dtype")))
+
+    def sees(self, cfg: RunConfig) -> RunConfig:
+        """The config this stage runs and is keyed under: a full-precision stage's has autocast off."""
+        return dataclasses.replace(cfg, amp=False, amp_dtype=None) if self.full_precision else cfg
 
 
 def check_declarations(stages: dict[str, Stage], cfg: RunConfig) -> None:
@@ -124,8 +143,10 @@ def check_declarations(stages: dict[str, Stage], cfg: RunConfig) -> None:
 def derive_key(stage: Stage, cfg: RunConfig, upstream: dict, fingerprint: Any = None) -> str:
     """sha256 over the stage's name and version, its declared fields' values, its upstream keys
     and (for stages that load from outside) the fingerprint of what they loaded."""
+    cfg = stage.sees(cfg)
     values = cfg.to_dict()
-    return stable_hash(stage.name, stage.version, {f: values[f] for f in sorted(set(stage.reads_for(cfg)))},
+    reads = [f for f in sorted(set(stage.reads_for(cfg))) if not (f in LATER_READS and values[f] == LATER_READS[f])]
+    return stable_hash(stage.name, stage.version_for(cfg), {f: values[f] for f in reads},
                        {name: upstream[name] for name in stage.needs_for(cfg)}, fingerprint)
 
 
@@ -227,7 +248,7 @@ class Run:
         if self.on_stage is not None:
             self.on_stage(name, "start")
         t0 = time.time()
-        view = ConfigView(self.cfg, stage.reads_for(self.cfg) + stage.uses_for(), name)
+        view = ConfigView(stage.sees(self.cfg), stage.reads_for(self.cfg) + stage.uses_for(), name)
         upstream_keys = {n: self.keys[n] for n in up}
         if not stage.cached:
             # a stage that loads from outside may write a cache of what it loaded (decoded images, a demo

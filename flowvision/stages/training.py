@@ -112,7 +112,8 @@ def losses(i):
     """Per-sample losses of the probe model over the training set, one pass in index order
     (Algorithm 1's f_i(θ*)): losses (N,), labels (N,), by sample index. Clean protocol: eval
     transforms. Paper protocol: the training transforms, as the official temperature script
-    (augmentation draws seeded by the run seed)."""
+    (augmentation draws seeded by the run seed). In fp32 whatever the training precision (the stage is
+    ``full_precision``): τ and every weight are exponentials of these numbers, which bf16 logits would move."""
     import torch
 
     from ..methods.evaluate import predict
@@ -169,7 +170,7 @@ def fisher(i):
     (``evaluate.fisher_diagonal``): {"fisher": parameter name -> tensor, "n", "draws", "order", "labels"}. Keyed by what it
     reads: the source model, the target data, ``ewc_samples`` and ``ewc_draws`` — not λ, not the seed
     (its subset and draws are seeded by a constant), so every λ and seed of a configuration shares it.
-    (It is a hardware stage, so ``amp`` is in its key too, though the pass runs in fp32.)"""
+    It runs in fp32 whatever ``amp`` says, and is keyed so (``full_precision``): amp on and off share it."""
     from ..methods.evaluate import fisher_diagonal
 
     task = i["task"]  # the images the fine-tuning it anchors trains on: with one split per stage, its own
@@ -200,7 +201,8 @@ def finetune(i):
         weigher = OnlineWeights(hw.prepare(copy.deepcopy(i["probe"].model)), i["weights"]["tau"])
     reg = None
     if cfg.regularizer in ("l2sp", "ewc"):
-        reference = {k: v.to(hw.device) for k, v in models.clone_state(i["source"].model).items()}
+        hw.place(m)  # the pulls hold the model's parameters and put their tensors where those are
+        reference = models.clone_state(i["source"].model)
         reg = (L2SP(m, reference, cfg.l2sp_lambda, cfg.task_specific) if cfg.regularizer == "l2sp"
                else EWC(m, reference, i["fisher"]["fisher"], cfg.ewc_lambda, cfg.task_specific))
     distill = None
@@ -214,6 +216,12 @@ def finetune(i):
                  normalize=cfg.normalize if weigher is not None else "mean", regularizer=reg, distill=distill,
                  select=selector(i, task), checkpoint=i.checkpoint, desc="finetune")
     return saved(m, rows)
+
+
+def finetune_version(cfg) -> int:
+    """2 where LwF's teacher runs under the training autocast (it ran in fp32 beside autocast steps before),
+    1 elsewhere: the only fine-tunings whose numbers that change moves."""
+    return 2 if cfg.distill == "lwf" and cfg.amp else 1
 
 
 def finetune_reads(cfg) -> tuple:
