@@ -81,3 +81,18 @@ def test_a_sweep_whose_run_diverges_goes_on_and_marks_the_point(tiny):
     states = [json.loads(p.read_text()) for p in Path(tiny["results_dir"]).glob("runs/*/state.json")]
     failed = [s for s in states if s["status"] == "failed"]
     assert len(failed) == 1 and "the training loss became nan" in failed[0]["error"]
+
+
+def test_the_best_setting_is_chosen_on_held_out_numbers_and_reported_on_the_test_numbers():
+    """Where the runs held images out, the setting with the best held-out Average wins even when another has the
+    better test Average: choosing on what is reported would favour the luckiest of many settings."""
+    rows = [{"method": "ft", "setting": "lr=0.01, 1 ep", "seed": s, "source": 60.0, "target": 95.0,
+             "knobs": (("lr", 0.01), ("epochs", 1)), "select": 70.0} for s in (0, 1)]
+    rows += [{"method": "ft", "setting": "lr=0.003, 1 ep", "seed": s, "source": 80.0, "target": 70.0,
+              "knobs": (("lr", 0.003), ("epochs", 1)), "select": 80.0} for s in (0, 1)]
+    df = seed_frame([{k: v for k, v in r.items() if k != "select"} for r in rows])
+    df["select_average"], df["validated"] = [r["select"] for r in rows], True
+    summary, _ = fronts.summary(df, {0: 90.0, 1: 90.0}, (10.0, 10.0), LABELS, ("ft",))
+    row = summary.iloc[0]
+    assert row["best (chosen on validation)"] == "lr=0.003, 1 ep"  # test Average 75 < 77.5, held-out 80 > 70
+    assert row["Average there"] == "75.00 [75.00, 75.00]" and row["source / target there"] == "80.0 / 70.0"

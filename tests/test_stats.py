@@ -48,15 +48,15 @@ def test_frontier_sweep_tags_only_runs_off_a_methods_defaults():
 
 
 def test_frontier_sweeps_l2sp_over_lambda_at_ft_settings():
-    """The ℓ2 baseline has no published λ, so the frontier sweeps it like FT's learning rate: the
-    config's λ × 0.1, 1, 10 at FT's lr and epochs, the config's own λ being the method's ordinary run."""
+    """The frontier sweeps the ℓ2 baseline's λ like FT's learning rate: the preset's λ (0.1, L2-SP's own code's α)
+    × 0.1, 1, 10 at FT's lr and epochs, the preset's own λ being the method's ordinary run."""
     from flowvision.core import config
     from flowvision.reporting.frontier import sweep
 
     overrides = {"lr": 0.02, "epochs": 2}
     l2sp = [c for c in sweep("gratings", "demo", overrides, seeds=(0,)) if c.method == "l2sp"]
     ft = config.resolve("gratings", "demo", "ft", overrides)
-    assert [c.l2sp_lambda for c in l2sp] == [0.001, 0.01, 0.1]
+    assert [c.l2sp_lambda for c in l2sp] == [0.01, 0.1, 1.0]
     assert all((c.regularizer, c.weighting, c.lr, c.epochs) == ("l2sp", "uniform", ft.lr, ft.epochs) for c in l2sp)
     assert [c.sweep for c in l2sp] == ["frontier", None, "frontier"]
     given = sweep("gratings", "demo", {}, seeds=(0, 1), lambdas={"l2sp": [0.5]})

@@ -30,6 +30,10 @@ def frontier(
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    val_split: float = typer.Option(0.1, help="Share of each training set held out (seeded) to choose each method's "
+                                    "best setting on; the source images are halved likewise, one half to choose on, the "
+                                    "other reported. 0: none (every image trains; the choice is made on the reported "
+                                    "numbers, and the summary says so)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods to sweep (default: all): "
                                           "ft, l2sp, wiseft, flow, flow+wiseft, lwf, ewc."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
@@ -57,7 +61,7 @@ def frontier(
 
         model = model or default_model(dataset)
         given = overrides(weights=weights_file, data_root=data_root, imagenet=imagenet, source_eval_dir=source_eval,
-                          results_dir=results_dir, cache_dir=cache_dir, device=device, sets=sets)
+                          results_dir=results_dir, cache_dir=cache_dir, device=device, val_split=val_split, sets=sets)
         knobs = dict(lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
                      taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
                      lambdas={"l2sp": numbers(l2sp_lambdas, float, "l2sp-lambdas"),

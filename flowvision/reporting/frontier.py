@@ -122,37 +122,61 @@ MEASURES = {"source_acc_after": "source accuracy", "source_agreement": "agreemen
 def seed_points(records: Sequence[dict], failed: Sequence[tuple] = ()) -> pd.DataFrame:
     """One row per run and setting (a WiSE-FT run gives one per α): method, setting, order, seed, source,
     target, average (percent), the knobs the setting was swept over (``knobs``: ((name, value), ...), for
-    ``fronts.at_edge``), the selection Average (``select_average``: on validation numbers where the runs
-    have them, else the test Average; ``validated`` says which) and ``diverged``. ``failed``: (RunConfig,
-    error) of the runs that diverged: a row each, without numbers. ``source`` is ``source_measure``'s field."""
-    rows, measure = [], source_measure(records) if records else "source_acc_after"
+    ``fronts.at_edge``), the selection Average (``select_average``) and ``diverged``. ``failed``: (RunConfig,
+    error) of the runs that diverged: a row each, without numbers. ``source`` is ``source_measure``'s field.
 
-    def row(r, setting, order, knobs, source, target):
+    A run with held-out images (``val_split``: its record's ``selection``) is chosen on them and reported apart:
+    ``select_average`` is the mean of its held-out target accuracy and its source measure on the selection half of
+    the source images, and ``source`` is that measure on the other half (``validated``: True). Without them both
+    are the test numbers (``validated``: False), and the summary says the choice was made on what it reports."""
+    rows, measure = [], source_measure(records) if records else "source_acc_after"
+    halves = {"source_acc_after": ("source_select_after", "source_report_after"),
+              "source_agreement": ("agreement_select", "agreement_report")}[measure]
+
+    def row(r, setting, order, knobs, point, sel):
+        source, chosen = point[measure], point["target_acc"]
+        validated = sel is not None
+        if validated:
+            source = sel[halves[1]]
+            select_average = 50.0 * (sel[halves[0]] + sel["target_val"])
         rows.append({"method": r["method"], "setting": setting, "order": order, "seed": r["seed"],
-                     "source": source, "target": target, "knobs": tuple(knobs), "diverged": False})
+                     "source": source, "target": chosen, "knobs": tuple(knobs), "diverged": False,
+                     "select_average": select_average if validated else math.nan, "validated": validated})
 
     for r in records:
+        sel = r.get("selection")
         if r["method"] in ("wiseft", "flow+wiseft"):
             for p in r["wise"]:
-                row(r, f"α={p['alpha']:g}", p["alpha"], [("α", p["alpha"])], p[measure], p["target_acc"])
+                row(r, f"α={p['alpha']:g}", p["alpha"], [("α", p["alpha"])], p, sel["wise"][f"{p['alpha']:g}"] if sel else None)
         elif r["method"] == "ft":
             row(r, f"lr={r['lr']:g}, {r['epochs']} ep", r["lr"] * r["epochs"], [("lr", r["lr"]), ("epochs", r["epochs"])],
-                r[measure], r["target_acc"])
+                r, sel)
         elif r["method"] in LAMBDAS:
             lam = r[LAMBDAS[r["method"]][0]]
-            row(r, f"λ={lam:g}", lam, [("λ", lam)], r[measure], r["target_acc"])
+            row(r, f"λ={lam:g}", lam, [("λ", lam)], r, sel)
         elif r["method"] == "lp":
-            row(r, "probe", 0.0, [], r[measure], r["target_acc"])
+            row(r, "probe", 0.0, [], r, sel)
         else:
-            row(r, f"τ={r['tau_rule']}", r["tau"], [("τ", tau_rank(r["tau_rule"], r["tau"]))], r[measure], r["target_acc"])
+            row(r, f"τ={r['tau_rule']}", r["tau"], [("τ", tau_rank(r["tau_rule"], r["tau"]))], r, sel)
     for cfg, _ in failed:
         rows.append({"method": cfg.method, "setting": setting(cfg), "order": math.nan, "seed": cfg.seed,
-                     "source": math.nan, "target": math.nan, "knobs": (), "diverged": True})
-    df = pd.DataFrame(rows, columns=["method", "setting", "order", "seed", "source", "target", "knobs", "diverged"])
+                     "source": math.nan, "target": math.nan, "knobs": (), "diverged": True,
+                     "select_average": math.nan, "validated": cfg.val_split > 0})
+    df = pd.DataFrame(rows, columns=["method", "setting", "order", "seed", "source", "target", "knobs", "diverged",
+                                     "select_average", "validated"])
     df[["source", "target"]] = df[["source", "target"]].astype(float) * 100.0
     df["average"] = (df["source"] + df["target"]) / 2
-    df["select_average"], df["validated"] = df["average"], False
+    df["select_average"] = df["select_average"].astype(float).where(df["validated"], df["average"])
     return df
+
+
+def source_before(record: dict, measure: str) -> float:
+    """The pre-trained model's source measure in percent, as ``seed_points`` reports the source axis: on the report
+    half of the source images where the run held images out, else on all of them (agreement: 100 by definition)."""
+    if measure != "source_acc_after":
+        return 100.0
+    sel = record.get("selection")
+    return 100.0 * (sel["source_report_before"] if sel else record["source_acc_before"])
 
 
 def tau_rank(rule: str, tau: float) -> float:
@@ -314,7 +338,7 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
 
     measure = source_measure(records)
     source = source_label(records[0].get("source_eval_name"), records[0].get("source_eval"))
-    before = {r["seed"]: (100.0 * r["source_acc_before"] if measure == "source_acc_after" else 100.0) for r in records}
+    before = {r["seed"]: source_before(r, measure) for r in records}
     chance = fronts.chance_levels(records, measure)
     table, compared = fronts.summary(seed_pts, before, chance, LABELS, ("lp",) + METHODS)
     diverged = [f"{LABELS[c.method].split(' (')[0]} {setting(c)}, seed {c.seed}" for c, _ in failed]
