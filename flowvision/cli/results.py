@@ -193,7 +193,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}"
                   + ("" if rows else ": nothing cached yet (a run's stages fill it)"), highlight=False)
         if prune:
-            from ..stages.runstate import read_states
+            from ..stages.runfolder import read_states
 
             running = [r["run_id"] for r in read_states(Path(results_dir)) if r["status"] in ("running", "stale")]
             if running and not dry_run:  # their finished stages are in no record yet: pruning would take them

@@ -207,7 +207,7 @@ def status(results_dir: str = typer.Option("results", help="Folder holding runs/
     """Where a grid is: done, running (stage and epoch), failed (the error), waiting, from the run folders."""
     with user_errors():
         from ..reporting.report import status_table
-        from ..stages.runstate import read_states
+        from ..stages.runfolder import read_states
 
         if not Path(results_dir).is_dir():  # a mistyped folder, not one where nothing has run yet
             raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")
