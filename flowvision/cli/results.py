@@ -43,11 +43,11 @@ def frontier(
             if text is None:
                 return None
             try:
-                return [kind(v) for v in text.split(",") if v.strip()]
+                return listed([kind(v) for v in text.split(",") if v.strip()], text, name)
             except ValueError:
                 raise UserError(f"--{name} {text!r}: expected comma-separated {kind.__name__}s") from None
 
-        from ..core.checks import seed_list
+        from ..core.checks import listed, seed_list
         from ..core.registry import dataset_slug, default_model
 
         model = model or default_model(dataset)
@@ -55,7 +55,8 @@ def frontier(
                                                       source_eval_dir=source_eval, results_dir=results_dir,
                                                       cache_dir=cache_dir, sets=sets),
                            seed_list(seeds), lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
-                           taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
+                           taus=listed([t.strip() for t in taus.split(",") if t.strip()], taus, "taus")
+                           if taus is not None else None,
                            lambdas={"l2sp": numbers(l2sp_lambdas, float, "l2sp-lambdas"),
                                     "lwf": numbers(lwf_lambdas, float, "lwf-lambdas"),
                                     "ewc": numbers(ewc_lambdas, float, "ewc-lambdas")})

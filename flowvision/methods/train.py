@@ -118,6 +118,15 @@ def make_optimizer(params: list, sched: Schedule, hw: Hardware = CPU, fused: boo
     raise ValueError(f"unknown optimizer {sched.optimizer!r}")
 
 
+def _suspects(*terms) -> str:
+    """What to lower when the loss is no longer finite: the strength of each regulariser or distillation term
+    in the loss (named by its field, ``l2sp_lambda``, ``ewc_lambda``, ``lwf_lambda``), first, as a large one
+    makes the loss diverge whatever the learning rate; then the learning rate."""
+    strengths = [f"{type(t).__name__.lower()}_lambda (now {t.lam:g})" for t in terms if getattr(t, "lam", None)]
+    return ("lower " + (" or ".join(strengths) + " or the learning rate (--lr)" if strengths
+                        else "the learning rate (--lr)") + ", or check the data")
+
+
 def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware = CPU,
           weigher: Optional[Callable] = None, normalize: str = "mean",
           regularizer: Optional[Callable[[], torch.Tensor]] = None, distill: Optional[LwF] = None,
@@ -214,7 +223,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                     loss = loss + distill(x, source_logits)
                 if not torch.isfinite(loss):
                     raise UserError(f"{desc}: the training loss became {loss.item()} at epoch {epoch + 1}, "
-                                    f"step {step + 1}; lower the learning rate (--lr) or check the data")
+                                    f"step {step + 1}; {_suspects(regularizer, distill)}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
