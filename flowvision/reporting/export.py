@@ -238,7 +238,8 @@ def model_card(record, cfg, model, rule: str, n_parts: int) -> str:
         f"KL(pre-trained ‖ after) {kl}",
         f"- measured with the shared tensors of this model and the pre-trained task-specific parts "
         f"(`{rule}`: {n_parts} tensors), which `source_parts.safetensors` holds; loading them over "
-        "model.safetensors (with a head of the source's classes) rebuilds that model", "",
+        "model.safetensors (with a head of the source's classes) rebuilds that model; its source images go through "
+        "`timm.data.create_transform(**json.loads(metadata[\"data_config\"]))` (its metadata), the transform the run used", "",
         "## Provenance", "",
         "```bash", finetune_command(cfg), "```", "",
         f"- run id `{record.run_id}`, created {record.created}, git {record.git_sha or '—'}, device {record.device}",
