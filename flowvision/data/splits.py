@@ -163,7 +163,9 @@ def saved_split(name: str, where: Path, candidates: list[Path], on_disk: list[st
     trains on a test image or never on a class is not run. Deleting the file asks for a new one."""
     from ..core.files import not_a_link, read_json_file
 
-    existing = next((p for p in candidates if os.path.lexists(p)), None)  # a FIFO or a folder there too
+    # a FIFO, a device or a link that leads nowhere counts as there (never read, never replaced); a folder in
+    # the way does not (the next place is tried)
+    existing = next((p for p in candidates if os.path.lexists(p) and not p.is_dir()), None)
     if existing is not None and not existing.exists():
         not_a_link(existing, "a split file")  # a link that leads nowhere: nothing is written through it
     if existing is None:
