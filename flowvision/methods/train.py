@@ -29,7 +29,7 @@ from torch import nn
 from ..core import distributed
 from . import models, weighting
 from ..core.console import epoch_done, log_line, progress
-from ..data.base import make_loader, step_share
+from ..data.base import fold_last, make_loader, step_share
 from ..core.errors import UserError
 from ..core.hardware import CPU, Hardware
 from ..core.files import DamagedFile, load_checked, move_aside, save_checked
@@ -182,7 +182,8 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     n_proc = distributed.world() if shared else 1
     local_batch = sched.batch_size // n_proc
 
-    n_batches = -(-len(dataset) // sched.batch_size)  # the same steps under DDP
+    n_batches = (-(-len(dataset) // sched.batch_size) if shared  # the same steps under DDP
+                 else len(fold_last(list(range(len(dataset))), sched.batch_size)))  # a last batch of one joins one
     with progress() as bar:
         task = bar.add_task(desc, total=sched.epochs * n_batches, completed=start * n_batches, info="", unit="batch",
                             epoch_steps=n_batches)
