@@ -273,12 +273,14 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     {"points", "summary", "png", "folder", "runs", "seconds"}."""
     import time
 
-    from ..core.files import atomic_write_text
+    from ..core.files import atomic_write_text, owned_folder
     from ..core.identity import model_slug
     from ..core.registry import dataset_slug
     from ..stages.run import run
 
     cfgs = cfgs if cfgs is not None else sweep(dataset, model, overrides, seeds, **knobs)
+    folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset_slug(cfgs[0].dataset)}-{model_slug(cfgs[0])}"
+    owned_folder(folder, "the frontier folder", below=Path(cfgs[0].results_dir))  # before the runs: no link there
     t0, records = time.time(), []
     for i, cfg in enumerate(cfgs):
         lam = f", λ {getattr(cfg, LAMBDAS[cfg.method][0]):g}" if cfg.method in LAMBDAS else ""
@@ -289,7 +291,6 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     per_seed = seed_points(records)
     pts = points(records)
     table = summary(per_seed)
-    folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset_slug(cfgs[0].dataset)}-{model_slug(cfgs[0])}"
     from .labels import source_label
 
     measure = source_measure(records)

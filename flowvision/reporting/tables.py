@@ -362,11 +362,12 @@ def make_tables(results_dir: Path, out_dir: Optional[Path] = None,
     """What ``flowvision table`` does: load runs, build every view, write them, and write the
     reproducibility ledger ``<results_dir>/REPRODUCIBILITY.md`` (``ledger``).
     Returns (tables, written paths, missing commands)."""
+    from ..core.files import atomic_write_text
     from .ledger import ledger
 
     runs = load_runs(results_dir)
     tables = paper_tables(runs, paper_csv)
     paths = write_tables(tables, Path(results_dir) / "tables" if out_dir is None else out_dir)
     book = Path(results_dir) / "REPRODUCIBILITY.md"
-    book.write_text(ledger(dedupe_runs(runs, warn=False) if len(runs) else runs, paper_csv), encoding="utf-8")
+    atomic_write_text(book, ledger(dedupe_runs(runs, warn=False) if len(runs) else runs, paper_csv))
     return tables, paths + [book], missing_commands(runs)
