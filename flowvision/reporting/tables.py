@@ -224,7 +224,7 @@ def table5(runs: Optional[pd.DataFrame] = None, paper_csv: Path = PAPER_CSV) -> 
     absent = int(runs["hard10_acc"].isna().sum()) if runs is not None and len(runs) else 0
     frame.attrs["note"] = (
         (f"{absent} run(s) have no hardest-10% number: a standalone standard fine-tuning trains no linear probe "
-         "(`flowvision finetune … --set hard10=true` measures it; a grid with a FLOW run shares its probe). " if absent else "") +
+         "(`flowvision finetune` with `--set hard10=true` measures it; a grid with a FLOW run shares its probe). " if absent else "") +
         "Accuracy (percent) on the test samples with the highest loss under the pre-trained model (the linear "
         "probe: pre-trained backbone, head fitted to the task), 10% of the test set (evaluate.hard_count). Ours: "
         "mean ± std over seeds, each seed ranked by its own probe; 'all test' is the same runs' full test accuracy. "
