@@ -52,18 +52,18 @@ def frontier(
             if text is None:
                 return None
             try:
-                return [kind(v) for v in text.split(",") if v.strip()]
+                return listed([kind(v) for v in text.split(",") if v.strip()], text, name)
             except ValueError:
                 raise UserError(f"--{name} {text!r}: expected comma-separated {kind.__name__}s") from None
 
-        from ..core.checks import seed_list
+        from ..core.checks import listed, seed_list
         from ..core.registry import dataset_slug, default_model
 
         model = model or default_model(dataset)
         given = overrides(weights=weights_file, data_root=data_root, imagenet=imagenet, source_eval_dir=source_eval,
                           results_dir=results_dir, cache_dir=cache_dir, device=device, val_split=val_split, sets=sets)
         knobs = dict(lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
-                     taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
+                     taus=listed([t.strip() for t in taus.split(",") if t.strip()], taus, "taus") if taus is not None else None,
                      lambdas={"l2sp": numbers(l2sp_lambdas, float, "l2sp-lambdas"),
                               "lwf": numbers(lwf_lambdas, float, "lwf-lambdas"),
                               "ewc": numbers(ewc_lambdas, float, "ewc-lambdas")},
@@ -252,7 +252,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}"
                   + ("" if rows else ": nothing cached yet (a run's stages fill it)"), highlight=False)
         if prune:
-            from ..stages.runstate import read_states
+            from ..stages.runfolder import read_states
 
             running = [r["run_id"] for r in read_states(Path(results_dir)) if r["status"] in ("running", "stale")]
             if running and not dry_run:  # their finished stages are in no record yet: pruning would take them

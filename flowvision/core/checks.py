@@ -49,6 +49,15 @@ def seed_list(n: int, option: str = "--seeds") -> list[int]:
     return list(range(n))
 
 
+def listed(values: list, text: str, name: str) -> list:
+    """``values`` parsed from the option ``--<name> <text>``, refused when empty: '' or ',,' names nothing,
+    and running the defaults instead would be a sweep the user did not ask for."""
+    if not values:
+        raise UserError(f"--{name} {text!r} names no value; give comma-separated values, or leave the option out "
+                        "for the defaults")
+    return values
+
+
 def check_model_name(model: str) -> None:
     """A model is 'demo', an alias or a timm name/tag: letters, digits, '_' and one '.' before the tag
     (never a path: the name also picks a file under configs/)."""

@@ -75,6 +75,25 @@ def in_identity(field: str, values: dict) -> bool:
     return knob is None or knob.in_every_id or used(field, values)
 
 
+def unread(given, cfgs) -> list[str]:
+    """For each knob in ``given`` (the fields a user set on the command line) that none of ``cfgs`` (the runs
+    a command makes) reads, one line saying so and naming the methods that would (``registry.METHODS``: the
+    presets whose switch turns it on). A knob set and not read changes nothing: said, never silently dropped."""
+    from .registry import METHODS
+
+    lines = []
+    for field in given:
+        knob = _table().get(field)
+        if knob is None or not cfgs or any(used(field, cfg) for cfg in cfgs):
+            continue
+        readers = [name for name, (_, preset) in METHODS.items() if preset.get(knob.switch) in knob.on]
+        methods = sorted({cfg.method for cfg in cfgs})
+        lines.append(f"{field} is read only when {knob.switch} is {' or '.join(knob.on)} (methods "
+                     f"{', '.join(readers)}); method{'s' if len(methods) > 1 else ''} {', '.join(methods)} "
+                     f"ignore{'' if len(methods) > 1 else 's'} it, so it changes nothing here")
+    return lines
+
+
 def read_by(stage: str, cfg=None) -> tuple:
     """The knobs ``stage`` reads under ``cfg``: its own that are on, in table order. Without ``cfg``, every knob
     of the stage: for a stage that runs only when its switch is on (the Fisher, EWC's), which need not read

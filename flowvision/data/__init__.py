@@ -47,7 +47,7 @@ def target_task(cfg) -> TaskData:
 
         return load_folder_task(cfg.dataset, image_size=cfg.image_size or 224, augment=cfg.augment,
                                 seed=cfg.data_seed, split_ratio=cfg.split_ratio, data_path=cfg.data_path,
-                                cache_dir=Path(cfg.cache_dir or default_cache_dir()))
+                                cache_dir=Path(cfg.cache_dir or default_cache_dir()), skip_bad=cfg.skip_bad_images)
     from .fetch import resolve_data_root
     from .real import load_real_task
     from ..core.registry import PAPER_SPLITS

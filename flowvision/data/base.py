@@ -155,8 +155,12 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, see
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **common)
     else:
         generator = torch.Generator().manual_seed(seed) if shuffle else None
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                            drop_last=False, **common)
+        if shuffle and len(dataset) % batch_size == 1 and len(dataset) > 1:
+            loader = DataLoader(dataset, batch_sampler=fold_last(epoch_order(len(dataset), seed), batch_size),
+                                generator=generator, **common)
+        else:
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                drop_last=False, **common)
     return Prefetched(loader) if pin_memory and device_data and num_workers == 0 else loader
 
 
@@ -215,6 +219,24 @@ class Prefetched:
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
+
+
+# How a training epoch ends (recorded in every run's target_data): a final batch of one sample would reach
+# BatchNorm in training mode alone ("Expected more than 1 value per channel"), so it joins the batch before.
+LAST_BATCH = "a last batch of one joins the one before"
+
+
+def fold_last(order: list, batch_size: int) -> list:
+    """``order`` cut into batches of ``batch_size``, a final batch of one sample folded into the batch before
+    (of ``batch_size + 1``). Every sample trains every epoch, as in the official code, whose DataLoaders keep
+    the last batch (drop_last=False): where its last batch is never of one (every paper data set at batch
+    128: 80 or 120 left over), the batches are the same. ``make_loader`` uses it only for such an epoch, with
+    the generator it would have shuffled with, so an epoch's order is unchanged."""
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        last = batches.pop()
+        batches[-1] = batches[-1] + last
+    return batches
 
 
 def epoch_order(n: int, seed: int) -> list:

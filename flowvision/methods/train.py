@@ -29,7 +29,7 @@ from torch import nn
 from ..core import distributed
 from . import models, weighting
 from ..core.console import epoch_done, log_line, progress
-from ..data.base import make_loader, step_share
+from ..data.base import fold_last, make_loader, step_share
 from ..core.errors import Diverged
 from ..core.hardware import CPU, Hardware
 from ..core.files import DamagedFile, load_checked, move_aside, save_checked
@@ -126,6 +126,15 @@ def make_optimizer(params: list, sched: Schedule, hw: Hardware = CPU, fused: boo
     raise ValueError(f"unknown optimizer {sched.optimizer!r}")
 
 
+def _suspects(*terms) -> str:
+    """What to lower when the loss is no longer finite: the strength of each regulariser or distillation term
+    in the loss (named by its field, ``l2sp_lambda``, ``ewc_lambda``, ``lwf_lambda``), first, as a large one
+    makes the loss diverge whatever the learning rate; then the learning rate."""
+    strengths = [f"{type(t).__name__.lower()}_lambda (now {t.lam:g})" for t in terms if getattr(t, "lam", None)]
+    return ("lower " + (" or ".join(strengths) + " or the learning rate (--lr)" if strengths
+                        else "the learning rate (--lr)") + ", or check the data")
+
+
 def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware = CPU,
           weigher: Optional[Callable] = None, normalize: str = "mean",
           regularizer: Optional[Callable[[], torch.Tensor]] = None, distill: Optional[LwF] = None,
@@ -197,7 +206,8 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     n_proc = distributed.world() if shared else 1
     local_batch = sched.batch_size // n_proc
 
-    n_batches = -(-len(dataset) // sched.batch_size)  # the same steps under DDP
+    n_batches = (-(-len(dataset) // sched.batch_size) if shared  # the same steps under DDP
+                 else len(fold_last(list(range(len(dataset))), sched.batch_size)))  # a last batch of one joins one
     proximal = regularizer is not None and getattr(regularizer, "pull", "gradient") == "proximal"
     scaler = hw.scaler()  # fp16 autocast: the gradient scaler (its step reads one flag back per step)
     every = 1 if hw.device.type == "cpu" else READ_EVERY  # steps between two reads of the running numbers
@@ -272,9 +282,9 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                     # one read: the GPU has queued the steps up to here
                     tot_loss, tot_ce, tot_correct, first, bad = torch.cat([totals, bad_step[None], bad_loss[None]]).tolist()
                     if first > 0:
-                        fix = ("the gradient pull is unstable past lr·λ ≈ 3.8: --set pull=proximal, or a smaller λ or "
-                               "learning rate" if regularizer is not None and not proximal else
-                               "lower the learning rate (--lr) or check the data")
+                        fix = _suspects(regularizer, distill)
+                        if regularizer is not None and not proximal:
+                            fix = f"the gradient pull is unstable past lr·λ ≈ 3.8: --set pull=proximal, or {fix}"
                         raise Diverged(f"{desc}: the training loss became {bad} at epoch {epoch + 1}, "
                                        f"step {int(first)}; {fix}")
                 bar.update(task, advance=1, info=f"epoch {epoch + 1} of {sched.epochs}, loss {tot_loss / max(seen, 1):.3f}")

@@ -311,13 +311,15 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
     import time
 
     from ..core.errors import Diverged
-    from ..core.files import atomic_write_text
+    from ..core.files import atomic_write_text, owned_folder
     from ..core.identity import model_slug
     from ..core.registry import dataset_slug
     from ..stages.run import run
     from . import fronts
 
     cfgs = cfgs if cfgs is not None else sweep(dataset, model, overrides, seeds, **knobs)
+    folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset_slug(cfgs[0].dataset)}-{model_slug(cfgs[0])}"
+    owned_folder(folder, "the frontier folder", below=Path(cfgs[0].results_dir))  # before the runs: no link there
     t0, records, failed = time.time(), [], []
     for i, cfg in enumerate(cfgs):
         lam = f", λ {getattr(cfg, LAMBDAS[cfg.method][0]):g}" if cfg.method in LAMBDAS else ""
@@ -333,7 +335,6 @@ def frontier(dataset: str, model: str, overrides: dict, seeds: Sequence[int] = (
         raise Diverged(f"every run of the sweep diverged (first: {failed[0][1]})")
     seed_pts = seed_points(records, failed)
     pts = points(seed_pts)
-    folder = Path(cfgs[0].results_dir) / "frontier" / f"{dataset_slug(cfgs[0].dataset)}-{model_slug(cfgs[0])}"
     from .labels import source_label
 
     measure = source_measure(records)

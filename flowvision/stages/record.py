@@ -388,7 +388,10 @@ def _drop(before, after):
 
 
 def target_data(task) -> dict:
-    """The target data set as the record shows it: its description plus the counts actually found."""
+    """The target data set as the record shows it: its description, the counts actually found, and how a
+    training epoch ends (``base.LAST_BATCH``)."""
+    from ..data.base import LAST_BATCH
+
     info = task.info if isinstance(task.info, dict) else {"description": str(task.info)}
     return {"name": task.name, **info, "n_train": len(task.train), "n_test": len(task.test),
-            "num_classes": task.num_classes}
+            "num_classes": task.num_classes, "last_batch": LAST_BATCH}

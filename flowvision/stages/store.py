@@ -181,12 +181,12 @@ class Store:
     (files.save_checked) whose header names the stage and key, one lock per file."""
 
     def __init__(self, folder: Path):
-        from ..core.files import make_folder
+        from ..core.files import owned_folder
 
         self.root = Path(folder)
         self.folder = self.root / f"v{STORE_VERSION}"
         if distributed.is_main():  # the other ranks of a torchrun never write
-            make_folder(self.folder)
+            owned_folder(self.folder, "the stage store", below=self.root.parent)  # no link at cache/ or cache/v2
 
     def path(self, name: str, key: str, suffix: str = ".pt") -> Path:
         return stage_path(self.root, name, key, suffix)
