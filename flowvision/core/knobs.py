@@ -78,20 +78,29 @@ def in_identity(field: str, values: dict) -> bool:
 def unread(given, cfgs) -> list[str]:
     """For each knob in ``given`` (the fields a user set on the command line) that none of ``cfgs`` (the runs
     a command makes) reads, one line saying so and naming the methods that would (``registry.METHODS``: the
-    presets whose switch turns it on). A knob set and not read changes nothing: said, never silently dropped."""
+    presets under which it is on). A knob set and not read changes nothing: said, never silently dropped."""
+    from .config import RunConfig
     from .registry import METHODS
 
+    defaults = {f: getattr(RunConfig, f) for f in RunConfig.__dataclass_fields__}
     lines = []
     for field in given:
         knob = _table().get(field)
         if knob is None or not cfgs or any(used(field, cfg) for cfg in cfgs):
             continue
-        readers = [name for name, (_, preset) in METHODS.items() if preset.get(knob.switch) in knob.on]
+        readers = [name for name, (_, preset) in METHODS.items() if used(field, {**defaults, **preset})]
         methods = sorted({cfg.method for cfg in cfgs})
-        lines.append(f"{field} is read only when {knob.switch} is {' or '.join(knob.on)} (methods "
-                     f"{', '.join(readers)}); method{'s' if len(methods) > 1 else ''} {', '.join(methods)} "
+        lines.append(f"{field} is read only when {when_text(knob)}" + (f" (methods {', '.join(readers)})" if readers else "")
+                     + f"; method{'s' if len(methods) > 1 else ''} {', '.join(methods)} "
                      f"ignore{'' if len(methods) > 1 else 's'} it, so it changes nothing here")
     return lines
+
+
+def when_text(knob: Knob) -> str:
+    """'distill is lwf'; 'weighting is flow or flow-online and regularizer is l2sp or ewc, or ...': a knob's clauses."""
+    def condition(switch, allowed):
+        return f"{switch} is set" if allowed == "set" else f"{switch} is {' or '.join(allowed)}"
+    return ", or ".join(" and ".join(condition(*c) for c in clause) for clause in knob.when)
 
 
 def read_by(stage: str, cfg=None) -> tuple:
