@@ -58,14 +58,11 @@ class RunConfig:
     head_init: str = "probe"
     finetune: bool = True
     regularizer: str = "none"            # none | l2sp | ewc (REGULARIZERS)
-    l2sp_lambda: float = 0.01           # L2-SP's α: (α/2)·Σ‖θ − θ_source‖² over the shared tensors. The l2sp presets set
-    #                                     0.1, as the L2-SP paper's own code (the FLOW paper gives no vision λ); this
-    #                                     default, in every run id, is what runs without a pull carry; `flowvision frontier`
-    #                                     sweeps it (× 0.1, 1, 10)
+    l2sp_lambda: float = 0.01           # L2-SP's α, (α/2)·Σ‖θ − θ_source‖² on the shared tensors: the l2sp presets set 0.1
+    #                                     (L2-SP's own code); this default, in every run id, runs without a pull carry
     l2sp_beta: float = 0.01             # L2-SP's β: (β/2)·‖θ‖² on the tensors the pull does not cover (the new head, the
     #                                     task-specific BatchNorms), as weight decay; the pulled tensors get no decay
-    pull: str = "proximal"              # how ℓ2-SP and EWC pull: proximal (a step after the optimiser's, stable at any
-    #                                     lr·λ) | gradient (the penalty's gradient in the loss; diverges past lr·λ ≈ 3.8)
+    pull: str = "proximal"              # ℓ2-SP/EWC: proximal (a step after the optimiser's, stable at any lr·λ) | gradient
     term_scale: str = "weights"         # FLOW with a pull or LwF: that term scaled by the batch's mean FLOW weight, as the
     #                                     weighted task loss is (weights) | not (none: it weighs ≈ 1/mean weight more)
     ewc_lambda: float = 10.0            # EWC's λ on the Fisher scaled to max 1: L2-SP's λ at its stiffest entry (docs/methods.md)
