@@ -20,6 +20,17 @@ def __getattr__(name: str):
 
 
 def load_task(cfg) -> TaskData:
+    """The target task of a RunConfig (``target_task``), with ``val_split`` of its training images held out as
+    ``val`` where the config asks for a validation split (``base.hold_out``, seeded by data_seed)."""
+    task = target_task(cfg)
+    if cfg.val_split > 0:
+        from .base import hold_out
+
+        task = hold_out(task, cfg.val_split, cfg.data_seed)
+    return task
+
+
+def target_task(cfg) -> TaskData:
     """The target task of a RunConfig (its dataset, image size, augmentation, data seed, root and,
     for the data sets in ``real.PAPER_SPLITS``, the protocol and, under the paper protocol, dogs_split; for a
     folder, its split ratio)."""
