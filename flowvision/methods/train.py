@@ -229,7 +229,7 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                     loss = per_sample.mean()
                 else:
                     ref = weigher(x, y, hw.put(idx))
-                    loss = weighting.weighted_loss(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
+                    loss = weighting.reduce_losses(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
                 if regularizer is not None:
                     loss = loss + regularizer()
                 if distill is not None:
