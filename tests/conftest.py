@@ -27,6 +27,25 @@ def demo_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("demo-cache")
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, demo_cache):
+    """One finished tiny demo run (ft) for the tests that read run folders: its run folder, the stage store
+    beside it (<results>/cache). Read it, or copy it before changing anything."""
+    from typer.testing import CliRunner
+
+    from flowvision.cli import app
+
+    tmp = tmp_path_factory.mktemp("demo-run")
+    tiny = {"image_size": 16, "n_train": 48, "n_test": 32, "demo_n_train": 96, "demo_n_test": 32, "demo_epochs": 3,
+            "demo_arch": "test_resnet", "demo_batch_size": 32, "epochs": 1, "batch_size": 16,
+            "cache_dir": str(demo_cache), "device": "cpu"}
+    res = CliRunner().invoke(app, ["finetune", "--dataset", "gratings", "--method", "ft", "--results-dir", str(tmp / "results"),
+                              *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")]])
+    assert res.exit_code == 0, res.output
+    (run_dir,) = (tmp / "results" / "runs").iterdir()
+    return run_dir
+
+
 @pytest.fixture
 def tiny(tmp_path, demo_cache):
     """Overrides for a run on 16-px synthetic images with a handful of samples and one epoch each."""

@@ -162,7 +162,7 @@ def test_a_partial_imagenet_folder_is_warned_about_once_per_process(tmp_path, ca
 
 def test_an_input_error_before_any_work_leaves_no_failed_run_folder(tmp_path, monkeypatch):
     from flowvision.core import config, identity
-    from flowvision.stages.runstate import read_states
+    from flowvision.stages.runfolder import read_states
 
     monkeypatch.delenv("FLOWVISION_IMAGENET", raising=False)
     results = tmp_path / "results"

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from flowvision.cli import app
+from flowvision.core.errors import UserError
 from flowvision.data.imagenet import imagenet_synsets
 from test_imagenet import write_val
 
@@ -833,3 +834,65 @@ def test_nan_and_inf_accuracies_in_a_record_are_named_not_shown(tmp_path):
     assert record.source_acc_after is None and record.wise[0]["target_acc"] is None
     assert notes == [f"{path}: ignored source_acc_after (NaN or infinite)",
                      f"{path}: NaN or infinite numbers inside wise shown as unknown"]
+
+
+# ==== third pass: source-image folders count each file once; values that mean something ====================
+@pytest.mark.parametrize("labelled", [True, False], ids=["synset folders", "unlabelled"])
+def test_a_source_image_folder_counts_each_file_once(labelled, tmp_path):
+    """A link back into a folder above (a loop) is one line naming it, not 2 images read as 42; a file
+    reached through a second link, or a folder linked twice, counts once; in synset folders, one file under
+    two classes (two labels) is one line."""
+    from flowvision.data.imagenet import load_image_folder, load_imagenet_eval
+
+    synsets = imagenet_synsets()[:2]
+    root = tmp_path / "photos"
+    for i, synset in enumerate(synsets):
+        _image(root / synset / f"a{i}.jpg", colour=(40 * i, 20, 30))
+    first = root / synsets[0]
+    (first / "same.jpg").symlink_to(first / "a0.jpg")
+    (first / "sub").mkdir()
+    (first / "sub" / "other").symlink_to(root / synsets[1], target_is_directory=True)
+    (root / synsets[1] / "again").symlink_to(root / synsets[1], target_is_directory=True)  # a loop
+
+    def load():
+        return (load_imagenet_eval(root, None, flag="--source-eval") if labelled else load_image_folder(root, None))
+    with pytest.raises(UserError, match=r"/again is a symlink loop \(it leads back into a folder above it\)"):
+        load()
+    (root / synsets[1] / "again").unlink()
+    if labelled:
+        with pytest.raises(UserError, match=r"n01443537/a1.jpg and .*/sub/other/a1.jpg are the same file .* two labels"):
+            load()
+        (first / "sub" / "other").unlink()
+    data = load()
+    assert data.n_found == 2 and sorted(Path(p).name for p, _ in data.base.samples) == ["a0.jpg", "a1.jpg"]
+
+
+@pytest.mark.parametrize("option", ["--lwf-lambdas", "--ewc-lambdas", "--l2sp-lambdas", "--lrs", "--epochs", "--taus"])
+@pytest.mark.parametrize("value", ["", ",,", " , "])
+def test_an_empty_list_option_is_one_line_not_the_defaults(option, value, tmp_path):
+    _fails_cleanly(["frontier", "--dataset", "gratings", option, value], f"{option} {value!r} names no value", tmp_path)
+
+
+def test_a_knob_the_method_does_not_read_is_one_warning_naming_who_reads_it(tmp_path, tiny):
+    res = runner.invoke(app, ["finetune", "--method", "ft", "--set", "lwf_lambda=3", "--set", "ewc_samples=5",
+                              "--set", "l2sp_lambda=0.1", "--dry-run", "--results-dir", str(tmp_path / "results")])
+    assert res.exit_code == 0, res.output
+    said = [" ".join(line.split()) for line in res.output.splitlines() if line.startswith("warning:")]
+    assert said == ["warning: lwf_lambda is read only when distill is lwf (methods lwf, flow+lwf); method ft ignores "
+                    "it, so it changes nothing here",
+                    "warning: ewc_samples is read only when regularizer is ewc (methods ewc, flow+ewc); method ft "
+                    "ignores it, so it changes nothing here",
+                    "warning: l2sp_lambda is read only when regularizer is l2sp (methods l2sp, flow+l2sp); method ft "
+                    "ignores it, so it changes nothing here"], said
+    res = runner.invoke(app, ["finetune", "--method", "lwf", "--set", "lwf_lambda=3", "--dry-run",
+                              "--results-dir", str(tmp_path / "results")])
+    assert res.exit_code == 0 and "warning:" not in res.output, res.output
+
+
+@pytest.mark.parametrize("method,knob,extra", [("lwf", "lwf_lambda", []), ("l2sp", "l2sp_lambda", ["--set", "pull=gradient"])])
+def test_an_absurd_strength_is_named_when_the_loss_diverges(method, knob, extra, tmp_path, tiny):
+    """(ℓ2-SP's default proximal pull holds the shared tensors at the source under any λ and trains through: the
+    gradient pull is the one that diverges.)"""
+    text = _fails_cleanly(_base(tmp_path, tiny) + ["--dataset", "gratings", "--method", method, "--set", f"{knob}=1e30",
+                                                   *extra], "the training loss became nan", tmp_path)
+    assert f"lower {knob} (now 1e+30) or the learning rate (--lr)" in " ".join(text.split()), text

@@ -15,7 +15,8 @@ from flowvision.cli import app
 from flowvision.core.console import PlainProgress, console
 from flowvision.core.errors import UserError
 from flowvision.scale.launch import minutes, slots
-from flowvision.stages.runstate import RunState, read_states
+from flowvision.stages.runfolder import read_states
+from flowvision.stages.runstate import RunState
 
 runner = CliRunner()
 SHARING = "ft,wiseft,flow,flow+wiseft"  # ft/wiseft share a fine-tuning; flow/flow+wiseft share probe..refit

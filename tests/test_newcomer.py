@@ -111,12 +111,12 @@ def test_frontier_dry_run_counts_the_runs_prices_them_and_methods_chooses(tmp_pa
     base = ["frontier", "--dataset", "gratings", "--model", "demo", "--dry-run", "--results-dir", str(tmp_path)]
     every = runner.invoke(app, base, env=WIDE)
     assert every.exit_code == 0, every.output
-    assert "frontier — gratings / demo: 25 runs (seed 0), 0 finished" in every.output
-    minutes = re.search(r"estimate for what is left \(25 runs\) on this machine's CPU \(--device auto finds no NVIDIA "
+    assert "frontier — gratings / demo: 28 runs (seed 0), 0 finished" in every.output  # 25, the probe anchor, λ = 0 of LwF and EWC
+    minutes = re.search(r"estimate for what is left \(28 runs\) on this machine's CPU \(--device auto finds no NVIDIA "
                         r"GPU on this machine\): about (\d+) min on 2 cores", every.output)
     assert minutes and int(minutes.group(1)) <= 15, every.output  # the default demo frontier: within 15 minutes
     two = runner.invoke(app, [*base, "--methods", "ft,flow"], env=WIDE)
-    assert "11 runs" in two.output and "FT (lr × epochs)" in two.output and "LwF" not in two.output, two.output
+    assert "12 runs" in two.output and "FT (lr × epochs)" in two.output and "LwF" not in two.output, two.output
     bad = runner.invoke(app, [*base, "--methods", "ft,flw"], env=WIDE)
     assert bad.exit_code == 2 and "'flw' is not swept here (did you mean flow?)" in _flat(bad.output), bad.output
     assert not (tmp_path / "runs").exists()

@@ -27,7 +27,7 @@ def test_flow_run_writes_a_complete_record_and_a_second_run_skips_every_stage(ti
         ["source_eval", "probe", "losses", "finetune", "refit", "target_eval", "probe_test", "forgetting"], "computed")
     assert saved["hard10_n"] == hard_count(tiny["n_test"]) and 0.0 <= saved["hard10_acc"] <= 1.0
     assert saved["tau_rule"] == "median" and saved["source_eval_name"] == "shapes val" and saved["device"] == "cpu"
-    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 8 and saved["config"]["epochs"] == saved["epochs"]
+    assert saved["target_data"]["n_train"] == tiny["n_train"] and saved["schema_version"] == 9 and saved["config"]["epochs"] == saved["epochs"]
     assert 0.0 <= saved["source_agreement"] <= 1.0 and saved["source_kl"] >= 0.0
     assert saved["task_specific"] == "head+bn" and saved["source_eval_partial"] is False
     assert saved["source_eval_images"] == tiny["demo_n_test"] and saved["source_eval_classes"] >= 2
@@ -199,7 +199,8 @@ ALTERNATIVES = {
     "seed": [7], "protocol": ["paper", "clean"],
     "weighting": ["flow-online", "flow"], "tau": ["p25", "median"], "paper_tau": [0.2],
     "normalize": ["sum"], "head_init": ["random", "probe"], "finetune": [False, True],
-    "regularizer": ["l2sp", "none"], "l2sp_lambda": [0.5], "ewc_lambda": [0.5], "ewc_samples": [17, None],
+    "regularizer": ["l2sp", "none"], "l2sp_lambda": [0.5], "l2sp_beta": [0.5], "pull": ["gradient", "proximal"],
+    "term_scale": ["none", "weights"], "wise_keys": ["all", "shared"], "val_split": [0.2], "ewc_lambda": [0.5], "ewc_samples": [17, None],
     "ewc_draws": [3], "distill": ["lwf", "none"], "lwf_lambda": [0.5], "lwf_temperature": [4.0], "lwf_parts": ["training", "source"], "refit": [False, True],
     "wise_alpha": [0.25, None], "wise_alphas": [(0.0, 1.0)], "wise_subset": [100], "epochs": [9], "lr": [0.123],
     "batch_size": [7], "momentum": [0.5],
@@ -416,5 +417,5 @@ def test_a_knob_is_declared_once_and_both_the_run_id_and_the_stage_key_follow_it
 
     assert ids_and_keys() == (True, True)
     moved = tuple(k for k in knobs.KNOBS if k.field != "lwf_temperature")
-    monkeypatch.setattr(knobs, "KNOBS", moved + (knobs.Knob("lwf_temperature", "weighting", ("uniform",), "finetune"),))
+    monkeypatch.setattr(knobs, "KNOBS", moved + (knobs.Knob("lwf_temperature", "finetune", knobs.on("weighting", "uniform")),))
     assert ids_and_keys() == (False, False)

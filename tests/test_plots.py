@@ -154,20 +154,6 @@ def test_frontier_point_labels_never_overlap_even_for_crowded_points(tmp_path, m
     assert "2 seeds" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
 
 
-def test_frontier_summary_gives_intervals_over_seeds():
-    from flowvision.reporting import frontier
-
-    seed_pts = pd.DataFrame([
-        {"method": "ft", "setting": "a", "order": 1, "seed": s, "source": src, "target": tgt}
-        for s, src, tgt in ((0, 80, 60), (1, 82, 62), (2, 84, 64))])
-    seed_pts["average"] = (seed_pts["source"] + seed_pts["target"]) / 2
-    row = frontier.summary(seed_pts).iloc[0]
-    # areas 48, 50.84, 53.76 (% of the square): mean 50.8667, std 2.8801, t(0.975, 2) = 4.302653
-    half = 4.302653 * 2.880093 / 3 ** 0.5
-    assert row["dominated area (%)"] == f"{50.866667:.2f} [{50.866667 - half:.2f}, {50.866667 + half:.2f}]"
-    assert row["best Average"].startswith("72.00 [") and row["seeds"] == 3
-
-
 def test_one_figure_per_model(tmp_path):
     write_run(tmp_path, "real")
     write_run(tmp_path, "demo", model="demo", dataset="gratings", synthetic=True)

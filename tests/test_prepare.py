@@ -333,10 +333,10 @@ def test_members_are_read_one_at_a_time_and_a_tar_cut_between_two_is_found(tmp_p
         path.write_bytes(gzip.compress(data) if compress else data)
         return path
     whole = saved(plain.read_bytes(), "whole.tar")
-    assert [(name, f.read()) for name, f in prepare.members(whole)] == list(files.items())
+    assert [(name, f.read(), size) for name, f, size in prepare.members(whole)] == [(n, d, len(d)) for n, d in files.items()]
     for end in (third, third + 100):                              # at it, inside it: tarfile stops quietly
         with pytest.raises(UserError, match="ends before its end-of-archive marker"):
-            [f.read() for _, f in prepare.members(saved(plain.read_bytes()[:end], f"cut{end}.tar"))]
+            [f.read() for _, f, _ in prepare.members(saved(plain.read_bytes()[:end], f"cut{end}.tar"))]
 
 
 # ------------------------------------------------------------------------------ links where it writes
@@ -384,3 +384,115 @@ def test_a_complete_folder_behind_a_link_is_left_as_it_is(tmp_path):
     result, text = run("prepare", "stanford_cars", "--archive", archive, "--data-root", root)
     assert result.exit_code == 0 and "already" in text, text
     assert _listing(elsewhere) == before
+
+
+# ------------------------------------------------------------------------ a table of hostile archives
+def _cars_with(tmp_path: Path, name: str, change) -> Path:
+    """A Cars zip of 3 classes (what is placed is checked before the class count is) with one member
+    changed: ``change(i, name, data)`` -> (name, data)."""
+    good = cars_zip(tmp_path / "good.zip", n_classes=3)
+    path = tmp_path / f"{name}.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for i, info in enumerate(src.infolist()):
+            dst.writestr(*change(i, info.filename, src.read(info)))
+    return path
+
+
+def _declared(path: Path, size: int) -> Path:
+    """``path`` (a zip) whose second member's central-directory entry declares ``size`` bytes."""
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"PK\x01\x02", data.find(b"PK\x01\x02") + 4)
+    data[entry + 24:entry + 28] = size.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _tar_declaring(path: Path, size: int) -> Path:
+    """A .tar.gz of a Cars tree whose second member's header declares ``size`` bytes (and holds a few)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("car_data/train/A 2012/a.jpg")
+        info.size = len(jpeg())
+        tar.addfile(info, io.BytesIO(jpeg()))
+    header = tarfile.TarInfo("car_data/train/A 2012/bomb.jpg")
+    header.size = size
+    first = 512 + -(-len(jpeg()) // 512) * 512  # its header and its data, padded to a block
+    path.write_bytes(gzip.compress(raw.getvalue()[:first] + header.tobuf() + bytes(8192)))
+    return path
+
+
+def _dogs_listing(tmp_path: Path, train_of) -> tuple:
+    """Stanford Dogs' archives whose train_list is ``train_of(the real train list)``."""
+    images, _ = dogs_archives(tmp_path)
+    train = [f"{b}/{b[:9]}_1.jpg" for b in BREEDS]
+    test = [f"{b}/{b[:9]}_2.jpg" for b in BREEDS]
+
+    def mat(paths):
+        return mat_bytes({"file_list": np.array(paths, dtype=object).reshape(-1, 1),
+                          "labels": np.arange(1, len(paths) + 1).reshape(-1, 1)})
+    lists = write_tar(tmp_path / "lists.tar", {"file_list.mat": mat(train + test),
+                                               "train_list.mat": mat(train_of(train)), "test_list.mat": mat(test)})
+    return ("prepare", "stanford_dogs", "--images", images, "--lists", lists)
+
+
+def _devkit_bomb(tmp_path: Path) -> tuple:
+    """An ImageNet devkit whose meta.mat declares 40 MiB (decompressing to hundreds of MB once read whole)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        header = tarfile.TarInfo("ILSVRC2012_devkit_t12/data/meta.mat")
+        header.size = 40 << 20
+        tar.addfile(header, io.BytesIO(bytes(40 << 20)))
+    devkit = tmp_path / "ILSVRC2012_devkit_t12.tar.gz"
+    devkit.write_bytes(gzip.compress(raw.getvalue(), compresslevel=1))
+    val = write_tar(tmp_path / "ILSVRC2012_img_val.tar", val_files(6))
+    return ("prepare", "imagenet", "--val-tar", val, "--devkit", devkit, "--out", tmp_path / "data" / "imagenet" / "val")
+
+
+def _cars(change=None, name="x"):
+    return lambda tmp_path: ("prepare", "stanford_cars", "--archive", _cars_with(tmp_path, name, change))
+
+
+EMPTY = lambda i, n, d: (n, b"" if i == 5 else d)  # noqa: E731 (a table of one-liners)
+HOSTILE = {
+    "empty image": (_cars(EMPTY), "1 of the 6 images cannot be read", "(empty file)"),
+    "one-byte image": (_cars(lambda i, n, d: (n, b"\xff" if i == 5 else d)), "1 of the 6 images cannot be read",
+                       "not an image PIL can read"),
+    "half an image": (_cars(lambda i, n, d: (n, d[:len(d) // 2] if i == 5 else d)), "cannot be read", "cut short"),
+    "long member name": (_cars(lambda i, n, d: (n.replace("train_00002", "x" * 300) if i == 5 else n, d)),
+                         "too long for a file name", "nothing was put in place"),
+    "zip declaring 2 GiB": (lambda t: ("prepare", "stanford_cars", "--archive", _declared(cars_zip(t / "b.zip", 3), 2 ** 31)),
+                            "of 2,048 MiB, more than any image file", "decompression bomb"),
+    "real 65 MiB zip bomb": (_cars(lambda i, n, d: (n, bytes(65 << 20) if i == 5 else d)),
+                             "of 65 MiB, more than any image file", "nothing was put in place"),
+    "tar.gz declaring 2 GiB": (lambda t: ("prepare", "stanford_cars", "--archive", _tar_declaring(t / "b.tar.gz", 2 ** 31)),
+                               "of 2,048 MiB, more than any image file", "bomb.jpg"),
+    "devkit bomb": (_devkit_bomb, "of 40 MiB, more than any list file", "meta.mat"),
+    "dogs: empty train list": (lambda t: _dogs_listing(t, lambda train: []), "train_list names no image",
+                               "nothing was put in place"),
+    "dogs: an image twice": (lambda t: _dogs_listing(t, lambda train: train + train[:1]), "train_list names", "twice"),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_every_hostile_archive_class_is_one_line_and_writes_nothing_outside(kind, tmp_path):
+    """Empty, one-byte and half images, member names too long for a file name, members that declare (or
+    decompress to) more than their kind ever is, a devkit that would read as hundreds of MB, a Dogs list that
+    names no image or one twice: one line, exit 2, nothing left in the data root, and no file anywhere else."""
+    make, *needles = HOSTILE[kind]
+    args = make(tmp_path)
+    before = {p for p in tmp_path.rglob("*")}
+    root = tmp_path / "data"
+    result, text = run(*args, *(["--data-root", root] if "imagenet" not in args else []))
+    one_line_error(result)
+    assert all(n in text for n in needles), text
+    assert not [p for p in tmp_path.rglob("*") if p not in before and root not in p.parents and p != root]
+    left = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock")] if root.exists() else []
+    assert not left, left
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs a read-only file system at /sys (Linux)")
+def test_a_data_root_that_cannot_be_written_is_one_line(tmp_path):
+    """/sys refuses new files even to root (a chmod would not, under root): the read-only data root."""
+    text = one_line_error(run("prepare", "stanford_cars", "--archive", cars_zip(tmp_path / "a.zip"),
+                              "--data-root", "/sys/kernel")[0])
+    assert "/sys/kernel" in text and "choose a data root you can write" in text

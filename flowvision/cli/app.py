@@ -107,6 +107,15 @@ def overrides(**options) -> dict:
     return {**given, **sets}
 
 
+def warn_unread(given: dict, cfgs: list) -> None:
+    """A one-line warning for each knob the user set that none of the runs ``cfgs`` reads (``knobs.unread``)."""
+    from ..core.console import console
+    from ..core.knobs import unread
+
+    for text in unread(given, cfgs):
+        console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+
 def print_estimate(cfgs, results: Path, ran: str | None = None) -> None:
     """The cost of the runs ``cfgs`` (a list, or {protocol: list} to price the grid under each protocol) on the
     device they will use (``costs.report``), at the rates measured under ``results`` or stated; nothing when

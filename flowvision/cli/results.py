@@ -22,14 +22,18 @@ def frontier(
     taus: Optional[str] = typer.Option(None, help="FLOW τ rules, comma-separated (default: p10,p25,median,p75,p90)."),
     l2sp_lambdas: Optional[str] = typer.Option(None, "--l2sp-lambdas", help="ℓ2-SP strengths λ, comma-separated "
                                                "(default: the config's l2sp_lambda × 0.1, 1, 10)."),
-    lwf_lambdas: Optional[str] = typer.Option(None, help="LwF λ values, comma-separated (default: 0.1,0.3,1,3,10)."),
-    ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0.1,1,10,100)."),
+    lwf_lambdas: Optional[str] = typer.Option(None, help="LwF λ values, comma-separated (default: 0,0.1,0.3,1,3,10; 0 is LP-FT)."),
+    ewc_lambdas: Optional[str] = typer.Option(None, help="EWC λ values, comma-separated (default: 0,0.1,1,10,100; 0 is FT)."),
     weights_file: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     data_root: Optional[str] = typer.Option(None, help=DATA_ROOT_HELP),
     imagenet: Optional[str] = typer.Option(None, help=IMAGENET_HELP),
     source_eval: Optional[str] = typer.Option(None, "--source-eval", help=SOURCE_EVAL_HELP),
     results_dir: Optional[str] = typer.Option(None, help=RESULTS_HELP),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    val_split: float = typer.Option(0.1, help="Share of each training set held out (seeded) to choose each method's "
+                                    "best setting on; the source images are halved likewise, one half to choose on, the "
+                                    "other reported. 0: none (every image trains; the choice is made on the reported "
+                                    "numbers, and the summary says so)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods to sweep (default: all): "
                                           "ft, l2sp, wiseft, flow, flow+wiseft, lwf, ewc."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
@@ -39,7 +43,7 @@ def frontier(
 ):
     """Trade-off frontiers: FT over learning rates and epochs, ℓ2-SP, LwF and EWC over their λ, WiSE-FT over α,
     FLOW over τ, FLOW+WiSE-FT over α; a PNG of target vs source accuracy with each method's Pareto front,
-    and a table."""
+    a summary and each method paired with FT over seeds."""
     with user_errors():
         from ..reporting.frontier import frontier as run_frontier, plan, sweep
         from ..reporting.formats import render
@@ -48,18 +52,18 @@ def frontier(
             if text is None:
                 return None
             try:
-                return [kind(v) for v in text.split(",") if v.strip()]
+                return listed([kind(v) for v in text.split(",") if v.strip()], text, name)
             except ValueError:
                 raise UserError(f"--{name} {text!r}: expected comma-separated {kind.__name__}s") from None
 
-        from ..core.checks import seed_list
+        from ..core.checks import listed, seed_list
         from ..core.registry import dataset_slug, default_model
 
         model = model or default_model(dataset)
         given = overrides(weights=weights_file, data_root=data_root, imagenet=imagenet, source_eval_dir=source_eval,
-                          results_dir=results_dir, cache_dir=cache_dir, device=device, sets=sets)
+                          results_dir=results_dir, cache_dir=cache_dir, device=device, val_split=val_split, sets=sets)
         knobs = dict(lrs=numbers(lrs, float, "lrs"), epochs=numbers(epochs, int, "epochs"),
-                     taus=[t.strip() for t in taus.split(",") if t.strip()] if taus else None,
+                     taus=listed([t.strip() for t in taus.split(",") if t.strip()], taus, "taus") if taus is not None else None,
                      lambdas={"l2sp": numbers(l2sp_lambdas, float, "l2sp-lambdas"),
                               "lwf": numbers(lwf_lambdas, float, "lwf-lambdas"),
                               "ewc": numbers(ewc_lambdas, float, "ewc-lambdas")},
@@ -81,15 +85,26 @@ def frontier(
             return
         res = run_frontier(dataset, model, given, seed_list(seeds), cfgs=cfgs)
         table = res["summary"].astype(str)
-        table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds]. "
-                               "dominated area: of the 100 × 100 square (source %, target %) under each seed's front, "
-                               "from the origin; Average: mean(source, target), the paper's metric on source accuracy, "
-                               "at the setting whose seed-mean Average is best. Pre-trained: "
-                               f"{res['source_before']:.2f}%. One seed is a sketch: --seeds 3 or more for intervals.")
+        chance = res["chance"]
+        table.attrs["note"] = (f"source: {res['measure']}. Percent; mean over seeds [95% t-interval over seeds, clipped to "
+                               "0–100 only as printed]. Every front includes the anchors (the pre-trained model at "
+                               f"target chance, {chance[1]:.1f}%, and the linear probe); area: of the square above chance "
+                               f"(source {chance[0]:.1f}%, target {chance[1]:.1f}%) under each seed's front. Best: the "
+                               "setting whose seed-mean Average, mean(source, target), is highest on the numbers named in "
+                               "the column, reported on the test numbers; at grid edge: the best may lie beyond that end. "
+                               f"target at drop ≤ d: the best target accuracy of a setting that forgets at most d points. "
+                               f"Pre-trained: {res['source_before']:.2f}%.")
         out.print(render((f"frontiers — {dataset_slug(dataset)} / {model}", table)))
+        if len(res["comparisons"]):
+            compared = res["comparisons"].astype(str)
+            compared.attrs["note"] = ("each method minus FT, paired over the seeds both ran (the same seed: the same source "
+                                      "model and data order); mean [95% t-interval over seeds].")
+            out.print(render(("each method against FT, paired over seeds", compared)))
+        if res["diverged"]:
+            console.print(f"[yellow]diverged[/] (recorded in their run folders, marked in the figure): "
+                          f"{'; '.join(res['diverged'])}", highlight=False, soft_wrap=True)
         out.print(f"figure: {res['png']}; points: {res['folder']}/points.csv; {plural(len(res['runs']), 'run')}, "
                   f"{res['seconds']:.0f} s", highlight=False, soft_wrap=True)
-
 
 
 def table(results_dir: str = typer.Option("results", help="Folder holding runs/ (tables go to <it>/tables)."),
@@ -237,7 +252,7 @@ def cache(results_dir: str = typer.Option("results", help="Folder holding cache/
         out.print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {plural(len(rows), 'file')}"
                   + ("" if rows else ": nothing cached yet (a run's stages fill it)"), highlight=False)
         if prune:
-            from ..stages.runstate import read_states
+            from ..stages.runfolder import read_states
 
             running = [r["run_id"] for r in read_states(Path(results_dir)) if r["status"] in ("running", "stale")]
             if running and not dry_run:  # their finished stages are in no record yet: pruning would take them

@@ -11,7 +11,7 @@ import typer
 from ..core.console import console, out, plural, user_errors
 from ..core.errors import UserError
 from ..core.registry import DATASET_GROUPS, DEMO_DATASETS, DEMO_METHODS, METHODS, PAPER_METHODS, PROTOCOLS, resolve_dataset_group
-from .app import (CACHE_HELP, DATASET_HELP, DEVICE_HELP, IMAGENET_HELP, IMAGENET_SUBSET_HELP, LOG_HELP, MODEL_HELP, PROTOCOL_HELP, RESULTS_HELP, SET_HELP, SOURCE_EVAL_HELP, TAU_HELP, WEIGHTS_HELP, overrides, print_estimate)
+from .app import (CACHE_HELP, DATASET_HELP, DEVICE_HELP, IMAGENET_HELP, IMAGENET_SUBSET_HELP, LOG_HELP, MODEL_HELP, PROTOCOL_HELP, RESULTS_HELP, SET_HELP, SOURCE_EVAL_HELP, TAU_HELP, WEIGHTS_HELP, overrides, print_estimate, warn_unread)
 from .data import DATA_ROOT_HELP
 
 
@@ -45,11 +45,12 @@ def finetune(
         from ..core import config
 
         sources: dict = {}
-        cfg = config.resolve(dataset, model, method, overrides(
-            tau=tau, protocol=protocol, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, weights=weights,
-            data_root=data_root, imagenet=imagenet, imagenet_subset=imagenet_subset, source_eval_dir=source_eval,
-            results_dir=results_dir, cache_dir=cache_dir, device=device, log=log, sets=sets), config_file,
-            trace=sources)
+        given = overrides(tau=tau, protocol=protocol, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
+                          weights=weights, data_root=data_root, imagenet=imagenet, imagenet_subset=imagenet_subset,
+                          source_eval_dir=source_eval, results_dir=results_dir, cache_dir=cache_dir, device=device,
+                          log=log, sets=sets)
+        cfg = config.resolve(dataset, model, method, given, config_file, trace=sources)
+        warn_unread(given, [cfg])
         if dry_run:
             from ..stages.dryrun import dry_run as plan_run
             from ..core.console import show
@@ -161,6 +162,7 @@ def reproduce(
                           imagenet_subset=imagenet_subset, source_eval_dir=source_eval, results_dir=results_dir,
                           cache_dir=cache_dir, device=device, log=log, sets=sets)
         cells = grid(model, names, method_names, seed_list(seeds), given)
+        warn_unread(given, [cfg for cfg, _ in cells])
         if dry_run:
             summary = run_grid(cells, dry_run=True)
             problems = check_inputs(cells)
@@ -221,7 +223,7 @@ def status(results_dir: str = typer.Option("results", help="Folder holding runs/
     """Where a grid is: done, running (stage and epoch), failed (the error), waiting, from the run folders."""
     with user_errors():
         from ..reporting.report import status_table
-        from ..stages.runstate import read_states
+        from ..stages.runfolder import read_states
 
         if not Path(results_dir).is_dir():  # a mistyped folder, not one where nothing has run yet
             raise UserError(f"results folder {results_dir} does not exist; pass --results-dir (default: results)")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from . import distributed
 from .errors import UserError
-from .files import DamagedFile, load_checked, move_aside, remove_orphans, save_checked
+from .files import DamagedFile, load_checked, move_aside, remove_file, remove_orphans, save_checked
 
 
 def load_or_compute(path: Path, what: dict, compute: Callable[[], Any], label: str,
@@ -50,13 +50,16 @@ def read_cached(path: Path, what: dict, label: str, fix: str):
 
 
 def _acquire(path: Path, label: str):
-    from filelock import FileLock, Timeout
+    """The lock of ``path``, taken; the folder it lives in (the stage store's, the demo models') and the file
+    itself are never symbolic links (``files.owned_folder``), so nothing is written or moved through one."""
+    from filelock import Timeout
 
     from .console import console
-    from .files import make_folder
+    from .files import file_lock, not_a_link, owned_folder
 
-    make_folder(path.parent)
-    lock = FileLock(f"{path}.lock")
+    owned_folder(path.parent, f"the folder of {label}")
+    not_a_link(path, label)
+    lock = file_lock(Path(f"{path}.lock"), f"the lock of {label}")
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -126,4 +129,4 @@ def _store(value, path: Path, what: dict, checkpoint: Optional[Path]) -> None:
     """Under the path's lock: save the value; its computation's partial checkpoint is then spent."""
     save_checked(value, path, what)
     if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
+        remove_file(checkpoint, "a spent training checkpoint")

@@ -22,6 +22,9 @@ HEAD_INITS = ("random", "probe")
 REGULARIZERS = ("none", "l2sp", "ewc")
 DISTILLS = ("none", "lwf")
 LWF_PARTS = ("source", "training")
+PULLS = ("proximal", "gradient")
+TERM_SCALES = ("weights", "none")
+WISE_KEYS = ("shared", "all")
 IMAGENET_TRANSFORMS = ("auto", "official", "timm")
 RESTORE_RULES = ("task-specific", "none")
 DATA_PATHS = ("device", "pil")
@@ -44,6 +47,15 @@ def seed_list(n: int, option: str = "--seeds") -> list[int]:
     if not 1 <= n <= MAX_SEEDS:
         raise UserError(f"{option} {n}: give a count of seeds from 1 to {MAX_SEEDS} (the paper uses 3)")
     return list(range(n))
+
+
+def listed(values: list, text: str, name: str) -> list:
+    """``values`` parsed from the option ``--<name> <text>``, refused when empty: '' or ',,' names nothing,
+    and running the defaults instead would be a sweep the user did not ask for."""
+    if not values:
+        raise UserError(f"--{name} {text!r} names no value; give comma-separated values, or leave the option out "
+                        "for the defaults")
+    return values
 
 
 def check_model_name(model: str) -> None:
@@ -102,6 +114,12 @@ def validate(cfg) -> None:
     choice("regularizer", REGULARIZERS)
     choice("distill", DISTILLS)
     choice("lwf_parts", LWF_PARTS)
+    choice("pull", PULLS)
+    choice("term_scale", TERM_SCALES)
+    choice("wise_keys", WISE_KEYS)
+    if not 0 <= cfg.val_split < 0.5:
+        raise UserError(f"val_split must lie in [0, 0.5) (the share of each training set held out to choose settings on), "
+                        f"got {cfg.val_split}")
     choice("normalize", NORMALIZATIONS)
     choice("imagenet_transform", IMAGENET_TRANSFORMS)
     for key in ("n_train", "n_test", "demo_n_train", "demo_n_test", "ewc_samples"):
@@ -138,7 +156,7 @@ def validate(cfg) -> None:
     for key in ("lr", "probe_lr", "refit_lr", "demo_lr", "batch_size", "demo_batch_size"):
         if not getattr(cfg, key) > 0:
             raise UserError(f"{key} must be > 0, got {getattr(cfg, key)}")
-    for key in ("l2sp_lambda", "ewc_lambda", "lwf_lambda"):
+    for key in ("l2sp_lambda", "l2sp_beta", "ewc_lambda", "lwf_lambda"):
         if getattr(cfg, key) < 0:
             raise UserError(f"{key} must be ≥ 0, got {getattr(cfg, key)}")
     if not cfg.lwf_temperature > 0:

@@ -58,9 +58,13 @@ class RunConfig:
     head_init: str = "probe"
     finetune: bool = True
     regularizer: str = "none"            # none | l2sp | ewc (REGULARIZERS)
-    l2sp_lambda: float = 0.01           # (λ/2)·Σ‖θ − θ_source‖² over the shared tensors. No published source: the paper
-    #                                     gives no vision λ (its language experiments used 1e-3); 0.01 is flowvision's
-    #                                     own untuned choice, so `flowvision frontier` sweeps it (× 0.1, 1, 10)
+    l2sp_lambda: float = 0.01           # L2-SP's α, (α/2)·Σ‖θ − θ_source‖² on the shared tensors: the l2sp presets set 0.1
+    #                                     (L2-SP's own code); this default, in every run id, runs without a pull carry
+    l2sp_beta: float = 0.01             # L2-SP's β: (β/2)·‖θ‖² on the tensors the pull does not cover (the new head, the
+    #                                     task-specific BatchNorms), as weight decay; the pulled tensors get no decay
+    pull: str = "proximal"              # ℓ2-SP/EWC: proximal (a step after the optimiser's, stable at any lr·λ) | gradient
+    term_scale: str = "weights"         # FLOW with a pull or LwF: that term scaled by the batch's mean FLOW weight, as the
+    #                                     weighted task loss is (weights) | not (none: it weighs ≈ 1/mean weight more)
     ewc_lambda: float = 10.0            # EWC's λ on the Fisher scaled to max 1: L2-SP's λ at its stiffest entry (docs/methods.md)
     ewc_samples: Optional[int] = None   # target training images the Fisher is averaged over (None: all)
     ewc_draws: int = 1                  # labels drawn per image from the pre-trained model's source predictions
@@ -74,6 +78,10 @@ class RunConfig:
     wise_alphas: tuple = ()
     wise_subset: Optional[int] = 10_000  # WiSE-FT points other than α = 0, 1 and the reported α: source accuracy on a
                                          # seeded class-balanced subset of this many images (none: the whole set)
+    wise_keys: str = "shared"           # what WiSE-FT interpolates: the shared tensors, the fine-tuned BatchNorms kept
+    #                                     (shared) | every tensor but the head, BatchNorm statistics too (all: the official wise-ft)
+    val_split: float = 0.0              # the share of the training images held out (seeded) to choose settings on
+    #                                     (`frontier`); 0: none, every training image trains
     # optimisation (official code: SGD, momentum 0.9, weight decay 5e-4, cosine per epoch, batch 128)
     epochs: int = 3
     lr: float = 0.01

@@ -13,6 +13,11 @@ class UserError(Exception):
     """Bad input, missing data or weights: the message says what is wrong and what to do."""
 
 
+class Diverged(UserError):
+    """A training loss that stopped being finite: a setting (learning rate, λ) the run cannot train with.
+    One line like any UserError; a sweep (``frontier``) records the point as diverged and goes on."""
+
+
 def closest(word: str, choices):
     """The one of ``choices`` a mistyped ``word`` most likely meant (difflib's ratio ≥ 0.6, case
     ignored), else None."""

@@ -55,6 +55,82 @@ def not_a_link(path: Path, what: str) -> Path:
     return path
 
 
+def owned_folder(folder: Path, what: str, below: Path | None = None) -> Path:
+    """``folder`` made (mkdir -p) for a command's own files: a run folder, the stage store, an export, figures,
+    a decoded cache. Neither it nor any folder between ``below`` (a folder the user chose, e.g. the results
+    folder, which may itself be a link) and it may be a symbolic link (``not_a_link``): a link there would
+    carry every write and removal into the folder it points to. A file in the way is a one-line UserError."""
+    folder = Path(folder)
+    parts = folder.relative_to(below).parts if below is not None else (folder.name,)
+    base = Path(below) if below is not None else folder.parent
+    for part in parts:
+        base = not_a_link(base / part, what)
+        make_folder(base)
+    return not_a_link(folder, what)  # made by another process meanwhile: still no link
+
+
+def file_lock(path: Path, what: str):
+    """A ``filelock.FileLock`` on the lock file ``path``, refused (``not_a_link``) when ``path`` is a symbolic
+    link: filelock 3.x opens its file with O_TRUNC, truncating whatever a link there points to (4.3 refuses
+    the link with ELOOP, a traceback). Taking it when the file cannot be made (a folder that cannot be
+    written) is a one-line UserError."""
+    return _GuardedLock(str(not_a_link(Path(path), what)))
+
+
+class _GuardedLock:
+    """A FileLock whose acquisition turns an OSError (the lock's folder cannot be written, a link put there
+    meanwhile) into a UserError naming the lock file; ``timeout`` as FileLock's. As FileLock's, ``acquire``
+    returns what releases it on leaving a ``with``, and ``with lock:`` acquires and releases."""
+
+    def __init__(self, path: str):
+        from filelock import FileLock
+
+        self.path, self.lock = path, FileLock(path)
+
+    def acquire(self, timeout: float = -1) -> "_Held":
+        try:
+            self.lock.acquire(timeout=timeout)
+        except OSError as e:
+            if isinstance(e, TimeoutError):  # filelock.Timeout: the caller's to handle
+                raise
+            raise UserError(f"cannot take the lock {self.path}: {e.strerror or e}; choose a folder you can "
+                            "write, or remove what is at that path") from None
+        return _Held(self)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class _Held:
+    """What ``_GuardedLock.acquire`` returns: leaving a ``with`` on it releases the lock."""
+
+    def __init__(self, lock: _GuardedLock):
+        self.lock = lock
+
+    def __enter__(self) -> _GuardedLock:
+        return self.lock
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+def remove_file(path: Path, what: str) -> None:
+    """Unlink ``path`` (a link as a link; gone already is fine); a removal that fails is a one-line UserError
+    naming it, not ignored."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot remove {path} ({what}): {e.strerror or e}; remove it by hand and run this "
+                        "again") from None
+
+
 def remove_tree(path: Path, what: str) -> None:
     """Remove the folder (or file) ``path`` that flowvision made, links inside it as links (never what they
     point to); a link at ``path`` itself is refused (``not_a_link``), and a removal that fails is a one-line
@@ -76,7 +152,7 @@ def _atomic(path: Path, write, size: int = 0) -> None:
     """Write through a temporary file in the same folder, then rename: a killed process leaves
     either the old file or the new one, never half of one. A full disk or an unwritable folder is a
     UserError naming the folder; the temporary file is removed."""
-    path = Path(path)
+    path = not_a_link(Path(path), "a file flowvision writes")  # os.replace would swap the link for the file
     make_folder(path.parent)
     tmp = None
     try:
@@ -111,6 +187,14 @@ def write_failure(e: OSError, path: Path, size: int = 0) -> UserError | None:
         return UserError(f"cannot write into {path.parent}: {e.strerror}; choose a folder you can write")
     if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
         return UserError(f"cannot write {path}: a folder of that name is in the way; choose another name")
+    if e.errno == errno.ENAMETOOLONG:
+        return UserError(f"cannot write {str(path)[:120]}…: its name ({len(path.name.encode())} bytes) or path is "
+                         "too long for the file system; choose a shorter name or folder")
+    if e.errno == errno.ENOTDIR:
+        return UserError(f"cannot write {path}: a part of that path is a file, not a folder; choose another folder")
+    if e.errno == errno.ELOOP:
+        return UserError(f"cannot write {path}: a symbolic link on that path leads in a loop or is refused; "
+                         "remove the link")
     return None
 
 
@@ -138,7 +222,7 @@ def remove_orphans(folder: Path, names: list[str]) -> int:
     removed = 0
     for name in names:
         for tmp in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
-            tmp.unlink(missing_ok=True)
+            remove_file(tmp, "a temporary file a killed writer left")
             removed += 1
     return removed
 
@@ -160,6 +244,12 @@ def read_json_file(path: Path, limit: int):
         return json.loads(data)
     except RecursionError:
         raise ValueError("nested too deeply to be JSON flowvision wrote") from None
+
+
+def atomic_write_stream(path: Path, write) -> None:
+    """``write(f)`` (e.g. a figure's ``savefig``) into a binary file object, saved to ``path`` atomically, as
+    the other atomic writers: never through a link at ``path``, never half a file."""
+    _atomic(path, write)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -18,7 +18,8 @@ from .registry import dataset_slug
 # ---- a configuration's identity: the run folder's name and the id its seeds share -----------------------
 # Fields added after run ids were in use, with their defaults: left out of a configuration's identity
 # while at the default, so that the run folders and config ids written before them keep their names.
-LATER_FIELDS = {"demo_n_test": None, "distill": "none", "amp_dtype": None, "tf32": None}
+LATER_FIELDS = {"demo_n_test": None, "distill": "none", "amp_dtype": None, "tf32": None, "wise_keys": "shared",
+                "val_split": 0.0}
 
 
 def _numbers(cfg: RunConfig) -> dict:

@@ -44,15 +44,18 @@ _FT = dict(weighting="uniform", head_init="random", finetune=True, regularizer="
 _FLOW = dict(weighting="flow", head_init="probe", finetune=True, regularizer="none", distill="none", refit=True,
              wise_alpha=None)
 _WISE = dict(wise_alpha=0.5, wise_alphas=(0.0, 0.25, 0.5, 0.75, 1.0))
+# L2-SP (Li, Grandvalet & Davoine 2018) with its own code's α = 0.1 (the pull) and β = 0.01 (the plain L2 of what
+# the pull does not cover: RunConfig.l2sp_beta); the FLOW paper gives no vision λ for its ℓ2 baseline
+_L2SP = dict(regularizer="l2sp", l2sp_lambda=0.1)
 METHODS: dict[str, tuple[Optional[str], dict]] = {
     # name: (base method whose config-file settings it inherits, knobs)
     "ft": (None, _FT),
     "lp": (None, dict(_FT, head_init="probe", finetune=False)),
     "lpft": ("ft", dict(_FT, head_init="probe")),
-    "l2sp": ("ft", dict(_FT, regularizer="l2sp")),
+    "l2sp": ("ft", dict(_FT, **_L2SP)),
     "wiseft": ("ft", dict(_FT, **_WISE)),
     "flow": (None, _FLOW),
-    "flow+l2sp": ("flow", dict(_FLOW, regularizer="l2sp")),
+    "flow+l2sp": ("flow", dict(_FLOW, **_L2SP)),
     "flow+wiseft": ("flow", dict(_FLOW, **_WISE)),
     # not in the paper: the source-data-free baselines a sceptic names next (docs/methods.md). LwF starts
     # from the probe: Li & Hoiem's warm-up step (the new head trained on the frozen network) is the probe.

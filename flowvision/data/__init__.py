@@ -20,6 +20,17 @@ def __getattr__(name: str):
 
 
 def load_task(cfg) -> TaskData:
+    """The target task of a RunConfig (``target_task``), with ``val_split`` of its training images held out as
+    ``val`` where the config asks for a validation split (``base.hold_out``, seeded by data_seed)."""
+    task = target_task(cfg)
+    if cfg.val_split > 0:
+        from .base import hold_out
+
+        task = hold_out(task, cfg.val_split, cfg.data_seed)
+    return task
+
+
+def target_task(cfg) -> TaskData:
     """The target task of a RunConfig (its dataset, image size, augmentation, data seed, root and,
     for the data sets in ``real.PAPER_SPLITS``, the protocol and, under the paper protocol, dogs_split; for a
     folder, its split ratio)."""
@@ -36,7 +47,7 @@ def load_task(cfg) -> TaskData:
 
         return load_folder_task(cfg.dataset, image_size=cfg.image_size or 224, augment=cfg.augment,
                                 seed=cfg.data_seed, split_ratio=cfg.split_ratio, data_path=cfg.data_path,
-                                cache_dir=Path(cfg.cache_dir or default_cache_dir()))
+                                cache_dir=Path(cfg.cache_dir or default_cache_dir()), skip_bad=cfg.skip_bad_images)
     from .fetch import resolve_data_root
     from .real import load_real_task
     from ..core.registry import PAPER_SPLITS

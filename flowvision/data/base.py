@@ -63,12 +63,37 @@ class TaskData:
     info: Any = None  # free-form description recorded in results (source of the files, split rule)
     noisy: Any = None
     splits: dict = field(default_factory=dict)  # other training stages' own splits, by name (of_split)
+    val: Any = None  # held-out training images, eval transforms (``hold_out``): what settings are chosen on
 
     def of_split(self, name: str) -> "TaskData":
         """The task as split ``name`` sees it: its own TaskData where the data set draws a separate split
         for it (Stanford Dogs under the paper protocol, ``data/real.py``), else this one, whose split
         every stage shares."""
         return self.splits.get(name, self)
+
+
+def hold_out(task: "TaskData", fraction: float, seed: int) -> "TaskData":
+    """``task`` with ``fraction`` of its training images held out as ``val`` (eval transforms), never trained on:
+    the round(fraction·N) samples (at least one, at most N − 2) whose seeded hash of their position ranks lowest,
+    the same on every machine and run. The rest train, renumbered 0..N'-1 (what FLOW's losses and weights index);
+    ``noisy`` follows them; every split of the task (``splits``) is held out alike."""
+    import dataclasses
+
+    n = len(task.train)
+    k = min(max(1, round(fraction * n)), n - 2) if n > 2 else 0
+    order = sorted(range(n), key=lambda i: sample_seed(seed, i))
+    held, kept = sorted(order[:k]), sorted(order[k:])
+
+    def view(part: "Indexed", positions) -> "Indexed":
+        return Indexed(part.base, [part.indices[i] for i in positions], part.target_map, part.batch_transform)
+
+    noisy = None if task.noisy is None else task.noisy[kept]
+    out = dataclasses.replace(task, train=view(task.train, kept), train_eval=view(task.train_eval, kept),
+                              val=view(task.train_eval, held), noisy=noisy,
+                              info=dict(task.info, val_split=fraction, n_val=k, n_train=len(kept))
+                              if isinstance(task.info, dict) else f"{task.info},val={k}",
+                              splits={name: hold_out(part, fraction, seed) for name, part in task.splits.items()})
+    return out
 
 
 # In the fingerprint of every task whose augmentation runs on the host: the PIL path's draws became
@@ -130,8 +155,12 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, see
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **common)
     else:
         generator = torch.Generator().manual_seed(seed) if shuffle else None
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                            drop_last=False, **common)
+        if shuffle and len(dataset) % batch_size == 1 and len(dataset) > 1:
+            loader = DataLoader(dataset, batch_sampler=fold_last(epoch_order(len(dataset), seed), batch_size),
+                                generator=generator, **common)
+        else:
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                drop_last=False, **common)
     return Prefetched(loader) if pin_memory and device_data and num_workers == 0 else loader
 
 
@@ -190,6 +219,24 @@ class Prefetched:
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
+
+
+# How a training epoch ends (recorded in every run's target_data): a final batch of one sample would reach
+# BatchNorm in training mode alone ("Expected more than 1 value per channel"), so it joins the batch before.
+LAST_BATCH = "a last batch of one joins the one before"
+
+
+def fold_last(order: list, batch_size: int) -> list:
+    """``order`` cut into batches of ``batch_size``, a final batch of one sample folded into the batch before
+    (of ``batch_size + 1``). Every sample trains every epoch, as in the official code, whose DataLoaders keep
+    the last batch (drop_last=False): where its last batch is never of one (every paper data set at batch
+    128: 80 or 120 left over), the batches are the same. ``make_loader`` uses it only for such an epoch, with
+    the generator it would have shuffled with, so an epoch's order is unchanged."""
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        last = batches.pop()
+        batches[-1] = batches[-1] + last
+    return batches
 
 
 def epoch_order(n: int, seed: int) -> list:

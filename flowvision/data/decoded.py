@@ -262,17 +262,13 @@ def decoded(source: Dataset, prepare: Callable, size: tuple, identity: dict, cac
     """The decoded cache of ``source`` (built once, under a lock): -> (Decoded, key). ``identity``
     says what the split is made of (data set, split, recipe, image size, files fingerprint, count);
     with ``size`` and FORMAT it is the cache's key, and the header must hold it (``_read``)."""
-    import shutil
-
-    from filelock import FileLock
-
-    from ..core.files import move_aside
+    from ..core.files import file_lock, move_aside, owned_folder, remove_tree
 
     key = stable_hash("decoded", FORMAT, identity, list(size))
     folder = Path(cache_dir) / "decoded" / key
     shape = [len(source), 3, *size]
-    make_folder(folder.parent)
-    with FileLock(str(folder) + ".lock"):
+    owned_folder(folder.parent, "the decoded caches", below=Path(cache_dir))  # never written through a link
+    with file_lock(Path(f"{folder}.lock"), "the lock of a decoded cache"):
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             move_aside(DamagedFile(folder, "a file where the cache's folder should be"))
         elif (folder / "header.json").exists():
@@ -282,10 +278,7 @@ def decoded(source: Dataset, prepare: Callable, size: tuple, identity: dict, cac
                 move_aside(DamagedFile(folder, err.reason))
         elif folder.exists():  # a build that was killed: nothing in it is trusted
             for leftover in folder.iterdir():
-                if leftover.is_dir() and not leftover.is_symlink():
-                    shutil.rmtree(leftover)
-                else:
-                    leftover.unlink()
+                remove_tree(leftover, "a file of a decoded cache whose build was killed")
         workers = min(8, usable_cores()) if workers is None else workers
         _build(folder, source, prepare, size, workers, desc, key, identity)
         return _read(folder, key, identity, shape), key

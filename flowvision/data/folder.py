@@ -25,17 +25,21 @@ The data set's identity is ``fingerprint``: a hash of every image's path relativ
 modification time. It keys the task stage (so a changed, added or removed image re-keys every stage
 that read the data) and the decoded caches, and the run record keeps it. The folder is checked before
 anything is trained: every structural problem (no folder, one class, a class without images, train/
-and test/ with different classes, a symlink loop, an empty or non-regular file) is one UserError
-naming the path, and every image is decoded once per fingerprint (``image_problem``; a marker under
-``<cache_dir>/checked/`` records that this listing decoded cleanly).
+and test/ with different classes, a symlink loop, one file in two class folders or on both sides) is one
+UserError naming the path; every file counts once (``images.walk_files``); every image is decoded once
+per fingerprint (``image_problem``; a marker under ``<cache_dir>/checked/`` records what it found), and
+an empty, non-regular or undecodable one is a UserError naming it, or with ``skip_bad_images`` is left
+out and recorded. A written split file is checked against the folder (``splits.split_problem``).
 Importing this module does not import torch: ``--dry-run`` and ``data status`` scan folders with it.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -83,32 +87,29 @@ def _problem(where: Path, what: str) -> UserError:
     return UserError(f"folder data set {where}: {what}")
 
 
-def _walk(folder: Path, ancestors: tuple, found: list, ignored: list) -> None:
-    """Every non-hidden file below ``folder`` (symbolic links followed, as ImageFolder does), by
-    path; a link that leads back into one of its own ancestors, or to itself, is a UserError."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as e:
-        raise _problem(folder, f"cannot be listed ({e.strerror}); make it readable or remove it") from None
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        path = Path(entry.path)
+def _walk(folder: Path, root: Path, seen: dict, found: list, ignored: list) -> None:
+    """Every non-hidden file below ``folder`` (``images.walk_files``: symbolic links followed, as ImageFolder
+    does; a loop is a UserError; a file reached by several paths counts once), by path. ``seen`` is shared by
+    every class folder of the listing: a file that is also an image of another class folder, or of the
+    other side of the split, is a UserError naming both paths (one image, one class, one side)."""
+    from .images import walk_files
+
+    mine: dict = {}
+    for path in walk_files(folder, f"folder data set {root}", mine):
         try:
             st = os.stat(path)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise _problem(path, "is a symlink loop; remove the link") from None
-            what = "is a broken symbolic link" if entry.is_symlink() else f"cannot be read ({e.strerror})"
+            what = "is a broken symbolic link" if path.is_symlink() else f"cannot be read ({e.strerror})"
             raise _problem(path, f"{what}; fix or remove it") from None
-        if stat.S_ISDIR(st.st_mode):
-            if (st.st_dev, st.st_ino) in ancestors:
-                raise _problem(path, "is a symlink loop (it leads back into a folder above it); remove the link")
-            _walk(path, ancestors + ((st.st_dev, st.st_ino),), found, ignored)
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            found.append(path)
-        else:
-            ignored.append(path)
+        node = (st.st_dev, st.st_ino)
+        if node in seen:
+            raise _problem(root, f"{path.relative_to(root)} and {seen[node].relative_to(root)} are the same file "
+                                 "(a link, or a hard link): an image belongs to one class and one side of the split; "
+                                 "remove one")
+        seen[node] = path
+        (found if path.suffix.lower() in IMAGE_SUFFIXES else ignored).append(path)
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -138,15 +139,14 @@ def image_problem(path: Path, decode: bool = True) -> Optional[str]:
     return decode_problem(path)
 
 
-def _images_of(root: Path, classes: list[str], base: Path, need: int) -> tuple[list, list]:
+def _images_of(root: Path, classes: list[str], base: Path, need: int, seen: dict) -> tuple[list, list]:
     """(path relative to root, label) of every image under ``base/<class>``; a class folder with fewer
-    than ``need`` images, or an image file that is empty or no regular file, is a UserError."""
+    than ``need`` images is a UserError. ``seen``: the files of the listing so far (``_walk``)."""
     samples, ignored = [], []
     for label, name in enumerate(classes):
         found: list = []
         top = base / name
-        st = os.stat(top)
-        _walk(top, ((st.st_dev, st.st_ino),), found, ignored)
+        _walk(top, root, seen, found, ignored)
         if len(found) < need:
             held = "no image" if not found else f"{len(found)} image"
             raise _problem(top, f"class folder holds {held} ({', '.join(IMAGE_SUFFIXES)}); "
@@ -154,9 +154,6 @@ def _images_of(root: Path, classes: list[str], base: Path, need: int) -> tuple[l
                                    f"a seeded split needs at least {need} per class (one trains, one tests): "
                                    "add images, or give train/ and test/ folders"))
         samples += [(p.relative_to(root).as_posix(), label) for p in found]
-    bad = [(p, why) for p in (root / rel for rel, _ in samples) if (why := image_problem(p, decode=False))]
-    if bad:
-        raise _bad_images(root, bad)
     return sorted(samples), ignored
 
 
@@ -166,9 +163,10 @@ def _bad_images(root: Path, bad: list) -> UserError:
     return UserError(f"folder data set {root}: {path} {why}{more}; fix or remove it")
 
 
-def scan(root: Path) -> Listing:
+def scan(root: Path, files: bool = True) -> Listing:
     """The layout, classes and image files of the folder at ``root``; any structural problem is a
-    one-line UserError naming the path (no image is opened: see ``check_images``)."""
+    one-line UserError naming the path, and so (``files``) is an image file that is empty or no regular file
+    (no image is opened: see ``check_images``, which also judges those, and may leave them out)."""
     root = Path(root)
     if not root.exists() and not root.is_symlink():
         raise _problem(root, f"does not exist; {HOW}")
@@ -193,14 +191,18 @@ def scan(root: Path) -> Listing:
             raise _problem(root, f"train/ and {test_folder}/ hold different class folders ({diff}); give both "
                                  "the same class names")
         _check_count(root / "train", classes)
-        train, ignored = _images_of(root, classes, root / "train", 1)
-        test, ignored_test = _images_of(root, classes, root / test_folder, 1)
+        seen: dict = {}
+        train, ignored = _images_of(root, classes, root / "train", 1, seen)
+        test, ignored_test = _images_of(root, classes, root / test_folder, 1, seen)
         layout, ignored = "split", ignored + ignored_test
     else:
         classes = top
         _check_count(root, classes)
-        train, ignored = _images_of(root, classes, root, 2)
+        train, ignored = _images_of(root, classes, root, 2, {})
         test, layout = None, "classes"
+    bad = [(p, why) for p in (root / rel for rel, _ in train + (test or [])) if (why := image_problem(p, decode=False))]
+    if bad and files:
+        raise _bad_images(root, bad)
     return Listing(root=root, layout=layout, classes=tuple(classes), train=tuple(train),
                    test=tuple(test) if test is not None else None,
                    fingerprint=fingerprint(root, [rel for rel, _ in train + (test or [])]),
@@ -224,26 +226,52 @@ def fingerprint(root: Path, rels: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def check_images(listing: Listing, cache_dir: Path, workers: Optional[int] = None) -> None:
-    """Decode every image of ``listing`` once (``image_problem``), on ``workers`` threads; a bad one is
-    a UserError naming it. Done once per folder and fingerprint: a marker under
-    ``<cache_dir>/checked/`` says this listing decoded cleanly."""
+def check_images(listing: Listing, cache_dir: Path, workers: Optional[int] = None,
+                 skip_bad: bool = False) -> tuple[Listing, list[str]]:
+    """Decode every image of ``listing`` once (``image_problem``), on ``workers`` threads. A bad one is a
+    UserError naming it, or with ``skip_bad`` (``skip_bad_images``) it is left out: -> (the listing without
+    the bad images, re-checked and re-fingerprinted; ``"<path> (<reason>)"`` for each left out). Done once per
+    folder and fingerprint: a marker under ``<cache_dir>/checked/`` says what this listing decoded to."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..core.files import atomic_write_json, stable_hash
+    from ..core.files import atomic_write_json, owned_folder, read_json_file, stable_hash
 
-    marker = Path(cache_dir) / "checked" / f"{stable_hash(str(listing.root), listing.fingerprint)[:16]}.json"
-    if marker.is_file():
-        return
-    paths = [listing.root / rel for rel in listing.images]
-    workers = workers or min(8, usable_cores())
-    with ThreadPoolExecutor(workers) as pool:  # PIL decodes without holding the GIL
-        problems = list(pool.map(image_problem, paths))
-    bad = [(p, why) for p, why in zip(paths, problems) if why]
-    if bad:
+    checked = owned_folder(Path(cache_dir) / "checked", "the checked-images markers", below=Path(cache_dir))
+    marker = checked / f"{stable_hash(str(listing.root), listing.fingerprint)[:16]}.json"
+    try:
+        held = read_json_file(marker, 1 << 24)
+        bad = [(listing.root / rel, why) for rel, why in held.get("bad", [])]
+    except (OSError, ValueError, AttributeError, TypeError):  # none yet, or not one flowvision wrote: check again
+        paths = [listing.root / rel for rel in listing.images]
+        with ThreadPoolExecutor(workers or min(8, usable_cores())) as pool:  # PIL decodes without holding the GIL
+            problems = list(pool.map(image_problem, paths))
+        bad = [(p, why) for p, why in zip(paths, problems) if why]
+        atomic_write_json(marker, {"folder": str(listing.root), "fingerprint": listing.fingerprint,
+                                   "images": len(paths), "bad": [[p.relative_to(listing.root).as_posix(), why]
+                                                                  for p, why in bad]})
+    if not bad:
+        return listing, []
+    if not skip_bad or len(bad) == len(listing.images):
         raise _bad_images(listing.root, bad)
-    atomic_write_json(marker, {"folder": str(listing.root), "fingerprint": listing.fingerprint,
-                               "images": len(paths)})
+    return _without(listing, {p.relative_to(listing.root).as_posix() for p, _ in bad}), [
+        f"{p.relative_to(listing.root).as_posix()} ({why})" for p, why in bad]
+
+
+def _without(listing: Listing, gone: set) -> Listing:
+    """``listing`` without the images ``gone`` (paths relative to its root): each class still holds what its
+    layout needs (one image each side of a given split, two to split), else a UserError naming the class."""
+    need = {"split": 1, "classes": 2}[listing.layout]
+    sides = [listing.train] + ([listing.test] if listing.test is not None else [])
+    kept = [tuple((rel, label) for rel, label in side if rel not in gone) for side in sides]
+    for side, rels in zip(sides, kept):
+        counts = Counter(label for _, label in rels)
+        short = sorted(label for label in {label for _, label in side} if counts[label] < need)
+        if short:
+            raise _problem(listing.root, f"class {listing.classes[short[0]]!r} keeps fewer than {need} usable image"
+                                         f"{'s' if need > 1 else ''} once the unreadable ones are left out "
+                                         "(skip_bad_images); fix or replace them")
+    return dataclasses.replace(listing, train=kept[0], test=kept[1] if len(kept) > 1 else None,
+                               fingerprint=fingerprint(listing.root, [rel for side in kept for rel, _ in side]))
 
 
 # ---- the split ---------------------------------------------------------------------------------------
@@ -305,22 +333,31 @@ class FolderImages:
 
 
 def load_folder_task(name: str, *, image_size: int = 224, augment: bool = True, seed: int = 0,
-                     split_ratio: float = 0.8, data_path: str = "pil", cache_dir: Path) -> "TaskData":
+                     split_ratio: float = 0.8, data_path: str = "pil", cache_dir: Path,
+                     skip_bad: bool = False) -> "TaskData":
     """The task of ``folder:PATH`` (see the module docstring): the folder scanned and checked, its
     split read or made, its images through the Caltech-101 recipe by either data path
     (``real.make_task``). ``seed`` (data_seed) and ``split_ratio`` decide the class-folder layout's
-    split; ``cache_dir`` holds the decoded caches and the checked-images markers."""
-    from ..core.files import stable_hash
+    split; ``cache_dir`` holds the decoded caches and the checked-images markers. ``skip_bad``: leave
+    unreadable images out (listed in ``info["skipped_images"]``; they change the fingerprint, so every key
+    after it) instead of stopping with a UserError that names them."""
+    from rich.markup import escape
 
-    listing = scan(Path(folder_path(name)))
-    check_images(listing, cache_dir)
+    from ..core.console import console
+    from ..core.files import stable_hash
+    from .images import cut
+
+    listing, skipped = check_images(scan(Path(folder_path(name)), files=False), cache_dir, skip_bad=skip_bad)
+    if skipped:
+        console.print(f"[yellow]warning:[/] left out {len(skipped)} unreadable images of {name} (skip_bad_images): "
+                      f"{escape(cut(skipped))}", highlight=False, soft_wrap=True)
     train, test, split_info = splits(listing, split_ratio, seed)
     spec = RealSpec(len(listing.classes), RECIPE, IMAGENET_MEAN, IMAGENET_STD, LAYOUTS[listing.layout],
                     split_info["split"], False, sizes=(len(train), len(test)))
     info = {"dataset": name, "path": str(listing.root), "layout": LAYOUTS[listing.layout], **split_info,
             "recipe": RECIPE, "fingerprint": listing.fingerprint, "classes": list(listing.classes),
             "n_train": len(train), "n_test": len(test), "image_size": image_size, "augment": augment,
-            "data_path": data_path, "ignored_files": listing.ignored}
+            "data_path": data_path, "ignored_files": listing.ignored, **({"skipped_images": skipped} if skipped else {})}
     extra = {"split": stable_hash(train, test)}  # which images each split holds: keys the decoded caches
     pools = {"train": FolderImages(listing.root, train, listing.classes),
              "test": FolderImages(listing.root, test, listing.classes)}
@@ -336,7 +373,7 @@ def folder_status(name: str, ratio: float = 0.8, seed: int = 0) -> dict:
            "how_to_get": f"{HOW} under {folder_path(name)}"}
     try:
         listing = scan(Path(folder_path(name)))
-        existing = next((p for p in split_files(listing, ratio, seed) if p.is_file()), None)
+        existing = next((p for p in split_files(listing, ratio, seed) if os.path.lexists(p)), None)
         train, test, _ = splits(listing, ratio, seed, write=existing is not None)
     except UserError as e:
         row["problem"] = str(e)

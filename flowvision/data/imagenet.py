@@ -32,7 +32,7 @@ from torchvision.datasets import ImageFolder
 
 from ..core.errors import UserError
 from .base import Indexed
-from .images import IMAGE_SUFFIXES, CheckedImages, ImageFiles, check_images, cut, read_image  # noqa: F401 (cut: part of this module's API)
+from .images import IMAGE_EXTENSIONS, IMAGE_SUFFIXES, CheckedImages, ImageFiles, check_images, cut, read_image, walk_files  # noqa: F401 (cut: part of this module's API)
 from .splits import hash_rank
 from .synsets import LAYOUT_HELP, SOURCE_EVAL_HELP, check_classes, class_folders, folder_what, imagenet_synsets, is_synset_folder, layout_help
 
@@ -71,6 +71,28 @@ class _ClassListFolder(ImageFolder):
 
     def find_classes(self, directory):
         return self._given
+
+    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        """ImageFolder's samples, each file once (``images.walk_files``): a link loop in a class folder is one
+        line naming it, not a walk round the loop that lists the same images dozens of times; a file reached
+        through several links in one class folder counts once, one reached from two class folders (two labels)
+        is a UserError naming both. FileNotFoundError for a class folder without an image, as torchvision's.
+        In torchvision's order (sorted folders, then sorted names in each)."""
+        samples, empty, owner = [], [], {}
+        for name in sorted(class_to_idx):
+            mine: dict = {}
+            found = sorted((p for p in walk_files(Path(directory) / name, f"the images at {directory}", mine)
+                            if p.name.lower().endswith(IMAGE_EXTENSIONS)), key=lambda p: (str(p.parent), p.name))
+            for node, path in mine.items():
+                if node in owner:
+                    raise UserError(f"the images at {directory}: {path} and {owner[node]} are the same file (a link) "
+                                    "under two class folders, so it has two labels; remove one")
+                owner[node] = path
+            samples += [(str(p), class_to_idx[name]) for p in found]
+            empty += [] if found else [name]
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}")
+        return samples
 
 
 class ImageNetEval(Indexed):
@@ -172,8 +194,7 @@ def load_image_folder(root: Path, transform, skip_bad: bool = False) -> ImageNet
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"source evaluation folder {root} does not exist; pass --source-eval DIR (a folder of images)")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    paths = [p for p in walk_files(root, f"source images at {root}") if p.suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
         raise UserError(f"source evaluation folder {root} holds no image ({', '.join(IMAGE_SUFFIXES)}); "
                         "pass --source-eval DIR (a folder of images)")

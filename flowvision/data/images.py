@@ -39,6 +39,50 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 
 
+def walk_files(folder: Path, where: str, seen: Optional[dict] = None) -> list[Path]:
+    """Every file below ``folder`` (any depth, sorted by path; hidden files and folders skipped), each file
+    once. Symbolic links are followed, as torchvision's ImageFolder follows them, but a folder reached again
+    (a link back into one of its own ancestors: a loop) is a one-line UserError naming it, never walked
+    round until the path is too long; a folder reached again by another way (two links to one folder) is
+    walked once; a file reached by several paths (links, hard links) is listed once, under the first in
+    sorted order. ``seen`` ((device, inode) -> path), shared between calls, carries that
+    over several folders (a caller that must tell which folder a file was first seen in reads it). A link
+    that leads nowhere is listed (the image check names it). ``where``: what the folder is, for the message."""
+    seen = {} if seen is None else seen
+    out: list[Path] = []
+    walked: set = set()  # folders already walked (reached again through a link: their files are listed)
+
+    def walk(path: Path, ancestors: frozenset) -> None:
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as e:
+            raise UserError(f"{where}: {path} cannot be listed ({e.strerror}); make it readable or remove it") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child = Path(entry.path)
+            try:
+                st = os.stat(child)
+            except OSError:
+                out.append(child)  # a dangling link or one that leads to itself: named by the image check
+                continue
+            node = (st.st_dev, st.st_ino)
+            if stat.S_ISDIR(st.st_mode):
+                if node in ancestors:
+                    raise UserError(f"{where}: {child} is a symlink loop (it leads back into a folder above it); "
+                                    "remove the link") from None
+                if node not in walked:
+                    walked.add(node)
+                    walk(child, ancestors | {node})
+            elif node not in seen:
+                seen[node] = child
+                out.append(child)
+
+    top = os.stat(folder)
+    walk(Path(folder), frozenset({(top.st_dev, top.st_ino)}))
+    return out
+
+
 def cut(names: Sequence[str], k: int = 3) -> str:
     """'a, b, c and 977 more': long lists in messages are cut."""
     names = list(names)

@@ -38,6 +38,7 @@ Deliberate differences from the official code:
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -210,6 +211,11 @@ def _dogs(name: str, root: Path):
     splits = {}
     for split in ("train", "test"):
         paths = _read_list(name, root, folder, split)
+        if not paths:
+            raise incomplete(name, root, f"{split}_list names no image")
+        twice = next((p for p, n in Counter(paths).items() if n > 1), None)
+        if twice is not None:
+            raise incomplete(name, root, f"{split}_list names {twice} twice")
         absent = [p for p in paths if p not in position]
         if absent:
             raise incomplete(name, root, f"{len(absent)} images of {split}_list not under Images/, "
@@ -250,11 +256,16 @@ def load_real_splits(name: str, root: Path, *, seed: int = 0, protocol: str = "c
     if not data_folder(name, root).is_dir():  # before torchvision is imported (~6 s): data status stays instant
         raise missing(name, root)
     if name == "caltech101":
-        return _caltech(name, root, seed)
-    if name in PAPER_SPLITS and protocol == "paper":
+        train, test, extra = _caltech(name, root, seed)
+    elif name in PAPER_SPLITS and protocol == "paper":
         from torch.utils.data import Subset
 
         images, splits, extra = paper_dogs(name, root, seed, "single")
         train, test = splits["probe"]
-        return Subset(images, train), Subset(images, test), extra
-    return LOADERS[name](name, root)
+        train, test = Subset(images, train), Subset(images, test)
+    else:
+        train, test, extra = LOADERS[name](name, root)
+    for split, images in (("train", train), ("test", test)):  # a run on an empty side would fail mid-way
+        if len(images) == 0:
+            raise incomplete(name, root, f"its {split} split holds no image")
+    return train, test, extra

@@ -16,8 +16,13 @@ The contract, the same for the three:
   not complete is never touched;
 * nothing is written, renamed or removed through a symbolic link: a link planted at the staging folder,
   the lock or an incomplete destination is a one-line UserError naming it, and its target is untouched;
-* a damaged, cut-short or wrong archive, a devkit that is not the val set's, a full disk: one-line
-  UserError, and the partial folder is removed.
+* what is placed is checked before it is placed: a member larger than its kind ever is (``MAX_BYTES``: an
+  image, a list or devkit file) is refused before a byte of it is written, so a few MB of archive cannot
+  decompress into GBs; every image decodes (``images.image_problem``; the bad ones are named); every split
+  holds images (an empty train list is refused by the same check ``data status`` makes);
+* a damaged, cut-short or wrong archive, a devkit that is not the val set's, a member whose name is too
+  long for the file system, a full disk or a data root that cannot be written: one-line UserError, and the
+  partial folder is removed.
 """
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ from .images import IMAGE_EXTENSIONS
 from .specs import data_folder
 
 CHUNK = 1 << 20
+# The largest a member of each kind ever is, with room to spare: the largest JPEG of ImageNet, Stanford Dogs or
+# Cars is a few MB, the devkit's meta.mat 2 MB and its ground truth 0.3 MB, a Dogs list under 1 MB.
+MAX_BYTES = {"image": 64 << 20, "list": 32 << 20}
 VAL_NAME = re.compile(r"(?:\./)?(ILSVRC2012_val_(\d{8})\.JPEG)")
 GROUND_TRUTH, META = "data/ILSVRC2012_validation_ground_truth.txt", "data/meta.mat"
 # What reading a damaged archive raises: tarfile's and zipfile's errors, a gzip/bz2/xz stream cut short
@@ -57,9 +65,9 @@ def _damaged(archive: Path, e: BaseException) -> UserError:
                      f"({type(e).__name__}: {str(e) or 'no detail'}): download it again")
 
 
-def members(archive: Path) -> Iterator[tuple[str, object]]:
-    """(name, readable file) of every regular file in ``archive``, in archive order, one at a time (each
-    readable only until the next is asked for). A zip is read through its index; anything else as a tar
+def members(archive: Path) -> Iterator[tuple[str, object, int]]:
+    """(name, readable file, its size as the archive declares it) of every regular file in ``archive``, in
+    archive order, one at a time (each readable only until the next is asked for). A zip is read through its index; anything else as a tar
     stream (any compression), which must end with its end-of-archive marker: a tar cut short between two
     members is found here, not only by the counts. (A tar whose last member is a zip can look like a zip
     at its end: the tar is tried first.)"""
@@ -69,12 +77,12 @@ def members(archive: Path) -> Iterator[tuple[str, object]]:
                 for info in zf.infolist():
                     if not info.is_dir():
                         with zf.open(info) as f:
-                            yield info.filename, f
+                            yield info.filename, f, info.file_size
             return
         with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
             for member in tar:
                 if member.isfile():
-                    yield member.name, tar.extractfile(member)
+                    yield member.name, tar.extractfile(member), member.size
             # The stream ended at a zero block (the marker) only if a whole block was read past the last
             # header's start; a tar cut at or inside a header ends the loop quietly otherwise.
             if tar.fileobj.tell() - tar.offset != tarfile.BLOCKSIZE:
@@ -83,9 +91,22 @@ def members(archive: Path) -> Iterator[tuple[str, object]]:
         raise _damaged(archive, e) from None
 
 
-def _copy(src, path: Path, archive: Path) -> None:
-    """``src`` (a member being read) into the new file ``path``: a read error is a damaged archive, a
-    write error a full disk or a folder that cannot be written (``files.write_failure``)."""
+def _bounded(name: str, size: int, kind: str, archive: Path) -> None:
+    """A member declared larger than its kind ever is (``MAX_BYTES``) is refused before it is read."""
+    if size > MAX_BYTES[kind]:
+        raise UserError(f"{archive.name} holds {name[:120]!r} of {size / 2**20:,.0f} MiB, more than any {kind} file "
+                        f"of the data set ({MAX_BYTES[kind] >> 20} MiB at most): it is not the archive it should be "
+                        "(or a decompression bomb); nothing was put in place")
+
+
+def _copy(src, path: Path, archive: Path, kind: str = "image") -> None:
+    """``src`` (a member being read) into the new file ``path``, at most ``MAX_BYTES[kind]`` of it (a member
+    whose data outgrow what its header declared is refused too): a read error is a damaged archive, a write
+    error a full disk, a name too long or a folder that cannot be written (``files.write_failure``)."""
+    written = 0
+    if len(path.name.encode()) > 255 or len(str(path).encode()) > 4000:  # what Linux file systems take
+        raise UserError(f"{archive.name} holds a member named {path.name[:60]!r}… ({len(path.name.encode())} bytes), "
+                        "too long for a file name: it is not the archive it should be; nothing was put in place")
     with writing(path), open(path, "wb") as out:
         while True:
             try:
@@ -94,6 +115,8 @@ def _copy(src, path: Path, archive: Path) -> None:
                 raise _damaged(archive, e) from None
             if not chunk:
                 break
+            written += len(chunk)
+            _bounded(path.name, written, kind, archive)
             out.write(chunk)
 
 
@@ -158,6 +181,23 @@ def _existing(dest: Path, complete: Callable[[], Optional[str]]) -> bool:
                     f"this again (nothing was changed)")
 
 
+def _decodes(stage: Path, made_from: str) -> None:
+    """Every image placed in ``stage`` decodes (``images.image_problem``, on threads: it reads a file's header
+    and end, and decodes in full only what it cannot judge so); the bad ones are named, nothing is placed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..core.distributed import usable_cores
+    from .images import cut, image_problem
+
+    paths = sorted(p for p in stage.rglob("*") if p.name.lower().endswith(IMAGE_EXTENSIONS) and p.is_file())
+    with ThreadPoolExecutor(min(8, usable_cores())) as pool:  # PIL decodes without holding the GIL
+        problems = list(pool.map(image_problem, paths))
+    bad = [f"{p.relative_to(stage).as_posix()} ({why})" for p, why in zip(paths, problems) if why]
+    if bad:
+        raise UserError(f"{made_from}: {len(bad)} of the {len(paths)} images cannot be read ({cut(bad)}), so nothing "
+                        "was put in place; download the archive again")
+
+
 def _checked(name: str, root: Path, imagenet: Optional[Path] = None, made_from: str = "") -> dict:
     """The ``data status`` row of ``name``, or the UserError of its problem (``made_from``: the archives
     that were unpacked into the partial folder checked, for the message)."""
@@ -192,13 +232,15 @@ def read_devkit(devkit: Path) -> list[str]:
 
     devkit = _archive(devkit, "devkit")
     found = {}
-    for name, f in members(devkit):
+    for name, f, size in members(devkit):
         for want in (GROUND_TRUTH, META):
             if name == want or name.endswith("/" + want):
+                _bounded(name, size, "list", devkit)
                 try:
-                    found[want] = f.read()
+                    found[want] = f.read(MAX_BYTES["list"] + 1)
                 except _DAMAGED as e:
                     raise _damaged(devkit, e) from None
+                _bounded(name, len(found[want]), "list", devkit)
     missing = [w for w in (GROUND_TRUTH, META) if w not in found]
     if missing:
         raise UserError(f"{devkit.name} is not the ILSVRC2012 devkit (no {missing[0]} in it): pass "
@@ -237,7 +279,7 @@ def _sort_val(val_tar: Path, labels: list[str], stage: Path) -> Counter:
     counts: Counter = Counter()
     with progress() as bar:
         task = bar.add_task("sorting ImageNet val", total=len(labels), info="")
-        for name, f in members(val_tar):
+        for name, f, size in members(val_tar):
             match = VAL_NAME.fullmatch(name)
             if match is None:
                 raise UserError(f"{val_tar.name} is not the ILSVRC2012 validation archive: it holds {name!r}, "
@@ -250,6 +292,7 @@ def _sort_val(val_tar: Path, labels: list[str], stage: Path) -> Counter:
                 raise UserError(f"{val_tar.name} holds {match.group(1)} twice: it is not the ILSVRC2012 "
                                 f"validation archive; pass ILSVRC2012_img_val.tar")
             seen.add(number)
+            _bounded(name, size, "image", val_tar)
             synset = labels[number - 1]
             folder = stage / synset
             if not counts[synset]:
@@ -298,6 +341,7 @@ def prepare_imagenet(val_tar: Path, devkit: Path, out: Path) -> dict:
         if problem:
             raise UserError(f"{val_tar.name} holds {problem}: it is cut short or not the val set of this "
                             f"devkit; download it again (nothing was written to {out})")
+        _decodes(stage, val_tar.name)
         _checked("imagenet", out.parent, stage, made_from=f"{val_tar.name} and {Path(devkit).name}")
         _place(stage, out)
     return {**_checked("imagenet", out.parent, out), **result, "already": False}
@@ -313,6 +357,7 @@ def _prepare(name: str, root: Path, fill: Callable[[Path], None], made_from: str
         if _existing(dest, lambda: status_row(name, root)["problem"]):
             return {**_checked(name, root), "already": True}
         fill(stage)
+        _decodes(stage, made_from)
         _checked(name, stage.parent, made_from=made_from)
         _place(stage, dest)
     return {**_checked(name, root), "already": False}
@@ -324,20 +369,22 @@ def prepare_dogs(images: Path, lists: Path, root: Path) -> dict:
     images, lists = _archive(images, "Stanford Dogs images.tar"), _archive(lists, "Stanford Dogs lists.tar")
 
     def fill(stage: Path) -> None:
-        for name, f in members(images):
+        for name, f, size in members(images):
             parts = PurePosixPath(name[2:] if name.startswith("./") else name).parts
             if len(parts) != 3 or parts[0] != "Images" or not _safe(*parts):
                 hint = " (is it lists.tar?)" if name.endswith(".mat") else ""
                 raise UserError(f"{images.name} is not Stanford Dogs' images.tar: it holds {name!r}, not "
                                 f"Images/<breed>/<image>{hint}")
+            _bounded(name, size, "image", images)
             _copy(f, make_folder(stage.joinpath(*parts[:2])) / parts[2], images)
         got = set()
-        for name, f in members(lists):
+        for name, f, size in members(lists):
             base = name[2:] if name.startswith("./") else name
             if "/" in base or not base.endswith(".mat") or not _safe(base):
                 raise UserError(f"{lists.name} is not Stanford Dogs' lists.tar: it holds {name!r}, not "
                                 f"train_list.mat, test_list.mat and file_list.mat")
-            _copy(f, stage / base, lists)
+            _bounded(name, size, "list", lists)
+            _copy(f, stage / base, lists, "list")
             got.add(base)
         missing = sorted({"train_list.mat", "test_list.mat"} - got)
         if missing:
@@ -355,7 +402,7 @@ def prepare_cars(archive: Path, root: Path) -> dict:
 
     def fill(stage: Path) -> None:
         prefixes = set()
-        for name, f in members(archive):
+        for name, f, size in members(archive):
             parts = PurePosixPath(name).parts
             if len(parts) < 3 or parts[-3] not in ("train", "test") or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
@@ -366,6 +413,7 @@ def prepare_cars(archive: Path, root: Path) -> dict:
                                 f"with one")
             if not _safe(*parts[-2:]):
                 raise UserError(f"{archive.name} holds {name!r}, which cannot be a class folder's image")
+            _bounded(name, size, "image", archive)
             _copy(f, make_folder(stage.joinpath(*parts[-3:-1])) / parts[-1], archive)
         if not prefixes:
             raise UserError(f"{archive.name} is not Stanford Cars sorted by class: no train/<class>/<image> "

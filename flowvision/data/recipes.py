@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from .specs import REAL_TASKS
 
+# every recipe's eval transform, by name: (crop_pct, crop_mode) in timm's terms; None: s / the resized side
+EVAL_CROPS = {"resize": (1.0, "center"), "resize_square": (1.0, "squash"), "synthetic": (1.0, "center"),
+              "crop_jitter": (None, "center"), "square_crop_jitter": (None, "squash")}
+RECIPES = tuple(EVAL_CROPS)
+
 
 def build_transforms(name: str, image_size: int = 224, augment: bool = True):
     """(train, eval) transforms for ``name``: PIL image -> (3, image_size, image_size) float32."""
@@ -57,8 +62,7 @@ def timm_eval_config(recipe: str, image_size: int, mean, std) -> dict:
 
 
     s, big = image_size, scaled(256, image_size)
-    crop_pct, mode = {"resize": (1.0, "center"), "resize_square": (1.0, "squash"), "synthetic": (1.0, "center"),
-                      "crop_jitter": (None, "center"), "square_crop_jitter": (None, "squash")}[recipe]
+    crop_pct, mode = EVAL_CROPS[recipe]
     if crop_pct is None:
         crop_pct = next(c for c in (round(s / big, 4), s / big, s / (big + 0.5)) if math.floor(s / c) == big)
     return {"input_size": (3, s, s), "interpolation": "bilinear", "crop_pct": crop_pct, "crop_mode": mode,

@@ -7,8 +7,8 @@ image folders use too. Every draw is a seeded hash of each path (``hash_rank``),
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+from collections import Counter
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -104,47 +104,84 @@ def split_file_candidates(folder: Path, seed: int, prefix: str = "caltech101", s
             default_cache_dir() / "splits" / f"{prefix}-{key}-seed{seed}{suffix}.json"]
 
 
-def _write_json_atomic(path: Path, obj: dict) -> bool:
-    """Write ``obj`` to ``path`` via a temporary file; False (and nothing left behind) on failure."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+MAX_SPLIT_BYTES = 256 << 20  # a split of IN-1K train's 1.28 M paths is ~60 MB
+
+
+def _write_split(path: Path, split: dict) -> bool:
+    """Write ``split`` to ``path`` atomically; False (nothing left behind) when its folder cannot be written.
+    Never through a link: a link at the file, or at the cache's ``splits`` folder, is a one-line UserError."""
+    from ..core.files import atomic_write_json, not_a_link
+
+    not_a_link(path, "a split file")
+    not_a_link(path.parent, "the folder of a split file")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(obj, indent=1))
-        os.replace(tmp, path)  # a concurrent reader never sees half a file
-        return True
-    except OSError:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        atomic_write_json(path, split)
+    except UserError:
         return False
+    return True
+
+
+def split_problem(split, on_disk: list[str], classes: list[str]) -> str | None:
+    """Why a split file's contents are not a split of the images ``on_disk`` (paths relative to the data
+    folder, the first part of each its class folder) into ``classes``, or None: two lists of paths, each path
+    once, on one side only, every image on disk listed and no other, every class with a training image, and a
+    test side that is not empty."""
+    if not isinstance(split, dict) or not all(isinstance(split.get(k), list) and all(isinstance(r, str) for r in split[k])
+                                              for k in ("train", "test")):
+        return "it is not an object with a train and a test list of paths"
+    train, test = split["train"], split["test"]
+    for side, rels in (("train", train), ("test", test)):
+        dup = next((r for r, n in Counter(rels).items() if n > 1), None)
+        if dup is not None:
+            return f"it lists {dup} twice in {side}"
+    both = sorted(set(train) & set(test))
+    if both:
+        return f"it lists {both[0]} in both train and test{f' (and {len(both) - 1} more)' if len(both) > 1 else ''}"
+    here, listed = set(on_disk), set(train) | set(test)
+    if listed != here:
+        new, gone = sorted(here - listed), sorted(listed - here)
+        return (f"it does not match the images on disk ({len(new)} new, {len(gone)} gone, e.g. "
+                f"{(new or gone)[0]})")
+    if split.get("classes") != list(classes):
+        return "its classes are not the class folders on disk"
+    untrained = sorted(set(classes) - {r.split("/")[0] for r in train})
+    if untrained:
+        return f"no image of class {untrained[0]!r} is in train (every class needs one to be learnt)"
+    if not test:
+        return "its test side is empty"
+    return None
 
 
 def saved_split(name: str, where: Path, candidates: list[Path], on_disk: list[str], classes: list[str],
                 compute) -> tuple[dict, Path]:
     """A split written once and reused: -> ({"train": [relpath, ...], "test": [...], ...}, its file).
-    The first existing file of ``candidates`` is read and must list exactly the images ``on_disk``
-    (paths relative to ``where``) and ``classes``; with none, ``compute()`` makes the split and it is
-    written to the first candidate that can be written. A file that is unreadable or stale is a
-    UserError: a split never changes silently (an image moving from test to train would make runs
-    incomparable)."""
-    existing = next((p for p in candidates if p.is_file()), None)
+    The first existing file of ``candidates`` is read and must be a split of exactly the images ``on_disk``
+    (paths relative to ``where``) into ``classes`` (``split_problem``); with none, ``compute()`` makes the
+    split and it is written to the first candidate that can be written. A file that is unreadable, stale or
+    edited into something that is no split is a UserError naming it and the first problem: a split never
+    changes silently (an image moving from test to train would make runs incomparable), and a split that
+    trains on a test image or never on a class is not run. Deleting the file asks for a new one."""
+    from ..core.files import not_a_link, read_json_file
+
+    # a FIFO, a device or a link that leads nowhere counts as there (never read, never replaced); a folder in
+    # the way does not (the next place is tried)
+    existing = next((p for p in candidates if os.path.lexists(p) and not p.is_dir()), None)
+    if existing is not None and not existing.exists():
+        not_a_link(existing, "a split file")  # a link that leads nowhere: nothing is written through it
     if existing is None:
         split = compute()
-        path = next((p for p in candidates if _write_json_atomic(p, split)), None)
+        path = next((p for p in candidates if _write_split(p, split)), None)
         if path is None:
             raise UserError(f"cannot write the {name} split file to {candidates[0]} or "
                             f"{candidates[1]}: make one of them writable (or set FLOWVISION_CACHE)")
         return split, path
     try:
-        split = json.loads(existing.read_text())
-        listed = set(split["train"]) | set(split["test"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{name} split file {existing} is unreadable ({type(e).__name__}): "
-                        f"delete it to compute the split again") from None
-    here = set(on_disk)
-    if listed != here or split.get("classes") != list(classes):
-        raise UserError(f"{name} split file {existing} does not match the images under "
-                        f"{where} ({len(here - listed)} new, {len(listed - here)} gone): "
-                        f"delete it to compute a new split")
+        split = read_json_file(existing, MAX_SPLIT_BYTES)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{name} split file {existing} is unreadable ({str(e)[:80] or type(e).__name__}): "
+                        "delete it to compute the split again") from None
+    problem = split_problem(split, on_disk, classes)
+    if problem:
+        raise UserError(f"{name} split file {existing} is not a split of the images under {where}: {problem}; "
+                        "fix it, or delete it to compute a new split")
     return split, existing

@@ -116,6 +116,26 @@ def transform_name(cfg, tag: str) -> str:
     return "official" if tag in MODEL_TAGS.values() else "timm"
 
 
+def source_data_config(cfg) -> Optional[dict]:
+    """The eval transform the source images go through (``imagenet_eval_set``) in the terms of timm's data
+    config, from which timm's ``create_transform`` rebuilds it (an export stores it beside the source parts):
+    the official one as Resize(224 / 0.875 = 256) + CenterCrop(224), bilinear, ImageNet mean/std; the
+    weights' own as timm resolves their pretrained config. None for the demo model, whose source images are
+    generated tensors."""
+    if cfg.model == "demo":
+        return None
+    from .source import model_tag
+
+    tag, _ = model_tag(cfg.model)
+    if transform_name(cfg, tag) == "official":
+        return {"input_size": (3, 224, 224), "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center",
+                "mean": tuple(IMAGENET_MEAN), "std": tuple(IMAGENET_STD)}
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    return dict(resolve_data_config(pretrained_cfg=get_pretrained_cfg(tag).to_dict()))
+
+
 def official_imagenet_transform():
     """The official code's IN-1K evaluation: bilinear Resize(256), CenterCrop(224), ImageNet mean/std.
     The paper's 79.02% for ResNet-50 fits this transform, not timm's bicubic default for ram_in1k.

@@ -7,6 +7,8 @@ loop (``train``) adds them; nothing here knows about stages or runs. The three c
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,17 +18,23 @@ from . import models
 
 
 class L2SP:
-    """(λ/2)·Σ‖θ − θ_source‖² over the shared tensors (conv weights); head and BN are task-specific
-    and are not pulled (``rule``: models.task_specific_keys, as ``measured_model``'s task_specific). ``model``: the
-    network being fine-tuned; ``reference``: the pre-trained model (its values are copied) or its state dict
-    (parameter name -> tensor); ``lam``: λ. ``reg()`` -> a 0-dim tensor, the term to add to the loss, with the
-    gradient λ·(θ − θ_source) on the shared parameters. The references are put on the device of the model's
-    parameters once, here: build a pull after the model is placed (``model.to(device)`` first). The optimiser's
-    weight decay (5e-4, as every other method) stays on: L2-SP papers often drop decay on the
-    pulled weights, the official FLOW code has no L2-SP to copy, and one optimiser for all methods
-    keeps the comparison about the regulariser alone."""
+    """L2-SP (Li, Grandvalet & Davoine 2018): (λ/2)·Σ‖θ − θ_source‖² over the shared tensors (conv weights); head and
+    BN are task-specific and are not pulled (``rule``: models.task_specific_keys, as ``measured_model``'s
+    task_specific). ``model``: the network being fine-tuned; ``reference``: the pre-trained model (its values are
+    copied) or its state dict (parameter name -> tensor); ``lam``: λ. The references are put on the device of the
+    model's parameters once, here: build a pull after the model is placed (``model.to(device)`` first). The paper's β
+    (plain L2 on what the pull does not cover) is the optimiser's weight decay on those tensors (the stage gives the
+    pulled ones none: ``decay``).
 
-    def __init__(self, model: nn.Module, reference: nn.Module | dict, lam: float, rule: str = "auto"):
+    ``pull``: ``gradient`` (in your own loop: ``loss = task_loss + reg()``, ``reg()`` a 0-dim tensor whose gradient
+    is λ·(θ − θ_source) on the shared parameters; stable only while lr·λ is small: SGD with momentum 0.9 diverges
+    past lr·λ ≈ 3.8); ``proximal`` leaves the loss alone and, after each optimiser step, ``reg.proximal(lr)`` moves
+    each pulled tensor to the minimiser of (1/2·lr)‖θ' − θ‖² + (λ/2)‖θ' − θ_source‖²,
+    θ' = θ_source + (θ − θ_source)/(1 + lr·λ): the same pull to first order in lr·λ, stable at any lr·λ (a strong
+    pull keeps θ at θ_source instead of overshooting it). flowvision's runs use ``proximal`` (``pull``)."""
+
+    def __init__(self, model: nn.Module, reference: nn.Module | dict, lam: float, rule: str = "auto",
+                 pull: str = "gradient"):
         if isinstance(reference, nn.Module):
             reference = models.clone_state(reference)  # a copy: the pull stays put whatever happens to the model
         shared, _ = models.split_state(model, rule)
@@ -34,11 +42,24 @@ class L2SP:
         params = dict(model.named_parameters())
         # the model is where it trains (``hardware.place``) before a pull is built: each reference goes there once
         self.pairs = [(params[name], reference[name].to(params[name].device, non_blocking=True)) for name in self.names]
-        self.lam = lam
+        self.lam, self.pull = lam, pull
+
+    def stiffness(self) -> list:
+        """Per pulled tensor, how hard it is pulled relative to λ: 1 (L2-SP pulls every entry alike)."""
+        return [1.0] * len(self.pairs)
 
     def __call__(self) -> torch.Tensor:
-        total = sum(((p - ref) ** 2).sum() for p, ref in self.pairs)
+        total = sum((w * (p - ref) ** 2).sum() for (p, ref), w in zip(self.pairs, self.stiffness()))
         return 0.5 * self.lam * total
+
+    @torch.no_grad()
+    def proximal(self, lr: float, scale: torch.Tensor | None = None) -> None:
+        """The pull as a proximal step of learning rate ``lr`` (``scale``: a factor on λ, FLOW's mean weight of
+        the batch; a tensor on the device, read by nobody): θ ← θ_source + (θ − θ_source)/(1 + lr·λ·scale·w)."""
+        strength = lr * self.lam * (1.0 if scale is None else scale)
+        for (p, ref), w in zip(self.pairs, self.stiffness()):
+            s = strength * w
+            p.sub_((p - ref) * (s / (1 + s)))  # = θ_source + (θ − θ_source)/(1 + s), and θ exactly where s = 0
 
 
 class EWC(L2SP):
@@ -55,15 +76,16 @@ class EWC(L2SP):
     tail. λ_raw = λ / ``fisher_max`` is Kirkpatrick's. ``fisher``: parameter name -> tensor (``EWC.fisher``);
     the other arguments and the call are L2SP's."""
 
-    def __init__(self, model: nn.Module, reference: nn.Module | dict, fisher: dict, lam: float, rule: str = "auto"):
-        super().__init__(model, reference, lam, rule)
+    def __init__(self, model: nn.Module, reference: nn.Module | dict, fisher: dict, lam: float, rule: str = "auto",
+                 pull: str = "gradient"):
+        super().__init__(model, reference, lam, rule, pull)
         self.fisher_max = fisher_max(fisher, self.names)
         self.importance = [(fisher[name] / self.fisher_max).to(p.device, non_blocking=True)
                            for name, (p, _) in zip(self.names, self.pairs)]
 
-    def __call__(self) -> torch.Tensor:
-        total = sum((f * (p - ref) ** 2).sum() for (p, ref), f in zip(self.pairs, self.importance))
-        return 0.5 * self.lam * total
+    def stiffness(self) -> list:
+        """Per pulled tensor its scaled Fisher F̄ (0 ≤ F̄ ≤ 1): the share of λ each entry is pulled with."""
+        return self.importance
 
     @staticmethod
     def fisher(pretrained: nn.Module, dataset, *, samples: int | None = None, draws: int = 1,
@@ -122,7 +144,12 @@ class LwF:
       pre-trained head restored, so the head the distillation runs through *is* the head that is measured,
       and a trained θ_o would be thrown away.
     - the term is unweighted under FLOW: FLOW's weights weigh the target loss (its definition); the
-      distillation keeps the source outputs on every target image alike."""
+      distillation keeps the source outputs on every target image alike. (The training loop may scale the
+      whole term by the batch's mean weight, as the weighted task loss is scaled: ``term_scale``.)
+    - with ``parts="training"`` the teacher sees each batch with its batch statistics, as the student's own
+      BatchNorms in training mode do (its running statistics unchanged): before the first step the student's
+      source outputs are the teacher's, and the term's gradient is zero; with running statistics beside the
+      student's batch statistics it pulled towards outputs the student never had."""
 
     def __init__(self, source: nn.Module, lam: float, temperature: float, parts: str = "source", rule: str = "auto"):
         self.source = source.eval()
@@ -139,9 +166,29 @@ class LwF:
         return WithSourceParts(model, self.source, self.rule)
 
     def __call__(self, x: torch.Tensor, source_logits: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), (batch_statistics(self.source) if self.parts == "training" else contextlib.nullcontext()):
             teacher = self.source(x).float()
         return self.lam * lwf_loss(source_logits.float(), teacher, self.temperature)
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module):
+    """``model``'s BatchNorms normalise with each batch's statistics (training mode) and leave their running
+    statistics and counters as they are (momentum 0, counters put back); the model's modes are restored after."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kept = [(m.training, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+            for m in norms]
+    for m in norms:
+        m.train()
+        m.momentum = 0.0
+    try:
+        yield model
+    finally:
+        for m, (mode, momentum, counter) in zip(norms, kept):
+            m.train(mode)
+            m.momentum = momentum
+            if counter is not None:
+                m.num_batches_tracked.copy_(counter)
 
 
 class WithSourceHead(nn.Module):

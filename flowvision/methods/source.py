@@ -242,13 +242,14 @@ def check_model(cfg: RunConfig) -> tuple[str, str]:
     return tag, arch
 
 
-def pretrained_model(cfg: RunConfig) -> tuple[nn.Module, str]:
+def pretrained_model(cfg: RunConfig, download: bool = True) -> tuple[nn.Module, str]:
     """The pre-trained timm model for cfg.model (+ cfg.weights) and its identity key.
 
     Order: a local file (--weights); <cache_dir>/weights/<tag>.safetensors (a file copied from the
     model hub, ``where_from``); the tag's file in the local Hugging Face cache; a download when the
-    hub answers within 2 s. Otherwise a UserError that says where to put the file, in
-    seconds rather than after a minute of retries.
+    hub answers within 2 s (never without ``download``: a command that only reads, export, writes no
+    cache). Otherwise a UserError that says where to put the file, in seconds rather than after a minute
+    of retries.
     """
     import timm
 
@@ -278,6 +279,9 @@ def pretrained_model(cfg: RunConfig) -> tuple[nn.Module, str]:
     if cached is not None:
         _load_checked(model, read_weights_file(cached), cached, arch)
         return model, full_tag
+    if not download:
+        raise UserError(f"the weights {full_tag} are not here (not in {copied.parent} nor the Hugging Face cache), "
+                        f"and reading a run downloads nothing: {where_from(full_tag, hub_id, copied)}")
     if not hub_reachable():
         raise UserError(f"no weights for {full_tag} here and the model hub cannot be reached: "
                         f"{where_from(full_tag, hub_id, copied)}")
@@ -304,5 +308,5 @@ def load_source(cfg: RunConfig, hw, build: bool = True) -> Source:
     ``build=False``) or timm weights (read, never written)."""
     if cfg.model == "demo":
         return demo_source(cfg, hw, build)
-    model, key = pretrained_model(cfg)
+    model, key = pretrained_model(cfg, download=build)
     return Source(key=key, model=model.eval(), info={"weights": key})

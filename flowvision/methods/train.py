@@ -29,8 +29,8 @@ from torch import nn
 from ..core import distributed
 from . import models, weighting
 from ..core.console import epoch_done, log_line, progress
-from ..data.base import make_loader, step_share
-from ..core.errors import UserError
+from ..data.base import fold_last, make_loader, step_share
+from ..core.errors import Diverged
 from ..core.hardware import CPU, Hardware
 from ..core.files import DamagedFile, load_checked, move_aside, save_checked
 
@@ -126,16 +126,31 @@ def make_optimizer(params: list, sched: Schedule, hw: Hardware = CPU, fused: boo
     raise ValueError(f"unknown optimizer {sched.optimizer!r}")
 
 
+def _suspects(*terms) -> str:
+    """What to lower when the loss is no longer finite: the strength of each regulariser or distillation term
+    in the loss (named by its field, ``l2sp_lambda``, ``ewc_lambda``, ``lwf_lambda``), first, as a large one
+    makes the loss diverge whatever the learning rate; then the learning rate."""
+    strengths = [f"{type(t).__name__.lower()}_lambda (now {t.lam:g})" for t in terms if getattr(t, "lam", None)]
+    return ("lower " + (" or ".join(strengths) + " or the learning rate (--lr)" if strengths
+                        else "the learning rate (--lr)") + ", or check the data")
+
+
 def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware = CPU,
           weigher: Optional[Callable] = None, normalize: str = "mean",
           regularizer: Optional[Callable[[], torch.Tensor]] = None, distill: Optional[LwF] = None,
+          scale_terms: bool = False, decay: Optional[dict] = None,
           select: Optional[Callable[[nn.Module], float]] = None,
           checkpoint: Optional[Path] = None, desc: str = "train") -> list[dict]:
     """Train ``model`` in place on ``dataset`` ((image, label, index) samples).
 
     weigher(x, y, idx) -> (B,) reference losses for FLOW weights exp(-ref/τ) (None: uniform).
-    regularizer() -> a penalty added to the loss (L2SP, EWC); distill (LwF): the network runs as
-    ``distill.student(model)`` and ``distill(x, source_logits)`` is added to the loss.
+    regularizer (L2SP, EWC): with ``pull="gradient"`` its penalty ``regularizer()`` is added to the loss, with
+    ``pull="proximal"`` it acts as a proximal step after the optimiser's (``regularizer.proximal``); distill
+    (LwF): the network runs as ``distill.student(model)`` and ``distill(x, source_logits)`` is added to the loss.
+    scale_terms: under FLOW's mean-normalised weighted loss, the pull and the distillation are scaled by the
+    batch's mean weight as the task loss is (``term_scale=weights``), so that a FLOW combination weighs them
+    against the task as the plain method does. decay: parameter name -> its weight decay (None: the schedule's
+    for every parameter).
     select(model) -> a score after every epoch (higher is better); the model ends at the first
     epoch with the best score instead of the last (None: the last epoch).
     Returns one row per epoch: stage, epoch, loss (the optimised, weighted loss), ce (plain mean
@@ -151,6 +166,11 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     for p in model.parameters():
         p.requires_grad_(not sched.head_only or id(p) in head)
     params = [p for p in model.parameters() if p.requires_grad]
+    if decay is not None:  # one group per weight decay (L2-SP: none on the pulled tensors, β on the others)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        values = sorted({decay.get(n, sched.weight_decay) for n, _ in named})
+        params = [{"params": [p for n, p in named if decay.get(n, sched.weight_decay) == v], "weight_decay": v}
+                  for v in values]
     opt = make_optimizer(params, sched, hw)
     lr_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, sched.epochs))
                 if sched.cosine else None)
@@ -186,7 +206,9 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
     n_proc = distributed.world() if shared else 1
     local_batch = sched.batch_size // n_proc
 
-    n_batches = -(-len(dataset) // sched.batch_size)  # the same steps under DDP
+    n_batches = (-(-len(dataset) // sched.batch_size) if shared  # the same steps under DDP
+                 else len(fold_last(list(range(len(dataset))), sched.batch_size)))  # a last batch of one joins one
+    proximal = regularizer is not None and getattr(regularizer, "pull", "gradient") == "proximal"
     scaler = hw.scaler()  # fp16 autocast: the gradient scaler (its step reads one flag back per step)
     every = 1 if hw.device.type == "cpu" else READ_EVERY  # steps between two reads of the running numbers
     with progress() as bar:
@@ -225,15 +247,18 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                         logits, source_logits = logits
                         distilled = distill(x, source_logits)
                 per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+                scale = None  # the batch's mean FLOW weight, on the device: what the weighted loss scales the task by
                 if weigher is None:
                     loss = per_sample.mean()
                 else:
                     ref = weigher(x, y, hw.put(idx))
                     loss = weighting.reduce_losses(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
-                if regularizer is not None:
-                    loss = loss + regularizer()
+                    if scale_terms and normalize == "mean":
+                        scale = (-ref / weigher.tau).exp().mean()
+                if regularizer is not None and not proximal:
+                    loss = loss + (regularizer() if scale is None else scale * regularizer())
                 if distill is not None:
-                    loss = loss + distilled
+                    loss = loss + (distilled if scale is None else scale * distilled)
                 opt.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
@@ -242,6 +267,8 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                     scaler.scale(loss).backward()
                     scaler.step(opt)
                     scaler.update()
+                if proximal:
+                    regularizer.proximal(lr, scale)
                 b = len(y)
                 with torch.no_grad():
                     value = loss.detach().double()
@@ -255,8 +282,11 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                     # one read: the GPU has queued the steps up to here
                     tot_loss, tot_ce, tot_correct, first, bad = torch.cat([totals, bad_step[None], bad_loss[None]]).tolist()
                     if first > 0:
-                        raise UserError(f"{desc}: the training loss became {bad} at epoch {epoch + 1}, "
-                                        f"step {int(first)}; lower the learning rate (--lr) or check the data")
+                        fix = _suspects(regularizer, distill)
+                        if regularizer is not None and not proximal:
+                            fix = f"the gradient pull is unstable past lr·λ ≈ 3.8: --set pull=proximal, or {fix}"
+                        raise Diverged(f"{desc}: the training loss became {bad} at epoch {epoch + 1}, "
+                                       f"step {int(first)}; {fix}")
                 bar.update(task, advance=1, info=f"epoch {epoch + 1} of {sched.epochs}, loss {tot_loss / max(seen, 1):.3f}")
                 t_data = time.time()
             if lr_sched is not None:

@@ -38,42 +38,27 @@ FILES = ("model.safetensors", "config.json", "source_parts.safetensors", "README
 
 
 def _finished(run_dir: Path):
-    """(RunRecord, RunConfig) of a finished run folder, or a UserError saying why it is not one."""
-    from ..core.config import read_run_config
-    from ..core.identity import run_id
-    from ..stages.record import read_record
+    """(RunRecord, RunConfig) of a finished run folder whose record holds what an export reads (the run folder
+    reader's ``finished``), or a one-line UserError naming the file and field that is not so."""
+    from ..stages.runfolder import RESULT, finished
 
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a run folder (no such folder); pass a folder under <results>/runs/")
-    result = run_dir / "result.json"
-    if not result.is_file():
-        state = _state(run_dir)
-        if state is None:
-            raise UserError(f"{run_dir} holds no result.json: not a finished flowvision run folder; pass a "
-                            "folder under <results>/runs/")
-        where = f"stage {state.get('stage')}" if state.get("stage") else "not started"
-        raise UserError(f"run {run_dir.name} is not finished (state: {state.get('status')}, {where}); finish it "
-                        "with its command (it resumes), then export")
-    try:
-        record, _ = read_record(result)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{result} cannot be read as a run record ({e}); rerun the run to write it again") from None
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"run {run_dir.name} has no config.yaml; rerun the run to write it again")
-    cfg = read_run_config(run_dir / "config.yaml")
-    if run_id(cfg) != record.run_id:
-        raise UserError(f"{run_dir / 'config.yaml'} is not the config of run {record.run_id} (it gives "
-                        f"{run_id(cfg)}); rerun the run to write its files again")
+    record, cfg = finished(run_dir)
+    data, keys = record.target_data if isinstance(record.target_data, dict) else {}, record.stage_keys
+    n = data.get("num_classes")
+    classes = data.get("classes")
+    usable = {  # what the export reads from the record, each as the record schema writes it
+        "weights": isinstance(record.weights, str) and bool(record.weights),
+        "stage_keys": bool(keys) and all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()),
+        "target_data": isinstance(record.target_data, dict),
+        "target_data.num_classes": type(n) is int and 1 <= n <= 1_000_000,
+        "target_data.classes": classes is None or (isinstance(classes, list) and len(classes) == n
+                                                   and all(isinstance(c, str) for c in classes)),
+    }
+    wrong = next((name for name, ok in usable.items() if not ok), None)
+    if wrong:
+        raise UserError(f"{Path(run_dir).absolute() / RESULT} has no usable {wrong} (missing or of the wrong type: "
+                        "edited or damaged); rerun the run to write it again, then export")
     return record, cfg
-
-
-def _state(run_dir: Path):
-    from ..stages.runstate import STATE_FILE
-
-    try:
-        return json.loads((run_dir / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _stage_value(run_dir: Path, record, name: str):
@@ -84,7 +69,8 @@ def _stage_value(run_dir: Path, record, name: str):
     key = record.stage_keys.get(name)
     if not key:
         raise UserError(f"run {record.run_id}'s record names no {name} stage; rerun it with a current flowvision")
-    return read_cached(stage_path(run_dir.parent.parent / "cache", name, key),
+    # the store beside the run folder: <results>/runs/<run id> -> <results>/cache (from "." too)
+    return read_cached(stage_path(Path(run_dir).absolute().parent.parent / "cache", name, key),
                   {"stage": name, "key": key, "store": STORE_VERSION}, f"the {name} stage file of run {record.run_id}",
                   "rerun the run (it recomputes the stage), then export")
 
@@ -136,11 +122,14 @@ def reported_model(run_dir: Path):
 def data_config(record, cfg) -> dict:
     """The eval transform the run's target data went through, in timm's terms (``real.timm_eval_config``)."""
     from ..data import normalisation
-    from ..data.recipes import timm_eval_config
+    from ..data.recipes import RECIPES, timm_eval_config
 
     info = record.target_data or {}
     recipe = info.get("recipe", "synthetic" if cfg.synthetic else None)
     size = info.get("image_size") or cfg.image_size or (32 if cfg.synthetic else 224)
+    if recipe not in RECIPES or type(size) is not int or not 8 <= size <= 4096:
+        raise UserError(f"run {record.run_id}'s result.json names the recipe {str(recipe)[:40]!r} at "
+                        f"{str(size)[:20]} px, not one flowvision knows; rerun the run, then export")
     mean, std = normalisation(cfg.dataset)
     return timm_eval_config(recipe, size, mean, std)
 
@@ -151,15 +140,17 @@ def export(run_dir: Path, out: Path) -> dict:
     from safetensors.torch import save_file
     from timm.models import save_for_hf
 
-    from ..core.files import make_folder, remove_tree, shareable
-    from ..methods.forgetting import restored_keys
+    from ..core.files import not_a_link, owned_folder, remove_tree, shareable
+    from ..methods.forgetting import restored_keys, source_data_config
     from ..methods.models import family_rule
 
     model, source, record, cfg = reported_model(Path(run_dir))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder (it is made if missing)")
-    make_folder(out)
+    owned_folder(out, "the export folder (--out)")  # a link there would carry the files elsewhere
+    for name in FILES:
+        not_a_link(out / name, "a file of the export")
     labels = _labels(record)
     rule = family_rule(source.model, cfg.task_specific) if cfg.restore == "task-specific" else "head"
     keys = sorted(restored_keys(source.model, cfg.restore, cfg.task_specific))
@@ -174,7 +165,9 @@ def export(run_dir: Path, out: Path) -> dict:
                     safe_serialization=True, data_config=data_config(record, cfg))
         save_file({k: state[k].detach().contiguous() for k in keys}, str(tmp / "source_parts.safetensors"),
                   metadata={"architecture": arch, "num_classes": str(source.model.num_classes), "rule": rule,
-                            "source_weights": record.weights or "", "run_id": record.run_id})
+                            "source_weights": record.weights or "", "run_id": record.run_id,
+                            # the transform the run's source images went through, for timm's create_transform
+                            "data_config": json.dumps(source_data_config(cfg))})
         (tmp / "README.md").write_text(model_card(record, cfg, model, rule, len(keys)))
         for name in FILES:
             shareable(tmp / name)
@@ -269,7 +262,8 @@ def model_card(record, cfg, model, rule: str, n_parts: int) -> str:
         f"KL(pre-trained ‖ after) {kl}",
         f"- measured with the shared tensors of this model and the pre-trained task-specific parts "
         f"(`{rule}`: {n_parts} tensors), which `source_parts.safetensors` holds; loading them over "
-        "model.safetensors (with a head of the source's classes) rebuilds that model", "",
+        "model.safetensors (with a head of the source's classes) rebuilds that model; its source images go through "
+        "`timm.data.create_transform(**json.loads(metadata[\"data_config\"]))` (its metadata), the transform the run used", "",
         "## Provenance", "",
         "```bash", _private_paths_out(finetune_command(cfg), cfg), "```", "",
         "(the folders and files it read are named by their base names: put yours in their place)", "",

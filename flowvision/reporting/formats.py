@@ -47,19 +47,20 @@ def to_latex(title: str, frame: pd.DataFrame) -> str:
 def write_tables(tables: Sequence[Table], out_dir: Path = TABLES_DIR) -> list:
     """Each table as ``<slug>.md``, ``<slug>.csv`` (the printed strings; read back with
     ``keep_default_na=False`` so 'n/a' stays text) and ``<slug>.tex``; plus ``all.md``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from ..core.files import atomic_write_text, owned_folder
+
+    out_dir = owned_folder(Path(out_dir), "the tables folder")
     paths, markdown = [], []
     for title, frame in tables:
         stem = out_dir / slug(title)
         text = to_markdown(title, frame)
         markdown.append(text)
         for suffix, content in ((".md", text), (".tex", to_latex(title, frame))):
-            stem.with_suffix(suffix).write_text(content, encoding="utf-8")
+            atomic_write_text(stem.with_suffix(suffix), content)
             paths.append(stem.with_suffix(suffix))
-        frame.to_csv(stem.with_suffix(".csv"), index=False)
+        atomic_write_text(stem.with_suffix(".csv"), frame.to_csv(index=False))
         paths.append(stem.with_suffix(".csv"))
-    (out_dir / "all.md").write_text("\n".join(markdown), encoding="utf-8")
+    atomic_write_text(out_dir / "all.md", "\n".join(markdown))
     return paths + [out_dir / "all.md"]
 
 

@@ -8,32 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..stages.record import read_record
+from ..stages.runfolder import records
 from ..stages.store import STORE_VERSION
-
-
-_WARNED: set = set()  # files already named in a warning (the listing and pruning both read the records)
 
 
 def _referenced(results_dir: Path) -> set:
     """File names of the stage outputs some run record refers to. A file that cannot be a record is
     skipped with one warning naming it (the stage files only it named count as unreferenced)."""
-    from rich.markup import escape
-
-    from ..core.console import console
-
     names = set()
-    for path in sorted(Path(results_dir).glob("runs/*/result.json")):
-        try:
-            record, _ = read_record(path)
-        except (OSError, ValueError) as e:
-            if path in _WARNED:
-                continue
-            _WARNED.add(path)
-            reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
-            console.print(f"[yellow]warning:[/] skipping unreadable run record {escape(str(path))} ({escape(reason)}); "
-                          "the stage files only it names count as unreferenced", highlight=False, soft_wrap=True)
-            continue
+    for _, record, _ in records(results_dir, "; the stage files only it names count as unreferenced"):
         names |= {f"{stage}-{key}.pt" for stage, key in record.stage_keys.items()}
     return names
 
@@ -68,7 +51,9 @@ def prune(results_dir: Path, dry_run: bool = True) -> list[dict]:
     """Remove every store file that is not a referenced output (-> the rows removed, or that would
     be with ``dry_run``). A file whose stage lock another process holds is left alone, so pruning
     beside a running run never takes what it is computing."""
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
+
+    from ..core.files import file_lock, remove_file
 
     gone = []
     for row in store_files(results_dir):
@@ -79,10 +64,10 @@ def prune(results_dir: Path, dry_run: bool = True) -> list[dict]:
             gone += [row] if row["kind"] != "lock" else []
             continue
         owner = path.name.lstrip(".").split(".partial.pt")[0].split(".pt")[0] + ".pt"
-        lock = FileLock(str(path.parent / owner) + ".lock")
+        lock = file_lock(Path(str(path.parent / owner) + ".lock"), "the lock of a stage file")
         try:
             with lock.acquire(timeout=0):
-                path.unlink(missing_ok=True)
+                remove_file(path, f"a {row['kind']} file of the stage store")
                 gone.append(row)
         except Timeout:
             continue

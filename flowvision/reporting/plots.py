@@ -101,9 +101,10 @@ def _label_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """``path`` (PNG, at DPI) and the same figure as a vector PDF beside it; -> the PNG's path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    fig.savefig(path.with_suffix(".pdf"))
+    from ..core.files import atomic_write_stream
+
+    atomic_write_stream(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+    atomic_write_stream(path.with_suffix(".pdf"), lambda f: fig.savefig(f, format="pdf"))
     return path
 
 
@@ -383,11 +384,14 @@ def _ready(runs: pd.DataFrame) -> pd.DataFrame:
 def make_all(results_dir: Path, out_dir: Optional[Path] = None) -> list:
     """Every figure for the runs under ``results_dir/runs``; PNGs (and PDFs beside them) under ``out_dir``
     (default ``results_dir/figures``). Returns the written PNG paths; no run at all is a UserError."""
+    from ..core.files import owned_folder
+
     out_dir = Path(results_dir) / "figures" if out_dir is None else Path(out_dir)
     runs = load_runs(Path(results_dir))
     if runs.empty:  # said once, by the caller's error handler
         raise UserError(f"no runs under {Path(results_dir) / 'runs'} to plot; run `flowvision demo` or "
                         "`flowvision finetune` first")
+    owned_folder(out_dir, "the figures folder (--out-dir)")  # a file there, or a link: one line, nothing drawn
     def ready(frame):  # once, so a repeated run is reported once, not per figure
         frame = shareable(dedupe_runs(frame))
         # protocols are never pooled: a paper-protocol run is its own method in every figure

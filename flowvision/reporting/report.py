@@ -225,7 +225,7 @@ def paired_text(p: dict) -> str:
         return f"{p['a']} − {p['b']} drop difference (seed {p['seeds'][0]}): {d['mean']:+.2f} points; one seed, no interval"
     verdict = (f"{p['b']} forgets less than {p['a']}" if d["lo"] > 0 else
                f"{p['b']} forgets more than {p['a']}" if d["hi"] < 0 else
-               "the interval includes 0: no difference shown")
+               f"the interval includes 0: {p['a']} and {p['b']} not distinguishable at 95% with {d['n']} seeds")
     ratio = p["ratio"]
     share = (f"; {p['b']}'s drop is {100 * ratio['mean']:.0f}% of {p['a']}'s "
              f"(95% CI {100 * ratio['lo']:.0f}–{100 * ratio['hi']:.0f}%)") if ratio and ratio["n"] > 1 else ""

@@ -20,7 +20,8 @@ import pandas as pd
 
 from flowvision.core.console import plural
 from flowvision.core.errors import UserError
-from flowvision.stages.record import COLUMNS as RECORD_COLUMNS, read_record
+from flowvision.stages.record import COLUMNS as RECORD_COLUMNS
+from flowvision.stages.runfolder import records as run_records
 from flowvision.core.registry import PAPER_DATASETS, is_synthetic
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,10 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     so every view downstream still works.
     """
     records, notes, configs = [], [], []
-    for path in sorted(Path(results_dir).glob("runs/*/result.json")):
-        try:
-            record, record_notes = read_record(path)
-        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            log.warning("skipping unreadable run record %s (%s)", path, err)
-            continue
+    for run_dir, record, record_notes in run_records(Path(results_dir)):  # a file that is no record: one warning
         notes += record_notes
-        values = dict(record.to_dict(), run_dir=str(path.parent))
-        configs.append(_settings_dict(values.pop("config"), path.parent))  # a dict column, not flattened
+        values = dict(record.to_dict(), run_dir=str(run_dir))
+        configs.append(_settings_dict(values.pop("config"), run_dir))  # a dict column, not flattened
         records.append(values)
     for note in notes[:5]:
         log.warning("%s", note)
@@ -157,16 +153,10 @@ def _settings_dict(config, run_dir: Path) -> Optional[dict]:
     records), else None (unknown)."""
     if isinstance(config, dict):
         return config
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    try:
-        if path.stat().st_size > (1 << 20):
-            return None
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
     from ..core.config import KEYED_FIELDS
+    from ..stages.runfolder import read_config_values
+
+    data = read_config_values(run_dir)  # a regular file under its size cap, or None
 
     return {k: data[k] for k in KEYED_FIELDS if k in data and k != "seed"} if isinstance(data, dict) else None
 

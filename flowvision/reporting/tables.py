@@ -224,7 +224,7 @@ def table5(runs: Optional[pd.DataFrame] = None, paper_csv: Path = PAPER_CSV) -> 
     absent = int(runs["hard10_acc"].isna().sum()) if runs is not None and len(runs) else 0
     frame.attrs["note"] = (
         (f"{absent} run(s) have no hardest-10% number: a standalone standard fine-tuning trains no linear probe "
-         "(`flowvision finetune … --set hard10=true` measures it; a grid with a FLOW run shares its probe). " if absent else "") +
+         "(`flowvision finetune` with `--set hard10=true` measures it; a grid with a FLOW run shares its probe). " if absent else "") +
         "Accuracy (percent) on the test samples with the highest loss under the pre-trained model (the linear "
         "probe: pre-trained backbone, head fitted to the task), 10% of the test set (evaluate.hard_count). Ours: "
         "mean ± std over seeds, each seed ranked by its own probe; 'all test' is the same runs' full test accuracy. "
@@ -362,11 +362,12 @@ def make_tables(results_dir: Path, out_dir: Optional[Path] = None,
     """What ``flowvision table`` does: load runs, build every view, write them, and write the
     reproducibility ledger ``<results_dir>/REPRODUCIBILITY.md`` (``ledger``).
     Returns (tables, written paths, missing commands)."""
+    from ..core.files import atomic_write_text
     from .ledger import ledger
 
     runs = load_runs(results_dir)
     tables = paper_tables(runs, paper_csv)
     paths = write_tables(tables, Path(results_dir) / "tables" if out_dir is None else out_dir)
     book = Path(results_dir) / "REPRODUCIBILITY.md"
-    book.write_text(ledger(dedupe_runs(runs, warn=False) if len(runs) else runs, paper_csv), encoding="utf-8")
+    atomic_write_text(book, ledger(dedupe_runs(runs, warn=False) if len(runs) else runs, paper_csv))
     return tables, paths + [book], missing_commands(runs)

@@ -135,7 +135,7 @@ def _label(cfg) -> str:
 def _done_stages(cfg, keys: dict) -> set:
     """The (stage, key) pairs a running cell has finished, from its state file."""
     from ..core.identity import run_id
-    from ..stages.runstate import read_state
+    from ..stages.runfolder import read_state
 
     state = read_state(Path(cfg.results_dir) / "runs" / run_id(cfg)) or {}
     return {(n, keys[n]) for n in state.get("done", []) if n in keys}
@@ -143,7 +143,8 @@ def _done_stages(cfg, keys: dict) -> set:
 
 def _mark_waiting(cfg) -> None:
     from ..core.identity import run_id
-    from ..stages.runstate import RunState, read_state
+    from ..stages.runfolder import read_state
+    from ..stages.runstate import RunState
 
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
     if (read_state(run_dir) or {}).get("status") != "running":
@@ -154,7 +155,7 @@ def _mark_failed(cfg, error: str) -> None:
     """A worker died with this cell: its state file says so (the worker could not)."""
     from ..core.files import atomic_write_json
     from ..core.identity import run_id
-    from ..stages.runstate import read_state
+    from ..stages.runfolder import read_state
 
     run_dir = Path(cfg.results_dir) / "runs" / run_id(cfg)
     state = read_state(run_dir)

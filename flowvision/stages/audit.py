@@ -122,9 +122,9 @@ def sample_audit(weights: pd.DataFrame, image_of: Callable[[int], np.ndarray],
             name = _class_name(int(row.label), class_names)
             wrong = " (wrong label)" if bool(getattr(row, "noisy", False)) else ""
             _tile(ax, image_of(int(row.index)), f"{name}{wrong}\nw={row.weight:.3g} ℓ={row.loss:.3g}")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=DPI)
+    from ..core.files import atomic_write_stream
+
+    atomic_write_stream(Path(out_path), lambda f: fig.savefig(f, format="png", dpi=DPI))
     return by_class
 
 
@@ -166,20 +166,21 @@ def run_audit(cfg, k: int = 16) -> dict:
     from ..core.identity import config_id, model_slug
     from ..core.registry import dataset_slug
     from ..data import class_names, display_image
-    from ..core.files import atomic_write_text
+    from ..core.files import atomic_write_text, owned_folder
     from .pipeline import start
     from .training import stage_split
     from ..methods.weighting import weight_stats
 
+    tau_tag = cfg.tau.replace(".", "_")
+    folder = (Path(cfg.results_dir) / "audit"
+              / f"{dataset_slug(cfg.dataset)}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}-{config_id(cfg)}")
+    owned_folder(folder, "the audit folder", below=Path(cfg.results_dir))  # before anything runs: no link there
     r = start(cfg)
     w = r["weights"]
     task = r["task"].of_split(stage_split("losses", cfg))  # the training set the losses are indexed by
     if w["weights"] is None:  # online weights with a numeric τ never need every sample's loss
         raise UserError("the sample audit needs every training sample's weight: it uses static FLOW weights "
                         "(drop --set weighting=… and --set protocol=paper for the audit)")
-    tau_tag = cfg.tau.replace(".", "_")
-    folder = (Path(cfg.results_dir) / "audit"
-              / f"{dataset_slug(cfg.dataset)}-{model_slug(cfg)}-tau_{tau_tag}-s{cfg.seed}-{config_id(cfg)}")
     noisy = task.noisy
     write_weights(folder / "weights.csv", w["losses"], w["weights"], w["labels"], noisy)
     frame = pd.DataFrame({"index": range(len(w["losses"])), "label": w["labels"].numpy(),

@@ -5,7 +5,8 @@ WiSE-FT points. Compute functions of the stage's inputs with their declarations,
 """
 from __future__ import annotations
 
-from ..methods.forgetting import source_after, source_before, subset
+from ..core.knobs import read_by
+from ..methods.forgetting import measured_model, source_after, source_before, subset
 from .training import final_task
 
 
@@ -98,6 +99,10 @@ def wise_alphas(cfg) -> list:
     return sorted(set(cfg.wise_alphas) | ({cfg.wise_alpha} if cfg.wise_alpha is not None else set()))
 
 
+def wise_reads(cfg) -> tuple:
+    return ("wise_alphas", "wise_alpha", "restore", "task_specific", "wise_subset", "data_seed") + read_by("wise", cfg)
+
+
 def wise(i):
     """WiSE-FT points: for each α, target and source accuracy of the interpolated model. α = 1 is the
     fine-tuned model exactly and, with the task-specific parts restored, α = 0 measures the
@@ -110,8 +115,11 @@ def wise(i):
 
     points, correct = [], []
     sub = subset(i["source_data"], i.cfg.wise_subset, i.cfg.data_seed)
+    # wise_keys=all: every tensor but the head, the BatchNorms and their statistics too (the official wise-ft's
+    # all-keys interpolation); shared: the shared tensors alone, the target keeping its fine-tuned BatchNorms
+    rule = "head" if i.cfg.wise_keys == "all" else i.cfg.task_specific
     for alpha in wise_alphas(i.cfg):
-        m = models.interpolate_shared(i["source"].model, i["final"].model, alpha, i.cfg.task_specific)
+        m = models.interpolate_shared(i["source"].model, i["final"].model, alpha, rule)
         tgt = i["target_eval"] if alpha == 1 else accuracy(m, final_task(i).test, i.hw, f"target accuracy α={alpha:g}",
                                                            keep_correct=True)
         correct.append(tgt["correct"])
@@ -129,3 +137,63 @@ def wise(i):
                        "source_kl": src["kl"], "source_images": src["n"],
                        "source_subset": src["n"] < i["source_data"].n_images})
     return {"points": points, "target_correct": correct}  # correct: (N,) bool per point, for Table 5
+
+
+# ---- selection on held-out images (val_split > 0) -----------------------------------------------------------
+def source_halves(n: int, seed: int) -> tuple:
+    """The source images split in two seeded halves, by position: (selection, report). Settings are chosen on
+    the first, and reported on the second, so that the number reported is not the number chosen on."""
+    import torch
+
+    from ..data.base import sample_seed
+
+    order = sorted(range(n), key=lambda i: sample_seed(seed + 1, i))  # another draw than the target's hold-out
+    return torch.tensor(sorted(order[: n // 2])), torch.tensor(sorted(order[n // 2:]))
+
+
+def _halves(after, before_top1, select, report) -> dict:
+    """Source accuracy (labelled images) and agreement with the pre-trained top-1 on each half, before and after."""
+    top1 = after.logprobs.argmax(1)
+    out = {}
+    for name, idx in (("select", select), ("report", report)):
+        labelled = after.labelled[idx]
+        acc = (lambda hits: float(hits[labelled].float().mean()) if labelled.any() else None)
+        out[f"source_{name}_after"] = acc(after.correct[idx])
+        out[f"source_{name}_before"] = acc(before_top1[idx] == after.labels[idx])
+        out[f"agreement_{name}"] = float((top1[idx] == before_top1[idx]).float().mean())
+    return out
+
+
+def select(i):
+    """What a setting is chosen on, apart from what is reported (``val_split``): the reported model's accuracy on
+    the held-out training images (``task.val``, never trained on) and, on the selection half of the source images
+    (``source_halves``), its source accuracy and agreement; the same on the report half, which the frontier
+    reports; each WiSE-FT point alike. One more pass over the source images per model (forgetting's pass keeps
+    no per-image numbers)."""
+    from ..methods import models
+    from ..methods.evaluate import accuracy, predict
+
+    cfg, data = i.cfg, i["source_data"]
+    task = final_task(i)
+    before_top1 = i["source_eval"]["logprobs"].argmax(1)
+    chosen, reported = source_halves(len(before_top1), cfg.data_seed)
+
+    def numbers(model, label: str) -> dict:
+        val = accuracy(model, task.val, i.hw, f"held-out accuracy{label}")["acc"]
+        measured = measured_model(model, i["source"].model, restore_rule(cfg), restore=cfg.restore)
+        after = predict(measured, data.dataset, hw=i.hw, desc=f"source accuracy (selection){label}", keep_logprobs=True)
+        measured.cpu()
+        return {"target_val": val, **_halves(after, before_top1, chosen, reported)}
+
+    out = {**numbers(i["final"].model, ""), "n_val": len(task.val), "n_select": len(chosen), "n_report": len(reported),
+           "wise": {}}
+    for alpha in wise_alphas(cfg):
+        rule = "head" if cfg.wise_keys == "all" else cfg.task_specific  # as the wise stage interpolates
+        m = models.interpolate_shared(i["source"].model, i["final"].model, alpha, rule)
+        out["wise"][f"{alpha:g}"] = numbers(m, f" α={alpha:g}")
+    return out
+
+
+def select_reads(cfg) -> tuple:
+    return ("val_split", "data_seed", "restore", "wise_alphas", "wise_alpha") + (
+        ("task_specific",) if cfg.restore == "task-specific" or wise_alphas(cfg) else ()) + read_by("wise", cfg)

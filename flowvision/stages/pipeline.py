@@ -43,7 +43,7 @@ def _task(i):
 def _task_reads(cfg) -> tuple:
     common = ("dataset", "image_size", "data_seed", "augment", "data_path")
     paper_split = cfg.dataset in PAPER_SPLITS and cfg.protocol == "paper"
-    return (common + (("n_train", "n_test") if cfg.synthetic else ())
+    return (common + ("val_split",) + (("n_train", "n_test") if cfg.synthetic else ())
             + (("protocol",) if cfg.dataset in PAPER_SPLITS else ()) + (("dogs_split",) if paper_split else ())
             + (("split_ratio",) if is_folder(cfg.dataset) else ()))
 
@@ -86,9 +86,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           doc="pre-trained (probe) loss of every test sample"),
     Stage("forgetting", measuring.forgetting, reads=measuring.forgetting_reads, needs=measuring.forgetting_needs,
           hardware=True, version=2, doc="source accuracy, agreement and KL after fine-tuning"),
-    Stage("wise", measuring.wise, reads=("wise_alphas", "wise_alpha", "restore", "task_specific", "wise_subset", "data_seed"),
+    Stage("wise", measuring.wise, reads=measuring.wise_reads,
           needs=("final", "source", "task", "source_data", "target_eval", "forgetting", "source_eval"),
           hardware=True, version=4, doc="WiSE-FT points"),
+    Stage("select", measuring.select, reads=measuring.select_reads,
+          needs=("final", "task", "source", "source_data", "source_eval"), hardware=True,
+          doc="held-out and selection-half numbers (val_split): what settings are chosen on"),
     Stage("hard", measuring.hard, reads=("wise_alphas", "wise_alpha"),
           needs=lambda cfg: ("probe_test", "target_eval", "final") + (("wise",) if measuring.wise_alphas(cfg) else ()),
           cached=False, doc="accuracy on the hardest 10% of test samples (Table 5)"),
@@ -101,7 +104,8 @@ def targets(cfg: RunConfig, hard: Optional[bool] = None) -> tuple:
     from the config alone (``hard_target`` also looks in the store)."""
     hard = measures_hard(cfg) if hard is None else hard
     return (("source_eval", "target_eval", "forgetting") + (("weights",) if cfg.weighting != "uniform" else ())
-            + (("wise",) if measuring.wise_alphas(cfg) else ()) + (("hard",) if hard else ()))
+            + (("wise",) if measuring.wise_alphas(cfg) else ()) + (("hard",) if hard else ())
+            + (("select",) if cfg.val_split > 0 else ()))
 
 
 def reached(cfg: RunConfig, names) -> set:

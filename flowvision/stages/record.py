@@ -29,11 +29,12 @@ from ..core.registry import PAPER_SPLITS
 if TYPE_CHECKING:
     from .store import Run
 
-SCHEMA_VERSION = 8  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
+SCHEMA_VERSION = 9  # 3: protocol, best_epochs, hparams_note; 4: agreement and KL, hardest 10%, label noise, deterministic,
 #                     amp, channels_last; 5: config (every field that can change a number, but the seed), dogs_split,
 #                     split_overlap; 6: WiSE-FT points carry source_images and source_subset; config's amp may be
 #                     None (auto), amp says what ran; 7: EWC and LwF knobs, the Fisher's largest and mean entry;
-#                     8: precision (fp32 | bf16 | fp16), tf32 (CUDA runs), hard10_note (why Table 5's number is absent)
+#                     8: precision (fp32 | bf16 | fp16), tf32 (CUDA runs), hard10_note (why Table 5's number is absent);
+#                     9: pull, l2sp_beta, term_scale, wise_keys, val_split and selection (what settings are chosen on)
 
 
 @dataclass
@@ -67,6 +68,14 @@ class RunRecord:
     normalize: Optional[str] = None
     regularizer: Optional[str] = None
     l2sp_lambda: Optional[float] = None
+    l2sp_beta: Optional[float] = None      # L2-SP's plain L2 (weight decay) on what the pull does not cover
+    pull: Optional[str] = None             # ℓ2-SP and EWC: proximal | gradient (config.RunConfig.pull)
+    term_scale: Optional[str] = None       # FLOW with a pull or LwF: whether that term was scaled by the mean weight
+    wise_keys: Optional[str] = None        # WiSE-FT: shared | all (what it interpolated)
+    val_split: Optional[float] = None      # the share of the training images held out to choose settings on
+    # with val_split: {"target_val", "source_select_before/after", "source_report_before/after", "agreement_select",
+    # "agreement_report", "n_val", "n_select", "n_report", "wise": {α: the same}} (stages.measuring.select)
+    selection: Optional[dict] = None
     ewc_lambda: Optional[float] = None     # on the Fisher scaled to max 1 (train.EWC); Kirkpatrick's λ = ewc_lambda / ewc_fisher_max
     ewc_fisher_max: Optional[float] = None   # the largest raw Fisher entry over the pulled tensors
     ewc_fisher_mean: Optional[float] = None  # the mean raw Fisher entry over them (how heavy the tail is: max / mean)
@@ -288,6 +297,7 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
     import time
 
     from ..core.hardware import precision_name, tf32_state
+    from ..core.knobs import used as knob_used
     from ..methods import models
     from .audit import label_noise
     from ..methods.weighting import applied_weighting, weight_stats
@@ -321,6 +331,10 @@ def make_record(r: Run, rid: str, t_start: float) -> RunRecord:
         synthetic=cfg.synthetic, weighting=applied_weighting(cfg), tau_rule=w["rule"] if w else None,
         tau=w["tau"] if w else None, normalize=cfg.normalize if w else None, regularizer=cfg.regularizer,
         l2sp_lambda=cfg.l2sp_lambda if cfg.regularizer == "l2sp" else None, head_init=cfg.head_init,
+        l2sp_beta=cfg.l2sp_beta if cfg.regularizer == "l2sp" else None,
+        pull=cfg.pull if cfg.regularizer in ("l2sp", "ewc") else None,
+        term_scale=cfg.term_scale if knob_used("term_scale", cfg) else None,
+        wise_keys=cfg.wise_keys if wise else None, val_split=cfg.val_split or None, selection=r.values.get("select"),
         ewc_lambda=cfg.ewc_lambda if ewc else None, ewc_samples=fisher["n"] if fisher else None,
         ewc_draws=fisher["draws"] if fisher else None,
         **_fisher_scale(fisher["fisher"] if fisher else None, r, cfg.task_specific),
@@ -374,7 +388,10 @@ def _drop(before, after):
 
 
 def target_data(task) -> dict:
-    """The target data set as the record shows it: its description plus the counts actually found."""
+    """The target data set as the record shows it: its description, the counts actually found, and how a
+    training epoch ends (``base.LAST_BATCH``)."""
+    from ..data.base import LAST_BATCH
+
     info = task.info if isinstance(task.info, dict) else {"description": str(task.info)}
     return {"name": task.name, **info, "n_train": len(task.train), "n_test": len(task.test),
-            "num_classes": task.num_classes}
+            "num_classes": task.num_classes, "last_batch": LAST_BATCH}

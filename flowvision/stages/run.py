@@ -116,12 +116,10 @@ def _epoch_summary(r: Run, run_dir: Path, stage: str, rows: list) -> None:
 def _run_folder(run_dir: Path):
     """Writes into a run folder, one process at a time; temporary files a killed writer left there
     are removed first (whoever wrote them held this lock and is gone)."""
-    from filelock import FileLock
+    from ..core.files import file_lock, owned_folder, remove_orphans
 
-    from ..core.files import make_folder, remove_orphans
-
-    make_folder(run_dir)
-    with FileLock(str(run_dir / ".lock")):
+    owned_folder(run_dir, "the run folder", below=run_dir.parent.parent)  # no link at runs/ or runs/<run id>
+    with file_lock(run_dir / ".lock", "the run folder's lock"):
         remove_orphans(run_dir, RUN_FILES)
         yield
 

@@ -13,8 +13,9 @@ stage only once that stage is on disk.
 The pipeline makes one ``RunState`` active while a run is in progress; the training loop reports each
 finished epoch through ``console.epoch_done`` without knowing which run it serves.
 
-A state file is read only when it is a regular file of at most ``MAX_STATE_BYTES`` holding a JSON
-object whose fields have their types (``FIELD_TYPES``); text is cut to ``MAX_TEXT`` characters. Any
+This module writes the state; ``runfolder`` reads it back (``read_state``, ``read_states``), as it reads
+every file of a run folder: only a regular file of at most ``MAX_STATE_BYTES`` holding a JSON object whose
+fields have their types (``check_state``: ``FIELD_TYPES``; text is cut to ``MAX_TEXT`` characters). Any
 other file (hand-edited, written by something else, megabytes of error text) is skipped with one
 warning naming it, and its run shows as incomplete.
 """
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..core.files import atomic_write_json, read_json_file
+from ..core.files import atomic_write_json
 
 STATE_FILE = "state.json"
 STALE_S = 15 * 60  # no update for this long (epochs and stages update it) on another host: maybe gone
@@ -51,6 +52,10 @@ class RunState:
         self.on_epoch: Optional[Callable[[str, list], None]] = None
 
     def write(self, **changes) -> None:
+        from ..core.files import owned_folder
+
+        run_dir = self.path.parent
+        owned_folder(run_dir, "the run folder", below=run_dir.parent.parent)  # no link at runs/ or runs/<run id>
         self.data.update(changes, updated=time.time())
         atomic_write_json(self.path, self.data)
 
@@ -112,7 +117,7 @@ def tracking(state: RunState):
         state.write(status="done", stage=None, epoch=None, epochs=None)
 
 
-def _checked(state) -> dict:
+def check_state(state) -> dict:
     """``state`` with every field of its type (None allowed) and text cut; ValueError naming the
     first field that is not."""
     if not isinstance(state, dict):
@@ -134,69 +139,3 @@ def _checked(state) -> dict:
     if out.get("done") is not None and not all(isinstance(s, str) and len(s) < 100 for s in out["done"]):
         raise ValueError("its field done is not a list of stage names")
     return out
-
-
-_WARNED: set = set()
-
-
-def read_state(run_dir: Path) -> Optional[dict]:
-    """A run folder's state, or None when it has none or its file cannot be one (skipped with one
-    warning naming it, once per file and process)."""
-    path = Path(run_dir) / STATE_FILE
-    try:
-        return _checked(read_json_file(path, MAX_STATE_BYTES))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        if path not in _WARNED:
-            from rich.markup import escape
-
-            from ..core.console import console
-
-            _WARNED.add(path)
-            reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
-            console.print(f"[yellow]warning:[/] skipping {escape(str(path))} ({escape(reason)})", highlight=False,
-                          soft_wrap=True)
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_states(results_dir: Path) -> list[dict]:
-    """One row per run folder: run_id, dataset, model, method, seed, status (done | running | failed |
-    waiting | stale | incomplete), where (stage and epoch), error, host, age_s (since the last update)."""
-    rows = []
-    here = socket.gethostname()
-    for run_dir in sorted(Path(results_dir).glob("runs/*/")):
-        state = read_state(run_dir) or {}
-        row = {k: state.get(k) for k in ("dataset", "model", "method", "seed", "host", "error")}
-        row["run_id"] = run_dir.name
-        row["age_s"] = time.time() - state["updated"] if state.get("updated") else None
-        status = state.get("status")
-        if (run_dir / "result.json").exists() and status != "running":
-            status = "done"
-        elif status == "running":
-            where = state.get("stage") or ""
-            if state.get("epoch"):
-                where += f", epoch {state['epoch']} of {state['epochs']}"
-            row["where"] = where
-            if state.get("host") == here and state.get("pid") and not _alive(state["pid"]):
-                status = "failed"
-                row["error"] = (f"process {state['pid']} stopped during {where or 'start-up'}; "
-                                "run again to resume")
-            elif state.get("host") != here and row["age_s"] is not None and row["age_s"] > STALE_S:
-                status = "stale"
-        elif status is None:
-            status = "incomplete"  # a folder from before state files, or one whose state file was removed
-        row["status"] = status
-        row.setdefault("where", None)
-        rows.append(row)
-    return rows

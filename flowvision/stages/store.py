@@ -46,8 +46,9 @@ HARDWARE_READS = ("amp", "amp_dtype", "tf32")
 HARDWARE_USES = ("device", "channels_last", "compile", "num_workers", "deterministic")
 # Fields added to the reads after stage keys were in use, with the value they have wherever they do not apply:
 # left out of a key at that value, so the stage files written before them keep their keys (decided, the dtype is
-# none but for fp16 and TF32 none on the CPU; ``config.speed_defaults``).
-LATER_READS = {"amp_dtype": None, "tf32": None}
+# none but for fp16 and TF32 none on the CPU; ``config.speed_defaults``; WiSE-FT interpolating the shared tensors
+# and no held-out validation images are what every run did before those fields).
+LATER_READS = {"amp_dtype": None, "tf32": None, "wise_keys": "shared", "val_split": 0.0}
 
 Decl = Union[tuple, Callable[[RunConfig], Iterable[str]]]
 
@@ -180,12 +181,12 @@ class Store:
     (files.save_checked) whose header names the stage and key, one lock per file."""
 
     def __init__(self, folder: Path):
-        from ..core.files import make_folder
+        from ..core.files import owned_folder
 
         self.root = Path(folder)
         self.folder = self.root / f"v{STORE_VERSION}"
         if distributed.is_main():  # the other ranks of a torchrun never write
-            make_folder(self.folder)
+            owned_folder(self.folder, "the stage store", below=self.root.parent)  # no link at cache/ or cache/v2
 
     def path(self, name: str, key: str, suffix: str = ".pt") -> Path:
         return stage_path(self.root, name, key, suffix)

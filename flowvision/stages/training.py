@@ -199,12 +199,14 @@ def finetune(i):
         weigher = StaticWeights(i["weights"]["losses"], i["weights"]["tau"])
     elif applied_weighting(cfg) == "flow-online":
         weigher = OnlineWeights(hw.prepare(copy.deepcopy(i["probe"].model)), i["weights"]["tau"])
-    reg = None
+    reg, decay = None, None
     if cfg.regularizer in ("l2sp", "ewc"):
         hw.place(m)  # the pulls hold the model's parameters and put their tensors where those are
         reference = models.clone_state(i["source"].model)
-        reg = (L2SP(m, reference, cfg.l2sp_lambda, cfg.task_specific) if cfg.regularizer == "l2sp"
-               else EWC(m, reference, i["fisher"]["fisher"], cfg.ewc_lambda, cfg.task_specific))
+        reg = (L2SP(m, reference, cfg.l2sp_lambda, cfg.task_specific, cfg.pull) if cfg.regularizer == "l2sp"
+               else EWC(m, reference, i["fisher"]["fisher"], cfg.ewc_lambda, cfg.task_specific, cfg.pull))
+        if cfg.regularizer == "l2sp":  # L2-SP's β on what the pull does not cover, no decay on what it does
+            decay = {name: 0.0 if name in reg.names else cfg.l2sp_beta for name, _ in m.named_parameters()}
     distill = None
     if cfg.distill == "lwf":  # the teacher and its head: the pre-trained model itself (Appendix B's source parts)
         rule = cfg.task_specific if cfg.lwf_parts == "source" else "auto"  # read (and keyed) only where it counts
@@ -214,13 +216,18 @@ def finetune(i):
                                          weight_decay=cfg.weight_decay, cosine=True),
                  seed=cfg.seed * 10 + 2, hw=hw, weigher=weigher,
                  normalize=cfg.normalize if weigher is not None else "mean", regularizer=reg, distill=distill,
-                 select=selector(i, task), checkpoint=i.checkpoint, desc="finetune")
+                 scale_terms=weigher is not None and (reg is not None or distill is not None) and cfg.term_scale == "weights",
+                 decay=decay, select=selector(i, task), checkpoint=i.checkpoint, desc="finetune")
     return saved(m, rows)
 
 
 def finetune_version(cfg) -> int:
-    """2 where LwF's teacher runs under the training autocast (it ran in fp32 beside autocast steps before),
-    1 elsewhere: the only fine-tunings whose numbers that change moves."""
+    """2 where LwF's teacher runs under the training autocast (it ran in fp32 beside autocast steps before); 3 (4
+    with autocast) where LwF's ``training`` student is distilled from a teacher that sees the batch statistics it
+    does (``regularizers.batch_statistics``; the teacher used its running statistics before); 1 elsewhere: the only
+    fine-tunings whose numbers those changes move."""
+    if cfg.distill == "lwf" and cfg.lwf_parts == "training":
+        return 4 if cfg.amp else 3
     return 2 if cfg.distill == "lwf" and cfg.amp else 1
 
 
