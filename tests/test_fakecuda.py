@@ -256,11 +256,11 @@ def test_fp16_autocast_with_its_gradient_scaler_reads_one_flag_per_step():
 def test_a_planted_cpu_tensor_in_a_stage_is_caught_at_its_line(tiny, monkeypatch):
     from flowvision.methods import weighting
 
-    real = weighting.weighted_loss
+    real = weighting.reduce_losses
 
     def planted(per_sample, *args, **kwargs):
         return real(per_sample * torch.ones(len(per_sample)), *args, **kwargs)  # PLANTED: a CPU tensor
-    monkeypatch.setattr(weighting, "weighted_loss", planted)
+    monkeypatch.setattr(weighting, "reduce_losses", planted)
     with pytest.raises(FakeTensorDeviceMismatchError) as caught:
         run_stages_on_fake_cuda("flow", {}, tiny, PRECISIONS["fp32"])
     frames = traceback.extract_tb(caught.value.__traceback__)

@@ -423,7 +423,7 @@ def _flowvision_logprobs(run_dir: Path) -> dict:
     from flowvision.reporting.export import reported_model
 
     model, source, _, cfg = reported_model(run_dir)
-    measured = forgetting.measured_model(source.model, model, cfg.restore, cfg.task_specific)
+    measured = forgetting.measured_model(model, source.model, cfg.task_specific, restore=cfg.restore)
     images = forgetting.eval_set(cfg).dataset
     return {"test": predict(model, load_task(cfg).test, keep_logprobs=True).logprobs,
             "source": predict(measured, images, keep_logprobs=True).logprobs,

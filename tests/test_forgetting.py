@@ -11,7 +11,7 @@ def test_measured_model_takes_exactly_the_restored_parts_from_the_source(restore
     source = _randomise(models.create("resnet18", 10), 0)
     source_before = models.clone_state(source)
     finetuned = _randomise(models.with_new_head(source, 4, seed=0), 1)
-    fm = forgetting.measured_model(source, finetuned, restore)
+    fm = forgetting.measured_model(finetuned, source, restore=restore)
     from_source = models.task_specific_keys(source) if restore == "task-specific" else models.head_keys(source)
     assert from_source >= {"fc.weight", "fc.bias"}
     assert ("bn1.running_mean" in from_source) == (restore == "task-specific")

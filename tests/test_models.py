@@ -62,6 +62,7 @@ FAMILY_CASES = [
     ("resnet18", "auto", "head+bn", r"^fc\.|bn|downsample\.1\."),       # the official code's rule
     ("test_efficientnet", "auto", "head+bn", r"^classifier\.|(^|\.)bn\d\."),  # BatchNormAct2d
     ("regnetx_002", "auto", "head+bn", r"^head\.fc\.|\.bn\."),
+    ("mobilenetv3_small_050", "auto", "head+bn", r"^classifier\.|(^|\.)bn\d\."),
     ("test_convnext", "auto", "head", r"^head\.fc\."),
     ("test_convnext", "head+norms", "head+norms", r"^head\.fc\.|(^|\.)norm\.|^stem\.1\.|downsample\.0\."),
     ("test_vit", "auto", "head", r"^head\."),
@@ -74,7 +75,7 @@ FAMILY_CASES = [
 def test_task_specific_rule_per_family_and_the_forgetting_model_tensor_by_tensor(arch, rule, applied, pattern):
     import re
 
-    from flowvision.methods import forgetting
+    import flowvision
 
     source = _randomise(models.create(arch, 10), 0)
     before = models.clone_state(source)
@@ -84,7 +85,7 @@ def test_task_specific_rule_per_family_and_the_forgetting_model_tensor_by_tensor
     assert len(expected) < len(before)
 
     finetuned = _randomise(models.with_new_head(source, 4, seed=0), 1)
-    measured = forgetting.measured_model(source, finetuned, "task-specific", rule)
+    measured = flowvision.measured_model(finetuned, source, rule)  # the public name
     ft = finetuned.state_dict()
     for key, value in measured.state_dict().items():
         if key in expected:
@@ -92,6 +93,15 @@ def test_task_specific_rule_per_family_and_the_forgetting_model_tensor_by_tensor
         else:
             assert torch.equal(value, ft[key]) and not torch.equal(value, before[key]), key
     assert measured.get_classifier().out_features == 10
+
+
+def test_every_declared_family_has_a_case_above():
+    """``flowvision.measured_model`` is Appendix B for every family ``models.FAMILIES`` names: each is checked."""
+    import timm
+
+    checked = {type(timm.create_model(arch, num_classes=2)).__name__ for arch, rule, _, _ in FAMILY_CASES
+               if rule == "auto"}
+    assert set(models.FAMILIES) <= checked, sorted(set(models.FAMILIES) - checked)
 
 
 def test_a_family_not_declared_follows_its_norm_layers():

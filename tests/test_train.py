@@ -227,7 +227,7 @@ def test_lwf_runs_the_pretrained_head_frozen_beside_the_task_head_and_at_zero_la
     train(b, task.train, sched, seed=0, distill=LwF(copy.deepcopy(source), 0.0, 2.0))
     train(c, task.train, sched, seed=0, distill=LwF(copy.deepcopy(source), 5.0, 2.0))
     assert _states_equal(a, b) and torch.equal(lwf.head.weight, source.fc.weight)
-    kept = lambda m: lwf_loss(measured_model(source, m).eval()(x), source(x), 2.0).item()
+    kept = lambda m: lwf_loss(measured_model(m, source).eval()(x), source(x), 2.0).item()
     assert kept(c) < kept(a)  # the distillation keeps the measured model's source outputs closer
     d = models.with_new_head(net, 8, seed=0)  # through the training network's own BatchNorms instead
     train(d, task.train, sched, seed=0, distill=LwF(copy.deepcopy(source), 5.0, 2.0, parts="training"))
@@ -249,7 +249,7 @@ def test_lwf_through_the_source_parts_distils_the_model_forgetting_measures(task
     assert isinstance(wrapped, WithSourceParts)
     task_logits, source_logits = wrapped(x)
     assert all(m.training for m in student.modules())
-    assert torch.allclose(source_logits, measured_model(source, student).eval()(x), atol=1e-5)
+    assert torch.allclose(source_logits, measured_model(student, source).eval()(x), atol=1e-5)
     own = WithSourceHead(copy.deepcopy(student).eval(), source.get_classifier())(x)[1]
     assert not torch.allclose(source_logits, own, atol=1e-3)  # the training BatchNorms give other outputs
     source_logits.sum().backward()
@@ -278,7 +278,7 @@ def test_selection_keeps_the_best_epoch_not_the_last_and_forgetting_measures_tha
     assert [r["test_acc"] for r in rows] == [0.2, 0.9, 0.5] and selected_epoch(rows) == 2
     assert all(torch.equal(v, states[1][k]) for k, v in m.state_dict().items())
     assert not torch.equal(states[1]["layer1.0.conv1.weight"], states[2]["layer1.0.conv1.weight"])
-    shared, _ = models.split_state(forgetting.measured_model(net, m))
+    shared, _ = models.split_state(forgetting.measured_model(m, net))
     assert shared and all(torch.equal(v, states[1][k]) for k, v in shared.items())
 
     ckpt, resumed = tmp_path / "sel.partial.pt", copy.deepcopy(net)

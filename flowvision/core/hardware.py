@@ -47,8 +47,12 @@ class Hardware:
         return precision_name(self.amp, self.amp_dtype)
 
     def autocast(self):
+        """The precision of a forward pass: autocast in bf16 or fp16 with ``amp``; without it fp32, whatever autocast
+        the caller runs under (a training script's ``torch.autocast`` does not reach a pass that must be fp32)."""
         if self.amp:
             return torch.autocast(self.device.type, dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16)
+        if torch.is_autocast_enabled(self.device.type):
+            return torch.autocast(self.device.type, enabled=False)
         return contextlib.nullcontext()
 
     def scaler(self):
@@ -89,6 +93,16 @@ def full_precision(hw: Hardware) -> Hardware:
     import dataclasses
 
     return dataclasses.replace(hw, amp=False, amp_dtype=None)
+
+
+def for_model(device, model: nn.Module) -> Hardware:
+    """The Hardware of a library call (``flowvision.per_sample_losses`` and its kin): ``device`` as given (a
+    Hardware as it is; a device or its name, in fp32 with no workers), or None: where ``model``'s parameters are."""
+    if isinstance(device, Hardware):
+        return device
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    return Hardware(torch.device(device))
 
 
 # The pinned torch build's CUDA version needs at least this NVIDIA driver (CUDA 13.x: 580, Linux).

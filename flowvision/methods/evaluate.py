@@ -9,13 +9,17 @@ gradients instead of losses.
 Forgetting without labels compares predictions instead: the share of images whose top-1 class is
 the pre-trained model's (agreement) and the mean KL(p_pre || p_after) over the images
 (``agreement_kl``). Images without a label carry label -1 (``UNLABELLED``): no loss, never correct.
+
+``per_sample_losses`` is the loss pass as the public face (``flowvision.per_sample_losses``) offers it and
+the loss stages call it: any map-style data set (torchvision's (image, label) pairs, or flowvision's
+(image, label, index) triples), in fp32 whatever autocast surrounds it.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional, overload
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +27,8 @@ from torch import nn
 
 from ..core import distributed
 from ..core.console import progress
-from ..data.base import make_loader
-from ..core.hardware import CPU, Hardware
+from ..data.base import Indexed, make_loader
+from ..core.hardware import CPU, Hardware, for_model, full_precision
 
 
 UNLABELLED = -1
@@ -128,6 +132,68 @@ def predict(model: nn.Module, dataset, *, batch_size: int = 256, hw: Hardware = 
     return Predictions(losses, labels, correct, correct5, logprobs)
 
 
+class InOrder:
+    """A map-style data set's samples as (image, label, position): what flowvision's passes read. Samples
+    may be (image, label) pairs (torchvision's) or longer tuples (their first two entries are used). A data
+    set with a ``batch_transform`` (flowvision's decoded caches) keeps it."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.batch_transform = getattr(dataset, "batch_transform", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        sample = self.dataset[i]
+        return sample[0], sample[1], i
+
+
+def in_order(dataset):
+    """``dataset`` if it yields flowvision's (image, label, index) already (``data.base.Indexed``: the index is
+    the position), else its samples with their positions (``InOrder``)."""
+    return dataset if isinstance(dataset, (Indexed, InOrder)) else InOrder(dataset)
+
+
+@overload
+def per_sample_losses(model: nn.Module, dataset, *, batch_size: int = 256,
+                      device: str | torch.device | Hardware | None = None, seed: int = 0,
+                      return_labels: Literal[False] = False, desc: str = "per-sample losses") -> torch.Tensor:
+    ...
+
+
+@overload
+def per_sample_losses(model: nn.Module, dataset, *, batch_size: int = 256,
+                      device: str | torch.device | Hardware | None = None, seed: int = 0,
+                      return_labels: Literal[True], desc: str = "per-sample losses") -> tuple[torch.Tensor, torch.Tensor]:
+    ...
+
+
+def per_sample_losses(model: nn.Module, dataset, *, batch_size: int = 256,
+                      device: str | torch.device | Hardware | None = None, seed: int = 0,
+                      return_labels: bool = False, desc: str = "per-sample losses"):
+    """The cross-entropy of every sample of ``dataset`` under ``model``, in dataset order: FLOW's f_i(θ*)
+    when ``model`` is the pre-trained network with the target head (Algorithm 1; flowvision's linear probe).
+
+    -> losses (N,) float32 on the CPU, in nats, ``losses[i]`` of ``dataset[i]``; NaN for a sample labelled -1
+    (unlabelled). With ``return_labels``: (losses, labels (N,) int64).
+
+    The model runs in eval mode (BatchNorm's running statistics, no dropout; its mode is put back after)
+    without gradients, in fp32 whatever ``torch.autocast`` is active around the call: τ and every weight are
+    exponentials of these numbers, which bf16 logits would move. ``dataset``: any map-style data set of
+    (image tensor, int label) pairs, as torchvision's with its eval transform (no random augmentation: the
+    paper computes the losses on the eval view), or flowvision's (image, label, index). ``device``: where to
+    run (a torch device or its name; None: where the model's parameters are; flowvision's stages pass their
+    run's Hardware); the model is back where it was afterwards. ``seed``: a data set with random transforms
+    draws sample i's from (seed, i), so two passes see the same images. Under torch.distributed every process
+    computes a share and every process gets all N. ``desc`` labels the progress line."""
+    hw = full_precision(for_model(device, model))
+    home = next(iter(model.parameters()), torch.empty(0)).device
+    p = predict(model, in_order(dataset), batch_size=batch_size, hw=hw, desc=desc, draw_seed=seed)
+    model.to(home)
+    return (p.losses, p.labels) if return_labels else p.losses
+
+
 def _gather(n, batches, losses, labels, correct, correct5, logprobs, keep_logprobs):
     """Every process's per-sample results in full (N,) tensors: each process zeroes what it did not
     compute and the sum over processes is taken (x + 0 is x exactly; NaN stays NaN). A count per
@@ -188,13 +254,14 @@ def hard_accuracy(losses: torch.Tensor, correct: torch.Tensor, share: float = HA
 
 def accuracy(model: nn.Module, dataset, hw: Hardware = CPU, desc: str = "eval", *,
              keep_logprobs: bool = False, reference: Optional[torch.Tensor] = None,
-             keep_correct: bool = False) -> dict:
+             keep_correct: bool = False, batch_size: int = 256) -> dict:
     """{"acc": top-1, "acc5": top-5 (None without labels), "n": images, "n_labelled"} of ``model`` on
     ``dataset``; with ``reference`` (the pre-trained model's log-probabilities on the same images)
     also "agreement" and "kl" (``agreement_kl``); with keep_logprobs, "logprobs" (N, C); with
     keep_correct, "correct" (N,) bool top-1 by sample index (for ``hard_accuracy``). The model is back
     on the CPU afterwards."""
-    p = predict(model, dataset, batch_size=256, hw=hw, desc=desc, keep_logprobs=keep_logprobs or reference is not None)
+    p = predict(model, dataset, batch_size=batch_size, hw=hw, desc=desc,
+                keep_logprobs=keep_logprobs or reference is not None)
     model.cpu()
     out = {"acc": p.acc, "acc5": p.acc5, "n": len(dataset), "n_labelled": int(p.labelled.sum())}
     if reference is not None:

@@ -25,10 +25,16 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..core.errors import UserError
 from ..core.files import stable_hash
+
+if TYPE_CHECKING:  # torch loads with a model, not with this module (the dry run reads ``reads`` and ``source_folder``)
+    import torch
+    from torch import nn
+
+    from ..core.hardware import Hardware
 
 
 @dataclass
@@ -238,14 +244,22 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 # ---- the model that is measured ---------------------------------------------------------------------
-def measured_model(source, finetuned, restore: str = "task-specific", rule: str = "auto"):
-    """The model whose source accuracy is the 'after' number. ``source`` (pre-trained, with its own
-    head and BatchNorms) and ``finetuned`` are not modified. ``rule``: which parts are task-specific
-    (``models.task_specific_keys``; 'auto' follows the model's family)."""
+def measured_model(finetuned: nn.Module, pretrained: nn.Module, task_specific: str = "auto", *,
+                   restore: str = "task-specific") -> nn.Module:
+    """Appendix B's measured model, whose source accuracy is the 'after' number: a copy of ``pretrained`` (with
+    its own head and task-specific parts) holding ``finetuned``'s shared tensors. Neither model is modified.
+
+    finetuned: the model after fine-tuning (any head; the same architecture otherwise); pretrained: the model
+    before, with its source head. task_specific: which tensors are the task's, restored from ``pretrained``:
+    ``"auto"`` (by the timm family, ``models.FAMILIES``: the head and every BatchNorm, weights and running
+    statistics, for ResNet, EfficientNet, RegNet and MobileNetV3; the head alone for ConvNeXt and ViT),
+    ``"head"``, ``"head+bn"`` or ``"head+norms"``. ``restore="none"``: the head alone whatever the rule
+    (the fine-tuned BatchNorms kept, for comparison). -> an nn.Module shaped like ``pretrained``, on its
+    device, in its train/eval mode."""
     from . import models
 
-    model = copy.deepcopy(source)
-    models.copy_tensors(model, finetuned, skip=restored_keys(source, restore, rule))
+    model = copy.deepcopy(pretrained)
+    models.copy_tensors(model, finetuned, skip=restored_keys(pretrained, restore, task_specific))
     return model
 
 
@@ -258,3 +272,56 @@ def restored_keys(source, restore: str = "task-specific", rule: str = "auto") ->
 
     return models.task_specific_keys(source, rule) if restore == "task-specific" else models.head_keys(source)
 
+
+# ---- forgetting measured: before, after, the drop --------------------------------------------------------------
+def source_before(pretrained, images, hw, *, batch_size: int = 256) -> dict:
+    """The pre-trained model on the source images (``evaluate.accuracy``): "acc", "acc5", "n", "n_labelled" and
+    "logprobs" (N, C), the reference ``source_after`` compares against."""
+    from .evaluate import accuracy
+
+    return accuracy(pretrained, images, hw, "source accuracy (pre-trained)", keep_logprobs=True, batch_size=batch_size)
+
+
+def source_after(finetuned, pretrained, images, reference, hw, *, task_specific: str = "auto",
+                 restore: str = "task-specific", desc: str = "source accuracy (after)", batch_size: int = 256) -> dict:
+    """The measured model (``measured_model``) on the source images, against the pre-trained model's
+    log-probabilities on the same images (``reference``, (N, C)): "acc", "acc5", "n", "n_labelled", "agreement",
+    "kl" (``evaluate.accuracy``)."""
+    from .evaluate import accuracy
+
+    measured = measured_model(finetuned, pretrained, task_specific, restore=restore)
+    return accuracy(measured, images, hw, desc, reference=reference, batch_size=batch_size)
+
+
+def forgetting(finetuned: nn.Module, pretrained: nn.Module, source_data, *, batch_size: int = 256,
+               device: str | torch.device | Hardware | None = None, task_specific: str = "auto",
+               restore: str = "task-specific") -> dict[str, Optional[float]]:
+    """How much of the source task fine-tuning lost, measured as flowvision's runs measure it: the pre-trained
+    model and Appendix B's measured model (``measured_model``: the fine-tuned shared tensors, the pre-trained
+    head and task-specific parts restored) on the same source images.
+
+    source_data: the source task's evaluation images (IN-1K val for ImageNet weights), a map-style data set of
+    (image, label) pairs (torchvision's ImageFolder with the pretrained model's eval transform), label -1 for
+    an unlabelled image (any folder of images: agreement and KL only), or flowvision's (image, label, index).
+    device: where to run (None: where ``pretrained``'s parameters are); both models are back where they were.
+    -> {"acc_before", "acc_after": top-1 in % over the labelled images (None when none is), "drop": acc_before −
+    acc_after in percentage points (None without labels), "top5_before", "top5_after" (%), "agreement": % of
+    the images whose top-1 class is the pre-trained model's, "kl": mean KL(p_pretrained ‖ p_after) in nats,
+    "n_images", "n_labelled"}. Two fp32 passes in eval mode (the run's record holds the same numbers as
+    fractions: source_acc_before, source_acc_after, source_drop, source_agreement, source_kl)."""
+    from ..core.hardware import for_model
+    from .evaluate import in_order
+
+    hw = for_model(device, pretrained)
+    homes = [(m, next(iter(m.parameters())).device) for m in (finetuned, pretrained)]
+    images = in_order(source_data)
+    before = source_before(pretrained, images, hw, batch_size=batch_size)
+    after = source_after(finetuned, pretrained, images, before["logprobs"], hw, task_specific=task_specific,
+                         restore=restore, batch_size=batch_size)
+    for model, home in homes:
+        model.to(home)
+    pct = lambda x: None if x is None else 100 * x  # noqa: E731
+    return {"acc_before": pct(before["acc"]), "acc_after": pct(after["acc"]),
+            "drop": None if before["acc"] is None or after["acc"] is None else 100 * (before["acc"] - after["acc"]),
+            "top5_before": pct(before["acc5"]), "top5_after": pct(after["acc5"]), "agreement": 100 * after["agreement"],
+            "kl": after["kl"], "n_images": after["n"], "n_labelled": after["n_labelled"]}

@@ -2,7 +2,8 @@
 ℓ2-SP (``L2SP``: (λ/2)·Σ‖θ − θ_source‖² over the shared tensors), EWC (``EWC``: the same pull weighted by
 the pre-trained model's diagonal Fisher, scaled to a largest entry of 1) and LwF (``LwF``: the pre-trained
 model's source outputs kept on the target images, through the parts forgetting measures). The training
-loop (``train``) adds them; nothing here knows about stages or runs.
+loop (``train``) adds them; nothing here knows about stages or runs. The three classes are the public
+``flowvision.L2SP``, ``flowvision.EWC`` and ``flowvision.LwF``: built once, each call returns the term to add.
 """
 from __future__ import annotations
 
@@ -18,18 +19,24 @@ from . import models
 
 class L2SP:
     """L2-SP (Li, Grandvalet & Davoine 2018): (λ/2)·Σ‖θ − θ_source‖² over the shared tensors (conv weights); head and
-    BN are task-specific and are not pulled (``rule``: models.task_specific_keys). ``reference`` maps parameter names
-    to the source values, put on the device of the model's parameters once, here: build a pull after the model is
-    placed. The paper's β (plain L2 on what the pull does not cover) is the optimiser's weight decay on those tensors
-    (the stage gives the pulled ones none: ``decay``).
+    BN are task-specific and are not pulled (``rule``: models.task_specific_keys, as ``measured_model``'s
+    task_specific). ``model``: the network being fine-tuned; ``reference``: the pre-trained model (its values are
+    copied) or its state dict (parameter name -> tensor); ``lam``: λ. The references are put on the device of the
+    model's parameters once, here: build a pull after the model is placed (``model.to(device)`` first). The paper's β
+    (plain L2 on what the pull does not cover) is the optimiser's weight decay on those tensors (the stage gives the
+    pulled ones none: ``decay``).
 
-    ``pull``: ``gradient`` adds the penalty to the loss (its gradient λ·(θ − θ_source) is stable only while lr·λ is
-    small: SGD with momentum 0.9 diverges past lr·λ ≈ 3.8); ``proximal`` leaves the loss alone and, after each
-    optimiser step, moves each pulled tensor to the minimiser of (1/2·lr)‖θ' − θ‖² + (λ/2)‖θ' − θ_source‖²,
+    ``pull``: ``gradient`` (in your own loop: ``loss = task_loss + reg()``, ``reg()`` a 0-dim tensor whose gradient
+    is λ·(θ − θ_source) on the shared parameters; stable only while lr·λ is small: SGD with momentum 0.9 diverges
+    past lr·λ ≈ 3.8); ``proximal`` leaves the loss alone and, after each optimiser step, ``reg.proximal(lr)`` moves
+    each pulled tensor to the minimiser of (1/2·lr)‖θ' − θ‖² + (λ/2)‖θ' − θ_source‖²,
     θ' = θ_source + (θ − θ_source)/(1 + lr·λ): the same pull to first order in lr·λ, stable at any lr·λ (a strong
-    pull keeps θ at θ_source instead of overshooting it)."""
+    pull keeps θ at θ_source instead of overshooting it). flowvision's runs use ``proximal`` (``pull``)."""
 
-    def __init__(self, model: nn.Module, reference: dict, lam: float, rule: str = "auto", pull: str = "gradient"):
+    def __init__(self, model: nn.Module, reference: nn.Module | dict, lam: float, rule: str = "auto",
+                 pull: str = "gradient"):
+        if isinstance(reference, nn.Module):
+            reference = models.clone_state(reference)  # a copy: the pull stays put whatever happens to the model
         shared, _ = models.split_state(model, rule)
         self.names = [name for name, _ in model.named_parameters() if name in shared]
         params = dict(model.named_parameters())
@@ -66,9 +73,10 @@ class EWC(L2SP):
     strength of the entry the Fisher finds most important, and an upper bound on every other entry's: EWC
     at λ never pulls harder than L2-SP at λ. That also makes the stiffest entry's stability a matter of λ
     and the learning rate alone (SGD with momentum 0.9 diverges past lr·λ ≈ 3.8), not of the Fisher's
-    tail. λ_raw = λ / ``fisher_max`` is Kirkpatrick's. ``fisher``: parameter name -> tensor."""
+    tail. λ_raw = λ / ``fisher_max`` is Kirkpatrick's. ``fisher``: parameter name -> tensor (``EWC.fisher``);
+    the other arguments and the call are L2SP's."""
 
-    def __init__(self, model: nn.Module, reference: dict, fisher: dict, lam: float, rule: str = "auto",
+    def __init__(self, model: nn.Module, reference: nn.Module | dict, fisher: dict, lam: float, rule: str = "auto",
                  pull: str = "gradient"):
         super().__init__(model, reference, lam, rule, pull)
         self.fisher_max = fisher_max(fisher, self.names)
@@ -78,6 +86,24 @@ class EWC(L2SP):
     def stiffness(self) -> list:
         """Per pulled tensor its scaled Fisher F̄ (0 ≤ F̄ ≤ 1): the share of λ each entry is pulled with."""
         return self.importance
+
+    @staticmethod
+    def fisher(pretrained: nn.Module, dataset, *, samples: int | None = None, draws: int = 1,
+               device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+        """The diagonal Fisher EWC weighs by: ``evaluate.fisher_diagonal`` of the pre-trained model (its own source
+        head, eval mode, fp32) on the target training images of ``dataset`` (a map-style data set of (image,
+        label) pairs under the eval transform; its labels are not read: each image's ``draws`` labels are drawn
+        from the model's own predictions). ``samples``: a seeded subset of that many images (None: all).
+        ``device``: where to run (None: where the model is; it is back there afterwards). -> parameter name ->
+        (that parameter's shape) float32 on the CPU, the mean squared gradient of log p(y | x)."""
+        from ..core.hardware import for_model
+        from .evaluate import fisher_diagonal, in_order
+
+        home = next(iter(pretrained.parameters())).device
+        out = fisher_diagonal(pretrained, in_order(dataset), samples=samples, draws=draws,
+                              hw=for_model(device, pretrained))
+        pretrained.to(home)
+        return out["fisher"]
 
 
 def fisher_max(fisher: dict, names) -> float:
@@ -103,6 +129,11 @@ class LwF:
     task loss, between the pre-trained model's source-task outputs on each augmented batch (the teacher:
     its own head and BatchNorms, eval mode, no gradient, fp32) and the student's (``student``: by default
     the model forgetting measures, ``WithSourceParts``).
+
+    In a loop: ``lwf = LwF(copy.deepcopy(pretrained).to(device), lam, temperature)`` (the teacher is frozen and
+    put in eval mode in place: pass a copy), ``net = lwf.student(model)``; each step ``logits, source_logits =
+    net(x)`` (x: (B, 3, H, W) on the teacher's device; logits (B, target classes), source_logits (B, source
+    classes)) and ``loss = task_loss + lwf(x, source_logits)``, a 0-dim tensor in nats scaled by λ.
 
     Choices, each a deviation from the paper's Algorithm 1 for a stated reason:
     - the targets are computed online, on the same augmented images the network sees (as the official FLOW

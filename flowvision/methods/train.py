@@ -252,9 +252,9 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                     loss = per_sample.mean()
                 else:
                     ref = weigher(x, y, hw.put(idx))
-                    loss = weighting.weighted_loss(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
+                    loss = weighting.reduce_losses(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
                     if scale_terms and normalize == "mean":
-                        scale = weighting.flow_weights(ref, weigher.tau).mean()
+                        scale = (-ref / weigher.tau).exp().mean()
                 if regularizer is not None and not proximal:
                     loss = loss + (regularizer() if scale is None else scale * regularizer())
                 if distill is not None:

@@ -2,7 +2,10 @@
 
     w_i = exp(-f_i(θ*) / τ)          f_i(θ*): loss of training sample i under the pre-trained model
 
-τ comes from a rule (a number, ``median``, a percentile ``pNN``, ``paper``: ``core.tau``).
+τ comes from a rule (a number, ``median``, a percentile ``pNN``, ``paper``: ``core.tau``); ``flow_weights``
+applies it and returns τ beside the weights. ``weighted_loss`` is a batch's FLOW loss from its logits;
+``reduce_losses`` the same reduction of per-sample losses the training loop has already computed. These are the
+functions ``flowvision.flow_weights`` and ``flowvision.weighted_loss`` name, and the stages' own.
 
 Two normalisations of the weighted batch loss:
   ``mean``  (default, the official code): mean_i(w_i · ℓ_i) over the batch. Small weights shrink the
@@ -13,9 +16,10 @@ Two normalisations of the weighted batch loss:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, Optional, Union
 
 from ..core.errors import UserError
+from ..core.tau import TauRule, parse_tau
 
 if TYPE_CHECKING:  # torch is imported where tensors are used: the dry run plans with this module
     import torch
@@ -39,14 +43,48 @@ def applied_weighting(cfg) -> str:
     return "flow-online" if cfg.weighting == "flow" and cfg.protocol == "paper" else cfg.weighting
 
 
-def flow_weights(losses: torch.Tensor, tau: float) -> torch.Tensor:
-    """losses: (N,) -> weights (N,) = exp(-losses / τ), in (0, 1] for non-negative losses."""
-    return (-losses / tau).exp()
+class FlowWeights(NamedTuple):
+    """``flow_weights``'s answer: ``weights, tau = flow_weights(losses)``."""
+
+    weights: torch.Tensor  # (N,) exp(-losses / τ), the losses' dtype and device, in (0, 1] for losses ≥ 0
+    tau: float             # τ in the losses' unit (nats), resolved from its rule
 
 
-def weighted_loss(per_sample: torch.Tensor, weights: torch.Tensor | None, normalize: str = "mean",
-                  ref_losses: torch.Tensor | None = None, tau: float | None = None) -> torch.Tensor:
-    """Reduce a batch of per-sample losses (B,) to a scalar.
+def flow_weights(losses: torch.Tensor, tau: Union[float, str, TauRule] = "median") -> FlowWeights:
+    """FLOW's weights w_i = exp(-f_i / τ) of per-sample losses, and τ.
+
+    losses: (N,) pre-trained per-sample losses in nats (``per_sample_losses``), one per training sample by
+    index. tau: a number > 0 (in nats), ``"median"`` (the paper's choice: the median of the losses, by linear
+    interpolation, so the mean of the two middle losses when N is even) or a percentile ``"pNN"`` (``"p25"``),
+    the rules of ``flowvision finetune --tau`` (``core.tau``). -> ``FlowWeights(weights (N,), tau)``: the
+    weights in (0, 1] (1 for a zero loss, 1/e at a loss of τ) and the τ they used. A rule that gives τ ≤ 0
+    (most losses 0) is a UserError."""
+    rule = tau if isinstance(tau, TauRule) else parse_tau(tau)
+    value = rule.resolve(losses)
+    return FlowWeights((-losses / value).exp(), value)
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: Optional[torch.Tensor],
+                  normalize: str = "mean") -> torch.Tensor:
+    """A batch's FLOW loss: the cross-entropy of each sample weighted by its FLOW weight, reduced to a scalar.
+
+    logits: (B, C) in any float dtype (the cross-entropy is computed in fp32, as the training loop does, so
+    bf16 autocast logits lose nothing here); targets: (B,) int64 class indices, or (B, C) class probabilities
+    (mixup's soft targets); weights: (B,) the batch's weights (``flow_weights(...).weights[indices]``), or
+    None for the plain mean; on any device (they are moved to the logits'). normalize: ``"mean"`` (the official
+    code's): mean_b(w_b · ℓ_b), so small weights also shrink the step; ``"sum"``: Σ w_b ℓ_b / Σ w_b, a weighted
+    average (NaN if every weight of the batch is 0). -> a 0-dim fp32 tensor in nats, differentiable in ``logits``."""
+    import torch.nn.functional as F
+
+    per_sample = F.cross_entropy(logits.float(), targets, reduction="none")
+    if weights is not None:
+        weights = weights.to(per_sample.device, per_sample.dtype, non_blocking=True)
+    return reduce_losses(per_sample, weights, normalize)
+
+
+def reduce_losses(per_sample: torch.Tensor, weights: Optional[torch.Tensor], normalize: str = "mean",
+                  ref_losses: Optional[torch.Tensor] = None, tau: Optional[float] = None) -> torch.Tensor:
+    """Reduce a batch of per-sample losses (B,) to a scalar (``weighted_loss`` from its logits).
 
     weights: (B,) FLOW weights, or None for plain (uniform) mean.
     For ``sum`` normalisation pass ``ref_losses`` (B,) and ``tau`` instead of (or as well as) weights:
@@ -56,7 +94,7 @@ def weighted_loss(per_sample: torch.Tensor, weights: torch.Tensor | None, normal
         return per_sample.mean()
     if normalize == "mean":
         if weights is None:
-            weights = flow_weights(ref_losses, tau)
+            weights = (-ref_losses / tau).exp()
         return (weights * per_sample).mean()
     if normalize == "sum":
         if ref_losses is not None:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..methods import models
 from ..core.hardware import Hardware
 from ..methods.train import Schedule, make_optimizer
-from ..methods.weighting import weighted_loss
+from ..methods.weighting import reduce_losses
 
 
 def _step_fn(model, probe, hw: Hardware, online: bool, losses, ours: bool = True, optimizer: str = "sgd"):
@@ -44,7 +44,7 @@ def _step_fn(model, probe, hw: Hardware, online: bool, losses, ours: bool = True
                     ref = F.cross_entropy(probe_fwd(x).float(), y, reduction="none")
             else:
                 ref = losses[idx]
-        loss = weighted_loss(F.cross_entropy(logits.float(), y, reduction="none"), None, "mean",
+        loss = reduce_losses(F.cross_entropy(logits.float(), y, reduction="none"), None, "mean",
                              ref_losses=ref, tau=1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -6,7 +6,7 @@ WiSE-FT points. Compute functions of the stage's inputs with their declarations,
 from __future__ import annotations
 
 from ..core.knobs import read_by
-from ..methods.forgetting import measured_model, subset
+from ..methods.forgetting import measured_model, source_after, source_before, subset
 from .training import final_task
 
 
@@ -26,16 +26,18 @@ def probe_test(i):
     (standard FT uses no probe otherwise; it is trained for this table). A task with a split per
     official script gets the losses on every split's test set, under "splits" (the reported model may
     end on any of them)."""
-    from ..methods.evaluate import predict
+    from ..methods.evaluate import per_sample_losses
 
     probe, task = i["probe"].model, i["task"]
-    p = predict(probe, task.test, hw=i.hw, desc="test losses (probe model)")
+    losses, labels = per_sample_losses(probe, task.test, device=i.hw, return_labels=True,
+                                       desc="test losses (probe model)")
     splits = {}
     for name, part in task.splits.items():
-        q = predict(probe, part.test, hw=i.hw, desc=f"test losses (probe model, split {name})")
-        splits[name] = {"losses": q.losses, "labels": q.labels}
+        q, q_labels = per_sample_losses(probe, part.test, device=i.hw, return_labels=True,
+                                        desc=f"test losses (probe model, split {name})")
+        splits[name] = {"losses": q, "labels": q_labels}
     probe.cpu()
-    return {"losses": p.losses, "labels": p.labels, "splits": splits}
+    return {"losses": losses, "labels": labels, "splits": splits}
 
 
 def hard(i):
@@ -55,22 +57,16 @@ def hard(i):
 def source_eval(i):
     """Source accuracy of the pre-trained model and its log-probabilities on every source image
     (N × classes float32: 200 MB for the full IN-1K val), the reference for agreement and KL."""
-    from ..methods.evaluate import accuracy
-
-    return accuracy(i["source"].model, i["source_data"].dataset, i.hw, "source accuracy (pre-trained)",
-                    keep_logprobs=True)
+    return source_before(i["source"].model, i["source_data"].dataset, i.hw)
 
 
 def forgetting(i):
     """Source accuracy of the measured model, and the label-free pair: agreement with the pre-trained
     model's top-1 class and the mean KL(pre-trained || measured)."""
-    from ..methods.evaluate import accuracy
-
     if "final" not in i.up:  # see forgetting_needs
         return unchanged(i["source_eval"])
-    m = measured_model(i["source"].model, i["final"].model, i.cfg.restore, restore_rule(i.cfg))
-    return accuracy(m, i["source_data"].dataset, i.hw, "source accuracy (after)",
-                    reference=i["source_eval"]["logprobs"])
+    return source_after(i["final"].model, i["source"].model, i["source_data"].dataset, i["source_eval"]["logprobs"],
+                        i.hw, task_specific=restore_rule(i.cfg), restore=i.cfg.restore)
 
 
 def unchanged(before: dict) -> dict:
@@ -134,8 +130,8 @@ def wise(i):
         else:
             images, reference = ((sub[0], i["source_eval"]["logprobs"][sub[1]]) if sub and alpha != i.cfg.wise_alpha
                                  else (i["source_data"].dataset, i["source_eval"]["logprobs"]))
-            src = accuracy(measured_model(i["source"].model, m, i.cfg.restore, restore_rule(i.cfg)),
-                           images, i.hw, f"source accuracy (after) α={alpha:g}", reference=reference)
+            src = source_after(m, i["source"].model, images, reference, i.hw, task_specific=restore_rule(i.cfg),
+                               restore=i.cfg.restore, desc=f"source accuracy (after) α={alpha:g}")
         points.append({"alpha": alpha, "target_acc": tgt["acc"], "source_acc_after": src["acc"],
                        "source_top5_after": src["acc5"], "source_agreement": src["agreement"],
                        "source_kl": src["kl"], "source_images": src["n"],
@@ -184,7 +180,7 @@ def select(i):
 
     def numbers(model, label: str) -> dict:
         val = accuracy(model, task.val, i.hw, f"held-out accuracy{label}")["acc"]
-        measured = measured_model(i["source"].model, model, cfg.restore, restore_rule(cfg))
+        measured = measured_model(model, i["source"].model, restore_rule(cfg), restore=cfg.restore)
         after = predict(measured, data.dataset, hw=i.hw, desc=f"source accuracy (selection){label}", keep_logprobs=True)
         measured.cpu()
         return {"target_val": val, **_halves(after, before_top1, chosen, reported)}

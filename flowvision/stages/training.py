@@ -116,7 +116,7 @@ def losses(i):
     ``full_precision``): τ and every weight are exponentials of these numbers, which bf16 logits would move."""
     import torch
 
-    from ..methods.evaluate import predict
+    from ..methods.evaluate import per_sample_losses
 
     probe = i["probe"].model
     task = i["task"].of_split(stage_split("losses", i.cfg))
@@ -126,9 +126,9 @@ def losses(i):
         data, desc = task.train, "losses (probe model, training transforms)"
     else:
         data, desc = task.train_eval, "losses (probe model)"
-    p = predict(probe, data, hw=i.hw, desc=desc, draw_seed=draws)
+    losses, labels = per_sample_losses(probe, data, device=i.hw, seed=draws, return_labels=True, desc=desc)
     probe.cpu()
-    return {"losses": p.losses, "labels": p.labels}
+    return {"losses": losses, "labels": labels}
 
 
 def losses_reads(cfg) -> tuple:
@@ -145,8 +145,8 @@ def weights(i):
     rule = tau_rule(i.cfg)
     saved = i.up.get("losses")
     losses = saved["losses"] if saved else None
-    tau = rule.resolve(losses) if rule.kind == "quantile" else rule.value
-    weights = flow_weights(losses, tau) if losses is not None else None
+    # without the losses (online weights at a number τ) only τ is needed; a quantile rule always has them
+    weights, tau = flow_weights(losses, rule) if losses is not None else (None, rule.value)
     if weights is not None and applied_weighting(i.cfg) == "flow":
         check_weights(weights, losses, tau, i.cfg.normalize)
     return {"rule": rule.text, "tau": tau, "losses": losses, "labels": saved["labels"] if saved else None,
