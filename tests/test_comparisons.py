@@ -36,7 +36,7 @@ def test_the_proximal_pull_is_the_gradient_pull_to_first_order_and_stable_at_any
     the proximal one by 1/(1 + lr·λ·w). At lr·λ = 1e-3 the two agree to O((lr·λ)²); at lr·λ = 5 the gradient
     form overshoots the source by 4× (and diverges step by step), the proximal one lands at a sixth of the way."""
     for strength, close in ((1e-3, True), (5.0, False)):
-        (a, grad), (b, prox) = _pair(1.0, "gradient", kind), _pair(1.0, "proximal", kind)
+        (a, grad), (_, prox) = _pair(1.0, "gradient", kind), _pair(1.0, "proximal", kind)
         opt = torch.optim.SGD(a.parameters(), lr=strength)
         opt.zero_grad()
         grad().backward()
