@@ -1,6 +1,10 @@
 """FLOW in your own training loop: a plain PyTorch loop that uses flowvision's public names only.
 
-    python examples/own_loop.py      # offline: flowvision's demo model and a synthetic task, well under a minute
+    python examples/own_loop.py      # offline: flowvision's demo model and a synthetic task
+
+With the demo model cached (`make demo` trains it) it took 208 s on this project's 2-core machine beside other
+jobs (load 4–5); without it, the first run also trains the demo model, as `make demo` does. It printed: target
+accuracy 73.50 %, τ = 0.5026; source accuracy 95.10 % -> 77.00 %: drop 18.10 points.
 
 ``main`` is the recipe ``flowvision finetune --method flow`` runs, written out: a linear probe (a new head on
 the frozen pre-trained network), the probe's loss on every training image, FLOW's weights exp(-loss/τ),
@@ -83,10 +87,9 @@ def main(pretrained, train, train_eval, test, source_val, num_classes, *, probe_
 
 
 # ---- the offline stand-in ---------------------------------------------------------------------------------------
-# A small demo scale: 32-px images, 1,000 training images, timm's resnet18 pre-trained on the synthetic shapes
-# task (cached after its first run, then reused).
-STAND_IN = {"image_size": 32, "n_train": 1000, "demo_n_train": 2000, "demo_epochs": 3, "probe_epochs": 2,
-            "epochs": 2, "refit_epochs": 1, "augment": False}
+# A small demo scale: the demo's 32-px images, 1,000 training images, and the demo's source model (timm's resnet18
+# pre-trained on the synthetic shapes task: the one `make demo` trains and caches, reused here).
+STAND_IN = {"n_train": 1000, "probe_epochs": 2, "epochs": 2, "refit_epochs": 1, "augment": False}
 
 
 def stand_in(**overrides):
