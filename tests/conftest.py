@@ -46,6 +46,21 @@ def demo_run(tmp_path_factory, demo_cache):
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory):
+    """A local .safetensors file of a randomly initialised timm resnet18 (1000 classes), as a user's own
+    pre-trained weights: made once per session, only read."""
+    from safetensors.torch import save_file
+
+    from flowvision.methods import models
+
+    torch.manual_seed(0)
+    m = models.create("resnet18", 1000)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-local.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+    return path
+
+
 @pytest.fixture
 def tiny(tmp_path, demo_cache):
     """Overrides for a run on 16-px synthetic images with a handful of samples and one epoch each."""

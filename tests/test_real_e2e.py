@@ -10,7 +10,6 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from flowvision.methods import models
 from flowvision.cli import app
 from flowvision.data.imagenet import imagenet_synsets
 from test_imagenet import write_val
@@ -26,29 +25,20 @@ def write_cars(root: Path, n_classes=196) -> Path:
     return root
 
 
-@pytest.fixture
-def weights_file(tmp_path):
-    torch.manual_seed(0)
-    m = models.create("resnet18", 1000)
-    path = tmp_path / "resnet18-local.safetensors"
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
-    return path
-
-
 def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(tmp_path, weights_file):
     data = write_cars(tmp_path / "data")
     val = write_val(tmp_path / "imagenet" / "val", imagenet_synsets(), per_class=1)
     args = ["finetune", "--dataset", "stanford_cars", "--model", "resnet18", "--weights", str(weights_file),
             "--method", "flow", "--tau", "paper", "--protocol", "paper", "--data-root", str(data), "--imagenet", str(val),
-            "--imagenet-subset", "40", "--results-dir", str(tmp_path / "results"), "--device", "cpu",
+            "--imagenet-subset", "10", "--results-dir", str(tmp_path / "results"), "--device", "cpu",
             "--set", "image_size=16", "--set", "epochs=1", "--set", "probe_epochs=1", "--set", "refit_epochs=1",
-            "--set", "batch_size=64"]
+            "--set", "batch_size=64", "--set", f"cache_dir={tmp_path / 'cache'}"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     (path,) = (tmp_path / "results" / "runs").glob("*/result.json")
     r = json.loads(path.read_text())
     assert r["weights"].startswith("file:resnet18-local.safetensors@")
-    assert r["source_eval"] == "imagenet-val:subset(40), official transform" and r["tau"] == pytest.approx(0.3832)
+    assert r["source_eval"] == "imagenet-val:subset(10), official transform" and r["tau"] == pytest.approx(0.3832)
     assert r["tau_rule"] == "paper" and r["source_eval_name"] == "IN-1K val" and r["device"] == "cpu"
     assert r["epochs"] == 1 and r["dataset"] == "stanford_cars"
     assert r["target_data"]["num_classes"] == 196 and r["target_data"]["n_train"] == 196  # one image per class found
@@ -56,6 +46,9 @@ def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(tm
         assert 0.0 <= r[key] <= 1.0, key
     assert r["source_drop"] == pytest.approx(r["source_acc_before"] - r["source_acc_after"])
     assert r["source_info"]["imagenet_warnings"]  # 1000 images, not 50,000: said, and recorded
+    # the device data path, the default for a real data set (test_device_data runs the PIL path)
+    assert r["target_data"]["data_path"] == "device" and r["source_info"]["imagenet_decoded"] is not None
+    assert len(list((tmp_path / "cache").glob("decoded/*/images.npy"))) == 3  # cars train, cars test, IN-1K subset
 
 
 def test_wrong_weights_for_the_architecture_is_a_clear_error(tmp_path):
@@ -65,7 +58,9 @@ def test_wrong_weights_for_the_architecture_is_a_clear_error(tmp_path):
     write_cars(tmp_path / "data", n_classes=196)
     res = CliRunner().invoke(app, ["finetune", "--dataset", "stanford_cars", "--model", "resnet18", "--weights",
                                    str(bad), "--data-root", str(tmp_path / "data"), "--imagenet", str(val),
-                                   "--results-dir", str(tmp_path / "r")])
+                                   "--results-dir", str(tmp_path / "r"), "--set", f"cache_dir={tmp_path / 'cache'}",
+                                   # the data sets are read (decoded) before the weights: small, as in the run above
+                                   "--imagenet-subset", "10", "--set", "image_size=16"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "does not fit resnet18" in " ".join(res.output.split())
 
