@@ -46,19 +46,29 @@ def demo_run(tmp_path_factory, demo_cache):
     return run_dir
 
 
-@pytest.fixture(scope="session")
-def weights_file(tmp_path_factory):
-    """A local .safetensors file of a randomly initialised timm resnet18 (1000 classes), as a user's own
-    pre-trained weights: made once per session, only read."""
+def _local_weights(tmp_path_factory, arch: str):
     from safetensors.torch import save_file
 
     from flowvision.methods import models
 
     torch.manual_seed(0)
-    m = models.create("resnet18", 1000)
-    path = tmp_path_factory.mktemp("weights") / "resnet18-local.safetensors"
+    m = models.create(arch, 1000)
+    path = tmp_path_factory.mktemp("weights") / f"{arch}-local.safetensors"
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory):
+    """A local .safetensors file of a randomly initialised timm resnet18 (1000 classes), as a user's own
+    pre-trained weights: made once per session, only read."""
+    return _local_weights(tmp_path_factory, "resnet18")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_file(tmp_path_factory):
+    """The same for timm's test_resnet (0.4 M parameters), for runs on real layouts whose model does not matter."""
+    return _local_weights(tmp_path_factory, "test_resnet")
 
 
 @pytest.fixture

@@ -452,26 +452,27 @@ def dataclasses_replace(cfg, **changes):
 
 
 # ---- decoded caches --------------------------------------------------------------------------------------
-def test_a_decoded_cache_holding_another_split_is_moved_aside_and_rebuilt(tmp_path, tiny, cars, weights_file, capsys):
+def test_a_decoded_cache_holding_another_split_is_moved_aside_and_rebuilt(tmp_path, tiny, cars, tiny_weights_file,
+                                                                          capsys):
     """The train split's cache files replaced by the test split's: the header says so, the cache is
-    moved aside with one warning and rebuilt, and the run's numbers are those of an undamaged run."""
+    moved aside with one warning and rebuilt, and the run's numbers are those of an undamaged run.
+    (timm's test_resnet with the official ImageNet transform: the data path resnet18 takes, every cache decoded.)"""
     import json
     import shutil
 
     from flowvision.core import config
     from flowvision.stages.run import run as run_one
 
-    weights = weights_file
     synsets = imagenet_synsets()
     val = tmp_path / "val"
     for i in range(4):
         _image(val / synsets[i] / f"{i}.JPEG", (i * 50, 10, 10))
 
     def run(results):
-        return run_one(config.resolve("stanford_cars", "resnet18", "lp", dict(
+        return run_one(config.resolve("stanford_cars", "test_resnet", "lp", dict(
             tiny, data_root=str(cars), data_path="device", image_size=16, cache_dir=str(tmp_path / "cache"),
-            weights=str(weights), imagenet=str(val), results_dir=str(tmp_path / results), n_train=None,
-            n_test=None)))
+            weights=str(tiny_weights_file), imagenet=str(val), imagenet_transform="official",
+            results_dir=str(tmp_path / results), n_train=None, n_test=None)))
     undamaged = run("one")
     keys = undamaged["target_data"]["decoded_train"], undamaged["target_data"]["decoded_test"]
     train, test = (tmp_path / "cache" / "decoded" / k for k in keys)

@@ -79,12 +79,13 @@ def test_imagenet_eval_set_follows_the_subset_seed_and_the_official_transform(tm
     assert "BILINEAR" in text and "size=[256]" in text and "224" in text
 
 
-def test_weights_audit_needs_no_imagenet(tmp_path, weights_file):
+def test_weights_audit_needs_no_imagenet(tmp_path, tiny_weights_file):
     data = write_cars(tmp_path / "data")
     res = CliRunner().invoke(app, [
-        "weights", "--dataset", "stanford_cars", "--model", "resnet18", "--weights", str(weights_file),
+        "weights", "--dataset", "stanford_cars", "--model", "test_resnet", "--weights", str(tiny_weights_file),
         "--data-root", str(data), "--k", "3", "--results-dir", str(tmp_path / "r"),
-        "--set", "image_size=16", "--set", "probe_epochs=1", "--set", "batch_size=64"])
+        "--set", "image_size=16", "--set", "probe_epochs=1", "--set", "batch_size=64",
+        "--set", f"cache_dir={tmp_path / 'cache'}"])
     assert res.exit_code == 0, res.output
     (folder,) = (tmp_path / "r" / "audit").iterdir()
     assert (folder / "samples.png").stat().st_size > 0 and len((folder / "per_class.csv").read_text().splitlines()) == 197
