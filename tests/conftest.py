@@ -21,6 +21,21 @@ os.environ.setdefault("FLOWVISION_QUIET", "1")
 os.environ["FLOWVISION_OFFLINE"] = "1"  # never probe the network for weights in tests
 
 
+def _cli_built_once() -> None:
+    """typer's CliRunner builds the click command from the Typer app at every invoke (~17 ms here: each command's
+    signature inspected), and the suite invokes the CLI hundreds of times. The app is complete once imported and
+    no test changes it, so the command is built once per process, as a click program builds its commands once."""
+    import functools
+
+    import typer.testing
+
+    if callable(getattr(typer.testing, "_get_command", None)):
+        typer.testing._get_command = functools.lru_cache(maxsize=None)(typer.testing._get_command)
+
+
+_cli_built_once()
+
+
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """One demo-model cache for the whole session: the tiny demo model is trained once."""
