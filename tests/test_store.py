@@ -55,7 +55,7 @@ def test_a_damaged_checkpoint_restarts_training_instead_of_crashing(tiny):
     ckpt = Path(tiny["results_dir"]) / "ft.partial.pt"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"\0" * 1000)
-    rows = train(models.create("resnet18", task.num_classes), task.train, Schedule(1, 0.01, 16), seed=0,
+    rows = train(models.create("test_resnet", task.num_classes), task.train, Schedule(1, 0.01, 16), seed=0,
                  checkpoint=ckpt)
     assert [r["epoch"] for r in rows] == [1] and list(ckpt.parent.glob("ft.partial.pt.damaged-*"))
 
