@@ -57,7 +57,7 @@ def grid_figures(tmp_path_factory):
     root = tmp_path_factory.mktemp("grid")
     full_grid(root)
     with pytest.MonkeyPatch.context() as mp:
-        kept = _drawn_figure(mp)
+        kept = _drawn_figure(mp, draw=False)  # saving draws each figure (PNG, then PDF)
         paths = plots.make_all(root, root / "fig")
     return root / "fig", paths, kept["by_name"]
 
@@ -85,7 +85,7 @@ def test_grid_wraps_after_three_panels(tmp_path):
     assert drawn(paths[0]) == (3 * PANEL_PX[0] + LEGEND_PX, 2 * PANEL_PX[1])
 
 
-def _drawn_figure(monkeypatch):
+def _drawn_figure(monkeypatch, draw=True):
     """Keep the last figure save_figure is given, drawn, so a test can read its artists."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -93,7 +93,8 @@ def _drawn_figure(monkeypatch):
     real = plots.save_figure
 
     def keep(fig, path):
-        FigureCanvasAgg(fig).draw()
+        if draw:
+            FigureCanvasAgg(fig).draw()
         kept.setdefault("figures", []).append(fig)
         kept.setdefault("by_name", {})[path.name] = fig
         return real(fig, path)

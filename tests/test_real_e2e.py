@@ -25,11 +25,20 @@ def write_cars(root: Path, n_classes=196) -> Path:
     return root
 
 
-def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(tmp_path, weights_file):
+@pytest.mark.parametrize("arch", [
+    # the paper's model: --tau paper (the official scripts' τ for Stanford Cars, 0.3832) exists for resnet18 alone
+    pytest.param("resnet18", marks=pytest.mark.slow),
+    # the fast suite's: timm's test_resnet through the same chain (weights file, ImageNet folder with the official
+    # transform, paper protocol, FLOW's online weights, the device data path) with τ given as that number
+    "test_resnet",
+])
+def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(arch, tmp_path, request):
+    weights = request.getfixturevalue("weights_file" if arch == "resnet18" else "tiny_weights_file")
+    tau = ["--tau", "paper"] if arch == "resnet18" else ["--tau", "0.3832", "--set", "imagenet_transform=official"]
     data = write_cars(tmp_path / "data")
     val = write_val(tmp_path / "imagenet" / "val", imagenet_synsets(), per_class=1)
-    args = ["finetune", "--dataset", "stanford_cars", "--model", "resnet18", "--weights", str(weights_file),
-            "--method", "flow", "--tau", "paper", "--protocol", "paper", "--data-root", str(data), "--imagenet", str(val),
+    args = ["finetune", "--dataset", "stanford_cars", "--model", arch, "--weights", str(weights),
+            "--method", "flow", *tau, "--protocol", "paper", "--data-root", str(data), "--imagenet", str(val),
             "--imagenet-subset", "10", "--results-dir", str(tmp_path / "results"), "--device", "cpu",
             "--set", "image_size=16", "--set", "epochs=1", "--set", "probe_epochs=1", "--set", "refit_epochs=1",
             "--set", "batch_size=64", "--set", f"cache_dir={tmp_path / 'cache'}"]
@@ -37,9 +46,10 @@ def test_finetune_on_real_layouts_with_local_weights_writes_a_complete_result(tm
     assert res.exit_code == 0, res.output
     (path,) = (tmp_path / "results" / "runs").glob("*/result.json")
     r = json.loads(path.read_text())
-    assert r["weights"].startswith("file:resnet18-local.safetensors@")
+    assert r["weights"].startswith(f"file:{arch}-local.safetensors@")
     assert r["source_eval"] == "imagenet-val:subset(10), official transform" and r["tau"] == pytest.approx(0.3832)
-    assert r["tau_rule"] == "paper" and r["source_eval_name"] == "IN-1K val" and r["device"] == "cpu"
+    assert r["tau_rule"] == ("paper" if arch == "resnet18" else "0.3832")
+    assert r["source_eval_name"] == "IN-1K val" and r["device"] == "cpu"
     assert r["epochs"] == 1 and r["dataset"] == "stanford_cars"
     assert r["target_data"]["num_classes"] == 196 and r["target_data"]["n_train"] == 196  # one image per class found
     for key in ("target_acc", "source_acc_before", "source_acc_after", "source_top5_before", "source_top5_after"):
