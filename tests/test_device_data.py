@@ -10,7 +10,7 @@ from PIL import Image
 
 from flowvision.data.decoded import decoded, folder_fingerprint, stored
 from flowvision.data.device import recipe_transforms
-from flowvision.data.imagenet import imagenet_synsets, load_imagenet_eval
+from flowvision.data.imagenet import imagenet_synsets
 from flowvision.methods.forgetting import official_imagenet_transform
 
 
