@@ -18,8 +18,10 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 demo: $(STAMP)          ## the offline demo: standard FT vs FLOW on a synthetic task, 6 seeds, paired FT−FLOW interval
 	$(BIN)/flowvision demo
 
+# --dist loadfile: each test file runs in one worker, so a module's shared setup (a drawn set of figures, the
+# 20,580-image Dogs task) is built once, not once per worker
 test: $(STAMP)          ## the fast CPU suite (what CI runs), one worker process per core (at most 2)
-	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m "not slow" -n 2
+	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 test-slow: $(STAMP)
 	FLOWVISION_QUIET=1 $(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]   # 5: no test is marked slow

@@ -21,6 +21,21 @@ os.environ.setdefault("FLOWVISION_QUIET", "1")
 os.environ["FLOWVISION_OFFLINE"] = "1"  # never probe the network for weights in tests
 
 
+def _cli_built_once() -> None:
+    """typer's CliRunner builds the click command from the Typer app at every invoke (~17 ms here: each command's
+    signature inspected), and the suite invokes the CLI hundreds of times. The app is complete once imported and
+    no test changes it, so the command is built once per process, as a click program builds its commands once."""
+    import functools
+
+    import typer.testing
+
+    if callable(getattr(typer.testing, "_get_command", None)):
+        typer.testing._get_command = functools.lru_cache(maxsize=None)(typer.testing._get_command)
+
+
+_cli_built_once()
+
+
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """One demo-model cache for the whole session: the tiny demo model is trained once."""
@@ -44,6 +59,31 @@ def demo_run(tmp_path_factory, demo_cache):
     assert res.exit_code == 0, res.output
     (run_dir,) = (tmp / "results" / "runs").iterdir()
     return run_dir
+
+
+def _local_weights(tmp_path_factory, arch: str):
+    from safetensors.torch import save_file
+
+    from flowvision.methods import models
+
+    torch.manual_seed(0)
+    m = models.create(arch, 1000)
+    path = tmp_path_factory.mktemp("weights") / f"{arch}-local.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory):
+    """A local .safetensors file of a randomly initialised timm resnet18 (1000 classes), as a user's own
+    pre-trained weights: made once per session, only read."""
+    return _local_weights(tmp_path_factory, "resnet18")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_file(tmp_path_factory):
+    """The same for timm's test_resnet (0.4 M parameters), for runs on real layouts whose model does not matter."""
+    return _local_weights(tmp_path_factory, "test_resnet")
 
 
 @pytest.fixture

@@ -253,11 +253,14 @@ def test_help_and_config_errors_do_not_import_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
-def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny):
+def test_every_run_says_its_device_and_a_cuda_build_without_gpu_warns_once(tiny, monkeypatch):
     """On a machine whose torch was built for CUDA but sees no GPU (this CI's kind), --device auto
     warns with the fix; --device cpu is a choice and does not; the device is recorded either way."""
+    from flowvision.core import hardware
     from flowvision.core.hardware import cuda_build_without_gpu
 
+    # the warning is said once per process: as in a fresh one, whichever test's run came first in this worker
+    monkeypatch.setattr(hardware, "_WARNED", set())
     sets = [a for k, v in tiny.items() if k != "device" for a in ("--set", f"{k}={v}")]
     auto = runner.invoke(app, ["finetune", "--method", "lp", *sets, "--set", "device=auto",
                                "--set", "deterministic=true"])

@@ -21,17 +21,22 @@ def _sets(tiny):
 @pytest.mark.filterwarnings("error:constrained_layout not applied")  # a figure whose legend squashed its axes
 def test_reproduce_skips_finished_runs_then_table_and_plot(tiny):
     res_dir = tiny["results_dir"]
-    grid = ["reproduce", "--model", "demo", "--datasets", "gratings", "--methods", "ft,flow,wiseft", "--seeds", "2",
-            *_sets(tiny), "--set", f"results_dir={res_dir}"]
-    dry = runner.invoke(app, [*grid, "--dry-run"])
+
+    def grid(seeds):
+        return ["reproduce", "--model", "demo", "--datasets", "gratings", "--methods", "ft,flow,wiseft", "--seeds",
+                str(seeds), *_sets(tiny), "--set", f"results_dir={res_dir}"]
+    dry = runner.invoke(app, [*grid(2), "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "6 runs, 0 finished, 6 to do" in dry.output
     assert "flowvision finetune --dataset gratings --model demo --method wiseft --seed 1" in dry.output
-    first = runner.invoke(app, grid)
+    first = runner.invoke(app, grid(1))  # seed 0 runs: the grid of two seeds then has half of its runs finished
     assert first.exit_code == 0, first.output
-    assert "6 runs: 6 ran, 0 already finished" in first.output
-    again = runner.invoke(app, grid)
-    assert "6 runs: 0 ran, 6 already finished" in again.output
+    assert "3 runs: 3 ran, 0 already finished" in first.output
+    again = runner.invoke(app, grid(1))
+    assert "3 runs: 0 ran, 3 already finished" in again.output
+    dry = runner.invoke(app, [*grid(2), "--dry-run"])
+    assert dry.exit_code == 0 and "6 runs, 3 finished, 3 to do" in dry.output, dry.output
+    assert "--method wiseft --seed 1" in dry.output and "--method wiseft --seed 0" not in dry.output
 
     table = runner.invoke(app, ["table", "--results-dir", res_dir])
     assert table.exit_code == 0, table.output
@@ -65,8 +70,9 @@ def test_plot_without_runs_is_a_clear_error(tmp_path):
 
 
 def test_bench_prints_ratios():
-    res = runner.invoke(app, ["bench", "--image-size", "16", "--batch-size", "4", "--steps", "1", "--repeats", "1",
-                              "--device", "cpu"])
+    # timm's tiny test_resnet: the ratios' table is the same for any model, and the default resnet18 costs seconds
+    res = runner.invoke(app, ["bench", "--model", "test_resnet", "--image-size", "16", "--batch-size", "4", "--steps", "1",
+                              "--repeats", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "static weights" in res.output and "online weights (official)" in res.output
     rows = {cells[0]: cells[1:] for cells in (

@@ -340,10 +340,18 @@ def all_dogs(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_dogs_paper_split_is_a_seeded_80_20_of_all_images_tested_with_training_transforms(all_dogs):
+@pytest.fixture(scope="module")
+def dogs_paper(all_dogs):
+    """The paper protocol's Stanford Dogs task over all_dogs, loaded once for the tests that only read it (each
+    load checks 20,580 files): its default per-stage splits, and dogs_split=single."""
+    return {"per-stage": load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper"),  # the default
+            "single": load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper", dogs_split="single")}
+
+
+def test_dogs_paper_split_is_a_seeded_80_20_of_all_images_tested_with_training_transforms(all_dogs, dogs_paper):
     from flowvision.data.loaders import load_real_splits
 
-    task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper", dogs_split="single")
+    task = dogs_paper["single"]
     assert (len(task.train), len(task.test)) == (16_464, 4_116) and task.splits == {}
     assert task.test.base.transform is task.train.base.transform  # the official test set is augmented
     assert task.train_eval.base.transform is not task.train.base.transform
@@ -362,13 +370,12 @@ def test_dogs_paper_split_is_a_seeded_80_20_of_all_images_tested_with_training_t
         load_real_task("stanford_dogs", all_dogs)
 
 
-def test_dogs_per_stage_splits_are_independent_draws_over_one_set_of_images(all_dogs):
+def test_dogs_per_stage_splits_are_independent_draws_over_one_set_of_images(all_dogs, dogs_paper):
     """As the official scripts, each of which drew its own 80/20 split: the probe's (also standard FT's),
     FLOW round 1's and round 2's, so ~80% of a later split's test images trained an earlier stage."""
     from flowvision.data.splits import folder_relpaths, seen_shares
 
-    task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper")  # per-stage: the default
-    single = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper", dogs_split="single")
+    task, single = dogs_paper["per-stage"], dogs_paper["single"]
     assert task.info["dogs_split"] == "per-stage" and set(task.splits) == {"round1", "round2"}
     assert task.train.indices == single.train.indices  # the probe's split is the single one
     pool = task.train.base.base
@@ -423,11 +430,11 @@ def test_dry_run_prints_the_per_stage_dogs_splits_and_their_overlap(all_dogs):
     assert single.exit_code == 2 and single.output.count("0.0% by probe") == 2, single.output
 
 
-def test_a_dogs_record_carries_its_split_overlap_and_older_records_read_as_single(all_dogs):
+def test_a_dogs_record_carries_its_split_overlap_and_older_records_read_as_single(dogs_paper):
     from flowvision.core import config
     from flowvision.stages.record import from_dict, split_overlap
 
-    task = load_real_task("stanford_dogs", all_dogs, image_size=8, protocol="paper")
+    task = dogs_paper["per-stage"]
     flow = split_overlap(task, config.resolve("stanford_dogs", "resnet18", "flow", {"protocol": "paper"}))
     assert [(stage, row["split"]) for stage, row in flow.items()] == [("probe", "probe"), ("finetune", "round1"),
                                                                       ("refit", "round2")]

@@ -452,30 +452,27 @@ def dataclasses_replace(cfg, **changes):
 
 
 # ---- decoded caches --------------------------------------------------------------------------------------
-def test_a_decoded_cache_holding_another_split_is_moved_aside_and_rebuilt(tmp_path, tiny, cars, capsys):
+def test_a_decoded_cache_holding_another_split_is_moved_aside_and_rebuilt(tmp_path, tiny, cars, tiny_weights_file,
+                                                                          capsys):
     """The train split's cache files replaced by the test split's: the header says so, the cache is
-    moved aside with one warning and rebuilt, and the run's numbers are those of an undamaged run."""
+    moved aside with one warning and rebuilt, and the run's numbers are those of an undamaged run.
+    (timm's test_resnet with the official ImageNet transform: the data path resnet18 takes, every cache decoded.)"""
     import json
     import shutil
 
     from flowvision.core import config
-    from flowvision.methods import models
     from flowvision.stages.run import run as run_one
-    from safetensors.torch import save_file
 
-    torch.manual_seed(0)
-    weights = tmp_path / "r18.safetensors"
-    save_file({k: v.contiguous() for k, v in models.create("resnet18", 1000).state_dict().items()}, str(weights))
     synsets = imagenet_synsets()
     val = tmp_path / "val"
     for i in range(4):
         _image(val / synsets[i] / f"{i}.JPEG", (i * 50, 10, 10))
 
     def run(results):
-        return run_one(config.resolve("stanford_cars", "resnet18", "lp", dict(
+        return run_one(config.resolve("stanford_cars", "test_resnet", "lp", dict(
             tiny, data_root=str(cars), data_path="device", image_size=16, cache_dir=str(tmp_path / "cache"),
-            weights=str(weights), imagenet=str(val), results_dir=str(tmp_path / results), n_train=None,
-            n_test=None)))
+            weights=str(tiny_weights_file), imagenet=str(val), imagenet_transform="official",
+            results_dir=str(tmp_path / results), n_train=None, n_test=None)))
     undamaged = run("one")
     keys = undamaged["target_data"]["decoded_train"], undamaged["target_data"]["decoded_test"]
     train, test = (tmp_path / "cache" / "decoded" / k for k in keys)
@@ -579,15 +576,25 @@ def test_import_weights_refuses_weights_that_are_not_finite_floats(kind, tmp_pat
     assert not (tmp_path / "results" / "o.safetensors").exists()
 
 
+@pytest.fixture(scope="module")
+def tiny_state():
+    """timm's test_resnet (1000 classes) as a checkpoint to import, for the tests of where the output goes: a 45 MB
+    ResNet-18 read and written there would only cost time."""
+    from flowvision.methods import models
+
+    torch.manual_seed(0)
+    return models.create("test_resnet", 1000).state_dict()
+
+
 @pytest.mark.parametrize("where,message", [
     ("folder", "is a folder; give the name of a new .safetensors file"),
     ("unrelated", "exists and is not a file import-weights wrote"),
     ("under-a-file", "is a file, not a folder; choose another place"),
     ("proc", "cannot write into /proc"),
 ])
-def test_import_weights_out_that_cannot_be_a_new_file_is_one_line(where, message, tmp_path, r18_state):
+def test_import_weights_out_that_cannot_be_a_new_file_is_one_line(where, message, tmp_path, tiny_state):
     path = tmp_path / "ckpt.pth"
-    torch.save(r18_state, path)
+    torch.save(tiny_state, path)
     out = {"folder": tmp_path / "o.safetensors", "unrelated": tmp_path / "notes.safetensors",
            "under-a-file": tmp_path / "file" / "o.safetensors", "proc": Path("/proc/o.safetensors")}[where]
     if where == "folder":
@@ -597,14 +604,14 @@ def test_import_weights_out_that_cannot_be_a_new_file_is_one_line(where, message
     elif where == "under-a-file":
         (tmp_path / "file").write_text("x")
     before = out.read_bytes() if out.is_file() else None
-    _fails_cleanly(["import-weights", str(path), "--arch", "resnet18", "--out", str(out)], message, tmp_path)
+    _fails_cleanly(["import-weights", str(path), "--arch", "test_resnet", "--out", str(out)], message, tmp_path)
     assert before is None or out.read_bytes() == before
 
 
-def test_import_weights_may_overwrite_its_own_output(tmp_path, r18_state):
+def test_import_weights_may_overwrite_its_own_output(tmp_path, tiny_state):
     path = tmp_path / "ckpt.pth"
-    torch.save(r18_state, path)
-    args = ["import-weights", str(path), "--arch", "resnet18", "--out", str(tmp_path / "o.safetensors")]
+    torch.save(tiny_state, path)
+    args = ["import-weights", str(path), "--arch", "test_resnet", "--out", str(tmp_path / "o.safetensors")]
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "wrote" in again.output

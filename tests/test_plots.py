@@ -50,17 +50,28 @@ def full_grid(root):
                               "weight": np.exp(-losses / tau)}).to_csv(folder / "weights.csv", index=False)
 
 
-def test_make_all_writes_every_figure_at_the_stated_size(tmp_path):
-    full_grid(tmp_path)
-    paths = plots.make_all(tmp_path, tmp_path / "fig")
+@pytest.fixture(scope="module")
+def grid_figures(tmp_path_factory):
+    """full_grid's runs drawn once by make_all, as `flowvision plot` draws them: (the figures folder, the PNG paths
+    make_all returned, the figure it saved as each file name). The tests below only read them."""
+    root = tmp_path_factory.mktemp("grid")
+    full_grid(root)
+    with pytest.MonkeyPatch.context() as mp:
+        kept = _drawn_figure(mp, draw=False)  # saving draws each figure (PNG, then PDF)
+        paths = plots.make_all(root, root / "fig")
+    return root / "fig", paths, kept["by_name"]
+
+
+def test_make_all_writes_every_figure_at_the_stated_size(grid_figures):
+    fig_dir, paths, _ = grid_figures
     names = sorted(p.name for p in paths)
     assert names == ["tau_resnet18_cifar100_flow.png", "tau_resnet18_cifar10_flow.png",
                      "tradeoff_resnet18.png", "weights_resnet18.png", "wise_resnet18.png"]
     two_panels = (2 * PANEL_PX[0] + LEGEND_PX, PANEL_PX[1])
-    assert drawn(tmp_path / "fig" / "tradeoff_resnet18.png") == two_panels
-    assert drawn(tmp_path / "fig" / "weights_resnet18.png") == two_panels
-    assert drawn(tmp_path / "fig" / "wise_resnet18.png") == two_panels
-    assert drawn(tmp_path / "fig" / "tau_resnet18_cifar10_flow.png") == (2 * PANEL_PX[0], PANEL_PX[1])
+    assert drawn(fig_dir / "tradeoff_resnet18.png") == two_panels
+    assert drawn(fig_dir / "weights_resnet18.png") == two_panels
+    assert drawn(fig_dir / "wise_resnet18.png") == two_panels
+    assert drawn(fig_dir / "tau_resnet18_cifar10_flow.png") == (2 * PANEL_PX[0], PANEL_PX[1])
     for path in paths:  # at least 1200 px wide, a vector PDF beside each PNG
         assert drawn(path)[0] >= plots.MIN_WIDTH_PX
         assert path.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
@@ -74,7 +85,7 @@ def test_grid_wraps_after_three_panels(tmp_path):
     assert drawn(paths[0]) == (3 * PANEL_PX[0] + LEGEND_PX, 2 * PANEL_PX[1])
 
 
-def _drawn_figure(monkeypatch):
+def _drawn_figure(monkeypatch, draw=True):
     """Keep the last figure save_figure is given, drawn, so a test can read its artists."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -82,18 +93,17 @@ def _drawn_figure(monkeypatch):
     real = plots.save_figure
 
     def keep(fig, path):
-        FigureCanvasAgg(fig).draw()
+        if draw:
+            FigureCanvasAgg(fig).draw()
         kept.setdefault("figures", []).append(fig)
+        kept.setdefault("by_name", {})[path.name] = fig
         return real(fig, path)
     monkeypatch.setattr(plots, "save_figure", keep)
     return kept
 
 
-def test_trade_off_plots_put_source_on_x_count_seeds_and_give_each_configuration_a_colour(tmp_path, monkeypatch):
-    full_grid(tmp_path)
-    kept = _drawn_figure(monkeypatch)
-    plots.tradeoff(plots.dedupe_runs(load_runs(tmp_path)), tmp_path / "fig")
-    ax = kept["figures"][0].axes[0]
+def test_trade_off_plots_put_source_on_x_count_seeds_and_give_each_configuration_a_colour(grid_figures):
+    ax = grid_figures[2]["tradeoff_resnet18.png"].axes[0]
     assert "acc after" in ax.get_xlabel() and ax.get_ylabel() == "target acc (%)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "flow [τ=0.05], 3 seeds" in labels and "ft, 3 seeds" in labels
@@ -103,11 +113,8 @@ def test_trade_off_plots_put_source_on_x_count_seeds_and_give_each_configuration
     assert lo <= 70.0 <= hi  # the pre-trained line (source_acc_before 0.70) lies inside the axes
 
 
-def test_tau_sweep_reference_lines_lie_inside_their_axes(tmp_path, monkeypatch):
-    full_grid(tmp_path)
-    kept = _drawn_figure(monkeypatch)
-    plots.tau_sweeps(plots.dedupe_runs(load_runs(tmp_path)), tmp_path / "fig")
-    drop_ax, acc_ax = kept["figures"][0].axes[:2]
+def test_tau_sweep_reference_lines_lie_inside_their_axes(grid_figures):
+    drop_ax, acc_ax = grid_figures[2]["tau_resnet18_cifar10_flow.png"].axes[:2]
     for ax, ft_value in ((drop_ax, 30.0), (acc_ax, 91.0)):  # ft: drop 30, target 90/91/92 -> 91
         lo, hi = ax.get_ylim()
         assert lo < ft_value < hi

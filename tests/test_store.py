@@ -55,7 +55,7 @@ def test_a_damaged_checkpoint_restarts_training_instead_of_crashing(tiny):
     ckpt = Path(tiny["results_dir"]) / "ft.partial.pt"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"\0" * 1000)
-    rows = train(models.create("resnet18", task.num_classes), task.train, Schedule(1, 0.01, 16), seed=0,
+    rows = train(models.create("test_resnet", task.num_classes), task.train, Schedule(1, 0.01, 16), seed=0,
                  checkpoint=ckpt)
     assert [r["epoch"] for r in rows] == [1] and list(ckpt.parent.glob("ft.partial.pt.damaged-*"))
 
@@ -71,30 +71,52 @@ _WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from flowvision.core.cache import load_or_compute
-    path, log, seconds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    path, log, hold = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    start_after = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+    while start_after is not None and not start_after.exists():
+        time.sleep(0.02)
     def compute():
         with open(log, "a") as f:
             f.write("computed\\n")
-        time.sleep(seconds)
+        release = path.with_name("release")
+        end = time.time() + hold  # hold the lock until told to let go, or for ``hold`` seconds
+        while not release.exists() and time.time() < end:
+            time.sleep(0.02)
         return {"value": 42}
     value, status = load_or_compute(path, {"stage": "t", "key": "k"}, compute, "stage t")
     print(status, value["value"], flush=True)
 """)
 
 
-def _worker(tmp_path, seconds):
-    return subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path / "t.pt"), str(tmp_path / "log"), str(seconds)],
+def _worker(tmp_path, seconds, start_after=None):
+    return subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path / "t.pt"), str(tmp_path / "log"), str(seconds),
+                             *([str(start_after)] if start_after else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_two_processes_asking_for_one_stage_compute_it_once(tmp_path):
-    first = _worker(tmp_path, 3.0)
-    while not (tmp_path / "log").exists():  # the first holds the lock and computes
-        time.sleep(0.05)
-    second = _worker(tmp_path, 0.0)
-    outs = [p.communicate(timeout=60) for p in (first, second)]
-    assert [o[0].split() for o in outs] == [["computed", "42"], ["cached", "42"]], outs
-    assert "waiting for another run computing stage t" in outs[1][1]
+    """The first process computes and holds the lock until the second has said it waits for it (the second
+    starts asking once the first is computing); then the first stores, and the second reads what it stored."""
+    import threading
+
+    first = _worker(tmp_path, 60.0)
+    second = _worker(tmp_path, 0.0, start_after=tmp_path / "log")
+    said = []
+
+    def read_stderr():
+        for line in second.stderr:
+            said.append(line)
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    end = time.time() + 60
+    while not any("waiting for another run computing stage t" in line for line in said) and time.time() < end:
+        time.sleep(0.02)
+    (tmp_path / "release").touch()  # let go (also after 60 s without the second waiting: the assertions below fail)
+    outs = [first.communicate(timeout=60)[0], second.stdout.read()]
+    second.wait(timeout=60)
+    reader.join(timeout=60)
+    assert [o.split() for o in outs] == [["computed", "42"], ["cached", "42"]], (outs, said)
+    assert any("waiting for another run computing stage t" in line for line in said), said
     assert (tmp_path / "log").read_text() == "computed\n"
 
 

@@ -10,13 +10,15 @@ def test_tasks_are_deterministic_from_the_seed():
     assert not torch.equal(generate("patterns", 20, 16, 0)[0], a[0])
 
 
+# 8-px images in the label-noise tests: the labels are drawn per sample whatever the size (2,000 images at the
+# default 32 px take a second to draw), and both sides of each comparison draw at the same size.
 def test_label_noise_only_on_training_labels():
-    task = load_synthetic_task("gratings", n_train=2000, n_test=300)
-    clean_train = generate("gratings", 2000, 32, 0, 0.15)[1]
+    task = load_synthetic_task("gratings", image_size=8, n_train=2000, n_test=300)
+    clean_train = generate("gratings", 2000, 8, 0, 0.15)[1]
     observed = torch.tensor([task.train[i][1] for i in range(2000)])
     noisy = (observed != clean_train).float().mean().item()
     assert 0.10 < noisy < 0.16  # 15% resampled uniformly: 15% × 7/8 change
-    test_clean = generate("gratings", 300, 32, 1)[1]
+    test_clean = generate("gratings", 300, 8, 1)[1]
     assert torch.equal(torch.tensor([task.test[i][1] for i in range(300)]), test_clean)
 
 
@@ -30,11 +32,12 @@ def test_samples_carry_their_index_and_shapes():
 
 
 def test_noisy_flags_are_the_labels_the_generator_replaced():
-    task = load_synthetic_task("gratings", n_train=2000, n_test=10, augment=False)
-    true = generate("gratings", 2000, 32, 0, 0.0)[1]  # the same stream without the replacement draw
+    task = load_synthetic_task("gratings", image_size=8, n_train=2000, n_test=10, augment=False)
+    true = generate("gratings", 2000, 8, 0, 0.0)[1]  # the same stream without the replacement draw
     observed = torch.tensor([task.train[i][1] for i in range(2000)])
     assert task.noisy.dtype == torch.bool and task.noisy.shape == (2000,)
     assert torch.equal(task.noisy, observed != true)
     assert 0.10 < task.noisy.float().mean().item() < 0.16  # 15% drawn again, 7/8 of them to another class
-    assert torch.equal(load_synthetic_task("gratings", n_train=2000, n_test=10, data_path="device").noisy, task.noisy)
+    assert torch.equal(load_synthetic_task("gratings", image_size=8, n_train=2000, n_test=10, data_path="device").noisy,
+                       task.noisy)
     assert not load_synthetic_task("shapes", n_train=50, n_test=10).noisy.any()  # the source task is clean
