@@ -95,13 +95,18 @@ def full_precision(hw: Hardware) -> Hardware:
     return dataclasses.replace(hw, amp=False, amp_dtype=None)
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a model without any): where a library call puts it back."""
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
 def for_model(device, model: nn.Module) -> Hardware:
     """The Hardware of a library call (``flowvision.per_sample_losses`` and its kin): ``device`` as given (a
     Hardware as it is; a device or its name, in fp32 with no workers), or None: where ``model``'s parameters are."""
     if isinstance(device, Hardware):
         return device
     if device is None:
-        device = next(iter(model.parameters()), torch.empty(0)).device
+        device = device_of(model)
     return Hardware(torch.device(device))
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from ..core import distributed
 from ..core.console import progress
 from ..data.base import Indexed, make_loader
-from ..core.hardware import CPU, Hardware, for_model, full_precision
+from ..core.hardware import CPU, Hardware, device_of, for_model, full_precision
 
 
 UNLABELLED = -1
@@ -188,7 +188,7 @@ def per_sample_losses(model: nn.Module, dataset, *, batch_size: int = 256,
     draws sample i's from (seed, i), so two passes see the same images. Under torch.distributed every process
     computes a share and every process gets all N. ``desc`` labels the progress line."""
     hw = full_precision(for_model(device, model))
-    home = next(iter(model.parameters()), torch.empty(0)).device
+    home = device_of(model)
     p = predict(model, in_order(dataset), batch_size=batch_size, hw=hw, desc=desc, draw_seed=seed)
     model.to(home)
     return (p.losses, p.labels) if return_labels else p.losses

@@ -309,11 +309,11 @@ def forgetting(finetuned: nn.Module, pretrained: nn.Module, source_data, *, batc
     the images whose top-1 class is the pre-trained model's, "kl": mean KL(p_pretrained ‖ p_after) in nats,
     "n_images", "n_labelled"}. Two fp32 passes in eval mode (the run's record holds the same numbers as
     fractions: source_acc_before, source_acc_after, source_drop, source_agreement, source_kl)."""
-    from ..core.hardware import for_model
+    from ..core.hardware import device_of, for_model
     from .evaluate import in_order
 
     hw = for_model(device, pretrained)
-    homes = [(m, next(iter(m.parameters())).device) for m in (finetuned, pretrained)]
+    homes = [(m, device_of(m)) for m in (finetuned, pretrained)]
     images = in_order(source_data)
     before = source_before(pretrained, images, hw, batch_size=batch_size)
     after = source_after(finetuned, pretrained, images, before["logprobs"], hw, task_specific=task_specific,

@@ -96,10 +96,10 @@ class EWC(L2SP):
         from the model's own predictions). ``samples``: a seeded subset of that many images (None: all).
         ``device``: where to run (None: where the model is; it is back there afterwards). -> parameter name ->
         (that parameter's shape) float32 on the CPU, the mean squared gradient of log p(y | x)."""
-        from ..core.hardware import for_model
+        from ..core.hardware import device_of, for_model
         from .evaluate import fisher_diagonal, in_order
 
-        home = next(iter(pretrained.parameters())).device
+        home = device_of(pretrained)
         out = fisher_diagonal(pretrained, in_order(dataset), samples=samples, draws=draws,
                               hw=for_model(device, pretrained))
         pretrained.to(home)

@@ -252,9 +252,11 @@ def train(model: nn.Module, dataset, sched: Schedule, *, seed: int, hw: Hardware
                     loss = per_sample.mean()
                 else:
                     ref = weigher(x, y, hw.put(idx))
-                    loss = weighting.reduce_losses(per_sample, None, normalize, ref_losses=ref, tau=weigher.tau)
-                    if scale_terms and normalize == "mean":
-                        scale = (-ref / weigher.tau).exp().mean()
+                    # the mean normalisation's weights, computed once: the loss and the terms' scale read them
+                    weights = (-ref / weigher.tau).exp() if normalize == "mean" else None
+                    loss = weighting.reduce_losses(per_sample, weights, normalize, ref_losses=ref, tau=weigher.tau)
+                    if scale_terms and weights is not None:
+                        scale = weights.mean()
                 if regularizer is not None and not proximal:
                     loss = loss + (regularizer() if scale is None else scale * regularizer())
                 if distill is not None:
